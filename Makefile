@@ -1,0 +1,25 @@
+# Quick start: `make demo` (set up, then the governed end-to-end pipeline) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export ZP_ASSETS ?= $(CURDIR)/.assets
+
+.PHONY: setup demo test test-fast lock clean-demo
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	ZP_HOME=$${ZP_HOME:-$(CURDIR)/.zp-demo} $(PY) -m zeropoint.demo
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# Regenerate the hashed lock file from pyproject.toml (needs network to PyPI).
+lock:
+	$(PY) -m pip install -q pip-tools && $(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --extra test \
+	  --strip-extras -o requirements.lock pyproject.toml
+
+clean-demo:
+	rm -rf .zp-demo

@@ -1,0 +1,8 @@
+"""`zpctl diag` and `zpctl health`."""
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

@@ -1,0 +1,127 @@
+"""`zpctl`: the command line. Thin: every command calls a library function and renders its result."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from .common import JsonOpt, SetOpt, console, handle_errors, print_json
+
+app = typer.Typer(name="zpctl", help="Zeropoint training appliance: governed data, tinygrad recipes, evidence.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+scope_app = typer.Typer(help="Scope controls: find mock flags in config trees.", no_args_is_help=True)
+runs_app = typer.Typer(help="Runs recorded under $ZP_HOME/runs.", no_args_is_help=True)
+config_app = typer.Typer(help="Typed recipe configs.", no_args_is_help=True)
+app.add_typer(scope_app, name="scope")
+app.add_typer(runs_app, name="runs")
+app.add_typer(config_app, name="config")
+
+
+@app.command()
+@handle_errors
+def version(json_out: bool = JsonOpt):
+    """Package version, git commit, tinygrad and Python versions."""
+    from ..appliance.identity import version_info
+    info = version_info()
+    if json_out:
+        return print_json(info)
+    for k, v in info.items():
+        console.print(f"[bold]{k:>18}[/] {v}")
+
+
+@scope_app.command("check")
+@handle_errors
+def scope_check(path: Path = typer.Argument(Path("."), help="File or directory to scan."), json_out: bool = JsonOpt):
+    """Scan YAML/TOML/JSON/.env files for mock flags set true; exit 1 listing each hit."""
+    from ..scope import MOCK_FLAGS, scan_tree
+    hits = scan_tree(path)
+    if json_out:
+        print_json({"path": str(path), "flags": list(MOCK_FLAGS), "hits": [h.__dict__ for h in hits], "ok": not hits})
+    elif hits:
+        for h in hits:
+            console.print(f"[red]{h.file}:{h.line}[/]: {h.key} = {h.value}", highlight=False)
+        console.print(f"[bold red]{len(hits)} mock flag(s) set[/] under {path}")
+    else:
+        console.print(f"[green]no mock flags set[/] under {path}")
+    raise typer.Exit(1 if hits else 0)
+
+
+@runs_app.command("ls")
+@handle_errors
+def runs_ls(json_out: bool = JsonOpt):
+    """List runs with status, device and whether they were simulated."""
+    from ..evidence import list_runs
+    runs = list_runs()
+    if json_out:
+        return print_json([{k: r.get(k) for k in ("id", "kind", "status", "started_at", "ended_at", "device", "simulated")}
+                           for r in runs])
+    t = Table("run", "kind", "status", "started", "device", "simulated")
+    for r in runs:
+        st = r.get("status")
+        color = {"succeeded": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}.get(st, "white")
+        t.add_row(r.get("id"), r.get("kind"), f"[{color}]{st}[/]", str(r.get("started_at")), str(r.get("device")),
+                  "[bold red]SIMULATED[/]" if r.get("simulated") else "no")
+    console.print(t)
+
+
+@runs_app.command("show")
+@handle_errors
+def runs_show(run: str = typer.Argument(..., help="Run id or run directory."), json_out: bool = JsonOpt):
+    """Show a run's record and its last metrics."""
+    from ..evidence import effective_status, load_run, read_metrics
+    r = load_run(run)
+    rec = dict(r.record, status=effective_status(r.record))
+    metrics = read_metrics(r)
+    steps = [m for m in metrics if m.get("event") == "step"]
+    if json_out:
+        return print_json({"run": rec, "steps": len(steps), "last_step": steps[-1] if steps else None,
+                           "events": [m for m in metrics if m.get("event") != "step"]})
+    if rec.get("simulated"):
+        console.print("[bold white on red] SIMULATED RUN - NOT REAL COMPUTE [/]")
+    t = Table("field", "value", show_header=False)
+    for k in ("id", "kind", "status", "command", "device", "seed", "config_sha256", "hardware_fingerprint",
+              "git_commit", "tinygrad_version", "started_at", "ended_at", "error"):
+        t.add_row(k, str(rec.get(k)))
+    for d in rec.get("datasets") or []:
+        t.add_row("dataset", f"{d.get('name')} {d.get('sha256', '')}")
+    console.print(t)
+    if steps:
+        last = steps[-1]
+        console.print(f"{len(steps)} steps; last: step {last['step']} loss {last['loss']:.4f} "
+                      f"({last.get('tokens_per_s') or 0:.1f} tok/s)")
+
+
+@config_app.command("show")
+@handle_errors
+def config_show(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt):
+    """Print the resolved, validated config (with overrides applied) and its SHA-256."""
+    import yaml
+    from ..config import config_dict, config_hash, load_config
+    cfg, _ = load_config(config, set_)
+    if json_out:
+        return print_json({"config": config_dict(cfg), "sha256": config_hash(cfg)})
+    console.print(yaml.safe_dump(config_dict(cfg), sort_keys=False), end="", highlight=False)
+    console.print(f"# sha256: {config_hash(cfg)}", highlight=False)
+
+
+def _register_all() -> None:
+    """Command groups live in `cli/<part>_cmds.py`, each with `register(app)`; one module per part of the product."""
+    import pkgutil
+    from . import __path__ as cli_path
+    for m in sorted(pkgutil.iter_modules(cli_path), key=lambda m: m.name):
+        if m.name.endswith("_cmds"):
+            importlib.import_module(f"{__package__}.{m.name}").register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

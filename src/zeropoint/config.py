@@ -1,0 +1,138 @@
+"""Typed configs: recipe YAML -> pydantic models where unknown keys and wrong types are errors.
+
+Every recipe config is a `StrictModel` subclass with a `recipe` field naming it; `RECIPES` maps that name to
+the config class and the recipe's entry point (imported lazily so `zpctl --help` stays fast).
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import ConfigError
+from .hashing import sha256_json
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+# recipe name -> (config class, run function), as "module:attr" so nothing heavy is imported up front
+RECIPES: dict[str, tuple[str, str]] = {}
+
+
+def register_recipe(name: str, config_cls: str, run_fn: str) -> None:
+    RECIPES[name] = (config_cls, run_fn)
+
+
+def _resolve(ref: str):
+    mod, attr = ref.split(":")
+    return getattr(importlib.import_module(mod), attr)
+
+
+def recipe_entry(name: str):
+    _load_builtin_recipes()
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES)) or '(none)'}")
+    cfg_ref, run_ref = RECIPES[name]
+    return _resolve(cfg_ref), _resolve(run_ref)
+
+
+def _load_builtin_recipes() -> None:
+    # recipes register themselves in zeropoint.recipes.__init__ (a table, not an import of each recipe)
+    importlib.import_module("zeropoint.recipes")
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key.sub=value (for example --set optim.lr=3e-4)")
+    key, val = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {item!r}: empty key")
+    return key.split("."), yaml.safe_load(val) if val.strip() else ""
+
+
+def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
+    for item in overrides or []:
+        path, val = parse_override(item)
+        node = raw
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {} if part not in node else node[part]
+                if not isinstance(node[part], dict):
+                    raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+            node = node[part]
+        node[path[-1]] = val
+    return raw
+
+
+def _known_keys(cls: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names at a nested location, for 'did you mean' hints."""
+    model = cls
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def format_validation_error(err: ValidationError, cls: type[BaseModel], source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc) or "(root)"
+        if e["type"] == "extra_forbidden":
+            known = _known_keys(cls, loc)
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else (f" (known keys: {', '.join(known)})" if known else "")
+            lines.append(f"  unknown key {key!r}{hint}")
+        elif e["type"] == "missing":
+            lines.append(f"  missing required key {key!r}")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def validate(cls: type[BaseModel], raw: dict, source: str = "<config>"):
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, cls, source)) from None
+
+
+def read_yaml(path: Path | str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass a YAML file such as configs/llm/tiny_full.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must be a mapping of keys to values")
+    return raw
+
+
+def load_config(path: Path | str, overrides: list[str] | None = None):
+    """Load a recipe YAML into its typed config. Returns (config object, recipe run function)."""
+    raw = apply_overrides(read_yaml(path), overrides)
+    name = raw.get("recipe")
+    if not name:
+        raise ConfigError(f"config {path} has no 'recipe' key; add e.g. 'recipe: llm_finetune'")
+    cls, run_fn = recipe_entry(name)
+    return validate(cls, raw, str(path)), run_fn
+
+
+def config_dict(cfg: BaseModel) -> dict:
+    return cfg.model_dump(mode="json")
+
+
+def config_hash(cfg: BaseModel) -> str:
+    return sha256_json(config_dict(cfg))
