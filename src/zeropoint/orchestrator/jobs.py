@@ -1,0 +1,149 @@
+"""Turning a job request (kind, config, args) into a validated, stored job whose command is a `zpctl` call.
+
+Validation happens here, once, for every front end (API, `zpctl jobs submit`): recipe configs go through the
+same typed classes as `zpctl train` (`config.validate`), names and paths are confined to the data root, and the
+config the job will run is written into the job's directory so what ran is what was hashed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+from ..config import apply_overrides, config_dict, config_hash, read_yaml, recipe_entry, validate
+from ..errors import ConfigError, ZeropointError
+from ..hashing import sha256_json
+from ..workspace import atomic_write_text, workspace
+from .store import Job, JobStore, new_job_id
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_DRY_RUN_HOLD_S = 30.0
+
+
+class PathRejected(ZeropointError):
+    """A name or path in a request points outside the data root (`..`, absolute, odd characters)."""
+
+
+def safe_name(value: str, what: str = "name") -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value) or ".." in value:
+        raise PathRejected(f"{what} {value!r} is not allowed: use letters, digits, '.', '_' or '-' "
+                           "(no '/', no '..', at most 128 characters)")
+    return value
+
+
+def data_root() -> Path:
+    """Where request paths may point: $ZP_DATA_ROOT, else the workspace root."""
+    return Path(os.environ.get("ZP_DATA_ROOT") or workspace().root).resolve()
+
+
+def confine(path: str, what: str = "path") -> Path:
+    """Resolve a request path under the data root; refuse `..`, absolute paths outside it and symlink escapes."""
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise PathRejected(f"{what} must be a non-empty path relative to the data root {data_root()}")
+    root = data_root()
+    p = Path(path)
+    if ".." in p.parts:
+        raise PathRejected(f"{what} {path!r} contains '..'; give a path inside the data root {root}")
+    full = (p if p.is_absolute() else root / p).resolve()
+    if full != root and root not in full.parents:
+        raise PathRejected(f"{what} {path!r} is outside the data root {root}; give a path inside it")
+    return full
+
+
+def jobs_root() -> Path:
+    return workspace().root / "jobs"
+
+
+def zpctl_argv(args: list[str]) -> list[str]:
+    """The command line a job runs: this interpreter running the CLI module, so no PATH lookup is needed."""
+    return [sys.executable, "-m", "zeropoint.cli.main", *args]
+
+
+def dry_run_argv(job: Job) -> list[str]:
+    return [sys.executable, "-m", "zeropoint.orchestrator.dryrun", job.run_dir]
+
+
+# ---- kinds --------------------------------------------------------------------------------------------------
+# kind -> builder(job_dir, config, args) -> (zpctl args, typed config dict or None). Kinds whose CLI has not
+# landed in this build are absent, and submitting one is refused with the list of kinds that exist.
+
+def _recipe_config(raw: dict | None, overrides: list[str] | None, source: str):
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{source}: a train job needs a recipe config (a mapping with 'recipe: <name>')")
+    raw = apply_overrides(dict(raw), overrides)
+    name = raw.get("recipe")
+    if not name:
+        raise ConfigError(f"{source} has no 'recipe' key; add e.g. 'recipe: llm_finetune'")
+    cls, _ = recipe_entry(name)
+    return validate(cls, raw, source)
+
+
+def _build_train(job_dir: Path, raw: dict | None, args: dict):
+    cfg = _recipe_config(raw, args.get("overrides"), "job config")
+    cfg_path = job_dir / "config.yaml"
+    atomic_write_text(cfg_path, yaml.safe_dump(config_dict(cfg), sort_keys=False))
+    return ["train", str(cfg_path)], config_dict(cfg), config_hash(cfg)
+
+
+def _build_resume(job_dir: Path, raw: dict | None, args: dict):
+    run = safe_name(args.get("run", ""), "run id")
+    if not (workspace().runs / run / "run.json").is_file():
+        raise ZeropointError(f"no run {run!r} to resume; list runs with GET /v1/runs or `zpctl runs ls`")
+    return ["resume", run], None, None
+
+
+def _build_status(job_dir: Path, raw: dict | None, args: dict):
+    what = args.get("what", "version")
+    if what not in ("version", "health", "diag"):
+        raise ConfigError(f"status job: 'what' must be version, health or diag (got {what!r})")
+    return [what, "--json"], None, None
+
+
+KINDS = {"train": _build_train, "resume": _build_resume, "status": _build_status}
+ALL_KINDS = ("train", "resume", "status", "eval", "export", "parity", "bench", "redteam", "data-scan")
+
+
+def submit(store: JobStore, kind: str, *, submitter: str, config: dict | None = None, config_path: str | None = None,
+           args: dict | None = None, dry_run: bool = False, dry_run_hold_s: float = 0.0,
+           resources: dict | None = None, idempotency_key: str | None = None, executor: str = "local") -> tuple[Job, bool]:
+    """Validate and enqueue a job. Returns (job, created); an idempotency key seen before returns that job."""
+    if idempotency_key is not None:
+        if not re.match(r"^[A-Za-z0-9._:-]{1,128}$", idempotency_key):
+            raise ZeropointError("idempotency key must be 1-128 characters of letters, digits, '.', '_', ':' or '-'")
+        prior = store.get_by_key(idempotency_key) if hasattr(store, "get_by_key") else None
+        if prior is not None:
+            return prior, False
+    if kind not in KINDS:
+        missing = f" ({kind!r} is not available in this build)" if kind in ALL_KINDS else ""
+        raise ZeropointError(f"unknown job kind {kind!r}{missing}; available kinds: {', '.join(sorted(KINDS))}")
+    args = dict(args or {})
+    if config is not None and config_path is not None:
+        raise ConfigError("give either 'config' (inline) or 'config_path', not both")
+    if config_path is not None:
+        config = read_yaml(confine(config_path, "config_path"))
+    resources = dict(resources or {})
+    for k, v in resources.items():
+        if k not in ("num_cpus", "num_gpus", "memory") or not isinstance(v, (int, float)) or v < 0:
+            raise ConfigError(f"resources.{k}={v!r}: allowed keys are num_cpus, num_gpus, memory (non-negative numbers)")
+    if not 0 <= float(dry_run_hold_s) <= MAX_DRY_RUN_HOLD_S:
+        raise ConfigError(f"dry_run_hold_s must be between 0 and {MAX_DRY_RUN_HOLD_S}")
+
+    job_id = new_job_id()
+    job_dir = jobs_root() / job_id
+    job_dir.mkdir(parents=True, exist_ok=False)
+    zp_args, cfg, cfg_sha = KINDS[kind](job_dir, config, args)
+    inputs = {"kind": kind, "args": args, "config": cfg, "dry_run": bool(dry_run), "resources": resources}
+    job = Job(id=job_id, kind=kind, argv=zp_args, submitter=submitter, config=cfg, config_sha256=cfg_sha,
+              inputs_sha256=sha256_json(inputs), args=dict(args, dry_run_hold_s=float(dry_run_hold_s)) if dry_run else args,
+              dry_run=bool(dry_run), resources=resources, executor=executor, idempotency_key=idempotency_key,
+              run_dir=str(job_dir))
+    atomic_write_text(job_dir / "job.json", json.dumps(job.to_dict(), indent=2, default=str) + "\n")
+    stored, created = store.create(job)
+    if not created:   # lost a race on the idempotency key: drop our directory, keep the first job
+        import shutil
+        shutil.rmtree(job_dir, ignore_errors=True)
+    return stored, created
