@@ -1,0 +1,490 @@
+"""The HTTP API: every capability of the appliance behind bearer tokens, roles and the audit log.
+
+`create_app(store, executor)` builds the FastAPI app; `zpctl serve` runs it under uvicorn. Three things happen
+to every request before a handler sees it (`Guard`, a plain ASGI middleware):
+- bodies over the limit are refused with 413 (by Content-Length, and by counting a streamed body);
+- a path with a `..` segment (also percent-encoded) is refused with 400;
+- after the response, a mutating request (POST/PUT/PATCH/DELETE) or a denied one (400 path, 401, 403, 413) is
+  appended to the hash-chained audit log with the actor, the action and the SHA-256 of the request body, plus
+  whatever the handler added (config and dataset hashes).
+Handlers are plain functions over the library (orchestrator, evidence, governance): no logic lives here that
+the CLI does not share.
+"""
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import parse_qsl, unquote
+
+import anyio
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from .. import __version__
+from ..errors import ConfigError, ZeropointError
+from ..evidence import effective_status, list_runs, load_run, read_metrics
+from ..orchestrator import executor as ex
+from ..orchestrator.jobs import PathRejected, safe_name, submit
+from ..orchestrator.store import STATES, Job, SqliteStore
+from ..workspace import workspace
+from .auth import RANK, Principal, resolve
+
+MAX_BODY = int(os.environ.get("ZP_API_MAX_BODY", 1 << 20))   # 1 MiB: configs are small; data is added by path
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+# ---- audit -----------------------------------------------------------------------------------------------------
+def audit(actor: str, action: str, resource: str, details: dict, outcome: str) -> None:
+    from ..governance.audit import append_event
+    append_event(actor, action, resource, details, outcome)
+
+
+def _traversal(raw_path: bytes, query: bytes) -> str | None:
+    """The offending piece if the path or a query value walks out with `..` (after percent-decoding, twice)."""
+    path = raw_path.decode("latin-1")
+    for _ in range(2):
+        path = unquote(path)
+    if "\x00" in path or any(seg == ".." for seg in path.replace("\\", "/").split("/")):
+        return path
+    for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        v = unquote(v)
+        if "\x00" in v or ".." in v.replace("\\", "/").split("/"):
+            return f"{k}={v}"
+    return None
+
+
+class Guard:
+    def __init__(self, app, store: SqliteStore, max_body: int = MAX_BODY):
+        self.app, self.store, self.max_body = app, store, max_body
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        method, path = scope["method"], scope["path"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        principal = await anyio.to_thread.run_sync(resolve, self.store, headers.get("authorization"))
+        actor = principal.actor if principal else ("anonymous" if "authorization" not in headers else "invalid-token")
+        note = scope["zp_audit"] = {"details": {}, "action": None, "resource": None, "outcome": None}
+        status = {"code": 500}
+        h = hashlib.sha256()
+
+        async def record():
+            """Append the audit event (mutating or denied requests) before the client sees the response."""
+            code = status["code"]
+            if not (method in MUTATING or code in (401, 403, 413) or note["outcome"] == "denied"):
+                return
+            outcome = note["outcome"] or ("denied" if code in (401, 403, 413) else "ok" if code < 400
+                                          else "rejected" if code < 500 else "error")
+            details = {"method": method, "path": path, "status": code, "inputs_sha256": h.hexdigest(),
+                       "client": (scope.get("client") or [None])[0], "role": principal.role if principal else None,
+                       **note["details"]}
+            try:
+                await anyio.to_thread.run_sync(audit, actor, note["action"] or f"api.{method.lower()}",
+                                               note["resource"] or path, details, outcome)
+            except Exception as e:   # never answer as if recorded when it was not
+                import sys
+                print(f"zeropoint api: AUDIT APPEND FAILED for {method} {path}: {type(e).__name__}: {e}", file=sys.stderr)
+                raise
+
+        async def respond(code: int, msg: str, outcome: str, action: str):
+            status["code"] = code
+            note.update(outcome=outcome, action=action)
+            await record()
+            body = json.dumps({"error": msg}).encode()
+            await send({"type": "http.response.start", "status": code,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        bad = _traversal(scope.get("raw_path") or path.encode(), scope.get("query_string", b""))
+        declared = headers.get("content-length")
+        if bad is not None:
+            return await respond(400, f"path traversal refused: {bad!r}; names and paths must stay inside the data "
+                                      "root", "denied", "api.path_traversal")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            return await respond(413, f"request body of {declared} bytes is over the {self.max_body}-byte limit; send "
+                                      "a smaller config, or reference data by name/path instead of inlining it",
+                                 "denied", "api.body_too_large")
+        # read the body up front (bounded) so it can be hashed for the audit log, and so a streamed body without
+        # Content-Length is held to the same limit
+        chunks, size, more = [], 0, True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return await respond(413, f"request body over the {self.max_body}-byte limit", "denied",
+                                     "api.body_too_large")
+            chunks.append(chunk)
+            h.update(chunk)
+            more = msg.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = {"done": False}
+        held: dict = {}
+
+        async def replay():
+            if replayed["done"]:
+                return await receive()
+            replayed["done"] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send_wrap(message):
+            # hold the response head until the audit record is written, so "answered" implies "recorded"
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                held["start"] = message
+                return
+            if "start" in held:
+                await record()
+                await send(held.pop("start"))
+            await send(message)
+
+        try:
+            await self.app(scope, replay, send_wrap)
+        except Exception:
+            status["code"], note["outcome"] = 500, "error"
+            await record()
+            raise
+
+
+# ---- request models --------------------------------------------------------------------------------------------
+class JobRequest(BaseModel):
+    kind: str = Field(description="train | resume | status (and the other kinds this build provides)")
+    config: Optional[dict[str, Any]] = Field(None, description="recipe config (same keys as the YAML for `zpctl train`)")
+    config_path: Optional[str] = Field(None, description="YAML path relative to the data root (instead of config)")
+    args: dict[str, Any] = Field(default_factory=dict, description="kind arguments, e.g. {'run': ID} for resume, "
+                                                                   "{'overrides': ['optim.lr=1e-3']} for train")
+    dry_run: bool = Field(False, description="validate, create and run the job machinery without compute")
+    dry_run_hold_s: float = Field(0.0, ge=0, le=30, description="dry-run jobs: seconds the job process stays alive")
+    resources: dict[str, float] = Field(default_factory=dict, description="num_cpus, num_gpus, memory (Ray executor)")
+
+
+# ---- app -------------------------------------------------------------------------------------------------------
+def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_body: int = MAX_BODY,
+               manage_executor: bool = True) -> FastAPI:
+    started = time.time()
+
+    async def lifespan(app):
+        if executor is not None and manage_executor:
+            app.state.recovered = executor.start()
+        yield
+        if executor is not None and manage_executor:
+            executor.stop()
+
+    app = FastAPI(title="Zeropoint API", version=__version__, lifespan=lifespan,
+                  description="Jobs, runs, datasets, evals and audit of a Zeropoint appliance. Bearer token auth "
+                              "(`zpctl token create`) on everything except /healthz and /readyz.")
+    app.add_middleware(Guard, store=store, max_body=max_body)
+
+    def note(request: Request, *, action: str, resource: str, outcome: str | None = None, **details) -> None:
+        n = request.scope.get("zp_audit")
+        if n is not None:
+            n.update(action=action, resource=resource)
+            if outcome:
+                n["outcome"] = outcome
+            n["details"].update(details)
+
+    def principal(request: Request, authorization: Optional[str] = Header(None)) -> Principal:
+        p = resolve(store, authorization)
+        if p is None:
+            note(request, action="api.auth", resource=request.url.path, outcome="denied",
+                 reason="missing bearer token" if not authorization else "invalid or revoked token")
+            raise HTTPException(401, "missing or invalid bearer token; create one with `zpctl token create --role viewer`"
+                                     " and send `Authorization: Bearer <token>`", headers={"WWW-Authenticate": "Bearer"})
+        return p
+
+    def role(needed: str):
+        def dep(request: Request, p: Principal = Depends(principal)) -> Principal:
+            if not p.can(needed):
+                note(request, action="api.authorize", resource=request.url.path, outcome="denied",
+                     reason=f"role {p.role} is below {needed}")
+                raise HTTPException(403, f"role {p.role!r} may not do this; it needs {needed!r} or higher "
+                                         "(ask an admin for a token with that role)")
+            return p
+        return dep
+
+    viewer, submitter, approver, admin = (Depends(role(r)) for r in RANK)
+
+    @app.exception_handler(PathRejected)
+    async def _path(request: Request, e: PathRejected):
+        note(request, action="api.path_rejected", resource=request.url.path, outcome="denied", reason=str(e))
+        return JSONResponse({"error": str(e)}, status_code=400)
+
+    @app.exception_handler(ConfigError)
+    async def _config(request: Request, e: ConfigError):
+        return JSONResponse({"error": str(e)}, status_code=422)
+
+    @app.exception_handler(ZeropointError)
+    async def _zp(request: Request, e: ZeropointError):
+        return JSONResponse({"error": str(e)}, status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, e: HTTPException):
+        return JSONResponse({"error": e.detail}, status_code=e.status_code, headers=getattr(e, "headers", None))
+
+    # -- health (no auth) -------------------------------------------------------------------------------------
+    @app.get("/healthz", tags=["health"])
+    def healthz():
+        return {"ok": True, "uptime_s": round(time.time() - started, 3)}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz():
+        problems = []
+        try:
+            store.counts()
+        except Exception as e:
+            problems.append(f"job store: {type(e).__name__}: {e}")
+        if executor is not None and not executor.alive():
+            problems.append(f"executor {executor.name} is not running")
+        body = {"ready": not problems, "problems": problems, "executor": executor.name if executor else None,
+                "executor_errors": executor.errors[-5:] if executor else []}
+        return JSONResponse(body, status_code=200 if not problems else 503)
+
+    # -- status -----------------------------------------------------------------------------------------------
+    @app.get("/v1/status/version", tags=["status"])
+    def status_version(p: Principal = viewer):
+        from ..appliance.identity import version_info
+        return version_info()
+
+    @app.get("/v1/status/health", tags=["status"])
+    def status_health(p: Principal = viewer):
+        from ..appliance.health import run_health
+        return run_health()
+
+    @app.get("/v1/status/diag", tags=["status"])
+    def status_diag(parity: bool = Query(False, description="also run the matmul parity check (seconds of compute)"),
+                    p: Principal = viewer):
+        from ..appliance.diag import run_diag
+        return run_diag(with_parity=parity)
+
+    # -- jobs -------------------------------------------------------------------------------------------------
+    def job_view(job: Job) -> dict:
+        d = job.to_dict()
+        d["runs"] = ex.job_run_status(job)
+        return d
+
+    def get_job(job_id: str) -> Job:
+        job = store.get(safe_name(job_id, "job id"))
+        if job is None:
+            raise HTTPException(404, f"no job {job_id!r}; list jobs with GET /v1/jobs")
+        return job
+
+    @app.post("/v1/jobs", status_code=201, tags=["jobs"])
+    def jobs_submit(req: JobRequest, request: Request, p: Principal = submitter,
+                    idempotency_key: Optional[str] = Header(None, description="retry-safe: same key, same job")):
+        note(request, action="job.submit", resource=f"job-kind:{req.kind}", kind=req.kind, dry_run=req.dry_run,
+             idempotency_key=idempotency_key)
+        job, created = submit(store, req.kind, submitter=p.actor, config=req.config, config_path=req.config_path,
+                              args=req.args, dry_run=req.dry_run, dry_run_hold_s=req.dry_run_hold_s,
+                              resources=req.resources, idempotency_key=idempotency_key,
+                              executor=executor.name if executor else "local")
+        note(request, action="job.submit", resource=f"job:{job.id}", job_id=job.id, created=created,
+             config_sha256=job.config_sha256, job_inputs_sha256=job.inputs_sha256)
+        if executor is not None:
+            executor.wake()
+        return JSONResponse(job_view(job), status_code=201 if created else 200)
+
+    @app.get("/v1/jobs", tags=["jobs"])
+    def jobs_list(state: Optional[str] = Query(None, description=" | ".join(STATES)),
+                  limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0), p: Principal = viewer):
+        if state is not None and state not in STATES:
+            raise HTTPException(422, f"unknown state {state!r}; one of {', '.join(STATES)}")
+        return {"jobs": [j.to_dict() for j in store.list(state, limit, offset)], "counts": store.counts(),
+                "limit": limit, "offset": offset}
+
+    @app.get("/v1/jobs/{job_id}", tags=["jobs"])
+    def jobs_show(job_id: str, p: Principal = viewer):
+        return job_view(get_job(job_id))
+
+    @app.post("/v1/jobs/{job_id}/cancel", tags=["jobs"])
+    def jobs_cancel(job_id: str, request: Request, p: Principal = submitter):
+        job = get_job(job_id)
+        note(request, action="job.cancel", resource=f"job:{job.id}", job_inputs_sha256=job.inputs_sha256)
+        if job.submitter != p.actor and not p.can("admin"):
+            note(request, action="job.cancel", resource=f"job:{job.id}", outcome="denied",
+                 reason="not the submitter and not admin")
+            raise HTTPException(403, f"job {job.id} was submitted by {job.submitter}; only they or an admin may cancel it")
+        if job.terminal:
+            raise HTTPException(409, f"job {job.id} is already {job.state}")
+        job = ex.request_cancel(store, job.id)
+        if executor is not None:
+            executor.wake()
+        return job_view(job)
+
+    @app.get("/v1/jobs/{job_id}/logs", tags=["jobs"],
+             responses={200: {"content": {"text/plain": {}, "text/event-stream": {}}}})
+    async def jobs_logs(job_id: str, request: Request, offset: int = Query(0, ge=0),
+                        follow: bool = Query(False, description="stream as server-sent events until the job ends"),
+                        timeout_s: float = Query(3600, gt=0, le=86400), p: Principal = viewer):
+        job = await anyio.to_thread.run_sync(get_job, job_id)
+        log_path = Path(job.run_dir) / "job.log"
+        if not follow and "text/event-stream" not in (request.headers.get("accept") or ""):
+            data = b""
+            if log_path.exists():
+                with open(log_path, "rb") as f:
+                    f.seek(offset)
+                    data = f.read()
+            return PlainTextResponse(data.decode("utf-8", "replace"),
+                                     headers={"X-Log-Offset": str(offset + len(data)), "X-Job-State": job.state})
+        return StreamingResponse(_follow(store, job.id, log_path, offset, timeout_s, request),
+                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    # -- runs, checkpoints, evals -------------------------------------------------------------------------------
+    @app.get("/v1/runs", tags=["runs"])
+    def runs_list(p: Principal = viewer):
+        keys = ("id", "kind", "status", "command", "config_sha256", "started_at", "ended_at", "device", "simulated", "error")
+        return {"runs": [{k: r.get(k) for k in keys} for r in list_runs()]}
+
+    @app.get("/v1/runs/{run_id}", tags=["runs"])
+    def runs_show(run_id: str, p: Principal = viewer):
+        run_id = safe_name(run_id, "run id")
+        if not (workspace().runs / run_id / "run.json").is_file():
+            raise HTTPException(404, f"no run {run_id!r}; list runs with GET /v1/runs")
+        r = load_run(run_id)
+        metrics = read_metrics(r)
+        curve = []
+        if r.loss_curve_path.exists():
+            for row in csv.DictReader(r.loss_curve_path.open(encoding="utf-8")):
+                curve.append({"step": int(row["step"]), "loss": float(row["loss"]), "step_ms": float(row["step_ms"]),
+                              "tokens_per_s": float(row["tokens_per_s"]) if row["tokens_per_s"] else None})
+        ckpts = sorted(q.name for q in r.checkpoints_dir.iterdir()) if r.checkpoints_dir.is_dir() else []
+        return {"run": dict(r.record, status=effective_status(r.record)), "loss_curve": curve,
+                "events": [m for m in metrics if m.get("event") != "step"], "checkpoints": ckpts}
+
+    @app.get("/v1/checkpoints", tags=["runs"])
+    def checkpoints_list(p: Principal = viewer):
+        out = []
+        root = workspace().runs
+        for d in sorted(root.glob("*/checkpoints/*")) if root.is_dir() else []:
+            files = [f for f in d.rglob("*") if f.is_file()] if d.is_dir() else [d]
+            out.append({"run": d.parent.parent.name, "name": d.name, "path": str(d.relative_to(workspace().root)),
+                        "bytes": sum(f.stat().st_size for f in files), "files": len(files),
+                        "modified_at": max((f.stat().st_mtime for f in files), default=None)})
+        return {"checkpoints": out}
+
+    @app.get("/v1/evals", tags=["runs"])
+    def evals_list(p: Principal = viewer):
+        out = []
+        root = workspace().evals
+        for f in sorted(root.rglob("*.json")) if root.is_dir() else []:
+            try:
+                rec = json.loads(f.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                rec = {"error": "unreadable"}
+            out.append({"path": str(f.relative_to(workspace().root)), "record": rec})
+        # eval runs are also evidence runs
+        out += [{"run": r.get("id"), "status": r.get("status"), "started_at": r.get("started_at")}
+                for r in list_runs() if r.get("kind") == "eval"]
+        return {"evals": out}
+
+    # -- audit ------------------------------------------------------------------------------------------------
+    @app.get("/v1/audit", tags=["audit"])
+    def audit_list(offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000), p: Principal = approver):
+        from ..governance.audit import read_events
+        events = read_events()
+        return {"total": len(events), "offset": offset, "limit": limit, "events": events[offset:offset + limit]}
+
+    @app.get("/v1/audit/verify", tags=["audit"])
+    def audit_verify(p: Principal = approver):
+        from ..governance.audit import verify_chain
+        return verify_chain().as_dict()
+
+    # -- metrics ----------------------------------------------------------------------------------------------
+    @app.get("/metrics", tags=["status"], response_class=PlainTextResponse)
+    def metrics(p: Principal = viewer):
+        return PlainTextResponse(prometheus_text(store, executor), media_type="text/plain; version=0.0.4")
+
+    _add_governance_routes(app, store, note, viewer, submitter, approver)
+    return app
+
+
+def _add_governance_routes(app, store, note, viewer, submitter, approver) -> None:
+    """Dataset routes over the governance library (only when that library is present in this build)."""
+    try:
+        from ..governance import datasets as gov   # noqa: F401
+    except ImportError:
+        return
+    from .datasets import add_dataset_routes
+    add_dataset_routes(app, note, viewer, submitter, approver)
+
+
+async def _follow(store: SqliteStore, job_id: str, log_path: Path, offset: int, timeout_s: float, request: Request):
+    """Server-sent events: each new log line as `data:`; `event: end` with the final state when the job ends."""
+    deadline = time.monotonic() + timeout_s
+    pending = b""
+    while True:
+        chunk = b""
+        if log_path.exists():
+            with open(log_path, "rb") as f:
+                f.seek(offset)
+                chunk = f.read(1 << 16)
+        if chunk:
+            offset += len(chunk)
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            pos = offset - len(pending)
+            pos -= sum(len(x) + 1 for x in lines)
+            for line in lines:
+                pos += len(line) + 1
+                yield f"id: {pos}\ndata: {line.decode('utf-8', 'replace')}\n\n"   # id = offset to resume from
+            continue
+        job = await anyio.to_thread.run_sync(store.get, job_id)
+        if job is None or job.terminal:
+            if pending:
+                yield f"data: {pending.decode('utf-8', 'replace')}\n\n"
+            yield f"event: end\ndata: {json.dumps({'state': job.state if job else 'unknown', 'exit_code': job.exit_code if job else None})}\n\n"
+            return
+        if time.monotonic() > deadline or await request.is_disconnected():
+            yield "event: timeout\ndata: {}\n\n"
+            return
+        await asyncio.sleep(0.25)
+
+
+def _last_step(run_dir: Path) -> dict | None:
+    p = run_dir / "metrics.jsonl"
+    if not p.exists():
+        return None
+    with open(p, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - (1 << 16)))
+        lines = f.read().splitlines()
+    for raw in reversed(lines):
+        try:
+            row = json.loads(raw)
+        except ValueError:
+            continue
+        if row.get("event") == "step":
+            return row
+    return None
+
+
+def prometheus_text(store: SqliteStore, executor: ex.Executor | None) -> str:
+    counts = store.counts()
+    out = ["# HELP zeropoint_jobs Jobs in the store by state.", "# TYPE zeropoint_jobs gauge"]
+    out += [f'zeropoint_jobs{{state="{s}"}} {n}' for s, n in counts.items()]
+    out += ["# HELP zeropoint_queue_length Jobs waiting to start.", "# TYPE zeropoint_queue_length gauge",
+            f"zeropoint_queue_length {counts.get('queued', 0)}"]
+    if executor is not None:
+        out += ["# HELP zeropoint_executor_slots Concurrent jobs the executor runs.", "# TYPE zeropoint_executor_slots gauge",
+                f'zeropoint_executor_slots{{executor="{executor.name}"}} {executor.max_concurrent}']
+    out += ["# HELP zeropoint_job_tokens_per_second Tokens/s of the last logged step of each running job's run.",
+            "# TYPE zeropoint_job_tokens_per_second gauge",
+            "# HELP zeropoint_job_step Last logged step of each running job's run.", "# TYPE zeropoint_job_step gauge"]
+    for job in store.running():
+        for rid in ex.find_runs(job):
+            row = _last_step(workspace().runs / rid)
+            if row is None:
+                continue
+            labels = f'job="{job.id}",run="{rid}",kind="{job.kind}"'
+            if row.get("tokens_per_s") is not None:
+                out.append(f"zeropoint_job_tokens_per_second{{{labels}}} {float(row['tokens_per_s'])}")
+            out.append(f"zeropoint_job_step{{{labels}}} {int(row.get('step', 0))}")
+    return "\n".join(out) + "\n"
