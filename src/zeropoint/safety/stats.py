@@ -1,0 +1,42 @@
+"""Attack success rate and its bootstrap 95% confidence interval.
+
+ASR = fails / (passes + fails). Generations of one probe are correlated (same prompt), so the bootstrap
+resamples probes, not attempts (a cluster bootstrap); with one generation per probe the two coincide.
+Seeded, so a report recomputed from the same attempts gives the same interval.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+N_BOOT = 2000
+
+
+def asr(fails: int, total: int) -> float | None:
+    return None if total == 0 else fails / total
+
+
+def bootstrap_ci(outcomes: list[tuple[str, bool]], n_boot: int = N_BOOT, level: float = 0.95,
+                 seed: int = 0) -> tuple[float | None, float | None]:
+    """outcomes: (cluster id, failed) per attempt -> percentile interval of the ASR."""
+    if not outcomes:
+        return None, None
+    by = defaultdict(lambda: [0, 0])
+    for cid, bad in outcomes:
+        by[cid][0] += int(bad)
+        by[cid][1] += 1
+    fails = np.array([v[0] for v in by.values()], dtype=np.float64)
+    totals = np.array([v[1] for v in by.values()], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(fails), size=(n_boot, len(fails)))
+    rates = fails[idx].sum(1) / totals[idx].sum(1)
+    lo, hi = np.quantile(rates, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def summarise(outcomes: list[tuple[str, bool]], seed: int = 0) -> dict:
+    fails = sum(b for _, b in outcomes)
+    lo, hi = bootstrap_ci(outcomes, seed=seed)
+    return {"fails": fails, "passes": len(outcomes) - fails, "total": len(outcomes),
+            "probes": len({c for c, _ in outcomes}), "asr": asr(fails, len(outcomes)), "ci_low": lo, "ci_high": hi}
