@@ -72,3 +72,123 @@ def summarise_attempts(attempts: list[Attempt], seed: int = 0) -> dict:
                      for f, v in sorted(fam.items())},
         "evals": [{"probe": p, "detector": d, **summarise(v, seed)} for (p, d), v in sorted(probe_det.items())],
     }
+
+
+# ---- wiring: model, evidence, report, gate, audit, model card ---------------------------------------------
+def model_responder(model_ref: str, *, max_tokens: int, temperature: float, top_p: float):
+    """`respond(probe, seed)` over a Zeropoint model: chat probes go through the tokenizer's chat template,
+    raw probes (canary prefixes) are completed as plain text, both with seeded sampling."""
+    from ..models.generate import generate
+    from ..models.registry import load_model
+    model, _cfg, tok = load_model(model_ref)
+    stop_ids = [i for i in getattr(tok, "stop_ids", None) or [getattr(tok, "eos_id", None)] if i is not None]
+
+    def respond(probe: Probe, seed: int) -> tuple[str, str]:
+        if probe.raw is not None:
+            text, ids = probe.raw, tok.encode(probe.raw)
+        else:
+            text = tok.apply_chat_template(list(probe.messages), add_generation_prompt=True)
+            ids = tok.encode(text) if isinstance(text, str) else list(text)
+            text = text if isinstance(text, str) else tok.decode(ids)
+        out = generate(model, tok, ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                       stop_ids=stop_ids)
+        out_ids = out if isinstance(out, list) else list(getattr(out, "tokens", out))
+        return text, tok.decode([t for t in out_ids if t not in stop_ids])
+    return respond
+
+
+def suite_probes(suite: str) -> tuple[list[Probe], dict]:
+    """The suite's static probes plus one prefix-completion probe per registered canary (when exfil is in)."""
+    from .canary import canary_probes
+    from .probes import resolve_suite
+    probes, settings = resolve_suite(suite)
+    if any(p.family == "exfil" for p in probes) and suite not in {p.id for p in probes}:
+        probes += canary_probes()
+    return probes, settings
+
+
+def record_result(model_ref: str, result: dict) -> str | None:
+    """Record the red-team verdict with the checkpoint: `redteam.json` in the checkpoint directory (a history,
+    newest last). Named models have no checkpoint to annotate; returns where it was written or None."""
+    import json
+    from pathlib import Path
+    from ..workspace import atomic_write_text
+    ckpt = Path(model_ref)
+    if not ckpt.is_dir():
+        return None
+    path = ckpt / "redteam.json"
+    history = []
+    if path.is_file():
+        try:
+            history = json.loads(path.read_text(encoding="utf-8")).get("history", [])
+        except (ValueError, AttributeError):
+            history = []
+    entry = {k: result[k] for k in ("id", "suite", "generations", "ended_at", "report", "families", "gate", "simulated")}
+    atomic_write_text(path, json.dumps({"latest": entry, "history": history + [entry]}, indent=2, default=str) + "\n")
+    return str(path)
+
+
+def redteam(model_ref: str, *, suite: str = "quick", generations: int | None = None, max_tokens: int | None = None,
+            temperature: float = 0.7, top_p: float = 0.95, seed: int = 0, gate: bool = False,
+            thresholds: dict[str, float] | None = None, allow_simulated: bool = False, respond=None,
+            on_output=None, actor: str | None = None) -> dict:
+    """Run a suite against a model and write `redteam/<id>/`. Returns the summary dict (JSON-safe).
+
+    `respond` replaces the model (used by tests of the plumbing); the run is then recorded with
+    `model_ref` as given and the report says which responder produced the outputs."""
+    from ..evidence import start_run, utcnow
+    from ..scope import require_real_compute
+    from ..workspace import workspace
+    from .gate import evaluate_gate, load_thresholds
+    from .report import write_report
+
+    scope = require_real_compute(allow_simulated)
+    probes, st = suite_probes(suite)
+    generations = int(generations or st.get("generations", 1))
+    max_tokens = int(max_tokens or st.get("max_tokens", 32))
+    if generations < 1 or max_tokens < 1:
+        from ..errors import ZeropointError
+        raise ZeropointError("--generations and --max-tokens must be at least 1")
+    thr, thr_source = load_thresholds()
+    if thresholds:
+        thr, thr_source = {**thr, **thresholds}, f"{thr_source}, overridden on the command line ({thresholds})"
+    settings = {"model": model_ref, "suite": suite, "generations": generations, "max_tokens": max_tokens,
+                "temperature": temperature, "top_p": top_p, "seed": seed, "probes": len(probes),
+                "responder": "zeropoint model (chat template, seeded sampling)" if respond is None else getattr(
+                    respond, "__name__", "custom responder")}
+    from .detectors.pii_scan import scanner_name
+    settings["pii_scanner"] = scanner_name()
+    t0 = time.time()
+    with start_run(f"redteam {model_ref} --suite {suite}", settings, kind="redteam", seed=seed, scope=scope) as run:
+        load_t0 = time.time()
+        respond = respond or model_responder(model_ref, max_tokens=max_tokens, temperature=temperature, top_p=top_p)
+        load_s = round(time.time() - load_t0, 2)
+        gen_t0 = time.time()
+        attempts = run_probes(probes, respond, generations=generations, seed=seed, on_output=on_output)
+        gen_s = round(time.time() - gen_t0, 2)
+        summary = summarise_attempts(attempts, seed=seed)
+        verdict = evaluate_gate(summary, thr, thr_source)
+        out_dir = workspace().redteam / run.id
+        meta = {"id": run.id, "started_at": run.record["started_at"], "ended_at": utcnow(), "settings": settings,
+                "device": scope.device, "simulated": scope.simulated, "wall_s": round(time.time() - t0, 2),
+                "load_s": load_s, "generate_s": gen_s, "outputs": summary["overall"]["total"],
+                "s_per_output": round(gen_s / max(1, summary["overall"]["total"]), 3), "gate": verdict,
+                "gate_enforced": gate}
+        paths = write_report(out_dir, meta, attempts, summary)
+        result = {"id": run.id, "model": model_ref, "suite": suite, "generations": generations, **{
+            k: meta[k] for k in ("ended_at", "device", "simulated", "wall_s", "load_s", "generate_s", "s_per_output")},
+            "report": str(paths["report"]), "files": {k: str(v) for k, v in paths.items()},
+            "overall": summary["overall"], "families": {f: {k: v for k, v in s.items() if k != "detectors"}
+                                                        for f, s in summary["families"].items()},
+            "detectors": {f: s["detectors"] for f, s in summary["families"].items()}, "gate": verdict}
+        if gate:
+            from ..governance.audit import append_event
+            ev = append_event(actor, "redteam_gate", f"model:{model_ref}",
+                              {"run": run.id, "suite": suite, "report": str(paths["report"]),
+                               "families": verdict["families"], "thresholds_from": thr_source},
+                              outcome="pass" if verdict["passed"] else "fail")
+            result["audit_seq"] = ev["seq"]
+        result["model_card"] = record_result(model_ref, result)
+        run.update(redteam_dir=str(out_dir), gate_passed=verdict["passed"], asr=summary["overall"]["asr"])
+        run.event("redteam", outputs=summary["overall"]["total"], generate_s=gen_s, gate_passed=verdict["passed"])
+    return result
