@@ -183,6 +183,7 @@ def start_run(command: str, config: BaseModel | dict | None = None, *, kind: str
             "simulated": bool(getattr(scope, "simulated", False)),
             "simulated_reasons": list(getattr(scope, "reasons", ())),
             "pid": os.getpid(), "host": platform.node(),
+            "job_id": os.environ.get("ZP_JOB_ID"),   # set by the orchestrator when the run is one of its jobs
         })
         if cfg is not None:
             atomic_write_text(d / "config.json", canonical_json(cfg).decode() + "\n")
