@@ -42,9 +42,7 @@ def job_command(job: Job) -> list[str]:
 
 
 def find_runs(job: Job) -> list[str]:
-    """Evidence runs made by this job's process: run.json records the pid and host of the process that wrote it."""
-    if not job.pid:
-        return []
+    """Evidence runs made by this job: run.json records the job id (ZP_JOB_ID), and the pid and host of its process."""
     out = []
     for rj in sorted(workspace().runs.glob("*/run.json")) if workspace().runs.is_dir() else []:
         try:
@@ -53,7 +51,9 @@ def find_runs(job: Job) -> list[str]:
             continue
         # pid + host + "started after the job" rules out a recycled pid's older runs
         stamps = [(rec.get("pid"), rec.get("started_at"))] + [(r.get("pid"), r.get("at")) for r in rec.get("resumes") or []]
-        if rec.get("host") == platform.node() and any(p == job.pid and (t or "") >= (job.started_at or "") for p, t in stamps):
+        if rec.get("job_id") == job.id:
+            out.append(rj.parent.name)
+        elif job.pid and rec.get("host") == platform.node() and any(p == job.pid and (t or "") >= (job.started_at or "") for p, t in stamps):
             out.append(rj.parent.name)
     return out
 
