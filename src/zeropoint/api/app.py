@@ -179,7 +179,9 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
         if executor is not None and manage_executor:
             executor.stop()
 
-    app = FastAPI(title="Zeropoint API", version=__version__, lifespan=lifespan,
+    # the schema is served by our own route so it sits behind auth like everything else but the probes
+    app = FastAPI(title="Zeropoint API", version=__version__, lifespan=lifespan, openapi_url=None, docs_url=None,
+                  redoc_url=None,
                   description="Jobs, runs, datasets, evals and audit of a Zeropoint appliance. Bearer token auth "
                               "(`zpctl token create`) on everything except /healthz and /readyz.")
     app.add_middleware(Guard, store=store, max_body=max_body)
@@ -247,6 +249,10 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
         body = {"ready": not problems, "problems": problems, "executor": executor.name if executor else None,
                 "executor_errors": executor.errors[-5:] if executor else []}
         return JSONResponse(body, status_code=200 if not problems else 503)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi_schema(p: Principal = viewer):
+        return app.openapi()
 
     # -- status -----------------------------------------------------------------------------------------------
     @app.get("/v1/status/version", tags=["status"])

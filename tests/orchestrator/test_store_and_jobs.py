@@ -1,0 +1,107 @@
+"""Job store (SQLite WAL), tokens, and job validation - no server, no subprocesses."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from zeropoint.errors import ConfigError, ZeropointError
+from zeropoint.orchestrator.jobs import PathRejected, confine, safe_name, submit
+from zeropoint.orchestrator.store import Job, SqliteStore, new_job_id
+
+
+@pytest.fixture
+def store(zp_home):
+    return SqliteStore()
+
+
+def test_store_is_wal_and_roundtrips_a_job(store):
+    mode = sqlite3.connect(store.path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    job = Job(id=new_job_id(), kind="status", argv=["version", "--json"], submitter="me", args={"what": "version"},
+              config={"a": [1, 2]}, resources={"num_gpus": 1})
+    got, created = store.create(job)
+    assert created
+    back = store.get(job.id)
+    assert back == job
+    assert store.counts()["queued"] == 1 and store.queue_length() == 1
+
+
+def test_idempotency_key_returns_the_first_job(store):
+    a, created_a = store.create(Job(id=new_job_id(), kind="status", argv=[], submitter="x", idempotency_key="k1"))
+    b, created_b = store.create(Job(id=new_job_id(), kind="status", argv=[], submitter="x", idempotency_key="k1"))
+    assert created_a and not created_b and b.id == a.id
+    assert len(store.list()) == 1
+
+
+def test_transition_is_compare_and_set_under_contention(store):
+    job, _ = store.create(Job(id=new_job_id(), kind="status", argv=[], submitter="x"))
+    wins = []
+
+    def claim():
+        s = SqliteStore(store.path)     # separate connections, like separate processes
+        wins.append(s.transition(job.id, ["queued"], "running"))
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sum(wins) == 1, "exactly one claimant may start a job"
+    assert store.get(job.id).state == "running"
+    assert not store.transition(job.id, ["queued"], "cancelled")
+    with pytest.raises(ValueError):
+        store.transition(job.id, ["running"], "bogus")
+
+
+def test_tokens_are_stored_hashed_and_revocable(store):
+    tok, secret = store.create_token("ci", "submitter", created_by="test")
+    raw = store.path.read_bytes() + (store.path.with_name(store.path.name + "-wal").read_bytes()
+                                     if store.path.with_name(store.path.name + "-wal").exists() else b"")
+    assert secret.encode() not in raw and secret.split("_", 2)[2].encode() not in raw
+    assert store.authenticate(secret).role == "submitter"
+    assert store.authenticate(secret + "x") is None
+    assert store.authenticate("zp_" + tok.id + "_guess") is None
+    assert store.authenticate("") is None
+    assert store.revoke_token(tok.id) and not store.revoke_token(tok.id)
+    assert store.authenticate(secret) is None
+    with pytest.raises(ZeropointError, match="unknown role"):
+        store.create_token("x", "root", created_by="t")
+
+
+def test_safe_name_and_confine_refuse_escapes(zp_home):
+    assert safe_name("sotu-2024.v1") == "sotu-2024.v1"
+    for bad in ("../etc", "a/b", "..", "", "/abs", "a\x00b", "x" * 200):
+        with pytest.raises(PathRejected):
+            safe_name(bad)
+    (zp_home / "cfg").mkdir()
+    assert confine("cfg/a.yaml") == (zp_home / "cfg" / "a.yaml").resolve()
+    for bad in ("../outside.yaml", "/etc/passwd", "cfg/../../x", ""):
+        with pytest.raises(PathRejected):
+            confine(bad)
+    (zp_home / "link").symlink_to("/etc")
+    with pytest.raises(PathRejected, match="outside the data root"):
+        confine("link/passwd")
+
+
+def test_submit_validates_kind_args_and_resources(store, zp_home):
+    with pytest.raises(ZeropointError, match="unknown job kind 'nope'"):
+        submit(store, "nope", submitter="t")
+    with pytest.raises(ConfigError, match="'what' must be"):
+        submit(store, "status", submitter="t", args={"what": "rm -rf"})
+    with pytest.raises(ConfigError, match="resources"):
+        submit(store, "status", submitter="t", resources={"num_gpus": -1})
+    with pytest.raises(PathRejected):
+        submit(store, "resume", submitter="t", args={"run": "../../etc"})
+    with pytest.raises(ZeropointError, match="no run"):
+        submit(store, "resume", submitter="t", args={"run": "train-missing"})
+    with pytest.raises(PathRejected):
+        submit(store, "train", submitter="t", config_path="../x.yaml")
+    with pytest.raises(ConfigError, match="no 'recipe' key"):
+        submit(store, "train", submitter="t", config={"model": "x"})
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        submit(store, "train", submitter="t", config={"recipe": "no_such_recipe"})
+    assert store.list() == [], "a refused submission must leave no job behind"
+    job, created = submit(store, "status", submitter="t", args={"what": "version"}, idempotency_key="abc")
+    assert created and job.argv == ["version", "--json"] and len(job.inputs_sha256) == 64
+    again, created2 = submit(store, "status", submitter="t", args={"what": "version"}, idempotency_key="abc")
+    assert not created2 and again.id == job.id
