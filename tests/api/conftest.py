@@ -81,9 +81,14 @@ class Server:
                 self.proc.wait()
 
 
-def make_token(role: str, name: str | None = None) -> str:
-    from zeropoint.orchestrator.store import open_store
-    return open_store().create_token(name or role, role, created_by="test")[1]
+def store_of(home: Path):
+    from zeropoint.orchestrator.store import SqliteStore
+    return SqliteStore(Path(home) / "jobs" / "jobs.db")
+
+
+def make_token(role: str, name: str | None = None, home: Path | None = None) -> str:
+    home = home or Path(os.environ["ZP_HOME"])
+    return store_of(home).create_token(name or role, role, created_by="test")[1]
 
 
 @pytest.fixture
@@ -95,4 +100,4 @@ def server(zp_home):
 
 @pytest.fixture
 def tokens(zp_home):
-    return {r: make_token(r) for r in ("viewer", "submitter", "approver", "admin")}
+    return {r: make_token(r, home=zp_home) for r in ("viewer", "submitter", "approver", "admin")}
