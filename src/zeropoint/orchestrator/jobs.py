@@ -12,9 +12,12 @@ import re
 import sys
 from pathlib import Path
 
-import yaml
+from typing import Optional
 
-from ..config import apply_overrides, config_dict, config_hash, read_yaml, recipe_entry, validate
+import yaml
+from pydantic import Field
+
+from ..config import StrictModel, apply_overrides, config_dict, config_hash, read_yaml, recipe_entry, validate
 from ..errors import ConfigError, ZeropointError
 from ..hashing import sha256_json
 from ..workspace import atomic_write_text, workspace
@@ -103,7 +106,43 @@ def _build_status(job_dir: Path, raw: dict | None, args: dict):
     return [what, "--json"], None, None
 
 
-KINDS = {"train": _build_train, "resume": _build_resume, "status": _build_status}
+def _model_ref(value: str, what: str = "model") -> str:
+    """A named model (`smollm2-135m`) or a checkpoint directory, which must sit under the data root."""
+    if isinstance(value, str) and ("/" in value or value.startswith(".")):
+        return str(confine(value, what))
+    return safe_name(value, what)
+
+
+class RedteamArgs(StrictModel):
+    model: str
+    suite: str = "quick"
+    generations: Optional[int] = Field(None, ge=1, le=64)
+    max_tokens: Optional[int] = Field(None, ge=1, le=4096)
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    seed: int = 0
+    gate: bool = False
+    threshold: list[str] = Field(default_factory=list)
+
+
+def _build_redteam(job_dir: Path, raw: dict | None, args: dict):
+    a = validate(RedteamArgs, args, "redteam job args")
+    argv = ["redteam", _model_ref(a.model), "--suite", safe_name(a.suite, "suite"), "--temperature", str(a.temperature),
+            "--top-p", str(a.top_p), "--seed", str(a.seed), "--json"]
+    if a.generations is not None:
+        argv += ["--generations", str(a.generations)]
+    if a.max_tokens is not None:
+        argv += ["--max-tokens", str(a.max_tokens)]
+    if a.gate:
+        argv.append("--gate")
+    for t in a.threshold:
+        if not re.match(r"^[a-z_]+=[0-9.]+$", t):
+            raise ConfigError(f"redteam threshold {t!r}: expected FAMILY=MAX_ASR, e.g. jailbreak=0.2")
+        argv += ["--threshold", t]
+    return argv, None, None
+
+
+KINDS = {"train": _build_train, "resume": _build_resume, "status": _build_status, "redteam": _build_redteam}
 ALL_KINDS = ("train", "resume", "status", "eval", "export", "parity", "bench", "redteam", "data-scan")
 
 
