@@ -11,7 +11,7 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import Server, free_port, make_token, store_of
+from zp_server import Server, free_port, make_token, store_of
 
 N = 200
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import Server, free_port, make_token, store_of
+from zp_server import Server, free_port, make_token, store_of
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,91 @@
+"""A real `zpctl serve` (uvicorn) on 127.0.0.1 and a tiny loopback HTTP client, for the API and Ray tests."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, home: Path, port: int, extra_env: dict | None = None, max_concurrent: int = 2):
+        self.home, self.port, self.extra_env, self.max_concurrent = home, port, extra_env or {}, max_concurrent
+        self.proc: subprocess.Popen | None = None
+        self.log = home / f"server-{port}.log"
+
+    def start(self, timeout: float = 60) -> "Server":
+        env = dict(os.environ, ZP_HOME=str(self.home), PYTHONPATH=str(SRC), **self.extra_env)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "zeropoint.cli.main", "serve", "--host", "127.0.0.1",
+                                          "--port", str(self.port), "--max-concurrent", str(self.max_concurrent),
+                                          "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"server exited early:\n{self.log.read_text()}"
+            try:
+                if self.request("GET", "/healthz")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"server did not come up in {timeout}s:\n{self.log.read_text()}")
+
+    def request(self, method: str, path: str, body=None, token: str | None = None, headers: dict | None = None,
+                raw: bytes | None = None, timeout: float = 30):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        h = dict(headers or {})
+        if token:
+            h["Authorization"] = f"Bearer {token}"
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if data is not None:
+            h.setdefault("Content-Type", "application/json")
+        try:
+            c.request(method, path, body=data, headers=h)
+            r = c.getresponse()
+            payload = r.read()
+        finally:
+            c.close()
+        try:
+            parsed = json.loads(payload) if payload else None
+        except ValueError:
+            parsed = payload.decode("utf-8", "replace")
+        return r.status, parsed, dict(r.getheaders())
+
+    def kill(self, sig=signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def store_of(home: Path):
+    from zeropoint.orchestrator.store import SqliteStore
+    return SqliteStore(Path(home) / "jobs" / "jobs.db")
+
+
+def make_token(role: str, name: str | None = None, home: Path | None = None) -> str:
+    home = home or Path(os.environ["ZP_HOME"])
+    return store_of(home).create_token(name or role, role, created_by="test")[1]
+
+
