@@ -11,6 +11,12 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
+# the API needs fastapi + uvicorn (pins in requirements.lock); say so rather than fail on an import
+pytest.importorskip("fastapi", reason="fastapi not installed: pip install fastapi==0.165.0 uvicorn==0.54.0")
+pytest.importorskip("uvicorn", reason="uvicorn not installed: pip install uvicorn==0.54.0")
+
 from zp_server import Server, free_port, make_token, store_of
 
 N = 200
