@@ -1,0 +1,287 @@
+"""ONNX exporter: opset-17 graphs written with `onnx.helper` straight from the model definitions and weights.
+
+Nothing traces tinygrad: each exporter below restates its model's forward (`models/llama.py`, `models/vit.py`,
+`models/clip.py`) as ONNX nodes, op for op, so parity (`parity.py`) checks the restatement against the original.
+Weights are initializers (linear weights stored transposed, (in, out), so each projection is a plain MatMul that
+onnxruntime's quantizer recognises); models over 2 GB go to one external `.data` file beside the graph.
+
+    write_llama_onnx(cfg, weights, "model.onnx", seq_len=None)   # dynamic batch and sequence axes
+    write_vit_onnx(cfg, params, "vit.onnx")
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ZeropointError
+
+OPSET = 17
+IR_VERSION = 8            # the IR that opset 17 shipped with: every onnxruntime since 1.13 reads it
+EXTERNAL_DATA_BYTES = 2 * 1024**3 - 64 * 1024**2   # protobuf's 2 GiB cap, less headroom for the graph itself
+
+
+class ExportError(ZeropointError):
+    pass
+
+
+def _onnx():
+    try:
+        import onnx
+        return onnx
+    except ImportError:
+        raise ExportError("the `onnx` package is not installed; pip install onnx==1.23.2 (and onnxruntime==1.32.0)") from None
+
+
+@dataclass
+class Graph:
+    """A tiny builder: `g.op("MatMul", a, b)` appends a node and returns its output name."""
+    nodes: list = field(default_factory=list)
+    inits: dict = field(default_factory=dict)    # name -> np.ndarray
+    n: int = 0
+
+    def init(self, name: str, arr) -> str:
+        self.inits[name] = np.ascontiguousarray(arr)
+        return name
+
+    def const(self, value, dtype=np.int64) -> str:
+        self.n += 1
+        return self.init(f"c{self.n}", np.asarray(value, dtype=dtype))
+
+    def op(self, op_type: str, *inputs: str, outs: int = 1, **attrs):
+        from onnx import helper
+        self.n += 1
+        names = [f"{op_type.lower()}_{self.n}" + (f"_{i}" if outs > 1 else "") for i in range(outs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), names, name=f"n{self.n}_{op_type}", **attrs))
+        return names[0] if outs == 1 else names
+
+    # helpers that restate the model's building blocks
+    def linear(self, x: str, w_name: str, w: np.ndarray, b: np.ndarray | None = None) -> str:
+        """x @ W.T (+ b) with W in torch's (out, in) layout; stored as W.T so MatMul reads it directly."""
+        y = self.op("MatMul", x, self.init(w_name + ".T", np.asarray(w, np.float32).T))
+        return y if b is None else self.op("Add", y, self.init(w_name.rsplit(".", 1)[0] + ".bias", np.asarray(b, np.float32)))
+
+    def rms_norm(self, x: str, w_name: str, w: np.ndarray, eps: float) -> str:
+        ms = self.op("ReduceMean", self.op("Mul", x, x), axes=[-1], keepdims=1)
+        inv = self.op("Reciprocal", self.op("Sqrt", self.op("Add", ms, self.const(eps, np.float32))))
+        return self.op("Mul", self.op("Mul", x, inv), self.init(w_name, np.asarray(w, np.float32)))
+
+    def layer_norm(self, x: str, w_name: str, w, b, eps: float) -> str:
+        return self.op("LayerNormalization", x, self.init(w_name, np.asarray(w, np.float32)),
+                       self.init(w_name + ".bias", np.asarray(b, np.float32)), axis=-1, epsilon=float(eps))
+
+    def gelu_erf(self, x: str) -> str:
+        e = self.op("Erf", self.op("Mul", x, self.const(1.0 / math.sqrt(2.0), np.float32)))
+        return self.op("Mul", self.op("Mul", x, self.const(0.5, np.float32)), self.op("Add", e, self.const(1.0, np.float32)))
+
+    def quick_gelu(self, x: str) -> str:
+        return self.op("Mul", x, self.op("Sigmoid", self.op("Mul", x, self.const(1.702, np.float32))))
+
+    def attention(self, q: str, k: str, v: str, head_dim: int, mask: str | None) -> str:
+        """q, k, v: (B, H, T, hd) -> (B, H, T, hd); scores and softmax in fp32, as the models do."""
+        s = self.op("Mul", self.op("MatMul", q, self.op("Transpose", k, perm=[0, 1, 3, 2])),
+                    self.const(1.0 / math.sqrt(head_dim), np.float32))
+        if mask is not None:
+            s = self.op("Add", s, mask)
+        return self.op("MatMul", self.op("Softmax", s, axis=-1), v)
+
+    def causal_mask(self, positions: str) -> str:
+        """(T, T) float mask: -inf where key j > query i, else 0 (built from a position vector, no T^2 initializer)."""
+        j = self.op("Unsqueeze", positions, self.const([0]))
+        i = self.op("Unsqueeze", positions, self.const([1]))
+        return self.op("Where", self.op("Greater", j, i), self.const(-np.inf, np.float32), self.const(0.0, np.float32))
+
+    def model(self, inputs: list, outputs: list, name: str, doc: str = "", metadata: dict | None = None):
+        from onnx import helper, numpy_helper
+        inits = [numpy_helper.from_array(a, n) for n, a in self.inits.items()]
+        graph = helper.make_graph(self.nodes, name, inputs, outputs, initializer=inits, doc_string=doc)
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="zeropoint",
+                              ir_version=IR_VERSION)
+        for k, v in (metadata or {}).items():
+            m.metadata_props.add(key=str(k), value=str(v))
+        return m
+
+    def nbytes(self) -> int:
+        return int(sum(a.nbytes for a in self.inits.values()))
+
+
+def _dims(batch: int | None, seq_len: int | None):
+    return [batch if batch else "batch", seq_len if seq_len else "seq"]
+
+
+def save_model(model, path: str | Path, nbytes: int) -> list[Path]:
+    """Write the model (external data past the 2 GB protobuf limit) and run the full checker on the file.
+    Returns every file written."""
+    onnx = _onnx()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files = [path]
+    if nbytes > EXTERNAL_DATA_BYTES:
+        data = path.with_name(path.name + ".data")
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data.name, size_threshold=1024)
+        files.append(data)
+    else:
+        onnx.save_model(model, str(path))
+    check(path)
+    return files
+
+
+def check(path: str | Path) -> None:
+    """onnx.checker with full_check (strict shape inference); by path, so external data is fine too."""
+    onnx = _onnx()
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as e:  # onnx raises ValidationError / InferenceError subclasses
+        raise ExportError(f"{path} fails onnx.checker (full_check): {e}") from None
+
+
+# ---- Llama ----------------------------------------------------------------------------------------------------
+def llama_graph(cfg, weights: dict[str, np.ndarray], seq_len: int | None = None, batch: int | None = None) -> Graph:
+    """Prefill graph: input_ids int64 (B, T) -> logits fp32 (B, T, V), positions 0..T-1, causal attention.
+
+    `weights` are HF-named fp32 arrays (LoRA already merged). seq_len/batch None = dynamic axis."""
+    from ..models.llama import _rope_tables_np
+    H, KV, hd, D = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.dim
+    max_len = cfg.max_seq_len if seq_len is None else seq_len
+    g = Graph()
+    W = lambda k: np.asarray(weights[k], np.float32)  # noqa: E731
+    emb = g.init("model.embed_tokens.weight", W("model.embed_tokens.weight"))
+    x = g.op("Gather", emb, "input_ids", axis=0)                               # (B, T, D)
+    T = g.op("Shape", "input_ids", start=1, end=2)                             # [T]
+    zero, ax0 = g.const([0]), g.const([0])
+    cos_np, sin_np = _rope_tables_np(hd, max_len, float(cfg.rope_theta),
+                                     tuple(sorted(cfg.rope_scaling.items())) if cfg.rope_scaling else None)
+    cos = g.op("Slice", g.init("rope.cos", cos_np), zero, T, ax0)              # (T, hd)
+    sin = g.op("Slice", g.init("rope.sin", sin_np), zero, T, ax0)
+    pos = g.op("Slice", g.init("rope.positions", np.arange(max_len, dtype=np.int64)), zero, T, ax0)
+    mask = g.causal_mask(pos)
+    half = g.const([hd // 2, hd // 2])
+
+    def rope(t: str) -> str:                       # HF rotate_half: (-x2, x1)
+        x1, x2 = g.op("Split", t, half, axis=-1, outs=2)
+        rot = g.op("Concat", g.op("Neg", x2), x1, axis=-1)
+        return g.op("Add", g.op("Mul", t, cos), g.op("Mul", rot, sin))
+
+    def heads(t: str, n: int) -> str:              # (B, T, n*hd) -> (B, n, T, hd)
+        return g.op("Transpose", g.op("Reshape", t, g.const([0, 0, n, hd])), perm=[0, 2, 1, 3])
+
+    def repeat_kv(t: str) -> str:                  # (B, KV, T, hd) -> (B, H, T, hd), each kv head serving H/KV queries
+        if H == KV:
+            return t
+        t = g.op("Expand", g.op("Unsqueeze", t, g.const([2])), g.const([1, 1, H // KV, 1, 1]))
+        return g.op("Reshape", t, g.const([0, H, -1, hd]))
+
+    for i in range(cfg.n_layers):
+        p = f"model.layers.{i}."
+        h = g.rms_norm(x, p + "input_layernorm.weight", W(p + "input_layernorm.weight"), cfg.norm_eps)
+        q = rope(heads(g.linear(h, p + "self_attn.q_proj.weight", W(p + "self_attn.q_proj.weight")), H))
+        k = rope(heads(g.linear(h, p + "self_attn.k_proj.weight", W(p + "self_attn.k_proj.weight")), KV))
+        v = heads(g.linear(h, p + "self_attn.v_proj.weight", W(p + "self_attn.v_proj.weight")), KV)
+        a = g.attention(q, repeat_kv(k), repeat_kv(v), hd, mask)
+        a = g.op("Reshape", g.op("Transpose", a, perm=[0, 2, 1, 3]), g.const([0, 0, H * hd]))
+        x = g.op("Add", x, g.linear(a, p + "self_attn.o_proj.weight", W(p + "self_attn.o_proj.weight")))
+        h = g.rms_norm(x, p + "post_attention_layernorm.weight", W(p + "post_attention_layernorm.weight"), cfg.norm_eps)
+        gate = g.linear(h, p + "mlp.gate_proj.weight", W(p + "mlp.gate_proj.weight"))
+        up = g.linear(h, p + "mlp.up_proj.weight", W(p + "mlp.up_proj.weight"))
+        act = g.op("Mul", g.op("Mul", gate, g.op("Sigmoid", gate)), up)       # SiLU(gate) * up
+        x = g.op("Add", x, g.linear(act, p + "mlp.down_proj.weight", W(p + "mlp.down_proj.weight")))
+    x = g.rms_norm(x, "model.norm.weight", W("model.norm.weight"), cfg.norm_eps)
+    if cfg.tie_embeddings:   # one copy of the embedding serves Gather and the head
+        g.nodes.append(_node("MatMul", [x, g.op("Transpose", emb, perm=[1, 0])], ["logits"]))
+    else:
+        g.nodes.append(_node("MatMul", [x, g.init("lm_head.weight.T", W("lm_head.weight").T)], ["logits"]))
+    return g
+
+
+def _node(op, inputs, outputs, **attrs):
+    from onnx import helper
+    return helper.make_node(op, inputs, outputs, name=f"{outputs[0]}_{op}", **attrs)
+
+
+def write_llama_onnx(cfg, weights: dict[str, np.ndarray], path: str | Path, seq_len: int | None = None,
+                     batch: int | None = None, metadata: dict | None = None) -> dict:
+    """Write the Llama prefill graph; returns {"files", "opset", "seq_axis", "nbytes"}."""
+    from onnx import TensorProto, helper
+    if seq_len is not None and seq_len > cfg.max_seq_len:
+        raise ExportError(f"seq_len {seq_len} exceeds the model's max_seq_len {cfg.max_seq_len}; pick a smaller --seq-len")
+    g = llama_graph(cfg, weights, seq_len, batch)
+    b, t = _dims(batch, seq_len)
+    inp = helper.make_tensor_value_info("input_ids", TensorProto.INT64, [b, t])
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [b, t, cfg.vocab_size])
+    meta = {"zeropoint.model": "llama", "zeropoint.config": __import__("json").dumps(cfg.to_dict()), **(metadata or {})}
+    m = g.model([inp], [out], "zeropoint_llama", "Llama prefill: input_ids -> logits (positions start at 0)", meta)
+    files = save_model(m, path, g.nbytes())
+    return {"files": [str(f) for f in files], "opset": OPSET, "seq_axis": "dynamic" if seq_len is None else seq_len,
+            "nbytes": g.nbytes()}
+
+
+# ---- ViT / CLIP towers ---------------------------------------------------------------------------------------
+def _block(g: Graph, p: dict, pre: str, x: str, dim: int, heads: int, act: str, eps: float, mask: str | None) -> str:
+    """`vit.block`: x + attn(ln1(x)); x + mlp(ln2(x)), fused qkv projection."""
+    hd = dim // heads
+    h = g.layer_norm(x, pre + "ln1.w", p[pre + "ln1.w"], p[pre + "ln1.b"], eps)
+    qkv = g.linear(h, pre + "qkv.w", p[pre + "qkv.w"], p[pre + "qkv.b"])
+    qkv = g.op("Transpose", g.op("Reshape", qkv, g.const([0, 0, 3, heads, hd])), perm=[2, 0, 3, 1, 4])
+    q, k, v = (g.op("Squeeze", s, g.const([0])) for s in g.op("Split", qkv, g.const([1, 1, 1]), axis=0, outs=3))
+    a = g.attention(q, k, v, hd, mask)
+    a = g.op("Reshape", g.op("Transpose", a, perm=[0, 2, 1, 3]), g.const([0, 0, dim]))
+    x = g.op("Add", x, g.linear(a, pre + "proj.w", p[pre + "proj.w"], p[pre + "proj.b"]))
+    h = g.layer_norm(x, pre + "ln2.w", p[pre + "ln2.w"], p[pre + "ln2.b"], eps)
+    h = g.linear(h, pre + "fc1.w", p[pre + "fc1.w"], p[pre + "fc1.b"])
+    h = g.gelu_erf(h) if act == "gelu" else g.quick_gelu(h)
+    return g.op("Add", x, g.linear(h, pre + "fc2.w", p[pre + "fc2.w"], p[pre + "fc2.b"]))
+
+
+def vit_features_graph(g: Graph, cfg, p: dict, images: str, prefix: str = "") -> str:
+    """`vit.vit_features`: patchify as reshape + matmul, class token, positions, blocks, final norm, pooling."""
+    P, C, D, n = cfg.patch_size, cfg.channels, cfg.dim, cfg.image_size // cfg.patch_size
+    x = g.op("Reshape", images, g.const([0, C, n, P, n, P]))
+    x = g.op("Reshape", g.op("Transpose", x, perm=[0, 2, 4, 1, 3, 5]), g.const([0, n * n, C * P * P]))
+    w = np.asarray(p[prefix + "patch.w"], np.float32).reshape(D, -1)
+    x = g.linear(x, prefix + "patch.w", w, p.get(prefix + "patch.b"))
+    B = g.op("Shape", images, start=0, end=1)
+    cls = g.op("Expand", g.init(prefix + "cls", np.asarray(p[prefix + "cls"], np.float32)),
+               g.op("Concat", B, g.const([1, D]), axis=0))
+    x = g.op("Add", g.op("Concat", cls, x, axis=1), g.init(prefix + "pos", np.asarray(p[prefix + "pos"], np.float32)))
+    if cfg.pre_norm:
+        x = g.layer_norm(x, prefix + "ln_pre.w", p[prefix + "ln_pre.w"], p[prefix + "ln_pre.b"], cfg.eps)
+    for i in range(cfg.depth):
+        x = _block(g, p, f"{prefix}blocks.{i}.", x, D, cfg.heads, cfg.act, cfg.eps, None)
+    x = g.layer_norm(x, prefix + "norm.w", p[prefix + "norm.w"], p[prefix + "norm.b"], cfg.eps)
+    if cfg.pool == "cls":
+        return g.op("Squeeze", g.op("Slice", x, g.const([0]), g.const([1]), g.const([1])), g.const([1]))
+    return g.op("ReduceMean", g.op("Slice", x, g.const([1]), g.const([cfg.seq_len]), g.const([1])), axes=[1], keepdims=0)
+
+
+def write_vit_onnx(cfg, params: dict[str, np.ndarray], path: str | Path, metadata: dict | None = None) -> dict:
+    """images fp32 (B, C, H, W), already normalised -> logits fp32 (B, num_classes)."""
+    from onnx import TensorProto, helper
+    if not cfg.num_classes:
+        raise ExportError("this ViT config has num_classes=0 (a backbone); export it as part of a CLIP model")
+    g = Graph()
+    f = vit_features_graph(g, cfg, params, "images")
+    g.nodes.append(_node("Add", [g.op("MatMul", f, g.init("head.w.T", np.asarray(params["head.w"], np.float32).T)),
+                                 g.init("head.b", np.asarray(params["head.b"], np.float32))], ["logits"]))
+    inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", cfg.channels, cfg.image_size, cfg.image_size])
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", cfg.num_classes])
+    meta = {"zeropoint.model": "vit", "zeropoint.config": __import__("json").dumps(cfg.to_dict()), **(metadata or {})}
+    files = save_model(g.model([inp], [out], "zeropoint_vit", "ViT: images -> class logits", meta), path, g.nbytes())
+    return {"files": [str(f) for f in files], "opset": OPSET, "nbytes": g.nbytes()}
+
+
+def corrupt_transpose(path: str | Path, out: str | Path, name_contains: str = "o_proj") -> str:
+    """Write a copy of an exported graph with one square weight transposed: the classic exporter bug that still
+    passes every shape check. Used to prove parity catches it. Returns the corrupted initializer's name."""
+    onnx = _onnx()
+    from onnx import numpy_helper
+    m = onnx.load(str(path))
+    for init in m.graph.initializer:
+        a = numpy_helper.to_array(init)
+        if name_contains in init.name and a.ndim == 2 and a.shape[0] == a.shape[1]:
+            init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(a.T), init.name))
+            onnx.save_model(m, str(out))
+            return init.name
+    raise ExportError(f"no square 2-D initializer whose name contains {name_contains!r} in {path}")
