@@ -22,8 +22,8 @@ TINY = REPO / "configs" / "llm" / "tiny_full.yaml"
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def ray_head(tmp_path_factory):
+@pytest.fixture(scope="module")
+def ray_head():
     pytest.importorskip("ray", reason="ray[default] is not installed in this environment")
     # a short path: Ray's unix socket paths must stay under 107 bytes
     import tempfile
@@ -65,5 +65,26 @@ def test_tiny_train_job_on_ray_succeeds_with_logs_through_the_api(ray_head, zp_h
         assert job["runs"][0]["id"] in {r["id"] for r in runs["runs"]}
         st, run, _ = s.request("GET", f"/v1/runs/{job['runs'][0]['id']}", token=viewer)
         assert run["run"]["job_id"] == job["id"] and len(run["loss_curve"]) == cfg["train"]["steps"]
+    finally:
+        s.stop()
+
+
+def test_cancel_on_ray_maps_stop_back_to_cancelled(ray_head, zp_home):
+    s = Server(zp_home, free_port(), extra_env={"ZP_EXECUTOR": "ray", "ZP_RAY_ADDRESS": ray_head}).start()
+    try:
+        tok, viewer = make_token("submitter", home=zp_home), make_token("viewer", home=zp_home)
+        st, job, _ = s.request("POST", "/v1/jobs", {"kind": "status", "dry_run": True, "dry_run_hold_s": 30}, token=tok)
+        assert st == 201
+        deadline = time.monotonic() + 120
+        while "holding" not in s.request("GET", f"/v1/jobs/{job['id']}/logs", token=viewer)[1]:
+            assert time.monotonic() < deadline, s.request("GET", f"/v1/jobs/{job['id']}", token=viewer)[1]
+            time.sleep(0.5)
+        assert s.request("POST", f"/v1/jobs/{job['id']}/cancel", token=tok)[0] == 200
+        while (j := s.request("GET", f"/v1/jobs/{job['id']}", token=viewer)[1])["state"] == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert j["state"] == "cancelled" and "STOPPED" in j["error"]
+        log = s.request("GET", f"/v1/jobs/{job['id']}/logs", token=viewer)[1]
+        assert "would run: zpctl version --json" in log and "ended STOPPED" in log
     finally:
         s.stop()
