@@ -31,7 +31,7 @@ from .. import __version__
 from ..errors import ConfigError, ZeropointError
 from ..evidence import effective_status, list_runs, load_run, read_metrics
 from ..orchestrator import executor as ex
-from ..orchestrator.jobs import PathRejected, safe_name, submit
+from ..orchestrator.jobs import PathRejected, resubmit_resume, safe_name, submit
 from ..orchestrator.store import STATES, Job, SqliteStore
 from ..workspace import workspace
 from .auth import RANK, Principal, resolve
@@ -324,6 +324,19 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
         if executor is not None:
             executor.wake()
         return job_view(job)
+
+    @app.post("/v1/jobs/{job_id}/resume", status_code=201, tags=["jobs"])
+    def jobs_resume(job_id: str, request: Request, p: Principal = submitter,
+                    idempotency_key: Optional[str] = Header(None)):
+        """Queue `zpctl resume RUN` for an interrupted or failed train job (continues from its last checkpoint)."""
+        job = get_job(job_id)
+        note(request, action="job.resume", resource=f"job:{job.id}", job_inputs_sha256=job.inputs_sha256)
+        new, created = resubmit_resume(store, job.id, submitter=p.actor, idempotency_key=idempotency_key,
+                                       executor=executor.name if executor else "local")
+        note(request, action="job.resume", resource=f"job:{job.id}", new_job_id=new.id, created=created)
+        if executor is not None:
+            executor.wake()
+        return JSONResponse(job_view(new), status_code=201 if created else 200)
 
     @app.get("/v1/jobs/{job_id}/logs", tags=["jobs"],
              responses={200: {"content": {"text/plain": {}, "text/event-stream": {}}}})
