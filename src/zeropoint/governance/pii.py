@@ -550,8 +550,10 @@ def iter_files(root: Path | str, include: list[str] | None = None, exclude: list
 
 
 def scan_paths(paths: list[Path], *, keep: int = 200, types: Iterable[str] | None = None,
-               progress: Callable[[int], None] | None = None, redact_dir: Path | None = None,
-               redact_root: Path | None = None, hash_it: bool = False) -> PiiReport:
+               progress: Callable[[int], None] | None = None, redact_target: Callable[[Path], Path] | None = None,
+               hash_it: bool = False) -> PiiReport:
+    """Scan files in order. `redact_target(path)` names where each file's redacted copy goes (written atomically;
+    never onto a scanned file)."""
     rep = PiiReport()
     counts, files_with = Counter(), Counter()
 
@@ -561,12 +563,15 @@ def scan_paths(paths: list[Path], *, keep: int = 200, types: Iterable[str] | Non
         else:
             rep.findings_truncated = True
 
+    sources = {Path(p).resolve() for p in paths} if redact_target is not None else set()
     t0 = time.perf_counter()
     for p in paths:
         sink = None
-        if redact_dir is not None:
-            rel = p.relative_to(redact_root) if redact_root is not None and p != redact_root else Path(p.name)
-            target = Path(redact_dir) / rel
+        if redact_target is not None:
+            target = Path(redact_target(p))
+            if target.resolve() in sources:
+                from ..errors import ZeropointError
+                raise ZeropointError(f"--redact would overwrite the scanned file {target}; choose another output path")
             target.parent.mkdir(parents=True, exist_ok=True)
             sink = open(target.with_name(f".{target.name}.tmp"), "wb")
         try:
