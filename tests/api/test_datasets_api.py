@@ -60,3 +60,30 @@ def test_dataset_lifecycle_with_roles_and_audit(zp_home):
         assert s.request("GET", "/v1/audit/verify", token=t["approver"])[1]["ok"]
     finally:
         s.stop()
+
+
+def test_data_scan_job_runs_zpctl_data_scan_as_the_submitter(zp_home):
+    corpus = zp_home / "mail"
+    corpus.mkdir()
+    (corpus / "m1.txt").write_text("From: alice@example.com\nCall 212-555-0187 about the invoice.\n")
+    s = Server(zp_home, free_port()).start()
+    try:
+        sub, viewer = make_token("submitter", "carol", home=zp_home), make_token("viewer", home=zp_home)
+        add = {"path": "mail", "name": "mail", "license": "CC0-1.0", "source_type": "public"}
+        assert s.request("POST", "/v1/datasets", add, token=sub)[0] == 201
+        st, resp, _ = s.request("POST", "/v1/jobs", {"kind": "data-scan", "args": {"name": "ghost"}}, token=sub)
+        assert st == 400 and "no dataset 'ghost'" in resp["error"]
+        st, job, _ = s.request("POST", "/v1/jobs", {"kind": "data-scan", "args": {"name": "mail"}}, token=sub)
+        assert st == 201 and job["argv"] == ["data", "scan", "mail", "--json"]
+        import time
+        deadline = time.monotonic() + 60
+        while (job := s.request("GET", f"/v1/jobs/{job['id']}", token=viewer)[1])["state"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert job["state"] == "succeeded", s.request("GET", f"/v1/jobs/{job['id']}/logs", token=viewer)[1]
+        ds = s.request("GET", "/v1/datasets/mail", token=viewer)[1]
+        assert ds["pii"]["counts"]["EMAIL"] >= 1
+        scan_ev = [e for e in events(zp_home) if e["action"] == "dataset_scan"][-1]
+        assert scan_ev["actor"].startswith("token:carol#"), "the job's audit events name its submitter"
+    finally:
+        s.stop()

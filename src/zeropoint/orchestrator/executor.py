@@ -32,6 +32,7 @@ def job_env(job: Job) -> dict:
     env = dict(os.environ)
     env["ZP_HOME"] = str(workspace().root)
     env["ZP_JOB_ID"] = job.id
+    env["ZP_ACTOR"] = job.submitter       # audit events the job writes name who submitted it
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = os.pathsep.join([str(SRC_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return env

@@ -142,7 +142,15 @@ def _build_redteam(job_dir: Path, raw: dict | None, args: dict):
     return argv, None, None
 
 
-KINDS = {"train": _build_train, "resume": _build_resume, "status": _build_status, "redteam": _build_redteam}
+def _build_data_scan(job_dir: Path, raw: dict | None, args: dict):
+    name = safe_name(args.get("name", ""), "dataset name")
+    from ..governance.manifest import get_dataset
+    get_dataset(name)    # unknown dataset: refuse now, with the fix, not as a failed job later
+    return ["data", "scan", name, "--json"], None, None
+
+
+KINDS = {"train": _build_train, "resume": _build_resume, "status": _build_status, "redteam": _build_redteam,
+         "data-scan": _build_data_scan}
 ALL_KINDS = ("train", "resume", "status", "eval", "export", "parity", "bench", "redteam", "data-scan")
 
 

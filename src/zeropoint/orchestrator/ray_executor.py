@@ -21,7 +21,7 @@ from .executor import Executor, find_runs, job_command, job_env
 from .store import Job, SqliteStore, utcnow
 
 RAY_STATES = {"SUCCEEDED": "succeeded", "FAILED": "failed", "STOPPED": "cancelled"}
-ENV_KEYS = ("ZP_HOME", "ZP_JOB_ID", "PYTHONPATH", "PYTHONUNBUFFERED", "DEV", "ZP_ASSETS", "ZP_DATA_ROOT")
+ENV_KEYS = ("ZP_HOME", "ZP_JOB_ID", "ZP_ACTOR", "PYTHONPATH", "PYTHONUNBUFFERED", "DEV", "ZP_ASSETS", "ZP_DATA_ROOT")
 
 
 class RayExecutor(Executor):
