@@ -198,13 +198,13 @@ def submit(store: JobStore, kind: str, *, submitter: str, config: dict | None = 
 
 def resubmit_resume(store: JobStore, job_id: str, *, submitter: str, idempotency_key: str | None = None,
                     executor: str = "local") -> tuple[Job, bool]:
-    """Queue `zpctl resume RUN` for an interrupted (or failed) train job, continuing from its last checkpoint."""
+    """Queue `zpctl resume RUN` for an interrupted, cancelled or failed train job: it continues from its last checkpoint."""
     job = store.get(safe_name(job_id, "job id"))
     if job is None:
         raise ZeropointError(f"no job {job_id!r}; list jobs with `zpctl jobs ls`")
-    if job.kind not in ("train", "resume") or job.state not in ("interrupted", "failed") or job.dry_run:
+    if job.kind not in ("train", "resume") or job.state not in ("interrupted", "failed", "cancelled") or job.dry_run:
         raise ZeropointError(f"job {job.id} is a {'dry-run ' if job.dry_run else ''}{job.kind} job in state {job.state}; "
-                             "only interrupted or failed train jobs can be resumed")
+                             "only interrupted, cancelled or failed train jobs can be resumed")
     run = (job.run_ids or [None])[-1] if job.kind == "train" else job.args.get("run")
     if not run:
         raise ZeropointError(f"job {job.id} recorded no run to resume (it stopped before its recipe started); "
