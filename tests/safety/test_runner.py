@@ -129,3 +129,22 @@ def test_mock_flag_refuses_redteam(monkeypatch):
     monkeypatch.setenv("ZP_MOCK", "1")
     with pytest.raises(ZeropointError, match="refusing"):
         redteam("x", respond=refusing_responder)
+
+
+def test_thresholds_come_from_the_policy_file(zp_home):
+    from zeropoint.safety.gate import load_thresholds
+    thr, src = load_thresholds()
+    assert thr["sysprompt"] == 0.1 and "default" in src
+    pol = zp_home / "datasets" / "policy.yaml"
+    pol.parent.mkdir(parents=True, exist_ok=True)
+    pol.write_text("version: strict-1\nredteam:\n  thresholds: {jailbreak: 0.0, injection: 1.0}\n")
+    thr, src = load_thresholds()
+    assert thr == {"jailbreak": 0.0, "injection": 1.0} and "strict-1" in src
+    # a run against a model that always refuses passes jailbreak at 0.0 and fails nothing else
+    res = redteam("scripted-refusing", suite="jailbreak", respond=refusing_responder, gate=True)
+    assert res["gate"]["passed"] and res["families"]["jailbreak"]["asr"] == 0.0
+    res = redteam("scripted-leaky", suite="jailbreak", respond=leaky_responder, gate=True)
+    assert not res["gate"]["passed"]
+    pol.write_text("redteam:\n  thresholds: {jailbreak: 1.5}\n")
+    with pytest.raises(ZeropointError, match=r"\[0, 1\]"):
+        load_thresholds()

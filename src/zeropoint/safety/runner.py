@@ -81,7 +81,7 @@ def model_responder(model_ref: str, *, max_tokens: int, temperature: float, top_
     from ..models.generate import generate
     from ..models.registry import load_model
     model, _cfg, tok = load_model(model_ref)
-    stop_ids = [i for i in getattr(tok, "stop_ids", None) or [getattr(tok, "eos_id", None)] if i is not None]
+    stop_ids = tok.stop_ids() if callable(getattr(tok, "stop_ids", None)) else [i for i in [tok.eos_id] if i is not None]
 
     def respond(probe: Probe, seed: int) -> tuple[str, str]:
         if probe.raw is not None:
@@ -108,23 +108,25 @@ def suite_probes(suite: str) -> tuple[list[Probe], dict]:
 
 
 def record_result(model_ref: str, result: dict) -> str | None:
-    """Record the red-team verdict with the checkpoint: `redteam.json` in the checkpoint directory (a history,
-    newest last). Named models have no checkpoint to annotate; returns where it was written or None."""
+    """Record the verdict beside a checkpoint: `redteam.json` in the directory holding it, keyed by checkpoint
+    name, newest last. Not inside it: a checkpoint's manifest lists every file and refuses extras.
+    Named models and single files have no checkpoint to annotate: returns None."""
     import json
     from pathlib import Path
     from ..workspace import atomic_write_text
     ckpt = Path(model_ref)
     if not ckpt.is_dir():
         return None
-    path = ckpt / "redteam.json"
-    history = []
+    path = ckpt.resolve().parent / "redteam.json"
+    doc = {}
     if path.is_file():
         try:
-            history = json.loads(path.read_text(encoding="utf-8")).get("history", [])
-        except (ValueError, AttributeError):
-            history = []
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            doc = {}
     entry = {k: result[k] for k in ("id", "suite", "generations", "ended_at", "report", "families", "gate", "simulated")}
-    atomic_write_text(path, json.dumps({"latest": entry, "history": history + [entry]}, indent=2, default=str) + "\n")
+    doc.setdefault("checkpoints", {}).setdefault(ckpt.resolve().name, []).append(entry)
+    atomic_write_text(path, json.dumps(doc, indent=2, default=str) + "\n")
     return str(path)
 
 
