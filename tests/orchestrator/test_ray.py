@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "api"))
-from zp_server import Server, free_port, make_token  # noqa: E402  (the API test helpers)
+from zp_server import Server, free_port, governed_sotu, make_token  # noqa: E402  (the API test helpers)
 
 from raytools import head_pids, start_head, stop_head  # noqa: E402
 
@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "llm" / "tiny_full.yaml"
 
 pytestmark = pytest.mark.slow
+pytest.importorskip("fastapi", reason="fastapi not installed: pip install fastapi==0.165.0 uvicorn==0.54.0")
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,7 @@ def test_tiny_train_job_on_ray_succeeds_with_logs_through_the_api(ray_head, zp_h
     s = Server(zp_home, free_port(), extra_env={"ZP_EXECUTOR": "ray", "ZP_RAY_ADDRESS": ray_head}).start()
     try:
         tok, viewer = make_token("submitter", home=zp_home), make_token("viewer", home=zp_home)
+        governed_sotu(s, tok, make_token("approver", home=zp_home))
         cfg = yaml.safe_load(TINY.read_text())
         st, job, _ = s.request("POST", "/v1/jobs", {"kind": "train", "config": cfg, "resources": {"num_cpus": 1}},
                                token=tok)
