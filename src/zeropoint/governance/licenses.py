@@ -178,7 +178,12 @@ def is_license_text_name(name: str) -> bool:
 
 
 def find_phrases(text: str, phrases: list[str]) -> list[str]:
-    """Deny phrases present in a license text, matched case-insensitively with whitespace/hyphen runs collapsed."""
+    """Deny phrases present in a license text: case-insensitive, whole words, any run of spaces or hyphens between
+    words (so GPL-3.0's "noncommercially" does not count as "noncommercial")."""
     import re
-    norm = re.sub(r"[\s\-_]+", " ", text.lower())
-    return [p for p in phrases if re.sub(r"[\s\-_]+", " ", p.lower()) in norm]
+    out = []
+    for p in phrases:
+        words = [re.escape(w) for w in re.split(r"[\s\-_]+", p.strip()) if w]
+        if words and re.search(r"\b" + r"[\s\-_]+".join(words) + r"\b", text, re.IGNORECASE):
+            out.append(p)
+    return out

@@ -157,7 +157,7 @@ _SECRET_LITERAL = [  # (seed regex on the original block, kind)
 _AWS_SEED = re.compile(rb"AAAA[0A]{16}")
 # key=value secrets: seed on the key word in a lower-cased copy, then the value must follow a ':' or '='
 _KV_WORDS = [re.compile(w) for w in (rb"key", rb"secret", rb"token", rb"password", rb"passwd", rb"pwd")]
-_KV_TAIL = re.compile(rb"[\"']?[ \t]{0,3}[:=][ \t]{0,3}[\"']?([A-Za-z0-9/+_=.~-]{16,200})(?![A-Za-z0-9/+_=.~-])")
+_KV_TAIL = re.compile(rb"[\"']?[ \t]{0,3}[:=][ \t]{0,3}[\"']?([^\s\"'`,;<>]{16,200})(?![^\s\"'`,;<>])")
 _KV_NAME_REV = re.compile(rb"[a-z0-9_.-]{0,40}")
 _KV_LAST = frozenset({b"key", b"apikey", b"accesskey", b"secretkey", b"privatekey", b"secret", b"token", b"apitoken",
                       b"authtoken", b"accesstoken", b"password", b"passwd", b"pwd", b"pass"})
@@ -213,8 +213,11 @@ def _emails(b: Block) -> Iterable[Detected]:
         start = at - rev.end()
         while start < at and buf[start] in b".-'":   # a local part cannot start with punctuation
             start += 1
-        if start < at:
-            yield ("EMAIL", start, m.end(), 0.95, None)
+        end = m.end()
+        # user@host in a URL's userinfo (http://user@host) or an scp remote (git@github.com:org/repo) is a login
+        if start < at and buf[max(0, start - 3):start] != b"://" and not (
+                end + 1 < len(buf) and buf[end] == 58 and buf[end + 1] not in b" \t\r\n"):
+            yield ("EMAIL", start, end, 0.95, None)
 
 
 def _url_creds(b: Block) -> Iterable[Detected]:
