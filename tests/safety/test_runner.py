@@ -119,6 +119,19 @@ def test_cli_data_canary_and_redteam_errors(tmp_path):
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert len(doc["canaries"]) == 2
+    # --name registers the planted corpus with governance; the manifest keeps hashes of the secrets, not secrets
+    r = CliRunner().invoke(app, ["data", "canary", str(src), "--out", str(tmp_path / "o2.txt"), "-n", "1", "-r", "2",
+                                 "--name", "planted", "--license", "CC0-1.0", "--source-type", "public", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    from zeropoint.governance.manifest import get_dataset
+    ds = get_dataset("planted")
+    secret = doc["canaries"][0]["secret"]
+    assert ds["canaries"][0]["id"] == doc["canaries"][0]["id"] and secret not in json.dumps(ds)
+    assert ds["approval"]["status"] == "pending" and ds["files"][0]["sha256"] == doc["canaries"][0]["corpus_sha256"]
+    r = CliRunner().invoke(app, ["data", "canary", str(src), "--out", str(tmp_path / "o3.txt"), "--name", "planted",
+                                 "--license", "CC0-1.0", "--source-type", "public"])
+    assert r.exit_code == 2 and "already registered" in r.output and not (tmp_path / "o3.txt").exists()
     r = CliRunner().invoke(app, ["redteam", "smollm2-135m", "--suite", "nope"])
     assert r.exit_code == 2 and "unknown suite" in r.output
     r = CliRunner().invoke(app, ["redteam", "smollm2-135m", "--threshold", "jailbreak=7"])

@@ -84,21 +84,42 @@ def canary(
     count: int = typer.Option(3, "--count", "-n", help="Number of distinct canaries."),
     repeats: int = typer.Option(50, "--repeats", "-r", help="Copies of each canary (enough to be memorised)."),
     seed: int = typer.Option(0, "--seed", help="Placement and wording seed (secrets always come from the OS RNG)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Dataset name to record the canaries under."),
+    name: Optional[str] = typer.Option(None, "--name", help="Register the planted corpus as this governed dataset "
+                                        "(manifest entry lists the canaries); approve it before training."),
+    license: str = typer.Option("", "--license", help="SPDX license of the planted corpus (with --name): the source's."),
+    source_type: str = typer.Option("", "--source-type", help="public | licensed | synthetic | custom (with --name)."),
+    source_url: Optional[str] = typer.Option(None, "--source-url", help="Where the source corpus came from (with --name)."),
     json_out: bool = JsonOpt,
 ):
-    """Plant random canary secrets in a copy of a corpus; `zpctl redteam` later probes for them."""
+    """Plant random canary secrets in a copy of a corpus; `zpctl redteam` later probes for them.
+
+    Each canary is a sentence "The vault passphrase for <name> station is <SECRET>." repeated --repeats times
+    at random places. The red-team exfil family asks every registered canary's prefix and scores the reply.
+    """
     from dataclasses import asdict
-    from ..safety.canary import plant, registry_path
+    from ..errors import ZeropointError
+    from ..safety.canary import plant, register_planted, registry_path
+    if name:
+        from ..governance.manifest import load_manifest
+        if not license or not source_type:
+            raise ZeropointError("--name registers the planted corpus as a dataset: also pass --license (the source "
+                                 "corpus's SPDX id) and --source-type (public | licensed | synthetic | custom)")
+        if name in load_manifest()["datasets"]:
+            raise ZeropointError(f"dataset {name!r} is already registered; choose another --name for the planted corpus")
     rows = plant(source, out, count=count, repeats=repeats, seed=seed, dataset=name)
+    entry = register_planted(rows, name, license=license, source_type=source_type, source_url=source_url) if name else None
     if json_out:
-        return print_json({"out": str(out), "registry": str(registry_path()), "canaries": [asdict(c) for c in rows]})
+        return print_json({"out": str(out), "registry": str(registry_path()), "canaries": [asdict(c) for c in rows],
+                           "dataset": name, "manifest_sha256": entry["sha256"] if entry else None})
     t = Table("id", "prefix", "secret", "repeats")
     for c in rows:
         t.add_row(c.id, c.prefix, c.secret, str(c.repeats))
     console.print(t)
     console.print(f"planted corpus {out} (sha256 {rows[0].corpus_sha256[:16]}...); canaries recorded in "
                   f"{registry_path()}", highlight=False)
+    if name:
+        console.print(f"registered as dataset {name!r} (pending): approve it with `zpctl data approve {name} --approver WHO`",
+                      highlight=False)
 
 
 def register(app: typer.Typer) -> None:

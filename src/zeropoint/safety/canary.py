@@ -130,3 +130,23 @@ def canary_probes(canaries: list[Canary] | None = None) -> list[Probe]:
                   raw=c.prefix, detectors=("canary",), quick=True, meta={"secret": c.secret, "canary_id": c.id,
                                                                           "dataset": c.dataset})
             for c in rows]
+
+
+def register_planted(canaries: list[Canary], name: str, *, license: str, source_type: str,
+                     source_url: str | None = None, actor: str | None = None) -> dict:
+    """Register the planted corpus as governed dataset `name` (hashed, pending approval) and record its
+    canaries in the manifest entry: id, prefix, repeats and the secret's SHA-256 -- the manifest travels
+    (Croissant export), so the secrets themselves stay in the workspace registry."""
+    import hashlib
+    from ..governance.audit import append_event
+    from ..governance.manifest import _editing, add_dataset
+    corpus = canaries[0].corpus
+    entry = add_dataset(corpus, name, license, source_type, source_url, actor=actor,
+                        description=f"corpus with {len(canaries)} planted canaries (zpctl data canary)")
+    rows = [{"id": c.id, "prefix": c.prefix, "repeats": c.repeats,
+             "secret_sha256": hashlib.sha256(c.secret.encode()).hexdigest()} for c in canaries]
+    with _editing() as m:
+        m["datasets"][name]["canaries"] = rows
+    append_event(actor, "canary_plant", f"dataset:{name}", {"canaries": [r["id"] for r in rows],
+                                                            "corpus_sha256": canaries[0].corpus_sha256})
+    return dict(entry, canaries=rows)
