@@ -101,6 +101,7 @@ def test_submit_validates_kind_args_and_resources(store, zp_home):
     with pytest.raises(ConfigError, match="unknown recipe"):
         submit(store, "train", submitter="t", config={"recipe": "no_such_recipe"})
     assert store.list() == [], "a refused submission must leave no job behind"
+    assert not list((zp_home / "jobs").glob("job-*")), "nor a job directory"
     job, created = submit(store, "status", submitter="t", args={"what": "version"}, idempotency_key="abc")
     assert created and job.argv == ["version", "--json"] and len(job.inputs_sha256) == 64
     again, created2 = submit(store, "status", submitter="t", args={"what": "version"}, idempotency_key="abc")

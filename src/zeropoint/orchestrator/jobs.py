@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -182,16 +183,20 @@ def submit(store: JobStore, kind: str, *, submitter: str, config: dict | None = 
     job_id = new_job_id()
     job_dir = jobs_root() / job_id
     job_dir.mkdir(parents=True, exist_ok=False)
-    zp_args, cfg, cfg_sha = KINDS[kind](job_dir, config, args)
-    inputs = {"kind": kind, "args": args, "config": cfg, "dry_run": bool(dry_run), "resources": resources}
-    job = Job(id=job_id, kind=kind, argv=zp_args, submitter=submitter, config=cfg, config_sha256=cfg_sha,
-              inputs_sha256=sha256_json(inputs), args=dict(args, dry_run_hold_s=float(dry_run_hold_s)) if dry_run else args,
-              dry_run=bool(dry_run), resources=resources, executor=executor, idempotency_key=idempotency_key,
-              run_dir=str(job_dir))
-    atomic_write_text(job_dir / "job.json", json.dumps(job.to_dict(), indent=2, default=str) + "\n")
-    stored, created = store.create(job)
+    try:
+        zp_args, cfg, cfg_sha = KINDS[kind](job_dir, config, args)
+        inputs = {"kind": kind, "args": args, "config": cfg, "dry_run": bool(dry_run), "resources": resources}
+        job = Job(id=job_id, kind=kind, argv=zp_args, submitter=submitter, config=cfg, config_sha256=cfg_sha,
+                  inputs_sha256=sha256_json(inputs),
+                  args=dict(args, dry_run_hold_s=float(dry_run_hold_s)) if dry_run else args,
+                  dry_run=bool(dry_run), resources=resources, executor=executor, idempotency_key=idempotency_key,
+                  run_dir=str(job_dir))
+        atomic_write_text(job_dir / "job.json", json.dumps(job.to_dict(), indent=2, default=str) + "\n")
+        stored, created = store.create(job)
+    except BaseException:
+        shutil.rmtree(job_dir, ignore_errors=True)     # a refused job leaves nothing behind
+        raise
     if not created:   # lost a race on the idempotency key: drop our directory, keep the first job
-        import shutil
         shutil.rmtree(job_dir, ignore_errors=True)
     return stored, created
 
