@@ -56,7 +56,8 @@ def register(app: typer.Typer) -> None:
                                                            help="Jobs run at once (default $ZP_MAX_CONCURRENT_JOBS or 2)."),
               ray_address: Optional[str] = typer.Option(None, help="Ray dashboard URL (default $ZP_RAY_ADDRESS)."),
               log_level: str = typer.Option("info", help="uvicorn log level.")):
-        """Run the HTTP API and the job executor (OpenAPI at /openapi.json, docs at /docs)."""
+        """Run the HTTP API and the job executor. Every route but /healthz and /readyz needs a bearer token
+        (`zpctl token create`); the schema is at /openapi.json."""
         from ..api.server import serve as run
         run(host, port, executor=executor, max_concurrent=max_concurrent, ray_address=ray_address, log_level=log_level)
 
