@@ -168,8 +168,9 @@ class Linear:
 
     A LoRA wrapper only needs `.weight` and the same `__call__(x)`."""
     def __init__(self, in_features: int, out_features: int):
-        bound = 1 / math.sqrt(in_features)
-        self.weight = Tensor.uniform(out_features, in_features, low=-bound, high=bound)
+        # uninitialised: Llama.__init__ fills every weight (random init or loaded), and building a lazy random
+        # graph here per projection cost ~0.1 s each for nothing
+        self.weight = Tensor.empty(out_features, in_features, dtype=dtypes.float32)
 
     def __call__(self, x: Tensor) -> Tensor:
         return x @ self.weight.cast(x.dtype).T
@@ -179,7 +180,7 @@ class RMSNorm:
     """Statistics in fp32 whatever the input dtype; output fp32 (the residual stream's dtype)."""
     def __init__(self, dim: int, eps: float):
         self.eps = eps
-        self.weight = Tensor.ones(dim)
+        self.weight = Tensor.ones(dim, dtype=dtypes.float32).contiguous()
 
     def __call__(self, x: Tensor) -> Tensor:
         x = x.float()
@@ -268,15 +269,17 @@ class KVCache:
 class Llama:
     """`Llama(cfg)(tokens[B,T], start_pos=0, cache=None) -> float32 logits[B,T,V]`."""
 
-    def __init__(self, cfg: LlamaConfig, compute_dtype: DType = dtypes.float32):
+    def __init__(self, cfg: LlamaConfig, compute_dtype: DType = dtypes.float32, init: bool = True):
         self.cfg = cfg
         self.compute_dtype = compute_dtype
         self.model = LlamaModel(cfg)
         if not cfg.tie_embeddings:
             self.lm_head = Linear(cfg.dim, cfg.vocab_size)
-        # HF initialises with N(0, 0.02); training from scratch (tiny configs) should start there too
         for name, t in nn.state.get_state_dict(self).items():
-            if name.endswith("proj.weight") or name.endswith("embed_tokens.weight") or name == "lm_head.weight":
+            if not init:   # weights come next (from_weights): building random graphs for them costs seconds per layer
+                t.replace(Tensor.empty(*t.shape, dtype=dtypes.float32))
+            elif name.endswith("proj.weight") or name.endswith("embed_tokens.weight") or name == "lm_head.weight":
+                # HF initialises with N(0, 0.02) (uses tinygrad's RNG, so Tensor.manual_seed makes it reproducible)
                 t.replace(Tensor.normal(*t.shape, mean=0.0, std=0.02))
 
     def make_cache(self, batch: int, max_len: int | None = None, dtype: DType | None = None) -> KVCache:
@@ -353,8 +356,6 @@ def load_weights(model: Llama, weights: dict[str, Tensor], strict: bool = True) 
 
 
 def from_weights(cfg: LlamaConfig, weights: dict[str, Tensor], compute_dtype: DType = dtypes.float32) -> Llama:
-    from tinygrad import Context
-    with Context(BEAM=0):
-        model = Llama(cfg, compute_dtype)
+    model = Llama(cfg, compute_dtype, init=False)
     load_weights(model, weights)
     return model
