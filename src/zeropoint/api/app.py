@@ -31,7 +31,7 @@ from .. import __version__
 from ..errors import ConfigError, ZeropointError
 from ..evidence import effective_status, list_runs, load_run, read_metrics
 from ..orchestrator import executor as ex
-from ..orchestrator.jobs import PathRejected, resubmit_resume, safe_name, submit
+from ..orchestrator.jobs import KINDS, PathRejected, resubmit_resume, safe_name, submit
 from ..orchestrator.store import STATES, Job, SqliteStore
 from ..workspace import workspace
 from .auth import RANK, Principal, resolve
@@ -157,7 +157,7 @@ class Guard:
 
 # ---- request models --------------------------------------------------------------------------------------------
 class JobRequest(BaseModel):
-    kind: str = Field(description="train | resume | status (and the other kinds this build provides)")
+    kind: str = Field(description="job kind: " + " | ".join(sorted(KINDS)))
     config: Optional[dict[str, Any]] = Field(None, description="recipe config (same keys as the YAML for `zpctl train`)")
     config_path: Optional[str] = Field(None, description="YAML path relative to the data root (instead of config)")
     args: dict[str, Any] = Field(default_factory=dict, description="kind arguments, e.g. {'run': ID} for resume, "
