@@ -1,0 +1,266 @@
+"""The eval recipe, top to bottom: load the model, load each task, build lm-eval's requests, score them in
+batches, compute lm-eval's metrics, and write `evals/<eval_id>/results.json` + `samples_<task>.jsonl`.
+
+Every eval is also a run (`runs/<eval_id>/`, kind `eval`) so its device, commit and status are recorded the
+same way as training. A task that cannot run (missing data, bad template) fails the eval with its message.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..errors import ZeropointError
+from ..hashing import canonical_json, sha256_file, sha256_json, sha256_tree
+from ..workspace import atomic_write_text, workspace
+from . import metrics as M
+from .scoring import LMScorer
+from .tasks import Task, load_task
+
+VISION_TASKS = {"fashion_mnist"}
+
+
+class EvalError(ZeropointError):
+    pass
+
+
+# ---- model loading -----------------------------------------------------------------------------------------
+def model_identity(ref: str) -> dict:
+    """What exactly was evaluated: the file or directory behind `ref` and its SHA-256."""
+    p = Path(ref)
+    if not p.exists():
+        from ..data import assets
+        named = {"smollm2-135m": assets.smollm2_gguf, "smollm2-135m-instruct": assets.smollm2_gguf}
+        if ref in named:
+            p = named[ref]()
+    if p.is_file():
+        return {"ref": ref, "path": str(p.resolve()), "sha256": sha256_file(p), "kind": "file"}
+    if p.is_dir():
+        digest, files = sha256_tree(p)
+        return {"ref": ref, "path": str(p.resolve()), "sha256": digest, "kind": "dir", "files": len(files)}
+    return {"ref": ref, "path": None, "sha256": None, "kind": "unknown"}
+
+
+def load_lm(ref: str):
+    """(model, tokenizer) through the model registry; a clear error if it is not there yet or the ref is bad."""
+    try:
+        from ..models.registry import load_model
+    except ImportError as e:
+        raise EvalError(f"the model registry is not available ({e}); cannot load {ref!r}") from None
+    model, _cfg, tok = load_model(ref)
+    return model, tok
+
+
+# ---- one task ----------------------------------------------------------------------------------------------
+def _docs(task: Task, limit: int | float | None) -> list[dict]:
+    docs = task.docs
+    if limit is not None:
+        n = int(limit * len(docs)) if isinstance(limit, float) and limit < 1 else int(limit)
+        docs = docs[:n]
+    if not docs:
+        raise EvalError(f"task {task.name} has no documents to evaluate")
+    return docs
+
+
+def run_task(scorer: LMScorer, task: Task, limit=None, bootstrap_iters: int = M.BOOTSTRAP_ITERS,
+             progress=None) -> tuple[dict, list[dict]]:
+    """Score one task; returns ({metric: {value, stderr, ...}}, per-sample records)."""
+    docs = _docs(task, limit)
+    names = [m["metric"] for m in task.metrics]
+    per_metric: dict[str, list] = {n: [] for n in names}
+    samples = []
+    ot = task.output_type
+    if ot == "multiple_choice":
+        ctxs = task.contexts(docs)
+        pairs, spans = [], []
+        for ctx, doc in zip(ctxs, docs):
+            ch = task.choices(doc)
+            spans.append((len(pairs), len(ch)))
+            pairs += [(ctx, f"{task.target_delimiter}{c}") for c in ch]
+        res = scorer.loglikelihood(pairs, progress)
+        for i, (doc, ctx, (s, n)) in enumerate(zip(docs, ctxs, spans)):
+            lls = [r[0] for r in res[s:s + n]]
+            greedy = [r[1] for r in res[s:s + n]]
+            ch = task.choices(doc)
+            gold = task.gold_index(doc)
+            vals, preds = M.mc_per_doc(lls, ch, gold, names, greedy)
+            for k, v in vals.items():
+                per_metric[k].append(v)
+            samples.append({"doc_id": i, "context": ctx, "choices": ch, "gold": gold, "loglikelihoods": lls,
+                            "is_greedy": greedy, **preds, **vals})
+    elif ot == "loglikelihood":
+        ctxs = task.contexts(docs)
+        tgts = [task.target(d) for d in docs]
+        res = scorer.loglikelihood([(c, t if isinstance(t, str) else str(t)) for c, t in zip(ctxs, tgts)], progress)
+        for i, (ctx, t, (ll, g)) in enumerate(zip(ctxs, tgts, res)):
+            vals = {k: v for k, v in {"perplexity": ll, "acc": int(g)}.items() if k in names}
+            for k, v in vals.items():
+                per_metric[k].append(v)
+            samples.append({"doc_id": i, "context": ctx, "target": t, "loglikelihood": ll, "is_greedy": g, **vals})
+    elif ot == "loglikelihood_rolling":
+        texts = [task.target(d) for d in docs]
+        reqs, owner = [], []
+        for i, t in enumerate(texts):
+            w = scorer.rolling_requests(t)
+            reqs += w
+            owner += [i] * len(w)
+        res = scorer.loglikelihood_tokens(reqs, progress)
+        lls = [0.0] * len(texts)
+        ntok = [0] * len(texts)
+        for i, (ll, _), (_, cont) in zip(owner, res, reqs):
+            lls[i] += ll
+            ntok[i] += len(cont)
+        for i, t in enumerate(texts):
+            vals = M.rolling_per_doc(lls[i], ntok[i], t, names)
+            for k, v in vals.items():
+                per_metric[k].append(v)
+            samples.append({"doc_id": i, "loglikelihood": lls[i], "tokens": ntok[i], "words": M.count_words(t),
+                            "bytes": M.count_bytes(t), "text_sha256": sha256_json(t)})
+    elif ot == "generate_until":
+        ctxs = task.contexts(docs)
+        gk = task.generation_kwargs
+        until = gk.get("until", [task.fewshot_delimiter])
+        until = [until] if isinstance(until, str) else list(until)
+        for i, (ctx, doc) in enumerate(zip(ctxs, docs)):
+            out = scorer.generate_until(ctx, until, int(gk.get("max_gen_toks", 256)))
+            gold = task.target(doc)
+            if task.doc_to_choice is not None:
+                gold = task.choices(doc)[gold]
+            golds = gold if isinstance(gold, list) else [gold]
+            kw = next((m["kwargs"] for m in task.metrics if m["metric"] == "exact_match"), {})
+            em = 1.0 if any(M.exact_match(out, str(g), **kw) for g in golds) else 0.0
+            per_metric["exact_match"].append(em)
+            samples.append({"doc_id": i, "context": ctx, "target": gold, "generation": out, "exact_match": em})
+            if progress:
+                progress(1)
+    metrics = {}
+    for m in task.metrics:
+        metrics[m["metric"]] = M.aggregate(m["metric"], per_metric[m["metric"]], m["aggregation"], bootstrap_iters)
+        metrics[m["metric"]]["higher_is_better"] = m["higher_is_better"]
+    return metrics, samples
+
+
+def n_requests(task: Task, limit=None) -> int:
+    docs = _docs(task, limit)
+    if task.output_type == "multiple_choice":
+        return sum(len(task.choices(d)) for d in docs)
+    return len(docs)
+
+
+# ---- the whole eval ------------------------------------------------------------------------------------------
+def eval_dir(eval_id: str) -> Path:
+    return workspace().evals / eval_id
+
+
+def load_results(eval_id_or_path: str) -> dict:
+    p = Path(eval_id_or_path)
+    f = p if p.is_file() else (p / "results.json" if p.is_dir() else eval_dir(eval_id_or_path) / "results.json")
+    if not f.is_file():
+        raise EvalError(f"no eval results {eval_id_or_path!r} (looked for {f}); list evals under {workspace().evals}")
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise EvalError(f"{f} is not valid JSON ({e}); it may have been edited or truncated") from None
+
+
+def run_eval(model_ref: str, task_refs: list[str], *, limit=None, batch_size: int = 8, max_length: int = 2048,
+             num_fewshot: int | None = None, bootstrap_iters: int = M.BOOTSTRAP_ITERS, allow_simulated=False,
+             progress_factory=None, model=None, tokenizer=None) -> dict:
+    """Evaluate `model_ref` on each task; returns the results dict that is also written to disk."""
+    from ..evidence import start_run, utcnow
+    from ..scope import require_real_compute
+    if not task_refs:
+        raise EvalError("no tasks given; pass --task NAME_OR_FILE (shipped: mmlu_dev, sotu_heldout, fashion_mnist)")
+    scope = require_real_compute(allow_simulated)
+    lm_tasks = [t for t in task_refs if t not in VISION_TASKS]
+    vis_tasks = [t for t in task_refs if t in VISION_TASKS]
+    tasks = [load_task(t, num_fewshot) for t in lm_tasks]
+    cfg = {"model": model_ref, "tasks": task_refs, "limit": limit, "batch_size": batch_size,
+           "max_length": max_length, "num_fewshot": num_fewshot, "bootstrap_iters": bootstrap_iters}
+    datasets = [{"name": f"{t.name}:{d['split']}", "path": d["path"], "sha256": d["sha256"]}
+                for t in tasks for d in t.data_files]
+    with start_run(f"zpctl eval {model_ref} " + " ".join(f"--task {t}" for t in task_refs), cfg, kind="eval",
+                   datasets=datasets, scope=scope) as run:
+        t0 = time.time()
+        ident = model_identity(model_ref)
+        out_dir = eval_dir(run.id)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        results = {"eval_id": run.id, "model": ident, "config": cfg, "config_sha256": sha256_json(cfg),
+                   "device": scope.device, "simulated": scope.simulated, "simulated_reasons": list(scope.reasons),
+                   "started_at": utcnow(), "tasks": {}, "lm_eval_version_matched": "0.4.13"}
+        if tasks:
+            if model is None:
+                model, tokenizer = load_lm(model_ref)
+            scorer = LMScorer(model, tokenizer, max_length=max_length, batch_size=batch_size)
+            for task in tasks:
+                t1 = time.time()
+                bar = progress_factory(task.name, n_requests(task, limit)) if progress_factory else None
+                metrics, samples = run_task(scorer, task, limit, bootstrap_iters, bar)
+                wall = time.time() - t1
+                _write_samples(out_dir / f"samples_{task.name}.jsonl", samples)
+                results["tasks"][task.name] = {
+                    "output_type": task.output_type, "metrics": metrics, "n_docs": len(samples),
+                    "num_fewshot": task.num_fewshot, "task_file": task.source,
+                    "task_sha256": sha256_file(task.source), "task_config_sha256": sha256_json(task.config),
+                    "data_files": task.data_files, "wall_s": round(wall, 3),
+                    "samples_file": f"samples_{task.name}.jsonl"}
+                run.event("task_done", task=task.name, wall_s=round(wall, 3),
+                          **{k: v["value"] for k, v in metrics.items()})
+            results["scoring_stats"] = dict(scorer.stats)
+        for vt in vis_tasks:
+            t1 = time.time()
+            metrics, samples, info = run_vision_task(vt, model_ref, limit)
+            _write_samples(out_dir / f"samples_{vt}.jsonl", samples)
+            results["tasks"][vt] = {"output_type": "vision", "metrics": metrics, "n_docs": len(samples),
+                                    "wall_s": round(time.time() - t1, 3), **info}
+        results["ended_at"] = utcnow()
+        results["wall_s"] = round(time.time() - t0, 3)
+        results["run_id"] = run.id
+        atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+        run.update(results_path=str(out_dir / "results.json"), results_sha256=sha256_file(out_dir / "results.json"))
+    return results
+
+
+def _write_samples(path: Path, samples: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(s, default=str) + "\n" for s in samples))
+
+
+def run_vision_task(name: str, model_ref: str, limit=None):
+    """Fashion-MNIST top-1/top-5 through the vision package's functions (evals/vision.py)."""
+    try:
+        from . import vision
+    except ImportError as e:
+        raise EvalError(f"vision evals are not available ({e}); they live in zeropoint.evals.vision") from None
+    fn = getattr(vision, "evaluate_classifier", None) or getattr(vision, "eval_fashion_mnist", None)
+    if fn is None:
+        raise EvalError("zeropoint.evals.vision has no classifier eval entry point (evaluate_classifier)")
+    out = fn(model_ref, limit=limit)
+    return out["metrics"], out.get("samples", []), {k: v for k, v in out.items() if k not in ("metrics", "samples")}
+
+
+def save_baseline(eval_id: str, name: str) -> Path:
+    """Pin an eval's results as a named baseline for `drift check` (copied, with its hash)."""
+    import re
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name):
+        raise EvalError(f"baseline name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    res = load_results(eval_id)
+    dest = workspace().evals / "baselines" / f"{name}.json"
+    body = {"name": name, "eval_id": res["eval_id"], "results_sha256": sha256_json(res), "results": res}
+    atomic_write_text(dest, json.dumps(body, indent=2, default=str) + "\n")
+    return dest
+
+
+def load_baseline(name: str) -> dict:
+    f = workspace().evals / "baselines" / f"{name}.json"
+    if not f.is_file():
+        have = sorted(p.stem for p in (workspace().evals / "baselines").glob("*.json"))
+        raise EvalError(f"no baseline {name!r}; saved baselines: {have or 'none'} "
+                        "(create one with `zpctl eval ... --save-baseline NAME`)")
+    body = json.loads(f.read_text(encoding="utf-8"))
+    if sha256_json(body["results"]) != body.get("results_sha256"):
+        raise EvalError(f"baseline {name!r} fails its hash check ({f}); it was modified after saving. "
+                        "Re-create it with `zpctl eval ... --save-baseline`.")
+    return body["results"]
+
+
+__all__ = ["run_eval", "run_task", "load_results", "save_baseline", "load_baseline", "canonical_json"]

@@ -1,0 +1,197 @@
+"""Scoring a causal LM the way lm-evaluation-harness does, batched, on any tinygrad device.
+
+- `encode_pair`: lm-eval's `TemplateLM._encode_pair` (trailing context spaces move to the continuation; the
+  whole string is encoded and split at the context's token count, so merges across the boundary match).
+- `rolling_windows`: lm-eval's `get_rolling_token_windows` + `make_disjoint_window` (context_len=1).
+- `LMScorer.loglikelihood_tokens`: every request is (context_tokens, continuation_tokens); the model input is
+  `(ctx + cont)[-(max_length+1):][:-1]` as in lm-eval's HF backend. Requests whose inputs are identical
+  (multiple choice with one-token answers: " A", " B", ...) share one forward pass (prefix sharing: the
+  question is run once, not once per choice). Unique inputs are sorted longest first and batched with right
+  padding to a bucketed length (few distinct shapes = few kernel compiles). The result for a request only
+  depends on the set of requests scored together, so two callers that build the same requests get the same
+  bits: that is what the lm-eval golden test relies on.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+BUCKET = 32
+
+
+def encode_pair(tok, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces > 0:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    whole = tok.encode(context + continuation, add_bos=False)
+    ctx = tok.encode(context, add_bos=False)
+    return ctx, whole[len(ctx):]
+
+
+def encode_request(tok, prefix_id: int, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """lm-eval's `TemplateLM.loglikelihood` tokenisation, including the empty-context case."""
+    if context == "":
+        cont = tok.encode(continuation, add_bos=False)
+        return ([prefix_id], cont) if prefix_id != cont[0] else (cont[:1], cont[1:])
+    return encode_pair(tok, context, continuation)
+
+
+def rolling_windows(tokens: list[int], prefix_id: int, max_seq_len: int, context_len: int = 1):
+    """(context, continuation) pairs covering every token once, each with up to max_seq_len of context."""
+    assert 1 <= context_len <= max_seq_len
+    if not tokens:
+        return []
+    out = []
+    pred_len = max_seq_len - context_len + 1
+    first = min(max_seq_len, len(tokens))
+    out.append(([prefix_id] + tokens[:first - 1], tokens[:first]))
+    predicted = first
+    while predicted < len(tokens):
+        wlen = min(len(tokens) - predicted, pred_len)
+        end = predicted + wlen
+        out.append((tokens[end - max_seq_len - 1:end - 1], tokens[end - wlen:end]))
+        predicted += wlen
+    return [(a[:len(a) - (len(b) - 1)], b) for a, b in out]   # make_disjoint_window
+
+
+def special_id(tok, *names) -> int | None:
+    for n in names:
+        v = getattr(tok, n, None)
+        if isinstance(v, int):
+            return v
+    return None
+
+
+def prefix_token_id(tok) -> int:
+    """The token a rolling window / empty context conditions on: BOS if the tokenizer has one, else EOS."""
+    v = special_id(tok, "bos_id", "bos_token_id", "bos", "eos_id", "eos_token_id", "eos")
+    if v is None:
+        raise ValueError("tokenizer exposes neither a BOS nor an EOS id; cannot build rolling windows")
+    return v
+
+
+@dataclass
+class LMScorer:
+    model: object
+    tok: object
+    max_length: int = 2048
+    batch_size: int = 8
+    stats: dict = field(default_factory=lambda: {"forward_passes": 0, "batches": 0, "requests": 0,
+                                                 "unique_inputs": 0, "tokens_forwarded": 0, "score_s": 0.0})
+
+    @property
+    def prefix_id(self) -> int:
+        return prefix_token_id(self.tok)
+
+    def _forward_batch(self, rows: list[list[int]], W: int, last_targets: list[list[int]]):
+        """Run one right-padded batch and read only the last W positions of each row (the ones that predict
+        continuation tokens): their log-probs of the next input token, their argmax, and at the final
+        position the log-probs of every requested last token. Models with `hidden`/`logits_from_hidden`
+        (our Llama) skip the LM head on context positions; others get the head on all positions."""
+        from tinygrad import Tensor, dtypes
+        B = len(rows)
+        T = max(len(r) for r in rows)
+        T = min(self.max_length, ((T + BUCKET - 1) // BUCKET) * BUCKET)
+        toks = np.zeros((B, T), dtype=np.int32)
+        pos = np.zeros((B, W), dtype=np.int32)
+        nxt = np.zeros((B, W), dtype=np.int32)
+        K = max(len(t) for t in last_targets)
+        cand = np.zeros((B, K), dtype=np.int32)
+        for i, r in enumerate(rows):
+            n = len(r)
+            toks[i, :n] = r
+            p = np.arange(n - W, n)
+            pos[i] = np.maximum(p, 0)
+            for w in range(W - 1):
+                if p[w] >= 0:
+                    nxt[i, w] = r[p[w] + 1]
+            cand[i, :len(last_targets[i])] = last_targets[i]
+        x = Tensor(toks)
+        if hasattr(self.model, "hidden") and hasattr(self.model, "logits_from_hidden"):
+            h = self.model.hidden(x, start_pos=0)
+            h = h.gather(1, Tensor(pos).unsqueeze(-1).expand(B, W, h.shape[-1]))
+            logits = self.model.logits_from_hidden(h).float()
+        else:
+            logits = self.model(x, start_pos=0).float()
+            logits = logits.gather(1, Tensor(pos).unsqueeze(-1).expand(B, W, logits.shape[-1]))
+        lp = logits.log_softmax(-1)
+        tok_lp = lp.gather(-1, Tensor(nxt).unsqueeze(-1)).squeeze(-1)
+        am = logits.argmax(-1).cast(dtypes.int32)
+        cand_lp = lp[:, W - 1, :].gather(-1, Tensor(cand))
+        tok_lp, am, cand_lp = tok_lp.numpy(), am.numpy(), cand_lp.numpy()
+        self.stats["forward_passes"] += B
+        self.stats["batches"] += 1
+        self.stats["tokens_forwarded"] += int(sum(len(r) for r in rows))
+        return tok_lp, am, cand_lp
+
+    def loglikelihood_tokens(self, requests: list[tuple[list[int], list[int]]], progress=None) -> list[tuple[float, bool]]:
+        """(sum log p(continuation | context), is_greedy) per request, lm-eval's `_loglikelihood_tokens`."""
+        t0 = time.perf_counter()
+        inputs: dict[tuple, list[int]] = {}   # model input -> request indices sharing it
+        seqs = []
+        for i, (ctx, cont) in enumerate(requests):
+            if not cont:
+                raise ValueError(f"request {i} has an empty continuation after tokenisation")
+            seq = (list(ctx) + list(cont))[-(self.max_length + 1):]
+            inp = tuple(seq[:-1])
+            seqs.append((seq, len(cont)))
+            inputs.setdefault(inp, []).append(i)
+        order = sorted(inputs, key=lambda s: (-len(s), s))
+        self.stats["requests"] += len(requests)
+        self.stats["unique_inputs"] += len(order)
+        out: list = [None] * len(requests)
+        for b in range(0, len(order), self.batch_size):
+            chunk = order[b:b + self.batch_size]
+            finals = [sorted({seqs[i][0][-1] for i in inputs[inp]}) for inp in chunk]
+            W = max(seqs[i][1] for inp in chunk for i in inputs[inp])
+            tok_lp, am, cand_lp = self._forward_batch([list(inp) for inp in chunk], W, finals)
+            for r, inp in enumerate(chunk):
+                n = len(inp)
+                for i in inputs[inp]:
+                    seq, c = seqs[i]
+                    # positions n-c .. n-1 predict the continuation; they are columns W-c .. W-1
+                    ll = float(sum(float(v) for v in tok_lp[r, W - c:W - 1]))
+                    ll += float(cand_lp[r, finals[r].index(seq[-1])])
+                    greedy = bool(np.all(am[r, W - c:W - 1] == np.array(seq[n - c + 1:n], dtype=np.int32))) \
+                        and int(am[r, W - 1]) == seq[-1]
+                    out[i] = (ll, greedy)
+            if progress:
+                progress(len(chunk))
+        self.stats["score_s"] += time.perf_counter() - t0
+        return out
+
+    def loglikelihood(self, pairs: list[tuple[str, str]], progress=None) -> list[tuple[float, bool]]:
+        reqs = [encode_request(self.tok, self.prefix_id, c, x) for c, x in pairs]
+        return self.loglikelihood_tokens(reqs, progress)
+
+    def rolling_requests(self, text: str) -> list[tuple[list[int], list[int]]]:
+        return rolling_windows(self.tok.encode(text, add_bos=False), self.prefix_id, self.max_length, 1)
+
+    def generate_until(self, context: str, until: list[str], max_gen_toks: int = 256) -> str:
+        """Greedy decoding, stopping at the first stop sequence (cut off) or EOS, as lm-eval does."""
+        from tinygrad import Tensor
+        eos = special_id(self.tok, "eos_id", "eos_token_id", "eos")
+        stops = list(until or [])
+        if eos is not None:
+            stops.append(self.tok.decode([eos]))
+        ids = self.tok.encode(context, add_bos=False)[-(self.max_length - max_gen_toks):]
+        gen: list[int] = []
+        for _ in range(max_gen_toks):
+            seq = ids + gen
+            logits = self.model(Tensor(np.array([seq], dtype=np.int32)), start_pos=0)
+            nxt = int(logits[0, len(seq) - 1].argmax().item())
+            self.stats["forward_passes"] += 1
+            if eos is not None and nxt == eos:
+                break
+            gen.append(nxt)
+            text = self.tok.decode(gen)
+            if any(s and s in text for s in stops):
+                break
+        text = self.tok.decode(gen)
+        for s in stops:
+            if s:
+                text = text.split(s)[0]
+        return text

@@ -1,0 +1,67 @@
+import pytest
+
+from zeropoint.evals.scoring import LMScorer, encode_pair, encode_request, rolling_windows
+from tests.evals.helpers import ByteTokenizer, reference_loglikelihood, tiny_model
+
+
+class SpaceMergingTokenizer(ByteTokenizer):
+    """Merges ' X' into one token (id 300+X) like a GPT-2 BPE does, so the split point matters."""
+    def encode(self, text, add_bos=False):
+        out, i, b = [], 0, text.encode()
+        while i < len(b):
+            if b[i] == 32 and i + 1 < len(b) and b[i + 1] != 32:
+                out.append(300 + b[i + 1] % 200); i += 2
+            else:
+                out.append(b[i]); i += 1
+        return out
+
+
+def test_encode_pair_moves_trailing_space_and_splits_whole_encoding():
+    tok = SpaceMergingTokenizer()
+    ctx, cont = encode_pair(tok, "Answer: ", "A")
+    # the space belongs to the continuation token ' A', and the context keeps no dangling space token
+    assert ctx == tok.encode("Answer:")
+    assert cont == [300 + ord("A") % 200]
+    assert ctx + cont == tok.encode("Answer: A")
+
+
+def test_encode_request_empty_context_uses_prefix_token():
+    tok = ByteTokenizer()
+    assert encode_request(tok, 256, "", "ab") == ([256], [97, 98])
+    assert encode_request(tok, 97, "", "ab") == ([97], [98])   # prefix equals first token: shift it over
+
+
+def test_rolling_windows_cover_every_token_once_with_lmeval_layout():
+    toks = list(range(10))
+    w = rolling_windows(toks, 99, max_seq_len=4)
+    assert [c for _, c in w] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert w[0][0] == [99]
+    # each later window conditions on the tokens just before its predictions (disjoint context)
+    assert w[1][0] == [3] and w[2][0] == [5, 6, 7]   # the short last window keeps a full context
+    assert sum(len(c) for _, c in w) == len(toks)
+    assert rolling_windows([], 99, 4) == []
+
+
+def test_batched_prefix_shared_scores_match_unbatched_reference():
+    model, tok = tiny_model(), ByteTokenizer()
+    sc = LMScorer(model, tok, max_length=64, batch_size=3)
+    reqs = [encode_pair(tok, "Question: what is 2+2?\nAnswer:", f" {c}") for c in "ABCD"]
+    reqs += [encode_pair(tok, "The cat", " sat on the mat"), encode_pair(tok, "x", "yz")]
+    got = sc.loglikelihood_tokens(reqs)
+    for (ctx, cont), (ll, greedy) in zip(reqs, got):
+        ref_ll, ref_greedy = reference_loglikelihood(model, ctx, cont)
+        assert ll == pytest.approx(ref_ll, abs=2e-4)
+        assert greedy == ref_greedy
+    # the four one-token choices share one forward pass
+    assert sc.stats["unique_inputs"] == 3 and sc.stats["requests"] == 6
+    # the same requests in another order give the same bits
+    again = LMScorer(model, tok, max_length=64, batch_size=3).loglikelihood_tokens(list(reversed(reqs)))
+    assert list(reversed(again)) == got
+
+
+def test_truncation_keeps_the_last_max_length_tokens():
+    model, tok = tiny_model(), ByteTokenizer()
+    ctx, cont = tok.encode("a" * 100), tok.encode("bc")
+    (ll, _), = LMScorer(model, tok, max_length=32).loglikelihood_tokens([(ctx, cont)])
+    ref, _ = reference_loglikelihood(model, (ctx + cont)[-33:][:-len(cont)], cont)
+    assert ll == pytest.approx(ref, abs=2e-4)
