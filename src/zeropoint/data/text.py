@@ -257,10 +257,38 @@ def gguf_metadata(path: Path | str) -> dict:
     return kv
 
 
+class ByteTokenizer:
+    """UTF-8 bytes as tokens 0..255 and EOS 256: lossless, no files, vocab 257. For tiny models, where a
+    49k-token vocabulary would make the output layer a hundred times the rest of the model."""
+    bos_id = None
+    eos_id = 256
+    pad_id = 256
+    add_bos = False
+    chat_template = None
+    vocab_size = 257
+    special_tokens = ["<|endoftext|>"]
+
+    def encode(self, text: str, add_bos: bool = False) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids, skip_special: bool = False) -> str:
+        return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode("utf-8", errors="replace")
+
+    def stop_ids(self) -> list[int]:
+        return [self.eos_id]
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True, tokenize: bool = False):
+        from ..models.tokenizer import render_chatml
+        text = render_chatml(messages, add_generation_prompt)
+        return self.encode(text) if tokenize else text
+
+
 def load_tokenizer(ref: str | Path):
-    """Tokenizer of a named model, a .gguf file or an HF directory, without loading any weights."""
+    """Tokenizer of a named model, a .gguf file or an HF directory (no weights loaded); "bytes" = ByteTokenizer."""
     from ..models.registry import resolve_ref
     from ..models.tokenizer import Tokenizer
+    if str(ref) == "bytes":
+        return ByteTokenizer()
     p = resolve_ref(ref)
     if p.is_file() and p.suffix == ".gguf":
         kv = gguf_metadata(p)
