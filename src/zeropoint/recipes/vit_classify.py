@@ -1,0 +1,312 @@
+"""Recipe `vit_classify`: train a ViT image classifier on an approved image dataset, evaluate it, write a card.
+
+Read top to bottom, like a torchtune recipe:
+  1. refuse simulated compute, ask governance for the approved dataset (before any data is read)
+  2. load images from the approved files only (IDX | sklearn digits CSV | image folder), split, normalise
+  3. open the run (evidence); build the ViT from a named config + overrides, init from the seed
+  4. the shared engine: AdamW on fp32 masters, precision, accumulation, clipping, warm-up + cosine, TinyJit
+  5. resume: newest checkpoint that verifies; batches are a pure function of (seed, step) so resume is exact
+  6. train with eval + checkpoint cadence; augmentation (random crop / flip) is drawn from (seed, step)
+  7. final eval on the test split: top-1/top-5, per-class accuracy, confusion matrix PNG
+  8. model card (Markdown + JSON) and the HF-layout export inside the final checkpoint; summary in run.json
+
+    zpctl train configs/vision/vit-tiny_fashion-mnist.yaml [--set train.epochs=1]
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from ..config import StrictModel, config_dict, config_hash
+
+
+# ---- typed config (the YAML schema) ------------------------------------------------------------------------
+class ModelSection(StrictModel):
+    config: str = Field("vit-nano-28", description="named config in models.vit.VIT_CONFIGS")
+    overrides: dict = Field(default_factory=dict, description="ViTConfig fields to change, e.g. {depth: 3}")
+
+
+class DataSection(StrictModel):
+    dataset: str = Field(description="governed dataset name (approved with `zpctl data approve`)")
+    classes: list[str] | None = Field(None, description="class names in label order (IDX files carry none)")
+    format: Literal["idx", "digits", "image_folder"] = "idx"
+    image_size: int | None = Field(None, description="resize to this size; default: the model's image_size")
+    test_fraction: float = Field(0.2, description="held-out test split when the data has no test files "
+                                                  "(digits, image folders)")
+    val_fraction: float = Field(0.0, description="validation split carved from train for the eval cadence")
+    max_train: int | None = Field(None, description="use only the first N training images (bounded runs, tests)")
+    max_test: int | None = Field(None, description="evaluate on only the first N test images (tests)")
+    crop_pad: int = Field(0, description="random crop: pad by this many pixels, crop back at a random offset")
+    flip: bool = Field(False, description="random horizontal flip (off for digits: a flipped 2 is not a 2)")
+
+
+class TrainSection(StrictModel):
+    epochs: float = Field(1.0, description="passes over the training set (fractions allowed)")
+    batch_size: int = 128
+    grad_accum: int = 1
+    lr: float = 2e-3
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.05
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    loss_scale: float = 32768.0
+    grad_clip: float = 1.0
+    label_smoothing: float = 0.0
+    eval_every: int = Field(0, description="evaluate on the validation split every N steps (0: only at the end)")
+    ckpt_every: int = 100
+    keep_ckpts: int = 2
+    seed: int = 0
+    jit: bool = True
+
+
+class EvalSection(StrictModel):
+    batch_size: int = 500
+    topk: list[int] = Field(default_factory=lambda: [1, 5])
+
+
+class ViTClassifyConfig(StrictModel):
+    recipe: Literal["vit_classify"] = "vit_classify"
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection
+    train: TrainSection = Field(default_factory=TrainSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+
+# ---- building blocks -----------------------------------------------------------------------------------------
+def model_config(cfg: ViTClassifyConfig, num_classes: int, channels: int):
+    from ..models.vit import vit_config
+    over = dict(cfg.model.overrides)
+    over.setdefault("num_classes", num_classes)
+    over.setdefault("channels", channels)
+    if cfg.data.image_size:
+        over.setdefault("image_size", cfg.data.image_size)
+    return vit_config(cfg.model.config, **over)
+
+
+def load_splits(cfg: ViTClassifyConfig, records: list[dict], seed: int):
+    """(train, test) ImageSets from the governed files; test is the dataset's own test split when it has one."""
+    from ..data import images as I
+    files = [f for r in records for f in r["files"]]
+    d = cfg.data
+    if d.format == "idx":
+        train, test = I.load_idx_split(files, "train", d.classes), I.load_idx_split(files, "test", d.classes)
+    else:
+        if d.format == "digits":
+            full = I.load_digits_csv(I.find_file(files, "digits"))
+        else:
+            full = I.load_image_folder(files, d.image_size or 32, cfg.model.overrides.get("channels", 3))
+        tr, te = I.split_indices(len(full), d.test_fraction, seed, full.labels)
+        train, test = full.subset(tr), full.subset(te)
+    if d.max_train:
+        train = train.subset(np.arange(min(d.max_train, len(train))))
+    if d.max_test:
+        test = test.subset(np.arange(min(d.max_test, len(test))))
+    return train, test
+
+
+def predict(params, mcfg, images: np.ndarray, batch_size: int, dtype) -> np.ndarray:
+    """Logits for every image, in fixed-size jitted batches (the last one padded, then trimmed)."""
+    from tinygrad import Tensor, TinyJit
+
+    from ..engine import fresh
+    from ..models.vit import vit_forward
+    fwd = TinyJit(lambda x: vit_forward(params, mcfg, x, dtype=dtype).realize())
+    out = []
+    for i in range(0, len(images), batch_size):
+        xb = images[i:i + batch_size]
+        n = len(xb)
+        if n < batch_size:
+            xb = np.concatenate([xb, np.zeros((batch_size - n,) + xb.shape[1:], np.float32)])
+        out.append(fwd(fresh(xb)).numpy()[:n])   # JIT outputs reuse one buffer: copy before the next call
+    return np.concatenate(out) if out else np.zeros((0, mcfg.num_classes), np.float32)
+
+
+def save_hf_export(params, mcfg, directory: Path, classes: list[str]) -> None:
+    from ..models.hf_vision import save_hf_vit
+    save_hf_vit(directory, {k: v.numpy() for k, v in params.items()}, mcfg, id2label=classes)
+
+
+# ---- the recipe --------------------------------------------------------------------------------------------
+def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | None = None, resume: bool = False,
+        progress: bool = True, command: str = "zpctl train") -> dict:
+    from ..checkpoint import latest_valid, load_checkpoint, save_checkpoint
+    from ..data import images as I
+    from ..engine import EngineConfig, Trainer, compute_dtype, fit
+    from ..errors import ZeropointError
+    from ..evals import vision as V
+    from ..evidence import load_run, new_run_id, start_run
+    from ..governance.gate import require_approved
+    from ..modelcard import VISION_RISKS, build_card, card_files
+    from ..models.vit import init_vit, num_params, vit_forward
+    from ..scope import require_real_compute
+
+    # 1. scope and governance first
+    scope = require_real_compute(allow_simulated)
+    run_id = load_run(run_id).id if resume else (run_id or new_run_id("vit_classify"))
+    records = require_approved([cfg.data.dataset], actor=None, purpose="vit_classify", run_id=run_id)
+    t = cfg.train
+
+    # 2. data, from the approved files only
+    train, test = load_splits(cfg, records, t.seed)
+    mcfg = model_config(cfg, len(train.classes), train.images.shape[1])
+    if train.images.shape[-1] != mcfg.image_size:
+        train.images, test.images = I.resize(train.images, mcfg.image_size), I.resize(test.images, mcfg.image_size)
+    mean, std = I.channel_stats(train.images)
+    xtr, xte = I.normalize(train.images, mean, std), I.normalize(test.images, mean, std)
+    ytr, yte = train.labels, test.labels
+    val_idx = None
+    if cfg.data.val_fraction > 0:
+        keep, val_idx = I.split_indices(len(xtr), cfg.data.val_fraction, t.seed + 1, ytr)
+        xval, yval = xtr[val_idx], ytr[val_idx]
+        xtr, ytr = xtr[keep], ytr[keep]
+    micro, accum = t.batch_size, t.grad_accum
+    steps = max(1, math.ceil(t.epochs * len(xtr) / (micro * accum)))
+
+    with start_run(command, cfg, kind="vit_classify", seed=t.seed, datasets=records, scope=scope,
+                   run_id=run_id, resume=resume) as run:
+        run.event("data", train=len(xtr), test=len(xte), val=0 if val_idx is None else len(val_idx),
+                  classes=train.classes, image_size=mcfg.image_size, mean=mean, std=std, steps=steps)
+
+        # 3. model
+        params = init_vit(mcfg, seed=t.seed)
+        dtype = compute_dtype(t.precision)
+        run.event("model", config=cfg.model.config, vit=mcfg.to_dict(), params=num_params(params))
+
+        def loss_fn(x, y):
+            return vit_forward(params, mcfg, x, dtype=dtype).sparse_categorical_crossentropy(
+                y, label_smoothing=t.label_smoothing)
+
+        # 4. engine
+        ecfg = EngineConfig(lr=t.lr, total_steps=steps, warmup_steps=t.warmup_steps, min_lr_ratio=t.min_lr_ratio,
+                            weight_decay=t.weight_decay, grad_clip=t.grad_clip, grad_accum=accum,
+                            precision=t.precision, loss_scale=t.loss_scale, jit=t.jit)
+        trainer = Trainer(params, loss_fn, ecfg)
+
+        # 5. resume
+        start = 0
+        if resume:
+            path, skipped = latest_valid(run.checkpoints_dir)
+            for s in skipped:
+                run.event("checkpoint_rejected", **s)
+            if path is not None:
+                ck = load_checkpoint(path)
+                if ck.manifest.get("config_sha256") != config_hash(cfg):
+                    raise ZeropointError(f"{path} was written with a different config; resume needs the same config")
+                load_params(params, ck.weights)
+                trainer.load_optimizer_state(ck.optimizer, ck.state["engine"])
+                start = ck.step
+                run.event("resumed_from", step=start, path=str(path))
+            run.truncate_after(start)
+
+        # 6. batches: pure functions of (seed, step)
+        def get_batches(step: int):
+            out = []
+            for a in range(accum):
+                k = step * accum + a
+                idx = I.batch_indices(k, micro, len(xtr), t.seed)
+                xb = xtr[idx]
+                if cfg.data.crop_pad or cfg.data.flip:
+                    xb = I.augment(xb, I.step_rng(t.seed, k), crop_pad=cfg.data.crop_pad, flip=cfg.data.flip)
+                out.append((xb, ytr[idx].astype(np.int32)))
+            return out
+
+        def save(step: int, extra: dict | None = None) -> Path:
+            arrays, scalars = trainer.optimizer_state()
+            state = {"engine": scalars, "data": {"seed": t.seed, "samples_seen": step * micro * accum,
+                                                 "epoch": step * micro * accum / len(xtr)},
+                     "normalize": {"mean": mean, "std": std}, "classes": train.classes}
+            return save_checkpoint(run.checkpoints_dir, step, weights={k: p.numpy() for k, p in params.items()},
+                                   optimizer=arrays, state=state, config=config_dict(cfg),
+                                   config_sha256=config_hash(cfg), keep=t.keep_ckpts,
+                                   extra_files={"vit_config.json": _json_bytes(mcfg.to_dict()), **(extra or {})})
+
+        def eval_fn(step: int) -> dict:
+            if val_idx is None:
+                return {}
+            acc = V.topk_accuracy(predict(params, mcfg, xval, cfg.eval.batch_size, dtype), yval, (1,))
+            return {"val_top1": acc["top1"]}
+
+        t0 = time.perf_counter()
+        hist = fit(trainer, get_batches, steps=steps, start_step=start, run=run, tokens_per_step=micro * accum,
+                   eval_every=t.eval_every, eval_fn=eval_fn if val_idx is not None else None,
+                   ckpt_every=t.ckpt_every, save_ckpt=save, progress=progress,
+                   description=f"{cfg.model.config} {cfg.data.dataset}")
+        wall = time.perf_counter() - t0
+
+        # 7. final evaluation on the test split
+        te0 = time.perf_counter()
+        logits = predict(params, mcfg, xte, cfg.eval.batch_size, dtype)
+        rep = V.classification_report(logits, yte, train.classes, tuple(cfg.eval.topk))
+        cm_png = V.save_confusion_png(np.array(rep["confusion_matrix"]), train.classes, run.dir / "confusion_matrix.png",
+                                      f"{cfg.model.config} on {cfg.data.dataset} test (n={len(yte)})")
+        eval_s = time.perf_counter() - te0
+        run.event("test_eval", **{k: v for k, v in rep.items() if k != "confusion_matrix"}, eval_s=round(eval_s, 3))
+
+        # 8. model card + HF export in the final checkpoint
+        steady = [h.step_s for h in hist[2:]] or [h.step_s for h in hist]
+        eval_set = f"{cfg.data.dataset} {'test split' if cfg.data.format == 'idx' else f'held-out {cfg.data.test_fraction:.0%}'}"
+        metrics = [{"name": f"top{k}", "value": rep.get(f"top{k}"), "eval_set": eval_set, "n": rep["n"],
+                    "baseline": rep["chance_top1"] if k == 1 else min(1.0, k / len(train.classes)),
+                    **({"null_reason": rep[f"top{k}_null_reason"]} if rep.get(f"top{k}") is None else {})}
+                   for k in cfg.eval.topk]
+        metrics.append({"name": "majority_class_baseline", "value": rep["majority_baseline"], "eval_set": eval_set,
+                        "n": rep["n"]})
+        card = build_card(
+            name=f"{cfg.model.config}-{cfg.data.dataset}", task="image classification", run_id=run.id,
+            simulated=scope.simulated, architecture={"type": "ViT", **mcfg.to_dict()}, params=num_params(params),
+            datasets=records, metrics=metrics,
+            training={"steps": steps, "epochs": t.epochs, "batch_size": micro * accum, "lr": t.lr,
+                      "precision": t.precision, "seed": t.seed, "train_images": len(xtr), "train_wall_s": round(wall, 1),
+                      "device": scope.device},
+            intended_use=[f"Classifying images like those in {cfg.data.dataset} into: {', '.join(train.classes)}.",
+                          "A starting point for finetuning on similar small grey-scale or low-resolution images."],
+            out_of_scope=["Any decision about people.", "Images unlike the training data (photos, other domains)."],
+            risks=VISION_RISKS,
+            limitations=[f"Trained {t.epochs} epoch(s) at {mcfg.image_size}x{mcfg.image_size}; accuracy is for the "
+                         "eval set above only.",
+                         "Per-class accuracy varies (see per_class_top1 in run.json and the confusion matrix)."],
+            extra={"per_class_top1": rep["per_class_top1"], "confusion_matrix_png": "confusion_matrix.png"})
+        with open(cm_png, "rb") as f:
+            png = f.read()
+        hf_dir = run.dir / "hf"
+        save_hf_export(params, mcfg, hf_dir, train.classes)
+        final = save(steps, extra={**card_files(card), "confusion_matrix.png": png,
+                                   "hf_config.json": (hf_dir / "config.json").read_bytes()})
+        summary = {
+            "steps": steps, "steps_this_session": len(hist), "start_step": start, "epochs": t.epochs,
+            "train_wall_s": round(wall, 3), "first_step_s": round(hist[0].step_s, 3) if hist else None,
+            "steady_step_s": round(float(np.median(steady)), 4) if steady else None,
+            "images_per_s": round(micro * accum / float(np.median(steady)), 1) if steady else None,
+            "first_loss": hist[0].loss if hist else None, "last_loss": hist[-1].loss if hist else None,
+            "test": {k: v for k, v in rep.items() if k not in ("confusion_matrix",)}, "eval_s": round(eval_s, 3),
+            "confusion_matrix_png": str(cm_png), "checkpoint": str(final), "hf_export": str(hf_dir),
+            "params": num_params(params),
+        }
+        run.update(summary=summary)
+        return {"run_id": run.id, "run_dir": str(run.dir), **summary}
+
+
+# ---- helpers -----------------------------------------------------------------------------------------------
+def _json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+def load_params(params: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Copy checkpoint arrays into the live tensors (same objects the trainer updates), checking names/shapes."""
+    from tinygrad import Tensor
+
+    from ..errors import ZeropointError
+    missing, extra = set(params) - set(arrays), set(arrays) - set(params)
+    if missing or extra:
+        raise ZeropointError(f"checkpoint weights do not match the model: missing {sorted(missing)[:5]}, "
+                             f"unexpected {sorted(extra)[:5]}; was it written by another model config?")
+    for k, p in params.items():
+        if tuple(arrays[k].shape) != tuple(p.shape):
+            raise ZeropointError(f"checkpoint weight {k} has shape {arrays[k].shape}, the model expects {p.shape}")
+        p.assign(Tensor(np.ascontiguousarray(arrays[k], np.float32))).realize()
