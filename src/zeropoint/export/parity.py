@@ -1,0 +1,218 @@
+"""Parity: the same real inputs through the original tinygrad model and through the exported artifact in the
+runtime that will serve it, compared with numbers and a gate.
+
+Figures: max abs error, relative error (||d|| / ||ref||, and max abs / max |ref|), cosine similarity (global and
+worst row), top-1 agreement; for LMs perplexity of both on the same held-out text and its relative delta, for
+classifiers accuracy of both on real labels.
+
+Gates (defaults from the issue): fp32 artifacts max abs <= 1e-4 and top-1 100%; int8 / Q8_0 artifacts top-1 >= 99%
+and perplexity (or accuracy) within 2% of the fp32 original.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ZeropointError
+
+
+class ParityError(ZeropointError):
+    pass
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    max_abs: float | None          # None: not gated on raw error (quantized artifacts differ by design)
+    min_top1: float
+    max_metric_rel: float | None   # |ppl_exp - ppl_ref| / ppl_ref (LM) or |acc_exp - acc_ref| / acc_ref (classifier)
+
+
+FP32_GATE = Gate("fp32", max_abs=1e-4, min_top1=1.0, max_metric_rel=None)
+GGUF_F32_GATE = Gate("gguf-f32", max_abs=1e-5, min_top1=1.0, max_metric_rel=None)
+INT8_GATE = Gate("int8", max_abs=None, min_top1=0.99, max_metric_rel=0.02)
+
+
+def gate_for(fmt: str) -> Gate:
+    return {"onnx": FP32_GATE, "hf": FP32_GATE, "gguf": GGUF_F32_GATE, "gguf-f16": INT8_GATE,
+            "onnx-int8": INT8_GATE, "gguf-q8_0": INT8_GATE, "int8": INT8_GATE}[fmt]
+
+
+# ---- metrics ------------------------------------------------------------------------------------------------
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    m = x.max(-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+
+
+def perplexity(logits: np.ndarray, tokens: np.ndarray) -> float:
+    """Next-token perplexity of (B, T, V) logits on (B, T) tokens (positions 0..T-2 predict 1..T-1)."""
+    lp = _log_softmax(logits[:, :-1])
+    nll = -np.take_along_axis(lp, tokens[:, 1:, None].astype(np.int64), -1)[..., 0]
+    return float(math.exp(nll.mean()))
+
+
+def compare(ref: np.ndarray, out: np.ndarray, tokens: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict:
+    """Every figure comparing reference outputs with an artifact's outputs (same shapes)."""
+    if ref.shape != out.shape:
+        raise ParityError(f"output shapes differ: original {ref.shape} vs exported {out.shape}; the export computes a "
+                          "different function (wrong vocab/classes or sequence axis)")
+    r, o = ref.astype(np.float64), out.astype(np.float64)
+    d = o - r
+    finite = bool(np.isfinite(o).all())
+    r2, o2 = r.reshape(-1, r.shape[-1]), o.reshape(-1, o.shape[-1])
+    row_cos = (r2 * o2).sum(-1) / np.maximum(np.linalg.norm(r2, axis=-1) * np.linalg.norm(o2, axis=-1), 1e-30)
+    m = {"n_rows": int(r2.shape[0]), "finite": finite,
+         "max_abs": float(np.abs(d).max()) if finite else None,
+         "mean_abs": float(np.abs(d).mean()) if finite else None,
+         "rel_l2": float(np.linalg.norm(d) / max(np.linalg.norm(r), 1e-30)) if finite else None,
+         "max_abs_over_max_ref": float(np.abs(d).max() / max(np.abs(r).max(), 1e-30)) if finite else None,
+         "cosine": float((r * o).sum() / max(np.linalg.norm(r) * np.linalg.norm(o), 1e-30)) if finite else None,
+         "min_row_cosine": float(row_cos.min()) if finite else None,
+         "top1_agreement": float((r2.argmax(-1) == o2.argmax(-1)).mean())}
+    if tokens is not None:
+        m["ppl_original"] = perplexity(ref, tokens)
+        m["ppl_exported"] = perplexity(out, tokens) if finite else None
+        m["ppl_rel_delta"] = (m["ppl_exported"] - m["ppl_original"]) / m["ppl_original"] if finite else None
+    if labels is not None:
+        m["acc_original"] = float((r2.argmax(-1) == labels).mean())
+        m["acc_exported"] = float((o2.argmax(-1) == labels).mean())
+        m["acc_rel_delta"] = (m["acc_exported"] - m["acc_original"]) / max(m["acc_original"], 1e-12)
+    return m
+
+
+def check_gate(m: dict, gate: Gate) -> list[str]:
+    """Failures as sentences naming the figure, its value and the limit (empty = passed)."""
+    fails = []
+    if not m["finite"]:
+        fails.append("exported outputs contain NaN/inf")
+        return fails
+    if gate.max_abs is not None and m["max_abs"] > gate.max_abs:
+        fails.append(f"max abs error {m['max_abs']:.3g} > {gate.max_abs:g}")
+    if m["top1_agreement"] < gate.min_top1:
+        fails.append(f"top-1 agreement {100 * m['top1_agreement']:.2f}% < {100 * gate.min_top1:g}%")
+    if gate.max_metric_rel is not None:
+        for key, what in (("ppl_rel_delta", "perplexity"), ("acc_rel_delta", "accuracy")):
+            if m.get(key) is not None and abs(m[key]) > gate.max_metric_rel:
+                fails.append(f"{what} differs from the original by {100 * m[key]:+.2f}% (limit ±{100 * gate.max_metric_rel:g}%)")
+    return fails
+
+
+# ---- real inputs --------------------------------------------------------------------------------------------
+HELD_OUT_SPEECHES = ("2019_donald_j_trump_r.txt", "2020_donald_j_trump_r.txt", "2021_joseph_r_biden_d.txt")
+
+
+def sotu_tokens(tok, n_seq: int = 4, seq_len: int = 32) -> tuple[np.ndarray, dict]:
+    """(n_seq, seq_len) int64 windows of real State of the Union text (the newest speeches, held out from the
+    finetune corpora that use the older ones), non-overlapping, from the start of each speech's text."""
+    from ..data.assets import sotu_dir
+    d = sotu_dir()
+    ids: list[int] = []
+    used = []
+    for name in HELD_OUT_SPEECHES:
+        if (d / name).is_file():
+            ids += tok.encode((d / name).read_text(encoding="utf-8", errors="replace"))
+            used.append(name)
+        if len(ids) >= n_seq * seq_len:
+            break
+    if len(ids) < n_seq * seq_len:
+        raise ParityError(f"not enough held-out text for {n_seq} x {seq_len} tokens in {d}")
+    arr = np.asarray(ids[:n_seq * seq_len], dtype=np.int64).reshape(n_seq, seq_len)
+    return arr, {"dataset": "sotu", "files": used, "n_seq": n_seq, "seq_len": seq_len}
+
+
+FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
+
+
+def fashion_mnist_images(n: int = 32) -> tuple[np.ndarray, np.ndarray, dict]:
+    """First n Fashion-MNIST test images as (n, 1, 28, 28) fp32, normalised with the dataset mean/std, + labels."""
+    from ..data.assets import fashion_mnist_dir
+    d = fashion_mnist_dir()
+    with gzip.open(d / "t10k-images-idx3-ubyte.gz", "rb") as f:
+        raw = np.frombuffer(f.read(), np.uint8, offset=16)
+    with gzip.open(d / "t10k-labels-idx1-ubyte.gz", "rb") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    x = raw.reshape(-1, 1, 28, 28)[:n].astype(np.float32) / 255.0
+    return (x - FMNIST_MEAN) / FMNIST_STD, labels[:n].astype(np.int64), {"dataset": "fashion-mnist/t10k", "n": n}
+
+
+# ---- runtimes -----------------------------------------------------------------------------------------------
+def run_onnxruntime(path: str | Path, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
+    """First output of the graph on onnxruntime's CPU provider; -> (output, seconds of the run call)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ParityError("onnxruntime is not installed; pip install onnxruntime==1.32.0") from None
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    t0 = time.perf_counter()
+    out = sess.run(None, feeds)[0]
+    return out, time.perf_counter() - t0
+
+
+def run_onnx_tinygrad(path: str | Path, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
+    """The same graph through tinygrad's own ONNX runner (`tinygrad.nn.onnx.OnnxRunner`)."""
+    from tinygrad import Tensor
+    from tinygrad.nn.onnx import OnnxRunner
+    runner = OnnxRunner(Path(path))
+    t0 = time.perf_counter()
+    out = runner({k: Tensor(v) for k, v in feeds.items()})
+    res = next(iter(out.values())).numpy()
+    return res, time.perf_counter() - t0
+
+
+def llama_logits(model, tokens: np.ndarray) -> np.ndarray:
+    from tinygrad import Tensor
+    return model(Tensor(tokens.astype(np.int32))).numpy()
+
+
+# ---- the report ---------------------------------------------------------------------------------------------
+def report(fmt: str, runtimes: dict[str, dict], inputs: dict, gate: Gate | None = None) -> dict:
+    """`runtimes`: name -> compare() figures (+ seconds). Passed only if every runtime passes the gate."""
+    gate = gate or gate_for(fmt)
+    out = {"format": fmt, "gate": asdict(gate), "inputs": inputs, "runtimes": {}, "failures": []}
+    for name, m in runtimes.items():
+        fails = check_gate(m, gate)
+        out["runtimes"][name] = {**m, "passed": not fails, "failures": fails}
+        out["failures"] += [f"{name}: {f}" for f in fails]
+    out["passed"] = not out["failures"]
+    return out
+
+
+def onnx_parity(path: str | Path, reference: np.ndarray, feeds: dict[str, np.ndarray], fmt: str,
+                tokens: np.ndarray | None = None, labels: np.ndarray | None = None, inputs: dict | None = None,
+                second_runtime: bool = True, gate: Gate | None = None) -> dict:
+    """An ONNX artifact vs the original's outputs, on onnxruntime CPU and (fp32 graphs) tinygrad's OnnxRunner.
+
+    tinygrad's runner has no integer-matmul kernels for quantized graphs, so int8 graphs are checked on
+    onnxruntime only (the runtime that serves them)."""
+    rts: dict[str, dict] = {}
+    out, s = run_onnxruntime(path, feeds)
+    rts["onnxruntime-cpu"] = {**compare(reference, out, tokens, labels), "run_s": round(s, 4)}
+    if second_runtime:
+        out, s = run_onnx_tinygrad(path, feeds)
+        rts["tinygrad-onnx-runner"] = {**compare(reference, out, tokens, labels), "run_s": round(s, 4)}
+    return report(fmt, rts, inputs or {}, gate)
+
+
+def summary_line(rep: dict) -> str:
+    parts = []
+    for name, m in rep["runtimes"].items():
+        s = f"{name}: max_abs={m['max_abs']:.3g} cos={m['cosine']:.6f} top1={100 * m['top1_agreement']:.2f}%" \
+            if m["finite"] else f"{name}: non-finite outputs"
+        if m.get("ppl_rel_delta") is not None:
+            s += f" ppl {m['ppl_original']:.3f}->{m['ppl_exported']:.3f} ({100 * m['ppl_rel_delta']:+.3f}%)"
+        if m.get("acc_rel_delta") is not None:
+            s += f" acc {m['acc_original']:.3f}->{m['acc_exported']:.3f}"
+        parts.append(s + (" PASS" if m["passed"] else " FAIL"))
+    return "; ".join(parts)
+
+
+Forward = Callable[[np.ndarray], np.ndarray]
