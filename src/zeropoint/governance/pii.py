@@ -134,6 +134,10 @@ _PHONE_SEED = re.compile(rb"000([ .-])0000(?![\w-]|\.\d)")            # on the s
 _PHONE_US = re.compile(rb"(?<![\w+.-])(?:\+?1[ .-]?)?(?:\(([2-9]\d\d)\)[ .-]?|([2-9]\d\d)[ .-])([2-9]\d\d)[ .-](\d{4})")
 _PHONE_INTL_SEED = re.compile(rb"\+0")
 _PHONE_INTL = re.compile(rb"(?<![\w+])\+(?!1[ .(-])([2-9]\d{0,2})((?:[ .-]?\(\d{1,4}\)|[ .-]?\d{1,5}){2,6})(?![\w-]|\.\d)")
+# national numbers without a country code ("Tel: 086-8888975") only count after a phone label
+_PHONE_LABELS = [re.compile(w) for w in (rb"tel", rb"phone", rb"mob", rb"fax", rb"cell")]
+_PHONE_LABELLED = re.compile(rb"(?:tel(?:ephone)?|phone|mob(?:ile)?|fax|cell)\.?(?:[ \t]*(?:no|number|#)\.?)?[ \t]*[:.]?[ \t]*"
+                             rb"(\+?\(?\d[\d ().-]{5,18}\d)(?![\d.-]*\d)")
 _CARD_SEED = re.compile(rb"0000[ -]?0000[ -]?00")
 _CARD = re.compile(rb"(?<![\w.+/-])\d(?:[ -]?\d){12,18}(?![\w-]|\.\d)")
 _SSN_SEED = re.compile(rb"000(?P<sep>[- ])00(?P=sep)0000")
@@ -157,7 +161,7 @@ _SECRET_LITERAL = [  # (seed regex on the original block, kind)
 _AWS_SEED = re.compile(rb"AAAA[0A]{16}")
 # key=value secrets: seed on the key word in a lower-cased copy, then the value must follow a ':' or '='
 _KV_WORDS = [re.compile(w) for w in (rb"key", rb"secret", rb"token", rb"password", rb"passwd", rb"pwd")]
-_KV_TAIL = re.compile(rb"[\"']?[ \t]{0,3}[:=][ \t]{0,3}[\"']?([^\s\"'`,;<>]{16,200})(?![^\s\"'`,;<>])")
+_KV_TAIL = re.compile(rb"[\"']?[ \t]{0,3}[:=][ \t]{0,3}[\"']?([^\s\"'`,;<>&?]{16,200})(?![^\s\"'`,;<>&?])")
 _KV_NAME_REV = re.compile(rb"[a-z0-9_.-]{0,40}")
 _KV_LAST = frozenset({b"key", b"apikey", b"accesskey", b"secretkey", b"privatekey", b"secret", b"token", b"apitoken",
                       b"authtoken", b"accesstoken", b"password", b"passwd", b"pwd", b"pass"})
@@ -243,6 +247,15 @@ def _phones(b: Block) -> Iterable[Detected]:
             digits = sum(c in _DIGITS for c in m.group(0))
             if 8 <= digits <= 15:
                 yield ("PHONE", m.start(), m.end(), 0.8, "e164")
+    low = b.lower
+    for rx in _PHONE_LABELS:
+        for sm in rx.finditer(low):
+            s = sm.start()
+            if s > 0 and 97 <= low[s - 1] <= 122:
+                continue   # 'hotel', 'intel'
+            m = _PHONE_LABELLED.match(low, s)
+            if m and 7 <= sum(c in _DIGITS for c in m.group(1)) <= 15:
+                yield ("PHONE", m.start(1), m.end(1), 0.7, "labelled")
 
 
 _CARD_GROUPS = {(4, 4, 4, 4), (4, 6, 5), (4, 6, 4), (4, 4, 4, 4, 3), (4, 4, 4, 1), (4, 4, 4, 4, 2), (4, 4, 4, 3)}

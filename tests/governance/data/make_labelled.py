@@ -26,7 +26,12 @@ for p in ["(415) 555-2671", "415-555-2671", "415.555.2671", "415 555 2671", "+1 
           "+81 3-3264-2111", "+61 2 9374 4000", "+91 22 2778 2000", "+34 915 23 56 60", "+39 06 6988 4857",
           "+27 21 403 2911", "+55 11 3094-3000", "+86 10 6552 9988"]:
     pos(f"Call us at {p} any time.", ("PHONE", p))
-for t in ["Released on 2002-08-22 at 12:30:45.", "Order 123-456-7890 shipped", "ISBN 978-0-306-40615-7",
+for lab, p in [("Tel: ", "086-8888975"), ("Mobile: ", "086 6048101"), ("Fax ", "0503 76271"), ("Phone no. ", "020 7946 0958"),
+               ("tel. ", "(0)30 901820")]:
+    pos(f"{lab}{p}\n", ("PHONE", p))
+pos("phone 555-1234 (a 7-digit local number, not an SSN)", ("PHONE", "555-1234"))
+for t in ["Released on 2002-08-22 at 12:30:45.", "Intel 80486 and 80386 chips", "the hotel 1234567 rooms",
+          "Tel Aviv 2002 conference", "cell 12 of the table", "Order 123-456-7890 shipped", "ISBN 978-0-306-40615-7",
           "ISBN 0-306-40615-2", "version 10.2.3", "Zip code 94105-1234", "Invoice 2002-0822-0001", "score 3-1 at 90 minutes",
           "the years 1990-2002 saw growth", "rev 4.15.2.1234 released", "serial 12-3456789", "date 22.08.2002 12:00"]:
     neg(t, "number that is not a phone")
@@ -48,7 +53,7 @@ for s in ["123-45-6789", "536-22-1234", "219-45-8765", "078-12-3456", "432-10-98
           "612-48-9073", "245-67-8901", "380-11-2468", "199-99-1999", "520-03-7777", "857-64-2031"]:
     pos(f"SSN: {s}", ("US_SSN", s))
 for t in ["SSN 000-12-3456", "SSN 666-45-1234", "SSN 912-34-5678", "SSN 987-65-4321", "SSN 123-00-4567",
-          "SSN 123-45-0000", "date 2002-08-22", "phone 555-1234", "ticket 12-345-6789", "part 1234-56-789",
+          "SSN 123-45-0000", "date 2002-08-22", "ticket 12-345-6789", "part 1234-56-789",
           "ad SSN 078-05-1120", "code 900-12-3456"]:
     neg(t, "invalid SSN or not an SSN")
 
