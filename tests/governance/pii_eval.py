@@ -11,7 +11,7 @@ LABELLED = Path(__file__).parent / "data" / "pii_labelled.jsonl"
 
 
 def score(path: Path = LABELLED) -> tuple[dict, list]:
-    tp, fp, fn = Counter(), Counter(), Counter()
+    tp, fp, fn, exact = Counter(), Counter(), Counter(), Counter()
     errors = []
     for line in path.read_text(encoding="utf-8").splitlines():
         rec = json.loads(line)
@@ -31,6 +31,7 @@ def score(path: Path = LABELLED) -> tuple[dict, list]:
             else:
                 used.add(hit)
                 tp[p[0]] += 1
+                exact[p[0]] += gold[hit] == p
         for i, g in enumerate(gold):
             if i not in used:
                 fn[g[0]] += 1
@@ -39,13 +40,15 @@ def score(path: Path = LABELLED) -> tuple[dict, list]:
     for t in TYPES:
         p = tp[t] / (tp[t] + fp[t]) if tp[t] + fp[t] else 1.0
         r = tp[t] / (tp[t] + fn[t]) if tp[t] + fn[t] else 1.0
-        out[t] = {"tp": tp[t], "fp": fp[t], "fn": fn[t], "precision": round(p, 4), "recall": round(r, 4)}
+        out[t] = {"tp": tp[t], "fp": fp[t], "fn": fn[t], "precision": round(p, 4), "recall": round(r, 4),
+                  "exact_span": exact[t]}
     return out, errors
 
 
 if __name__ == "__main__":
     res, errs = score()
     for t, v in res.items():
-        print(f"{t:16s} P={v['precision']:.3f} R={v['recall']:.3f}  tp={v['tp']} fp={v['fp']} fn={v['fn']}")
+        print(f"{t:16s} P={v['precision']:.3f} R={v['recall']:.3f}  tp={v['tp']} fp={v['fp']} fn={v['fn']} "
+              f"exact-span={v['exact_span']}/{v['tp']}")
     for e in errs:
         print(*e, sep=" | ")

@@ -167,10 +167,10 @@ _KV_LAST = frozenset({b"key", b"apikey", b"accesskey", b"secretkey", b"privateke
                       b"authtoken", b"accesstoken", b"password", b"passwd", b"pwd", b"pass"})
 _ADDR_SEED = re.compile(rb"0 A")
 _ADDR_SUFFIX = (rb"Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Ter|"
-                rb"Parkway|Pkwy|Circle|Cir|Highway|Hwy|Square|Sq")
+                rb"Parkway|Pkwy|Circle|Cir|Highway|Hwy|Square|Sq|Loop|Trail|Trl|Plaza|Pike|Alley")
 _ADDRESS = re.compile(
     rb"(?<![\w.,-])\d{1,6}[A-Z]?\s(?:[NSEW]\.?\s|(?:North|South|East|West)\s)?"
-    rb"(?:[A-Z][A-Za-z0-9'-]*\.?\s){1,4}?(?:" + _ADDR_SUFFIX + rb")\b\.?"
+    rb"(?:[A-Z][A-Za-z0-9'-]*\.?\s){1,4}?(?:" + _ADDR_SUFFIX + rb")\b\.?(?:\s(?:N|S|E|W|NE|NW|SE|SW)\b\.?)?"
     rb"(?:,?\s(?:Suite|Ste|Apt|Unit|Room|#)\.?\s?[A-Za-z0-9-]{1,6})?"
     rb"(?P<csz>,?\s(?:[A-Z][A-Za-z.'-]*\s){0,3}[A-Z][A-Za-z.'-]*,\s?[A-Z]{2}\s\d{5}(?:-\d{4})?)?")
 _STATES = frozenset(b"AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM "
@@ -388,8 +388,6 @@ def _addresses(b: Block) -> Iterable[Detected]:
             continue
         if s == sm.start() and buf[s] not in _DIGITS:
             continue
-        if s == sm.start() + 1:   # seed '0' is the last digit; run start found above
-            pass
         m = _ADDRESS.match(buf, s)
         if not m:
             continue
@@ -459,13 +457,14 @@ def _blocks(f, block: int) -> Iterable[bytes]:
 
 def scan_file(path: Path | str, *, types: Iterable[str] | None = None, on_finding: Callable[[Finding], None] | None = None,
               redact_to=None, progress: Callable[[int], None] | None = None, hash_it: bool = False,
-              block: int = BLOCK) -> FileScan:
+              block: int = BLOCK, max_findings: int | None = None) -> FileScan:
     """Scan one file in blocks. `redact_to` (a binary file object) receives a copy with `[TYPE]` placeholders.
     With `hash_it`, the SHA-256 of exactly the bytes scanned is returned too (so a scan proves what it read)."""
     import hashlib
     res = FileScan(str(path))
     h = hashlib.sha256() if hash_it else None
     types = tuple(types or DETECTORS)
+    emitted = 0
     with open(path, "rb") as f:
         for buf in _blocks(f, block):
             if h is not None:
@@ -477,7 +476,8 @@ def scan_file(path: Path | str, *, types: Iterable[str] | None = None, on_findin
                 line += buf.count(b"\n", pos, s)
                 pos = s
                 res.counts[kind] += 1
-                if on_finding is not None:
+                if on_finding is not None and (max_findings is None or emitted < max_findings):
+                    emitted += 1
                     on_finding(Finding(kind, res.bytes + s, res.bytes + e, line, conf, redact_sample(buf[s:e], kind),
                                        sub, str(path)))
                 if redact_to is not None:
@@ -574,10 +574,7 @@ def scan_paths(paths: list[Path], *, keep: int = 200, types: Iterable[str] | Non
     counts, files_with = Counter(), Counter()
 
     def keep_finding(f: Finding) -> None:
-        if len(rep.findings) < keep:
-            rep.findings.append(f.as_dict())
-        else:
-            rep.findings_truncated = True
+        rep.findings.append(f.as_dict())
 
     sources = {Path(p).resolve() for p in paths} if redact_target is not None else set()
     t0 = time.perf_counter()
@@ -591,7 +588,8 @@ def scan_paths(paths: list[Path], *, keep: int = 200, types: Iterable[str] | Non
             target.parent.mkdir(parents=True, exist_ok=True)
             sink = open(target.with_name(f".{target.name}.tmp"), "wb")
         try:
-            fs = scan_file(p, types=types, on_finding=keep_finding, redact_to=sink, progress=progress, hash_it=hash_it)
+            fs = scan_file(p, types=types, on_finding=keep_finding, redact_to=sink, progress=progress, hash_it=hash_it,
+                           max_findings=keep - len(rep.findings))
         except BaseException:
             if sink is not None:
                 sink.close()
@@ -608,4 +606,5 @@ def scan_paths(paths: list[Path], *, keep: int = 200, types: Iterable[str] | Non
         rep.per_file.append({"path": str(p), "bytes": fs.bytes, "counts": dict(fs.counts), "sha256": fs.sha256})
     rep.seconds = time.perf_counter() - t0
     rep.counts, rep.files_with = dict(counts), dict(files_with)
+    rep.findings_truncated = rep.total > len(rep.findings)
     return rep
