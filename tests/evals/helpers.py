@@ -22,15 +22,21 @@ def tiny_model(seed: int = 0):
     return Llama(get_config("tiny-untied"))
 
 
-def reference_loglikelihood(model, ctx: list[int], cont: list[int]) -> tuple[float, bool]:
-    """Brute force: one unbatched full forward, log-softmax in float64 numpy."""
+def reference_loglikelihoods(model, requests, T: int = 32, B: int = 8) -> list[tuple[float, bool]]:
+    """Brute force, independent of the scorer: full logits for every position of each (truncated) sequence,
+    right-padded into one [B, T] batch (causal, so padding cannot leak), log-softmax in float64 numpy."""
     from tinygrad import Tensor
-    seq = ctx + cont
-    logits = model(Tensor(np.array([seq[:-1]], dtype=np.int32))).numpy()[0].astype(np.float64)
-    lp = logits - logits.max(-1, keepdims=True)
-    lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
-    n = len(seq) - 1
-    rows = range(n - len(cont), n)
-    ll = sum(lp[j, seq[j + 1]] for j in rows)
-    greedy = all(int(logits[j].argmax()) == seq[j + 1] for j in rows)
-    return float(ll), greedy
+    seqs = [(list(c) + list(x))[-(T + 1):] for c, x in requests]
+    toks = np.zeros((B, T), dtype=np.int32)
+    for i, s in enumerate(seqs):
+        toks[i, :len(s) - 1] = s[:-1]
+    logits = model(Tensor(toks)).numpy().astype(np.float64)
+    out = []
+    for i, (s, (_, cont)) in enumerate(zip(seqs, requests)):
+        lg = logits[i]
+        lp = lg - lg.max(-1, keepdims=True)
+        lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
+        n = len(s) - 1
+        rows = range(n - len(cont), n)
+        out.append((float(sum(lp[j, s[j + 1]] for j in rows)), all(int(lg[j].argmax()) == s[j + 1] for j in rows)))
+    return out

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-BUCKET = 32
+
+
+def _bucket(n: int, lo: int) -> int:
+    """Round up to a power of two (at least lo), so a whole eval needs only a handful of shapes."""
+    b = lo
+    while b < n:
+        b *= 2
+    return b
 
 
 def encode_pair(tok, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -79,26 +86,53 @@ class LMScorer:
     tok: object
     max_length: int = 2048
     batch_size: int = 8
-    stats: dict = field(default_factory=lambda: {"forward_passes": 0, "batches": 0, "requests": 0,
-                                                 "unique_inputs": 0, "tokens_forwarded": 0, "score_s": 0.0})
+    jit: bool = True
+    stats: dict = field(default_factory=lambda: {"forward_passes": 0, "batches": 0, "requests": 0, "unique_inputs": 0,
+                                                 "tokens_forwarded": 0, "tokens_padded": 0, "score_s": 0.0})
+    _jits: dict = field(default_factory=dict, repr=False)
 
     @property
     def prefix_id(self) -> int:
         return prefix_token_id(self.tok)
 
+    def _compiled(self, B: int, T: int, W: int, K: int):
+        """One TinyJit per padded shape: tinygrad spends seconds scheduling a 30-layer graph, and kernels are
+        compiled per shape, so shapes are bucketed (powers of two) and each bucket is captured once."""
+        key = (B, T, W, K)
+        if key not in self._jits:
+            from tinygrad import Tensor, TinyJit, dtypes
+            model = self.model
+            split = hasattr(model, "hidden") and hasattr(model, "logits_from_hidden")
+
+            def fwd(toks: Tensor, pos: Tensor, nxt: Tensor, cand: Tensor):
+                if split:   # our Llama: run the LM head only on the W positions that are scored
+                    h = model.hidden(toks, start_pos=0)
+                    h = h.gather(1, pos.unsqueeze(-1).expand(B, W, h.shape[-1]))
+                    logits = model.logits_from_hidden(h).float()
+                else:
+                    logits = model(toks, start_pos=0).float()
+                    logits = logits.gather(1, pos.unsqueeze(-1).expand(B, W, logits.shape[-1]))
+                lp = logits.log_softmax(-1)
+                tok_lp = lp.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
+                am = logits.argmax(-1).cast(dtypes.int32)
+                cand_lp = lp[:, W - 1, :].gather(-1, cand)
+                return tok_lp.realize(), am.realize(), cand_lp.realize()
+            self._jits[key] = TinyJit(fwd) if self.jit else fwd
+        return self._jits[key]
+
     def _forward_batch(self, rows: list[list[int]], W: int, last_targets: list[list[int]]):
         """Run one right-padded batch and read only the last W positions of each row (the ones that predict
         continuation tokens): their log-probs of the next input token, their argmax, and at the final
-        position the log-probs of every requested last token. Models with `hidden`/`logits_from_hidden`
-        (our Llama) skip the LM head on context positions; others get the head on all positions."""
-        from tinygrad import Tensor, dtypes
-        B = len(rows)
-        T = max(len(r) for r in rows)
-        T = min(self.max_length, ((T + BUCKET - 1) // BUCKET) * BUCKET)
+        position the log-probs of every requested last token."""
+        from tinygrad import Tensor
+        n_rows = len(rows)
+        B = self.batch_size
+        T = min(self.max_length, _bucket(max(len(r) for r in rows), 32))
+        W = min(T, _bucket(W, 1))
+        K = _bucket(max(len(t) for t in last_targets), 4)
         toks = np.zeros((B, T), dtype=np.int32)
         pos = np.zeros((B, W), dtype=np.int32)
         nxt = np.zeros((B, W), dtype=np.int32)
-        K = max(len(t) for t in last_targets)
         cand = np.zeros((B, K), dtype=np.int32)
         for i, r in enumerate(rows):
             n = len(r)
@@ -109,23 +143,13 @@ class LMScorer:
                 if p[w] >= 0:
                     nxt[i, w] = r[p[w] + 1]
             cand[i, :len(last_targets[i])] = last_targets[i]
-        x = Tensor(toks)
-        if hasattr(self.model, "hidden") and hasattr(self.model, "logits_from_hidden"):
-            h = self.model.hidden(x, start_pos=0)
-            h = h.gather(1, Tensor(pos).unsqueeze(-1).expand(B, W, h.shape[-1]))
-            logits = self.model.logits_from_hidden(h).float()
-        else:
-            logits = self.model(x, start_pos=0).float()
-            logits = logits.gather(1, Tensor(pos).unsqueeze(-1).expand(B, W, logits.shape[-1]))
-        lp = logits.log_softmax(-1)
-        tok_lp = lp.gather(-1, Tensor(nxt).unsqueeze(-1)).squeeze(-1)
-        am = logits.argmax(-1).cast(dtypes.int32)
-        cand_lp = lp[:, W - 1, :].gather(-1, Tensor(cand))
-        tok_lp, am, cand_lp = tok_lp.numpy(), am.numpy(), cand_lp.numpy()
-        self.stats["forward_passes"] += B
+        outs = self._compiled(B, T, W, K)(Tensor(toks), Tensor(pos), Tensor(nxt), Tensor(cand))
+        tok_lp, am, cand_lp = (o.numpy().copy() for o in outs)
+        self.stats["forward_passes"] += n_rows
         self.stats["batches"] += 1
         self.stats["tokens_forwarded"] += int(sum(len(r) for r in rows))
-        return tok_lp, am, cand_lp
+        self.stats["tokens_padded"] += int(B * T)
+        return tok_lp, am, cand_lp, W
 
     def loglikelihood_tokens(self, requests: list[tuple[list[int], list[int]]], progress=None) -> list[tuple[float, bool]]:
         """(sum log p(continuation | context), is_greedy) per request, lm-eval's `_loglikelihood_tokens`."""
@@ -147,7 +171,7 @@ class LMScorer:
             chunk = order[b:b + self.batch_size]
             finals = [sorted({seqs[i][0][-1] for i in inputs[inp]}) for inp in chunk]
             W = max(seqs[i][1] for inp in chunk for i in inputs[inp])
-            tok_lp, am, cand_lp = self._forward_batch([list(inp) for inp in chunk], W, finals)
+            tok_lp, am, cand_lp, W = self._forward_batch([list(inp) for inp in chunk], W, finals)
             for r, inp in enumerate(chunk):
                 n = len(inp)
                 for i in inputs[inp]:
