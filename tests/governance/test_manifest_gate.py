@@ -133,6 +133,8 @@ def test_policy_change_after_approval_is_rechecked(corpus):
     p.write_text(p.read_text().replace("deny: [LicenseRef-proprietary", "deny: [MIT, LicenseRef-proprietary"))
     with pytest.raises(ZeropointError, match="licenses"):
         require_approved(["demo"], actor="t", purpose="p")
+    changes = [e for e in audit.read_events() if e["action"] == "policy_change"]
+    assert changes and changes[-1]["details"]["detected"] and changes[-1]["details"]["previous_sha256"]
 
 
 def test_edited_manifest_is_not_trusted(corpus):

@@ -13,7 +13,7 @@ from typing import Callable
 from .audit import append_event
 from .manifest import (DatasetChanged, GovernanceError, NotApproved, _check_files, changed_message, evaluate,
                        files_digest, get_dataset)
-from .policy import load_policy
+from .policy import load_policy, note_policy
 
 
 class PolicyChanged(GovernanceError):
@@ -56,7 +56,8 @@ def require_approved(names: list[str], *, actor: str, purpose: str, run_id: str 
         if problems:
             refuse(DatasetChanged(changed_message(name, problems)), f"{len(problems)} file(s) changed or missing")
         if pol is None:
-            pol, _ = load_policy()
+            pol, src = load_policy()
+            note_policy(pol, src, actor)
         if appr.get("policy_sha256") != pol.sha256():
             # the policy changed after approval: license and source rules must still hold (PII keeps its review)
             bad = [c for c in evaluate(ds, pol) if c["outcome"] == "deny" and not c["rule"].startswith("pii")]

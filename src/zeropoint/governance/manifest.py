@@ -22,7 +22,7 @@ from ..hashing import sha256_json
 from ..workspace import atomic_write_text, workspace
 from . import licenses
 from .audit import append_event, default_actor
-from .policy import SOURCE_TYPES, Policy, load_policy
+from .policy import SOURCE_TYPES, Policy, load_policy, note_policy
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MANIFEST_VERSION = 1
@@ -350,6 +350,7 @@ def approve(name: str, approver: str, *, accept_review: str | None = None, note:
         raise GovernanceError("an approval needs a named approver: pass --approver WHO")
     ds = dict(get_dataset(name, manifest), name=name)
     pol, src = load_policy()
+    note_policy(pol, src, approver)
     checks = evaluate(ds, pol, file_problems=_check_files(name, ds["files"], progress))
     denied = [c for c in checks if c["outcome"] == "deny"]
     review = [c for c in checks if c["outcome"] == "review"]

@@ -111,7 +111,8 @@ def parse_policy(text: str, source: str) -> Policy:
         raise ConfigError(f"policy {source} is not valid YAML: {e}; fix it or rewrite it with "
                           "`zpctl data policy init --force`") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"policy {source} must be a mapping; see `zpctl data policy show --default`")
+        raise ConfigError(f"policy {source} must be a mapping of sections (sources, licenses, pii, redteam); "
+                          "`zpctl data policy init --force` rewrites the default")
     return validate(Policy, raw, source)
 
 
@@ -137,6 +138,22 @@ def init_policy(force: bool = False, actor: str | None = None) -> Path:
     append_event(actor, "policy_init", f"policy:{p}", {"version": pol.version, "sha256": pol.sha256(),
                                                        "overwrote": bool(force)})
     return p
+
+
+def note_policy(pol: Policy, src: str, actor: str | None = None) -> None:
+    """Audit a policy edited by hand: the first time a decision runs under a new policy hash, log the change."""
+    import json
+    from .audit import append_event
+    seen = workspace().datasets / ".policy_seen.json"
+    sha = pol.sha256()
+    try:
+        last = json.loads(seen.read_text(encoding="utf-8")).get("sha256")
+    except (OSError, ValueError):
+        last = None
+    if last != sha:
+        append_event(actor, "policy_change", f"policy:{src}", {"version": pol.version, "sha256": sha,
+                                                               "previous_sha256": last, "detected": True})
+        atomic_write_text(seen, json.dumps({"sha256": sha, "version": pol.version}) + "\n")
 
 
 def record_policy_change(actor: str | None = None) -> dict:
