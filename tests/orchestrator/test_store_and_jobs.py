@@ -106,3 +106,22 @@ def test_submit_validates_kind_args_and_resources(store, zp_home):
     assert created and job.argv == ["version", "--json"] and len(job.inputs_sha256) == 64
     again, created2 = submit(store, "status", submitter="t", args={"what": "version"}, idempotency_key="abc")
     assert not created2 and again.id == job.id
+
+
+def test_interrupted_train_job_resubmits_as_resume_of_its_run(store, zp_home):
+    from zeropoint.evidence import start_run
+    from zeropoint.orchestrator.jobs import resubmit_resume
+    with start_run("zpctl train x.yaml", {"recipe": "llm_finetune"}, kind="llm_finetune") as run:
+        pass
+    job = Job(id=new_job_id(), kind="train", argv=["train", "x.yaml"], submitter="t", state="interrupted",
+              run_ids=[run.id], run_dir=str(zp_home / "jobs" / "j"))
+    store.create(job)
+    new, created = resubmit_resume(store, job.id, submitter="t2")
+    assert created and new.kind == "resume" and new.argv == ["resume", run.id] and new.args["resumes_job"] == job.id
+    store.update(job.id, state="succeeded")
+    with pytest.raises(ZeropointError, match="only interrupted, cancelled or failed"):
+        resubmit_resume(store, job.id, submitter="t2")
+    no_run = Job(id=new_job_id(), kind="train", argv=["train", "x.yaml"], submitter="t", state="interrupted")
+    store.create(no_run)
+    with pytest.raises(ZeropointError, match="recorded no run"):
+        resubmit_resume(store, no_run.id, submitter="t2")
