@@ -128,3 +128,16 @@ def test_recovery_marks_running_jobs_interrupted_and_ends_orphans(store, zp_home
     finally:
         if orphan.poll() is None:
             orphan.kill()
+
+
+def test_graceful_shutdown_marks_running_jobs_interrupted(store):
+    ex = LocalExecutor(store, max_concurrent=1, poll_s=0.05, term_grace_s=5)
+    job, _ = submit(store, "status", submitter="t", dry_run=True, dry_run_hold_s=20)
+    ex.start()
+    deadline = time.monotonic() + 30
+    while "holding" not in ((Path(job.run_dir) / "job.log").read_text() if (Path(job.run_dir) / "job.log").exists() else ""):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    ex.stop()
+    job = store.get(job.id)
+    assert job.state == "interrupted" and "shut down" in job.error and job.exit_code == -15

@@ -140,6 +140,7 @@ class LocalExecutor(Executor):
         super().__init__(*a, **kw)
         self._procs: dict[str, tuple[subprocess.Popen, object]] = {}
         self._term_sent: dict[str, float] = {}
+        self._shutting_down = False
 
     def active(self) -> int:
         return len(self._procs)
@@ -171,6 +172,8 @@ class LocalExecutor(Executor):
             job = self.store.get(job_id)
             state = "cancelled" if job.cancel_requested else "succeeded" if rc == 0 else "failed"
             err = None if state == "succeeded" else "cancelled by request" if state == "cancelled" else f"exit code {rc}"
+            if state == "failed" and self._shutting_down:
+                state, err = "interrupted", f"server shut down while the job ran (exit code {rc})"
             self.store.transition(job_id, ["running"], state, ended_at=utcnow(), exit_code=rc, error=err,
                                   run_ids=find_runs(job))
 
@@ -208,6 +211,7 @@ class LocalExecutor(Executor):
     def stop(self, timeout: float = 5.0, terminate_running: bool = True) -> None:
         super().stop(timeout)
         if terminate_running:
+            self._shutting_down = True
             for job_id, (p, log) in list(self._procs.items()):
                 _kill_group(p.pid, self.term_grace_s)
                 p.wait()
