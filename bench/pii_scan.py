@@ -56,6 +56,34 @@ def presidio_analyzer():
     return AnalyzerEngine(nlp_engine=engine, registry=reg, supported_languages=["en"])
 
 
+def presidio_on_labelled(an) -> dict:
+    """Presidio's precision/recall on our labelled set, for the types both tools cover (span-overlap match)."""
+    labelled = Path(__file__).resolve().parents[1] / "tests" / "governance" / "data" / "pii_labelled.jsonl"
+    tp, fp, fn = Counter(), Counter(), Counter()
+    for line in labelled.read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        text = rec["text"]
+        gold = [(e["type"], text.find(e["value"]), text.find(e["value"]) + len(e["value"])) for e in rec["entities"]]
+        gold = [g for g in gold if g[0] in ("EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "IPV4", "IPV6")]
+        used = set()
+        for r in an.analyze(text=text, language="en", entities=list(PRESIDIO_MAP)):
+            t = PRESIDIO_MAP[r.entity_type]
+            if t == "IP (v4+v6)":
+                t = "IPV6" if ":" in text[r.start:r.end] else "IPV4"
+            hit = next((i for i, g in enumerate(gold) if i not in used and g[0] == t and r.start < g[2] and g[1] < r.end), None)
+            if hit is None:
+                fp[t] += 1
+            else:
+                used.add(hit)
+                tp[t] += 1
+        for i, g in enumerate(gold):
+            if i not in used:
+                fn[g[0]] += 1
+    return {t: {"precision": round(tp[t] / (tp[t] + fp[t]), 3) if tp[t] + fp[t] else None,
+                "recall": round(tp[t] / (tp[t] + fn[t]), 3) if tp[t] + fn[t] else None, "tp": tp[t], "fp": fp[t], "fn": fn[t]}
+            for t in ("EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "IPV4", "IPV6")}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presidio-messages", type=int, default=300)
@@ -102,6 +130,9 @@ def main() -> int:
                                 f"predefined, entities {list(PRESIDIO_MAP)}",
         "target": "zeropoint >= 10x presidio", "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(),
     }
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "governance"))
+    from pii_eval import score
+    res["labelled_set"] = {"zeropoint": score()[0], "presidio": presidio_on_labelled(an)}
     res["passed"] = res["same_messages"]["speedup"] >= 10
     if a.json:
         print(json.dumps(res, indent=2))
@@ -116,6 +147,11 @@ def main() -> int:
             print(f"{r['type']:14s} {r['presidio']:9d} {r['zeropoint']:9d}")
         if sm["presidio_other_types"]:
             print("presidio, other types:", sm["presidio_other_types"])
+        print("labelled set (tests/governance/data/pii_labelled.jsonl), precision / recall:")
+        for t, v in res["labelled_set"]["zeropoint"].items():
+            pv = res["labelled_set"]["presidio"].get(t)
+            pres = f"presidio P={pv['precision']} R={pv['recall']}" if pv else "presidio: no such recognizer"
+            print(f"  {t:16s} zeropoint P={v['precision']} R={v['recall']}   {pres}")
     return 0 if res["passed"] else 1
 
 
