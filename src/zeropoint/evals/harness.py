@@ -165,7 +165,7 @@ def load_results(eval_id_or_path: str) -> dict:
 
 def run_eval(model_ref: str, task_refs: list[str], *, limit=None, batch_size: int = 8, max_length: int = 2048,
              num_fewshot: int | None = None, bootstrap_iters: int = M.BOOTSTRAP_ITERS, allow_simulated=False,
-             progress_factory=None, model=None, tokenizer=None) -> dict:
+             progress_factory=None, model=None, tokenizer=None, scorer: LMScorer | None = None) -> dict:
     """Evaluate `model_ref` on each task; returns the results dict that is also written to disk."""
     from ..evidence import start_run, utcnow
     from ..scope import require_real_compute
@@ -189,9 +189,10 @@ def run_eval(model_ref: str, task_refs: list[str], *, limit=None, batch_size: in
                    "device": scope.device, "simulated": scope.simulated, "simulated_reasons": list(scope.reasons),
                    "started_at": utcnow(), "tasks": {}, "lm_eval_version_matched": "0.4.13"}
         if tasks:
-            if model is None:
-                model, tokenizer = load_lm(model_ref)
-            scorer = LMScorer(model, tokenizer, max_length=max_length, batch_size=batch_size)
+            if scorer is None:
+                if model is None:
+                    model, tokenizer = load_lm(model_ref)
+                scorer = LMScorer(model, tokenizer, max_length=max_length, batch_size=batch_size)
             for task in tasks:
                 t1 = time.time()
                 bar = progress_factory(task.name, n_requests(task, limit)) if progress_factory else None

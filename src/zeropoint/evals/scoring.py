@@ -87,6 +87,7 @@ class LMScorer:
     max_length: int = 2048
     batch_size: int = 8
     jit: bool = True
+    cache: dict | None = None   # {(ctx tokens, cont tokens): (ll, greedy)}; lm-eval's CachingLM, keyed by tokens
     stats: dict = field(default_factory=lambda: {"forward_passes": 0, "batches": 0, "requests": 0, "unique_inputs": 0,
                                                  "tokens_forwarded": 0, "tokens_padded": 0, "score_s": 0.0})
     _jits: dict = field(default_factory=dict, repr=False)
@@ -154,6 +155,20 @@ class LMScorer:
     def loglikelihood_tokens(self, requests: list[tuple[list[int], list[int]]], progress=None) -> list[tuple[float, bool]]:
         """(sum log p(continuation | context), is_greedy) per request, lm-eval's `_loglikelihood_tokens`."""
         t0 = time.perf_counter()
+        if self.cache is not None:
+            keys = [(tuple(c), tuple(x)) for c, x in requests]
+            todo = [k for k in dict.fromkeys(keys) if k not in self.cache]
+            if todo:
+                for k, r in zip(todo, self._score([(list(c), list(x)) for c, x in todo], progress)):
+                    self.cache[k] = r
+            self.stats["cache_hits"] = self.stats.get("cache_hits", 0) + len(keys) - len(todo)
+            self.stats["score_s"] += time.perf_counter() - t0
+            return [self.cache[k] for k in keys]
+        out = self._score(requests, progress)
+        self.stats["score_s"] += time.perf_counter() - t0
+        return out
+
+    def _score(self, requests, progress=None):
         inputs: dict[tuple, list[int]] = {}   # model input -> request indices sharing it
         seqs = []
         for i, (ctx, cont) in enumerate(requests):
@@ -183,8 +198,7 @@ class LMScorer:
                         and int(am[r, W - 1]) == seq[-1]
                     out[i] = (ll, greedy)
             if progress:
-                progress(len(chunk))
-        self.stats["score_s"] += time.perf_counter() - t0
+                progress(sum(len(inputs[inp]) for inp in chunk))
         return out
 
     def loglikelihood(self, pairs: list[tuple[str, str]], progress=None) -> list[tuple[float, bool]]:

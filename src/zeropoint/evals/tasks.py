@@ -258,9 +258,13 @@ def load_task(name_or_file: str, num_fewshot: int | None = None) -> Task:
     if split is None or split not in files:
         raise ConfigError(f"task {path}: evaluation split {split!r} has no data_files entry (have {list(files)})")
     docs = [d for p in files[split] for d in _read_json_docs(p)]
-    fs_split = ((cfg.get("fewshot_config") or {}).get("split") or cfg.get("fewshot_split")
-                or cfg.get("training_split") or cfg.get("validation_split") or split)
-    fs_docs = [d for p in files.get(fs_split, files[split]) for d in _read_json_docs(p)]
+    # lm-eval: few-shot pool = fewshot split, else training, else validation, else the eval split; the eval doc
+    # is excluded only when a fewshot split is named explicitly and equals the test split
+    fs_explicit = (cfg.get("fewshot_config") or {}).get("split") or cfg.get("fewshot_split")
+    fs_split = fs_explicit or cfg.get("training_split") or cfg.get("validation_split") or split
+    if fs_split not in files:
+        raise ConfigError(f"task {path}: few-shot split {fs_split!r} has no data_files entry (have {list(files)})")
+    fs_docs = [d for p in files[fs_split] for d in _read_json_docs(p)]
     metric_list = cfg.get("metric_list") or [{"metric": m} for m in DEFAULT_METRICS[ot]]
     metrics = []
     for m in metric_list:
@@ -288,6 +292,6 @@ def load_task(name_or_file: str, num_fewshot: int | None = None) -> Task:
                 doc_to_text=cfg.get("doc_to_text", ""), doc_to_target=cfg["doc_to_target"],
                 doc_to_choice=cfg.get("doc_to_choice"), description=cfg.get("description") or "",
                 target_delimiter=cfg.get("target_delimiter", " "), fewshot_delimiter=cfg.get("fewshot_delimiter", "\n\n"),
-                num_fewshot=int(nfs or 0), fewshot_from_eval_split=(fs_split == split), metrics=metrics,
+                num_fewshot=int(nfs or 0), fewshot_from_eval_split=(fs_explicit is not None and fs_explicit == cfg.get('test_split')), metrics=metrics,
                 generation_kwargs=gk, source=str(path), config=cfg,
                 data_files=[{"split": s, "path": str(p), "sha256": sha256_file(p)} for s, ps in files.items() for p in ps])

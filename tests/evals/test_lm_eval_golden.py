@@ -1,0 +1,126 @@
+"""Golden comparison: the same model on the same small tasks through lm-evaluation-harness 0.4.13 (our model
+behind its `LM` interface) and through zeropoint's harness gives identical acc, acc_norm and perplexities.
+
+lm-eval builds prompts, samples few-shot examples, splits context/continuation tokens and cuts rolling
+windows with its own code; ours does all of that independently. Both end in token requests scored by the
+same `LMScorer` (memoised by token ids), so any difference in a request shows up as different numbers, and
+the test also asserts the two request multisets are identical.
+"""
+import json
+import os
+import time
+from collections import Counter
+
+import pytest
+
+lm_eval = pytest.importorskip("lm_eval")
+
+MAX_LEN = 64        # small window: forces several rolling windows and left-truncation of long prompts
+LIMIT = 2
+
+
+def _write_tasks(d, mmlu_jsonl, text_jsonl):
+    (d / "golden_mc_letters.yaml").write_text(f"""task: golden_mc_letters
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {mmlu_jsonl}
+test_split: test
+output_type: multiple_choice
+description: "The following are multiple choice questions (with answers) about {{{{ subject.replace('_', ' ') }}}}.\\n\\n"
+doc_to_text: "{{{{ question.strip() }}}}\\n{{% for c in choices %}}{{{{ 'ABCDEFGHIJ'[loop.index0] }}}}. {{{{ c }}}}\\n{{% endfor %}}Answer:"
+doc_to_choice: "{{{{ 'ABCDEFGHIJ'[:choices|length] | list }}}}"
+doc_to_target: answer
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+""")
+    (d / "golden_mc_text.yaml").write_text(f"""task: golden_mc_text
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {mmlu_jsonl}
+test_split: test
+output_type: multiple_choice
+num_fewshot: 1
+doc_to_text: "Question: {{{{ question }}}}\\nAnswer:"
+doc_to_choice: "{{{{ choices }}}}"
+doc_to_target: answer
+metric_list:
+  - metric: acc
+  - metric: acc_norm
+""")
+    (d / "golden_ppl.yaml").write_text(f"""task: golden_ppl
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {text_jsonl}
+test_split: test
+output_type: loglikelihood_rolling
+doc_to_text: ""
+doc_to_target: "{{{{ text }}}}"
+metric_list:
+  - metric: word_perplexity
+  - metric: byte_perplexity
+  - metric: bits_per_byte
+""")
+
+
+@pytest.mark.slow
+def test_zpctl_eval_matches_lm_eval_harness(tmp_path, monkeypatch):
+    from zeropoint.data import assets
+    from zeropoint.evals.harness import run_eval
+    from zeropoint.evals.lm_eval_adapter import ZeropointLM
+    from zeropoint.evals.scoring import LMScorer
+    from zeropoint.models.registry import load_model
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("DISABLE_MULTIPROC", "1")
+    mmlu = tmp_path / "mmlu.jsonl"
+    from zeropoint.evals.mmlu import SHIPPED
+    rows = SHIPPED.read_text().splitlines()
+    mmlu.write_text("\n".join(rows[100:100 + 6]) + "\n")   # 6 docs: 2 evaluated + few-shot pool
+    sotu = sorted(assets.sotu_dir().glob("*.json"))
+    texts = [json.loads(p.read_text())["text"][:260] for p in (sotu[-1], sotu[0])]
+    text = tmp_path / "text.jsonl"
+    text.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    tdir = tmp_path / "tasks"
+    tdir.mkdir()
+    _write_tasks(tdir, mmlu, text)
+
+    t0 = time.time()
+    model, _, tok = load_model("smollm2-135m")
+    scorer = LMScorer(model, tok, max_length=MAX_LEN, batch_size=8, cache={})
+    ours_reqs = []
+    orig = scorer.loglikelihood_tokens
+    scorer.loglikelihood_tokens = lambda reqs, progress=None: (ours_reqs.extend(reqs), orig(reqs, progress))[1]
+    names = ["golden_mc_letters", "golden_mc_text", "golden_ppl"]
+    ours = run_eval("smollm2-135m", [str(tdir / f"{n}.yaml") for n in names], limit=LIMIT, max_length=MAX_LEN,
+                    bootstrap_iters=1000, model=model, tokenizer=tok, scorer=scorer)
+    t_ours = time.time() - t0
+    scorer.loglikelihood_tokens = orig
+
+    lm = ZeropointLM(scorer=scorer)
+    from lm_eval.tasks import TaskManager, get_task_dict
+    tm = TaskManager(include_path=str(tdir), include_defaults=False)
+    theirs = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=tm, limit=LIMIT, bootstrap_iters=1000,
+                                     log_samples=False)["results"]
+    assert Counter(map(lambda r: (tuple(r[0]), tuple(r[1])), lm.token_requests)) == \
+        Counter(map(lambda r: (tuple(r[0]), tuple(r[1])), ours_reqs)), "lm-eval and zeropoint built different requests"
+
+    compared = 0
+    for name in names:
+        for metric, v in ours["tasks"][name]["metrics"].items():
+            ref = theirs[name][f"{metric},none"]
+            assert v["value"] == pytest.approx(ref, rel=1e-6, abs=1e-6), (name, metric, v["value"], ref)
+            ref_se = theirs[name].get(f"{metric}_stderr,none")
+            if isinstance(ref_se, float):
+                assert v["stderr"] == pytest.approx(ref_se, rel=1e-6, abs=1e-6), (name, metric)
+            compared += 1
+    assert compared == 7
+    # the perplexities are real numbers of a real model, not placeholders
+    ppl = ours["tasks"]["golden_ppl"]["metrics"]
+    assert 1.0 < ppl["byte_perplexity"]["value"] < 20 and ppl["word_perplexity"]["value"] > ppl["byte_perplexity"]["value"]
+    print(f"ours {t_ours:.1f}s, results: " + json.dumps({n: {m: v['value'] for m, v in ours['tasks'][n]['metrics'].items()}
+                                                          for n in names}))
