@@ -111,3 +111,18 @@ def test_status_metrics_and_listing(srv):
     assert s.request("GET", "/v1/runs", token=t["viewer"])[0] == 200
     assert s.request("GET", "/v1/checkpoints", token=t["viewer"])[0] == 200
     assert s.request("GET", "/v1/evals", token=t["viewer"])[0] == 200
+
+
+def test_evals_listing_reads_results_files(srv):
+    s, t = srv
+    d = s.home / "evals" / "eval-1"
+    d.mkdir(parents=True)
+    (d / "results.json").write_text(json.dumps({"run_id": "eval-run-1", "model": "tiny", "wall_s": 1.5, "tasks": {
+        "mmlu_dev": {"metrics": {"acc": {"value": 0.31}}, "n_docs": 282, "samples_file": "samples_mmlu_dev.jsonl"}}}))
+    (s.home / "evals" / "broken").mkdir()
+    (s.home / "evals" / "broken" / "results.json").write_text("{not json")
+    st, ev, _ = s.request("GET", "/v1/evals", token=t["viewer"])
+    assert st == 200
+    by = {e["id"]: e for e in ev["evals"]}
+    assert by["eval-1"]["tasks"]["mmlu_dev"] == {"metrics": {"acc": {"value": 0.31}}, "n_docs": 282}
+    assert "unreadable" in by["broken"]["error"]

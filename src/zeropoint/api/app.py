@@ -391,18 +391,21 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
 
     @app.get("/v1/evals", tags=["runs"])
     def evals_list(p: Principal = viewer):
+        """Eval results (`evals/<id>/results.json`): per task, its metrics; samples stay on disk."""
         out = []
         root = workspace().evals
-        for f in sorted(root.rglob("*.json")) if root.is_dir() else []:
+        for f in sorted(root.glob("*/results.json")) if root.is_dir() else []:
             try:
                 rec = json.loads(f.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                rec = {"error": "unreadable"}
-            out.append({"path": str(f.relative_to(workspace().root)), "record": rec})
-        # eval runs are also evidence runs
-        out += [{"run": r.get("id"), "status": r.get("status"), "started_at": r.get("started_at")}
-                for r in list_runs() if r.get("kind") == "eval"]
-        return {"evals": out}
+            except (OSError, ValueError) as e:
+                out.append({"id": f.parent.name, "error": f"unreadable results.json: {type(e).__name__}"})
+                continue
+            tasks = {name: {"metrics": t.get("metrics"), "n_docs": t.get("n_docs")}
+                     for name, t in (rec.get("tasks") or {}).items()}
+            out.append({"id": f.parent.name, "run_id": rec.get("run_id"), "model": rec.get("model"),
+                        "ended_at": rec.get("ended_at"), "wall_s": rec.get("wall_s"), "tasks": tasks})
+        baselines = sorted(q.stem for q in (root / "baselines").glob("*.json")) if (root / "baselines").is_dir() else []
+        return {"evals": out, "baselines": baselines}
 
     # -- audit ------------------------------------------------------------------------------------------------
     @app.get("/v1/audit", tags=["audit"])
