@@ -260,6 +260,7 @@ def pii_scan(path: Path = typer.Argument(..., help="File or directory."), includ
              exclude: Optional[List[str]] = ExcludeOpt,
              redact: Optional[Path] = typer.Option(None, "--redact", help="Write a redacted copy ([EMAIL], ...) here."),
              max_findings: int = typer.Option(200, "--max-findings", help="Findings listed in --json (counts are complete)."),
+             show: int = typer.Option(10, "--show", help="Findings printed (redacted) in the table view."),
              json_out: bool = JsonOpt):
     """Scan files for PII; counts per type, density, risk under the policy, throughput."""
     from ..governance.pii import iter_files, scan_paths
@@ -277,9 +278,15 @@ def pii_scan(path: Path = typer.Argument(..., help="File or directory."), includ
                                redacted_to=str(redact) if redact else None))
     _print_pii(s)
     console.print(f"risk [bold]{s['risk']}[/] ({s['risk_reason']})", highlight=False)
-    for f in rep.findings[:20]:
-        console.print(f"  {f['path']}:{f['line']} @{f['offset']} {f['type']} {f['sample']} ({f['confidence']})",
+    base = path if path.is_dir() else path.parent
+    for f in rep.findings[:show]:
+        p = Path(f["path"])
+        rel = p.relative_to(base) if base in p.parents else p
+        console.print(f"  {rel}:{f['line']} @{f['offset']} {f['type']} {f['sample']} ({f['confidence']})",
                       highlight=False, markup=False)
+    if rep.total > show:
+        console.print(f"  ... {rep.total - min(show, len(rep.findings)):,} more (--show N, or --json for up to "
+                      f"--max-findings)", highlight=False)
     if redact:
         console.print(f"redacted copy written to {redact}")
 
