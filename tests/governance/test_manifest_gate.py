@@ -10,7 +10,7 @@ from zeropoint.cli.main import app
 from zeropoint.errors import ZeropointError
 from zeropoint.governance import audit, manifest as M
 from zeropoint.governance.croissant import to_croissant
-from zeropoint.governance.gate import require_approved
+from zeropoint.governance.gate import read_verified, require_approved
 
 
 @pytest.fixture
@@ -183,3 +183,31 @@ def test_sotu_register_scan_approve_gate():
     M.approve("sotu", "demo-approver")
     recs = require_approved(["sotu"], actor="demo", purpose="llm finetune")
     assert recs[0]["sample_count"] == 233
+
+
+def test_read_verified_catches_a_swap_after_the_gate(corpus):
+    _ready(corpus)
+    f = require_approved(["demo"], actor="t", purpose="p")[0]["files"][0]
+    assert read_verified(f) == Path(f["path"]).read_bytes()
+    Path(f["path"]).write_text("swapped")
+    with pytest.raises(M.DatasetChanged, match="changed between"):
+        read_verified(f)
+
+
+def _add_one(args):
+    d, name = args
+    M.add_dataset(d, name, "MIT", "public")
+
+
+def test_concurrent_adds_from_processes_all_land(tmp_path):
+    import multiprocessing as mp
+    dirs = []
+    for i in range(4):
+        d = tmp_path / f"d{i}"
+        d.mkdir()
+        (d / "x.txt").write_text(f"dataset {i}\n")
+        dirs.append((d, f"ds{i}"))
+    with mp.get_context("fork").Pool(4) as pool:
+        pool.map(_add_one, dirs)
+    assert sorted(d["name"] for d in M.list_datasets()) == ["ds0", "ds1", "ds2", "ds3"]
+    assert audit.verify_chain().ok and len(audit.read_events()) == 4

@@ -78,3 +78,18 @@ def require_approved(names: list[str], *, actor: str, purpose: str, run_id: str 
                      {"purpose": purpose, "run_id": run_id, "sha256": r["sha256"], "files": len(r["files"]),
                       "version": r["version"]})
     return records
+
+
+def read_verified(file_record: dict) -> bytes:
+    """Read one gated file and check its SHA-256 on the bytes actually read, closing the gap between the gate's
+    check and the recipe's read (a file swapped in between is refused, not trained on)."""
+    import hashlib
+    p = Path(file_record["path"])
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise DatasetChanged(f"file {p} cannot be read since approval ({e}); restore it and run `zpctl data verify`") from None
+    if hashlib.sha256(data).hexdigest() != file_record["sha256"]:
+        raise DatasetChanged(f"file {p} changed between the training gate's check and this read; restore it, or "
+                             "re-register, scan and approve the dataset again")
+    return data
