@@ -67,8 +67,8 @@ CLIP_CONFIGS: dict[str, CLIPConfig] = {
     "clip-vit-b32": CLIPConfig(),
     "clip-vit-b16": CLIPConfig(vision=_clip_vision(224, 16, 768, 12, 12, 3072)),
     # emoji at 32x32 (patch 8: 16 tokens) and short captions: trains in minutes on a shared 2-core CPU
-    "clip-emoji-tiny": CLIPConfig(vision=_clip_vision(32, 8, 96, 3, 3, 192),
-                                  text=TextConfig(vocab_size=1024, context=16, dim=96, depth=2, heads=3, mlp_dim=192,
+    "clip-emoji-tiny": CLIPConfig(vision=_clip_vision(32, 8, 64, 2, 2, 128),
+                                  text=TextConfig(vocab_size=1024, context=16, dim=64, depth=2, heads=2, mlp_dim=128,
                                                   bos_id=0, eos_id=1), embed_dim=64),
     # for tests: seconds per step
     "clip-micro": CLIPConfig(vision=_clip_vision(16, 8, 32, 1, 2, 64),

@@ -265,6 +265,15 @@ class KVCache:
     max_len: int = 0
 
 
+class Runtime:
+    """Per-model inference state (jitted decoders and their caches). `__slots__` and no `__dict__`, so
+    `get_state_dict(model)` never walks into it: the state dict stays exactly the HF weights."""
+    __slots__ = ("decoders",)
+
+    def __init__(self):
+        self.decoders = {}
+
+
 # ---- the model --------------------------------------------------------------------------------------------
 class Llama:
     """`Llama(cfg)(tokens[B,T], start_pos=0, cache=None) -> float32 logits[B,T,V]`."""
@@ -272,6 +281,7 @@ class Llama:
     def __init__(self, cfg: LlamaConfig, compute_dtype: DType = dtypes.float32, init: bool = True):
         self.cfg = cfg
         self.compute_dtype = compute_dtype
+        self.runtime = Runtime()
         self.model = LlamaModel(cfg)
         if not cfg.tie_embeddings:
             self.lm_head = Linear(cfg.dim, cfg.vocab_size)

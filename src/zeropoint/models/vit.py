@@ -120,7 +120,7 @@ def block(p: dict[str, Tensor], pre: str, x: Tensor, heads: int, act: str, eps: 
     q, k, v = qkv[0], qkv[1], qkv[2]
     att = (q @ k.transpose(-1, -2)).float() * (1.0 / math.sqrt(hd))
     if causal:
-        att = att + Tensor.ones(T, T).triu(1).where(-float("inf"), 0.0)
+        att = att + (Tensor.ones(T, T).triu(1) > 0).where(-float("inf"), 0.0)
     att = att.softmax(-1).cast(x.dtype)
     a = (att @ v).transpose(1, 2).reshape(B, T, D)
     x = x + linear(a, p[pre + "proj.w"], p[pre + "proj.b"])
