@@ -83,7 +83,7 @@ def _to_hf(arrays: dict[str, np.ndarray], pairs, hf_shapes: dict[str, tuple]) ->
                 out[f"{base}{name}.bias"] = np.ascontiguousarray(part)
             continue
         a = arrays[ours]
-        out[hf] = np.ascontiguousarray(a.reshape(hf_shapes[hf]) if hf in hf_shapes else a)
+        out[hf] = np.array(a.reshape(hf_shapes[hf]) if hf in hf_shapes else a, copy=True, order="C")  # keeps 0-d shapes
     return out
 
 
