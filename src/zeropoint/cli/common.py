@@ -7,6 +7,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import ZeropointError
 
@@ -30,6 +31,7 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except ZeropointError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            # escape: messages quote user text and rule names like "[deny]" that rich would take as markup
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
     return wrapper

@@ -24,6 +24,9 @@ from . import licenses
 from .audit import append_event, default_actor
 from .policy import SOURCE_TYPES, Policy, load_policy, note_policy
 
+# libyaml when present: a manifest of a corpus of many files is megabytes of YAML
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MANIFEST_VERSION = 1
 HASH_BLOCK = 8 << 20
@@ -65,7 +68,7 @@ def load_manifest(path: Path | str | None = None) -> dict:
     if not p.exists():
         return {"manifest_version": MANIFEST_VERSION, "datasets": {}}
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_Loader) or {}
     except yaml.YAMLError as e:
         raise GovernanceError(f"manifest {p} is not valid YAML ({e}); restore it from backup - it is never "
                               "written partially, so someone edited it by hand") from None
@@ -85,7 +88,7 @@ def _editing(path: Path | str | None = None):
         try:
             m = load_manifest(p)
             yield m
-            atomic_write_text(p, yaml.safe_dump(m, sort_keys=False, allow_unicode=True, width=120))
+            atomic_write_text(p, yaml.dump(m, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120))
         finally:
             fcntl.flock(lk.fileno(), fcntl.LOCK_UN)
 
@@ -115,13 +118,14 @@ def _count_records(p: Path, head: bytes, newlines: int, size: int) -> int:
 
 
 def hash_file(p: Path, progress: Callable[[int], None] | None = None, count_lines: bool = False) -> tuple[str, int, int]:
-    """(sha256, size, newline count) in one streaming pass."""
+    """(sha256, size, newline count) in one streaming pass. The buffer is sized to the file (at most 8 MiB):
+    zeroing an 8 MiB buffer per file would dominate on corpora of many small files."""
     h = hashlib.sha256()
     size = nl = 0
-    buf = bytearray(HASH_BLOCK)
-    view = memoryview(buf)
     with open(p, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
+        buf = bytearray(min(HASH_BLOCK, os.fstat(f.fileno()).st_size + 1))
+        view = memoryview(buf)
+        while n := f.readinto(buf):   # until EOF, so a file that grew since fstat is still hashed in full
             h.update(view[:n])
             if count_lines:
                 nl += buf.count(b"\n", 0, n)
@@ -356,7 +360,7 @@ def approve(name: str, approver: str, *, accept_review: str | None = None, note:
     review = [c for c in checks if c["outcome"] == "review"]
     if denied or (review and not accept_review):
         failed = denied + review
-        lines = "\n".join(f"  - [{c['outcome']}] {c['rule']}: {c['detail']}" for c in failed)
+        lines = "\n".join(f"  - {c['outcome'].upper()} {c['rule']}: {c['detail']}" for c in failed)
         hint = ("fix the data or change the policy (`zpctl data policy init`, then edit datasets/policy.yaml)" if denied
                 else "a reviewer may approve with --accept-review 'why this is acceptable'")
         append_event(approver, "dataset_approve", f"dataset:{name}",
