@@ -14,6 +14,17 @@ def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+def _loader(ref: str):
+    """Checkpoint directories (manifest.json) open through the LLM recipe -- verified, adapters merged; anything
+    else through the model registry (named models, .gguf, HF directories)."""
+    if (Path(ref) / "manifest.json").is_file():
+        from ..recipes.llm_finetune import load_checkpoint_model
+        model, cfg, tok, _ = load_checkpoint_model(ref)
+        return model, cfg, tok
+    from ..models.registry import load_model
+    return load_model(ref)
+
+
 def redteam(
     model: str = typer.Argument(..., help="Named model (e.g. smollm2-135m) or a checkpoint directory."),
     suite: str = typer.Option("quick", "--suite", "-s",
@@ -40,7 +51,8 @@ def redteam(
     overrides = parse_threshold_overrides(threshold)
     if json_out:
         res = run_redteam(model, suite=suite, generations=generations, max_tokens=max_tokens, temperature=temperature,
-                          top_p=top_p, seed=seed, gate=gate, thresholds=overrides, allow_simulated=allow_simulated)
+                          top_p=top_p, seed=seed, gate=gate, thresholds=overrides, allow_simulated=allow_simulated,
+                          loader=_loader)
         print_json(res)
     else:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -56,7 +68,7 @@ def redteam(
                 prog.update(task, advance=1, description=f"{a.probe.id} {'[red]FAIL[/]' if bad else '[green]pass[/]'}")
             res = run_redteam(model, suite=suite, generations=generations, max_tokens=max_tokens,
                               temperature=temperature, top_p=top_p, seed=seed, gate=gate, thresholds=overrides,
-                              allow_simulated=allow_simulated, on_output=on_output)
+                              allow_simulated=allow_simulated, on_output=on_output, loader=_loader)
         if res.get("simulated"):
             console.print("[bold white on red] SIMULATED RUN - NOT REAL COMPUTE [/]")
         per = {r["family"]: r for r in res["gate"]["families"]}

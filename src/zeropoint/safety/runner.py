@@ -75,25 +75,27 @@ def summarise_attempts(attempts: list[Attempt], seed: int = 0) -> dict:
 
 
 # ---- wiring: model, evidence, report, gate, audit, model card ---------------------------------------------
-def model_responder(model_ref: str, *, max_tokens: int, temperature: float, top_p: float):
+def model_responder(model_ref: str, *, max_tokens: int, temperature: float, top_p: float, loader=None):
     """`respond(probe, seed)` over a Zeropoint model: chat probes go through the tokenizer's chat template,
-    raw probes (canary prefixes) are completed as plain text, both with seeded sampling."""
+    raw probes (canary prefixes) are completed as plain text, both with seeded sampling.
+
+    `loader(ref) -> (model, cfg, tokenizer)` defaults to the model registry (named models, GGUF, HF dirs);
+    the CLI passes one that also opens training checkpoints (recipes sit above this layer)."""
     from ..models.generate import generate
-    from ..models.registry import load_model
-    model, _cfg, tok = load_model(model_ref)
-    stop_ids = tok.stop_ids() if callable(getattr(tok, "stop_ids", None)) else [i for i in [tok.eos_id] if i is not None]
+    if loader is None:
+        from ..models.registry import load_model as loader
+    model, _cfg, tok = loader(model_ref)
+    stop_ids = tok.stop_ids()
 
     def respond(probe: Probe, seed: int) -> tuple[str, str]:
         if probe.raw is not None:
-            text, ids = probe.raw, tok.encode(probe.raw)
+            text, ids = probe.raw, tok.encode(probe.raw, add_bos=tok.add_bos)
         else:
             text = tok.apply_chat_template(list(probe.messages), add_generation_prompt=True)
-            ids = tok.encode(text) if isinstance(text, str) else list(text)
-            text = text if isinstance(text, str) else tok.decode(ids)
-        out = generate(model, tok, ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+            ids = tok.encode(text)
+        res = generate(model, tok, ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
                        stop_ids=stop_ids)
-        out_ids = out if isinstance(out, list) else list(getattr(out, "tokens", out))
-        return text, tok.decode([t for t in out_ids if t not in stop_ids])
+        return text, res.text
     return respond
 
 
@@ -133,7 +135,7 @@ def record_result(model_ref: str, result: dict) -> str | None:
 def redteam(model_ref: str, *, suite: str = "quick", generations: int | None = None, max_tokens: int | None = None,
             temperature: float = 0.7, top_p: float = 0.95, seed: int = 0, gate: bool = False,
             thresholds: dict[str, float] | None = None, allow_simulated: bool = False, respond=None,
-            on_output=None, actor: str | None = None) -> dict:
+            loader=None, on_output=None, actor: str | None = None) -> dict:
     """Run a suite against a model and write `redteam/<id>/`. Returns the summary dict (JSON-safe).
 
     `respond` replaces the model (used by tests of the plumbing); the run is then recorded with
@@ -163,10 +165,17 @@ def redteam(model_ref: str, *, suite: str = "quick", generations: int | None = N
     t0 = time.time()
     with start_run(f"redteam {model_ref} --suite {suite}", settings, kind="redteam", seed=seed, scope=scope) as run:
         load_t0 = time.time()
-        respond = respond or model_responder(model_ref, max_tokens=max_tokens, temperature=temperature, top_p=top_p)
+        respond = respond or model_responder(model_ref, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                             loader=loader)
         load_s = round(time.time() - load_t0, 2)
         gen_t0 = time.time()
-        attempts = run_probes(probes, respond, generations=generations, seed=seed, on_output=on_output)
+        def logged(a, g):
+            # evidence per output as it happens, so a long run shows progress in runs/<id>/metrics.jsonl
+            run.event("output", probe=a.probe.id, generation=g, seed=a.seeds[g], gen_ms=a.gen_ms[g],
+                      failed=a.failed_outputs()[g])
+            if on_output:
+                on_output(a, g)
+        attempts = run_probes(probes, respond, generations=generations, seed=seed, on_output=logged)
         gen_s = round(time.time() - gen_t0, 2)
         summary = summarise_attempts(attempts, seed=seed)
         verdict = evaluate_gate(summary, thr, thr_source)
