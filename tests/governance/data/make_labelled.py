@@ -141,6 +141,23 @@ for t in ["We have 3 Main Points to cover.", "In 1999 Congress passed the act.",
           "about 500 People were there"]:
     neg(t, "not a street address")
 
+# written after the detectors, as a spot check of formats they were not tuned on
+for text, t, v in [("Contact: JOHN.DOE@EXAMPLE.COM today", "EMAIL", "JOHN.DOE@EXAMPLE.COM"),
+                   ("<mailto:x@y.co>", "EMAIL", "x@y.co"), ("write user@mail.example.co.jp", "EMAIL", "user@mail.example.co.jp"),
+                   ("call +1 (415) 555-2671 now", "PHONE", "+1 (415) 555-2671"), ("(800)555-0199", "PHONE", "(800)555-0199"),
+                   ("+44 (0)20 7946 0958", "PHONE", "+44 (0)20 7946 0958"), ("+353 87 240 6691", "PHONE", "+353 87 240 6691"),
+                   ("tel:+14155552671", "PHONE", "+14155552671"), ("card=4111111111111111&x=1", "CREDIT_CARD", "4111111111111111"),
+                   ("pay 5555 5555 5555 4444.", "CREDIT_CARD", "5555 5555 5555 4444"), ("SSN#536-22-1234", "US_SSN", "536-22-1234"),
+                   ("host=10.1.2.3:8080", "IPV4", "10.1.2.3"), ("[2001:db8::1]:443", "IPV6", "2001:db8::1"),
+                   ("123 N Main St, Springfield, IL 62701", "US_ADDRESS", "123 N Main St, Springfield, IL 62701"),
+                   ("IBAN: GB29NWBK60161331926819", "IBAN", "GB29NWBK60161331926819"),
+                   ("token=ghp_16C7e42F292c6912E7710c838347Ae178B4a", "SECRET", "ghp_16C7e42F292c6912E7710c838347Ae178B4a"),
+                   ("export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "SECRET",
+                    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+                   ("postgres://svc:Zx9!pw@db1.internal.example.com:5432/app", "URL_CREDENTIALS",
+                    "postgres://svc:Zx9!pw@db1.internal.example.com")]:
+    pos(text, (t, v))
+
 with open(Path(__file__).with_name("pii_labelled.jsonl"), "w") as f:
     for r in R:
         f.write(json.dumps(r, ensure_ascii=False) + "\n")
