@@ -1,0 +1,68 @@
+"""clip_contrastive on real Noto emoji (a caption JSONL of 48 pairs): same-seed determinism, exact resume,
+retrieval / zero-shot evaluation and the model card."""
+import json
+import shutil
+
+import pytest
+
+from zeropoint.checkpoint import load_checkpoint
+from zeropoint.config import load_config
+from zeropoint.data import assets
+from zeropoint.data import images as I
+from zeropoint.evidence import load_run
+
+from vision_helpers import REPO, Crash, crash_at_batch, losses, register, same_weights
+
+
+def _emoji_jsonl(root):
+    recs = I.emoji_records(assets.emoji_google_dir() / "emoji.json")
+    picks = [r for lab in sorted({r["label"] for r in recs}) for r in [x for x in recs if x["label"] == lab][:6]][:48]
+    (root / "img").mkdir(parents=True)
+    lines = []
+    for r in picks:
+        name = r["image"].rsplit("/", 1)[-1]
+        shutil.copy(r["image"], root / "img" / name)
+        lines.append(json.dumps({"image": f"img/{name}", "caption": r["caption"], "label": r["label"]}))
+    (root / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    return len(picks)
+
+
+OVERRIDES = ["model.config=clip-micro", "model.vocab_size=300", "data.dataset=emoji-mini", "data.format=caption_jsonl",
+             "data.test_fraction=0.25", "train.epochs=1", "train.batch_size=8", "train.warmup_steps=0",
+             "train.ckpt_every=2", "eval.batch_size=16"]
+
+
+@pytest.mark.slow
+def test_emoji_determinism_exact_resume_and_card(monkeypatch, tmp_path):
+    n = _emoji_jsonl(tmp_path / "emoji")
+    register(tmp_path / "emoji", "emoji-mini", "Apache-2.0")
+    cfg, run = load_config(REPO / "configs/vision/clip-tiny_emoji.yaml", OVERRIDES)
+    a = run(cfg, progress=False)
+    n_train = n - len(I.split_indices(n, 0.25, 0, None)[1])   # rough: stratified split keeps about 75%
+    assert a["steps"] >= 3 and abs(a["steps"] - n_train / 8) <= 2
+
+    crash_at_batch(monkeypatch, I, 2)
+    with pytest.raises(Crash):
+        run(cfg, progress=False, run_id="clip-resume")
+    monkeypatch.undo()
+    b = run(cfg, progress=False, run_id="clip-resume", resume=True)
+    assert b["start_step"] == 2
+    assert losses(a["run_dir"]) == losses(b["run_dir"])
+    ca, cb = load_checkpoint(a["checkpoint"]), load_checkpoint(b["checkpoint"])
+    assert same_weights(ca.weights, cb.weights)
+    assert a["retrieval"] == b["retrieval"]
+
+    r = a["retrieval"]
+    assert r["n"] == len(a["zero_shot"]["per_class_top1"]) or r["n"] >= 9
+    assert r["random_baseline"]["R@10"] == min(1.0, 10 / r["n"])
+    for d in ("image_to_text", "text_to_image"):
+        assert 0.0 <= r[d]["R@1"] <= r[d]["R@5"] <= r[d]["R@10"] <= 1.0
+    card = json.loads(ca.extra["model_card.json"])
+    got = {m["name"]: m["value"] for m in card["metrics"]}
+    assert got["image_to_text_R@10"] == r["image_to_text"]["R@10"] and got["zero_shot_top1"] == a["zero_shot"]["top1"]
+    assert ca.extra["tokenizer.json"].decode().startswith("{")
+    assert load_run(a["run_id"]).record["datasets"][0]["name"] == "emoji-mini"
+
+    from zeropoint.models.hf_vision import load_hf_clip
+    _, harr, _ = load_hf_clip(a["hf_export"])
+    assert same_weights(harr, ca.weights)
