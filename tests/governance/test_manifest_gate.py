@@ -211,3 +211,22 @@ def test_concurrent_adds_from_processes_all_land(tmp_path):
         pool.map(_add_one, dirs)
     assert sorted(d["name"] for d in M.list_datasets()) == ["ds0", "ds1", "ds2", "ds3"]
     assert audit.verify_chain().ok and len(audit.read_events()) == 4
+
+
+def test_declared_license_vs_real_text(corpus):
+    gpl = Path("/usr/share/common-licenses/GPL-3")
+    if not gpl.exists():
+        pytest.skip("no GPL-3 text on this machine")
+    (corpus / "LICENSE").write_text(gpl.read_text())
+    M.add_dataset(corpus, "mism", "MIT", "public")
+    M.scan_dataset("mism")
+    with pytest.raises(M.ApprovalRefused, match="licenses.text_mismatch") as ei:
+        M.approve("mism", "bob")
+    assert "GPL-3.0-only" in str(ei.value)
+    M.add_dataset(corpus, "honest", "GPL-3.0-or-later", "public")
+    M.scan_dataset("honest")
+    checks = M.evaluate(dict(M.get_dataset("honest"), name="honest"), __import__(
+        "zeropoint.governance.policy", fromlist=["load_policy"]).load_policy()[0])
+    assert not [c for c in checks if c["rule"] == "licenses.text_mismatch"]
+    # a share-alike text honestly declared still needs a human: copyleft is "review" by default
+    assert [c["outcome"] for c in checks if c["rule"] == "licenses"] == ["review"]

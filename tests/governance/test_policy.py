@@ -89,3 +89,23 @@ def test_cli_policy_check_exit_code():
     assert r.invoke(app, ["data", "policy", "check", "MIT"]).exit_code == 0
     out = r.invoke(app, ["data", "policy", "check", "CC-BY-NC-4.0"])
     assert out.exit_code == 1 and "noncommercial" in out.stdout
+
+
+COMMON = Path("/usr/share/common-licenses")
+
+
+@pytest.mark.parametrize("fname,spdx", [
+    ("Apache-2.0", "Apache-2.0"), ("GPL-2", "GPL-2.0-only"), ("GPL-3", "GPL-3.0-only"), ("LGPL-2.1", "LGPL-2.1-only"),
+    ("LGPL-3", "LGPL-3.0-only"), ("MPL-2.0", "MPL-2.0"), ("CC0-1.0", "CC0-1.0"), ("BSD", "BSD-3-Clause"),
+    ("GFDL-1.3", "GFDL-1.3-only"), ("GPL-1", "GPL-1.0-only")])
+def test_identifies_real_license_texts(fname, spdx):
+    f = COMMON / fname
+    if not f.exists():
+        pytest.skip(f"{f} not on this machine")
+    assert licenses.identify_text(f.read_text(errors="replace")) == [spdx]
+
+
+def test_declared_covers_family():
+    assert licenses.declared_covers("GPL-2.0-or-later", "GPL-2.0-only")
+    assert licenses.declared_covers("MIT OR Apache-2.0", "Apache-2.0")
+    assert not licenses.declared_covers("MIT", "GPL-3.0-only")

@@ -187,3 +187,56 @@ def find_phrases(text: str, phrases: list[str]) -> list[str]:
         if words and re.search(r"\b" + r"[\s\-_]+".join(words) + r"\b", text, re.IGNORECASE):
             out.append(p)
     return out
+
+
+# ---- what a license text actually is --------------------------------------------------------------------------
+# Title lines / fixed phrases of common license texts (whitespace-normalised, lower-case). A dataset that declares
+# one license but ships another's text is a declared-vs-real mismatch that a human must look at.
+_TEXT_SIGNATURES = [
+    ("Apache-2.0", r"apache license,? version 2\.0"),
+    ("GPL-1.0-only", r"gnu general public license version 1, february 1989"),
+    ("GPL-2.0-only", r"gnu general public license version 2, june 1991"),
+    ("GPL-3.0-only", r"gnu general public license version 3, 29 june 2007"),
+    ("LGPL-2.1-only", r"gnu lesser general public license version 2\.1"),
+    ("LGPL-3.0-only", r"gnu lesser general public license version 3, 29 june 2007"),
+    ("LGPL-2.0-only", r"gnu library general public license version 2, june 1991"),
+    ("GFDL-1.3-only", r"gnu free documentation license version 1\.3"),
+    ("GFDL-1.2-only", r"gnu free documentation license version 1\.2"),
+    ("MPL-2.0", r"mozilla public license,? version 2\.0"),
+    ("MPL-1.1", r"mozilla public license,? version 1\.1"),
+    ("CC0-1.0", r"cc0 1\.0 universal"),
+    ("CC-BY-NC-SA-4.0", r"attribution-noncommercial-sharealike 4\.0 international"),
+    ("CC-BY-NC-4.0", r"attribution-noncommercial 4\.0 international"),
+    ("CC-BY-SA-4.0", r"attribution-sharealike 4\.0 international"),
+    ("CC-BY-4.0", r"creative commons attribution 4\.0 international"),
+    ("MIT", r"permission is hereby granted, free of charge, to any person obtaining a copy"),
+    ("BSD-3-Clause", r"redistribution and use in source and binary forms.{0,800}neither the name"),
+    ("BSD-2-Clause", r"redistribution and use in source and binary forms"),
+    ("Artistic-1.0", r"the \"artistic license\""),
+]
+
+
+def identify_text(text: str) -> list[str]:
+    """SPDX ids whose license text this is (or contains), from title lines and fixed phrases."""
+    import re
+    norm = re.sub(r"\s+", " ", text[:200_000].lower())
+    found = []
+    for spdx, sig in _TEXT_SIGNATURES:
+        if re.search(sig, norm) and not (spdx == "BSD-2-Clause" and "BSD-3-Clause" in found) \
+                and not (spdx == "CC-BY-NC-4.0" and "CC-BY-NC-SA-4.0" in found):
+            found.append(spdx)
+    return found
+
+
+def _family(key: str) -> str:
+    k = key.lower()
+    for suffix in ("-only", "-or-later", "+"):
+        if k.endswith(suffix):
+            return k[: -len(suffix)]
+    return k
+
+
+def declared_covers(expression: str, text_id: str) -> bool:
+    """Does the declared expression name the license a text turned out to be (GPL-2.0-only ~ GPL-2.0-or-later)?"""
+    keys = {_family(s.key) for s in _licensing().license_symbols(parse(expression))}
+    return _family(text_id) in keys

@@ -193,8 +193,9 @@ def add_dataset(path: Path | str, name: str, license: str, source_type: str, sou
         texts.append(lf)
     text_flags = []
     for t in texts:
-        hits = licenses.find_phrases(t.read_text(encoding="utf-8", errors="replace"), pol.licenses.deny_phrases)
-        text_flags.append({"path": str(t), "sha256": hash_file(t)[0], "deny_phrases": hits})
+        body = t.read_text(encoding="utf-8", errors="replace")
+        text_flags.append({"path": str(t), "sha256": hash_file(t)[0], "identified": licenses.identify_text(body),
+                           "deny_phrases": licenses.find_phrases(body, pol.licenses.deny_phrases)})
     lic["texts"] = text_flags
     entry = {
         "version": str(version),
@@ -317,11 +318,21 @@ def evaluate(ds: dict, pol: Policy, *, file_problems: list[dict] | None = None) 
                              + "; ".join(r["why"] for r in dec.rules if r["rule"] not in ("licenses.or", "licenses.and")) + ")",
                    "license_rules": dec.rules})
     for t in ds["license"].get("texts") or []:
-        hits = licenses.find_phrases(Path(t["path"]).read_text(encoding="utf-8", errors="replace"),
-                                     pol.licenses.deny_phrases) if Path(t["path"]).is_file() else t["deny_phrases"]
+        body = Path(t["path"]).read_text(encoding="utf-8", errors="replace") if Path(t["path"]).is_file() else None
+        hits = licenses.find_phrases(body, pol.licenses.deny_phrases) if body is not None else t["deny_phrases"]
         if hits:
             checks.append({"rule": "licenses.deny_phrases", "outcome": "deny",
                            "detail": f"{t['path']} says {', '.join(repr(h) for h in hits)}"})
+        found = licenses.identify_text(body) if body is not None else t.get("identified") or []
+        for lid in found:
+            if licenses.declared_covers(ds["license"]["expression"], lid):
+                continue
+            # the text is another license than declared: at least a review, a denial if that license is denied
+            d = licenses.decide(lid, pol.licenses).decision
+            checks.append({"rule": "licenses.text_mismatch", "outcome": "deny" if d == "deny" else "review",
+                           "detail": f"{t['path']} is the text of {lid} (policy: {d}) but the declared license is "
+                                     f"{ds['license']['expression']}; declare the real license or explain with "
+                                     "--accept-review"})
     pii = ds.get("pii")
     if not pii:
         checks.append({"rule": "pii.scanned", "outcome": "deny",
