@@ -109,3 +109,14 @@ def test_append_refuses_when_last_line_is_garbage():
         f.write("not json\n")
     with pytest.raises(audit.AuditError, match="audit verify"):
         audit.append_event("x", "a", "r")
+
+
+def test_head_lagging_after_a_crash_is_not_tampering():
+    p = _fill(3)
+    head = p.with_name(p.name + ".head")
+    ev2 = json.loads(_lines(p)[1])
+    head.write_text(json.dumps({"seq": 2, "hash": ev2["hash"]}))
+    r = audit.verify_chain()
+    assert r.ok and r.problems and "lags" in r.problems[0]
+    head.write_text(json.dumps({"seq": 2, "hash": "f" * 64}))
+    assert not audit.verify_chain().ok

@@ -145,7 +145,7 @@ def verify_chain(path: Path | str | None = None) -> ChainReport:
         if head and head.get("seq"):
             return ChainReport(False, str(p), 0, 1, f"log is missing but its head records {head.get('seq')} events", head)
         return ChainReport(True, str(p), 0, head=head)
-    prev, n = GENESIS, 0
+    prev, n, head_line_hash = GENESIS, 0, None
     with open(p, "rb") as f:
         for n, raw in enumerate(f, 1):
             def bad(why: str) -> ChainReport:
@@ -167,12 +167,19 @@ def verify_chain(path: Path | str | None = None) -> ChainReport:
             if canonical_json(ev) + b"\n" != raw:
                 return bad("line is not in canonical form (the line was edited)")
             prev = ev["hash"]
+            if head and ev["seq"] == head.get("seq"):
+                head_line_hash = ev["hash"]
+    problems = []
     if head is not None:
-        if head.get("seq") != n or head.get("hash") != prev:
+        hs = head.get("seq")
+        if not isinstance(hs, int) or hs > n or head_line_hash != head.get("hash"):
             return ChainReport(False, str(p), n, n + 1,
-                               f"line {n + 1}: missing; the log ends at seq {n} but its head records seq "
-                               f"{head.get('seq')} (lines were deleted from the end)", head)
-    return ChainReport(True, str(p), n, head=head)
+                               f"line {n + 1}: missing; the log ends at seq {n} but its head records seq {hs} "
+                               "with another hash (lines were deleted from the end, or the head was edited)", head)
+        if hs < n:
+            # a writer died between appending its line and updating the head: the chain itself is intact
+            problems.append(f"head lags the log ({hs} < {n}): an append was interrupted before the head update")
+    return ChainReport(True, str(p), n, head=head, problems=problems)
 
 
 def read_events(path: Path | str | None = None, *, last: int | None = None) -> list[dict]:
