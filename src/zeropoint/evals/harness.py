@@ -226,17 +226,69 @@ def _write_samples(path: Path, samples: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(s, default=str) + "\n" for s in samples))
 
 
-def run_vision_task(name: str, model_ref: str, limit=None):
-    """Fashion-MNIST top-1/top-5 through the vision package's functions (evals/vision.py)."""
-    try:
-        from . import vision
-    except ImportError as e:
-        raise EvalError(f"vision evals are not available ({e}); they live in zeropoint.evals.vision") from None
-    fn = getattr(vision, "evaluate_classifier", None) or getattr(vision, "eval_fashion_mnist", None)
-    if fn is None:
-        raise EvalError("zeropoint.evals.vision has no classifier eval entry point (evaluate_classifier)")
-    out = fn(model_ref, limit=limit)
-    return out["metrics"], out.get("samples", []), {k: v for k, v in out.items() if k not in ("metrics", "samples")}
+def _vit_checkpoint(ref: str) -> Path:
+    """A ViT checkpoint step dir, or the newest verified one under a run dir / checkpoints dir."""
+    from ..checkpoint import latest_valid
+    p = Path(ref)
+    if (p / "manifest.json").is_file():
+        return p
+    for root in (p / "checkpoints", p):
+        if root.is_dir():
+            found, _ = latest_valid(root)
+            if found:
+                return found
+    raise EvalError(f"{ref} is not a ViT checkpoint (no manifest.json, no verified step-* under it); pass a "
+                    "vit_classify run directory or one of its checkpoints/step-XXXXXXXX directories")
+
+
+def run_vision_task(name: str, model_ref: str, limit=None, batch_size: int = 64):
+    """Fashion-MNIST test split (10,000 images) through a vit_classify checkpoint: top-1/top-5 with the vision
+    package's metric functions, the checkpoint's own normalisation and class names."""
+    import numpy as np
+    from tinygrad import Tensor, TinyJit
+
+    from ..checkpoint import load_checkpoint
+    from ..data import assets
+    from ..data.images import load_idx_pair, normalize, resize
+    from ..models.vit import ViTConfig, to_tensors, vit_forward
+    from . import vision
+    ck_path = _vit_checkpoint(model_ref)
+    ck = load_checkpoint(ck_path)
+    if "vit_config.json" not in ck.extra:
+        raise EvalError(f"{ck_path} has no vit_config.json; it is not a vit_classify checkpoint")
+    mcfg = ViTConfig.from_dict(json.loads(ck.extra["vit_config.json"]))
+    classes = ck.state.get("classes")
+    fm = assets.fashion_mnist_dir()
+    test = load_idx_pair(fm / "t10k-images-idx3-ubyte.gz", fm / "t10k-labels-idx1-ubyte.gz", classes)
+    x, y = test.images, test.labels
+    if limit is not None:
+        n = int(limit * len(y)) if isinstance(limit, float) and limit < 1 else int(limit)
+        x, y = x[:n], y[:n]
+    if x.shape[-1] != mcfg.image_size:
+        x = resize(x, mcfg.image_size)
+    norm = ck.state.get("normalize") or {}
+    if norm:
+        x = normalize(x, norm["mean"], norm["std"])
+    params = to_tensors(ck.weights)
+    fwd = TinyJit(lambda t: vit_forward(params, mcfg, t).realize())
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        n = len(xb)
+        if n < batch_size:
+            xb = np.concatenate([xb, np.zeros((batch_size - n,) + xb.shape[1:], np.float32)])
+        out.append(fwd(Tensor(np.ascontiguousarray(xb, np.float32)).realize()).numpy()[:n].copy())
+    logits = np.concatenate(out)
+    rep = vision.classification_report(logits, y, test.classes, (1, 5))
+    metrics = {k: {"value": rep[k], "stderr": M.mean_stderr([float(v) for v in hits]) if len(y) > 1 else None,
+                   "aggregation": "mean", "higher_is_better": True, "n": int(len(y))}
+               for k, hits in (("top1", np.argmax(logits, 1) == y),
+                               ("top5", (np.argsort(-logits, 1, kind="stable")[:, :5] == y[:, None]).any(1)))
+               if isinstance(rep.get(k), float)}
+    samples = [{"doc_id": i, "label": int(t), "pred": int(p)} for i, (t, p) in enumerate(zip(y, np.argmax(logits, 1)))]
+    info = {"checkpoint": str(ck_path), "checkpoint_step": ck.step, "dataset": str(fm),
+            "majority_baseline": rep.get("majority_baseline"), "per_class_top1": rep.get("per_class_top1")}
+    return metrics, samples, info
 
 
 def save_baseline(eval_id: str, name: str) -> Path:
