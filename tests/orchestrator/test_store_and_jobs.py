@@ -125,3 +125,23 @@ def test_interrupted_train_job_resubmits_as_resume_of_its_run(store, zp_home):
     store.create(no_run)
     with pytest.raises(ZeropointError, match="recorded no run"):
         resubmit_resume(store, no_run.id, submitter="t2")
+
+
+def test_eval_and_redteam_args_are_typed_and_confined(store, zp_home):
+    job, _ = submit(store, "eval", submitter="t", args={"model": "smollm2-135m", "tasks": ["mmlu_dev"], "limit": 20})
+    assert job.argv[:4] == ["eval", "smollm2-135m", "--task", "mmlu_dev"] and job.argv[-2:] == ["--limit", "20.0"]
+    (zp_home / "ckpt").mkdir()
+    job, _ = submit(store, "eval", submitter="t", args={"model": "ckpt", "tasks": ["sotu_heldout"]})
+    assert job.argv[1] == "ckpt"        # a bare name stays a name; paths need a '/'
+    job, _ = submit(store, "eval", submitter="t", args={"model": "./ckpt", "tasks": ["sotu_heldout"]})
+    assert job.argv[1] == str((zp_home / "ckpt").resolve())
+    with pytest.raises(PathRejected):
+        submit(store, "eval", submitter="t", args={"model": "../../x", "tasks": ["mmlu_dev"]})
+    with pytest.raises(PathRejected):
+        submit(store, "eval", submitter="t", args={"model": "smollm2-135m", "tasks": ["/etc/passwd"]})
+    with pytest.raises(ConfigError, match="batch_size"):
+        submit(store, "eval", submitter="t", args={"model": "m", "tasks": ["t"], "batch_size": 0})
+    with pytest.raises(ConfigError, match="unknown key 'shell'"):
+        submit(store, "redteam", submitter="t", args={"model": "m", "shell": "rm -rf /"})
+    job, _ = submit(store, "redteam", submitter="t", args={"model": "smollm2-135m", "generations": 1, "gate": True})
+    assert job.argv[:2] == ["redteam", "smollm2-135m"] and "--gate" in job.argv

@@ -150,7 +150,34 @@ def _build_data_scan(job_dir: Path, raw: dict | None, args: dict):
     return ["data", "scan", name, "--json"], None, None
 
 
-KINDS = {"train": _build_train, "resume": _build_resume, "status": _build_status, "redteam": _build_redteam,
+class EvalArgs(StrictModel):
+    model: str
+    tasks: list[str] = Field(min_length=1)
+    limit: Optional[float] = Field(None, gt=0)
+    batch_size: int = Field(8, ge=1, le=1024)
+    max_length: int = Field(2048, ge=16, le=131072)
+    num_fewshot: Optional[int] = Field(None, ge=0, le=64)
+    bootstrap_iters: int = Field(100000, ge=0, le=1_000_000)
+    save_baseline: Optional[str] = None
+
+
+def _build_eval(job_dir: Path, raw: dict | None, args: dict):
+    a = validate(EvalArgs, args, "eval job args")
+    argv = ["eval", _model_ref(a.model)]
+    for t in a.tasks:   # a shipped task name, or a task YAML under the data root
+        argv += ["--task", _model_ref(t, "task")]
+    argv += ["--batch-size", str(a.batch_size), "--max-length", str(a.max_length),
+             "--bootstrap-iters", str(a.bootstrap_iters), "--json"]
+    if a.limit is not None:
+        argv += ["--limit", str(a.limit)]
+    if a.num_fewshot is not None:
+        argv += ["--num-fewshot", str(a.num_fewshot)]
+    if a.save_baseline:
+        argv += ["--save-baseline", safe_name(a.save_baseline, "baseline name")]
+    return argv, None, None
+
+
+KINDS = {"train": _build_train, "eval": _build_eval, "resume": _build_resume, "status": _build_status, "redteam": _build_redteam,
          "data-scan": _build_data_scan}
 ALL_KINDS = ("train", "resume", "status", "eval", "export", "parity", "bench", "redteam", "data-scan")
 
