@@ -4,9 +4,10 @@
 to every request before a handler sees it (`Guard`, a plain ASGI middleware):
 - bodies over the limit are refused with 413 (by Content-Length, and by counting a streamed body);
 - a path with a `..` segment (also percent-encoded) is refused with 400;
-- after the response, a mutating request (POST/PUT/PATCH/DELETE) or a denied one (400 path, 401, 403, 413) is
-  appended to the hash-chained audit log with the actor, the action and the SHA-256 of the request body, plus
-  whatever the handler added (config and dataset hashes).
+- a mutating request (POST/PUT/PATCH/DELETE) or a denied one (400 path, 401, 403, 413) is appended to the
+  hash-chained audit log with the actor, the action and the SHA-256 of the request body, plus whatever the
+  handler added (config and dataset hashes) - before the response head goes out, so an answered request is a
+  recorded one.
 Handlers are plain functions over the library (orchestrator, evidence, governance): no logic lives here that
 the CLI does not share.
 """
