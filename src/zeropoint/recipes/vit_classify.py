@@ -286,7 +286,7 @@ def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | 
             "first_loss": hist[0].loss if hist else None, "last_loss": hist[-1].loss if hist else None,
             "test": {k: v for k, v in rep.items() if k not in ("confusion_matrix",)}, "eval_s": round(eval_s, 3),
             "confusion_matrix_png": str(cm_png), "checkpoint": str(final), "hf_export": str(hf_dir),
-            "params": num_params(params),
+            "params": num_params(params), "params_total": num_params(params), "params_trainable": num_params(params),
         }
         run.update(summary=summary)
         return {"run_id": run.id, "run_dir": str(run.dir), **summary}
