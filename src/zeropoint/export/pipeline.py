@@ -1,0 +1,158 @@
+"""One export, top to bottom: write the artifact, run it in its runtime on real inputs, gate, record the manifest.
+
+    rec = export_llama(model, cfg, tok, source={"ref": "smollm2-135m", "path": ...}, fmt="onnx")
+    rec["status"]   # "succeeded" or "failed" (gate), with rec["parity"] holding every figure
+
+Formats: onnx (fp32), onnx-int8 (onnxruntime dynamic int8), gguf (F32), gguf-f16, gguf-q8_0, hf (safetensors dir).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ZeropointError
+from ..workspace import workspace
+from . import manifest as M
+from . import parity as P
+
+LLM_FORMATS = ("onnx", "onnx-int8", "gguf", "gguf-f16", "gguf-q8_0", "hf")
+TINYGRAD_RUNNER_MAX_PARAMS = 50_000_000   # OnnxRunner took 376 s on SmolLM2-135M here: opt-in above this size
+
+
+def _weights_np(model) -> dict[str, np.ndarray]:
+    from ..models.llama import state_dict
+    return {k: v.numpy() for k, v in state_dict(model).items()}
+
+
+def _start(fmt: str, out: str | Path | None, source: dict) -> tuple[str, Path, dict]:
+    if fmt not in LLM_FORMATS:
+        raise ZeropointError(f"unknown export format {fmt!r}; choose one of {', '.join(LLM_FORMATS)}")
+    eid = M.new_export_id(fmt)
+    d = Path(out) if out else workspace().exports / eid
+    if d.exists() and any(d.iterdir()):
+        raise ZeropointError(f"{d} already exists and is not empty; pass a new --out (nothing was overwritten)")
+    d.mkdir(parents=True, exist_ok=True)
+    src = dict(source)
+    if src.get("path"):
+        src.update(M.source_hash(src["path"]))
+    rec = {"id": eid, "status": "running", "format": fmt, "source": src, "created_at": M.utcnow_iso(),
+           "tools": M.tool_versions(), "opset": None, "quantization": None, "parity": None, "files": []}
+    M.write_manifest(d, rec)
+    return eid, d, rec
+
+
+def export_llama(model, cfg, tok, source: dict, fmt: str = "onnx", out: str | Path | None = None,
+                 n_seq: int = 4, seq_len: int = 32, seq_axis: int | None = None, tinygrad_runner: bool | None = None,
+                 gguf_meta: dict | None = None, progress=None) -> dict:
+    """Export a Llama (LoRA already merged) and check it. Never raises on a failed gate: the manifest and the
+    returned record say `failed` with the reasons; it raises only when the export itself cannot be written."""
+    from ..models.llama import param_count
+    step = progress or (lambda msg: None)
+    eid, d, rec = _start(fmt, out, source)
+    t_all = time.perf_counter()
+    try:
+        weights = _weights_np(model)
+        tokens, inputs = P.sotu_tokens(tok, n_seq, seq_len)
+        step("running the original tinygrad model on held-out text")
+        t0 = time.perf_counter()
+        ref = P.llama_logits(model, tokens)
+        rec["timings_s"] = {"original_forward": round(time.perf_counter() - t0, 3)}
+        if tinygrad_runner is None:
+            tinygrad_runner = param_count(cfg) <= TINYGRAD_RUNNER_MAX_PARAMS
+        t0 = time.perf_counter()
+        if fmt in ("onnx", "onnx-int8"):
+            from .onnx import write_llama_onnx
+            step("writing ONNX graph")
+            fp32 = d / ("model.onnx" if fmt == "onnx" else "model.fp32.onnx")
+            info = write_llama_onnx(cfg, weights, fp32, seq_len=seq_axis, metadata={"zeropoint.export_id": eid})
+            rec.update(opset=info["opset"], seq_axis=info["seq_axis"])
+            artifact = fp32
+            if fmt == "onnx-int8":
+                from .quant import quantize_onnx_int8
+                step("quantizing (onnxruntime dynamic int8)")
+                q = quantize_onnx_int8(fp32, d / "model.onnx")
+                rec["quantization"] = q["quantization"] | {"fp32_bytes": fp32.stat().st_size}
+                for f in [fp32, fp32.with_name(fp32.name + ".data")]:
+                    f.unlink(missing_ok=True)
+                artifact = d / "model.onnx"
+            rec["timings_s"]["write"] = round(time.perf_counter() - t0, 3)
+            step("parity: onnxruntime" + (" + tinygrad OnnxRunner" if tinygrad_runner and fmt == "onnx" else ""))
+            rep = P.onnx_parity(artifact, ref, {"input_ids": tokens}, fmt, tokens=tokens, inputs=inputs,
+                                second_runtime=bool(tinygrad_runner and fmt == "onnx"))
+            if fmt == "onnx" and not tinygrad_runner:
+                rep["skipped_runtimes"] = {"tinygrad-onnx-runner": f"model has over {TINYGRAD_RUNNER_MAX_PARAMS:,} "
+                                           "parameters (minutes on a CPU); pass --tinygrad-runner to include it"}
+        elif fmt.startswith("gguf"):
+            from ..models.gguf import load_gguf
+            from ..models.llama import from_weights
+            from .gguf_writer import tokenizer_metadata, write_llama_gguf
+            ttype = {"gguf": "f32", "gguf-f16": "f16", "gguf-q8_0": "q8_0"}[fmt]
+            step(f"writing GGUF ({ttype})")
+            artifact = d / f"model.{ttype}.gguf"
+            info = write_llama_gguf(cfg, weights, tokenizer_metadata(tok, gguf_meta), artifact, ttype,
+                                    name=str(source.get("name") or source.get("ref") or "zeropoint-export"))
+            rec["quantization"] = {"gguf_tensor_type": ttype, "ggml_types": info["ggml_types"]}
+            rec["timings_s"]["write"] = round(time.perf_counter() - t0, 3)
+            step("parity: reloading with tinygrad's gguf_load and the project's GGUF loader")
+            from tinygrad.llm.gguf import gguf_load
+            kv, sd = gguf_load(artifact)
+            c2, w2, _ = load_gguf(artifact, max_seq_len=cfg.max_seq_len)
+            t1 = time.perf_counter()
+            out = P.llama_logits(from_weights(c2, w2), tokens)
+            rep = P.report(fmt, {"zeropoint-gguf-loader": {**P.compare(ref, out, tokens), "run_s": round(time.perf_counter() - t1, 3)}},
+                           inputs)
+            rep["tinygrad_gguf_load"] = {"tensors": len(sd), "architecture": kv.get("general.architecture")}
+        else:   # hf
+            from ..models.hf import load_hf_dir, save_hf_dir
+            from ..models.llama import from_weights
+            step("writing HF safetensors directory")
+            artifact = save_hf_dir(weights, cfg, tok, d / "hf")
+            rec["timings_s"]["write"] = round(time.perf_counter() - t0, 3)
+            step("parity: reloading the HF directory")
+            c2, w2, _ = load_hf_dir(artifact, max_seq_len=cfg.max_seq_len)
+            t1 = time.perf_counter()
+            out = P.llama_logits(from_weights(c2, w2), tokens)
+            rep = P.report(fmt, {"zeropoint-hf-loader": {**P.compare(ref, out, tokens), "run_s": round(time.perf_counter() - t1, 3)}},
+                           inputs)
+        files = [p for p in d.iterdir() if p.name != M.MANIFEST]
+        rec.update(parity=rep, files=M.file_entries(d, files), artifact=str(artifact.relative_to(d)),
+                   status="succeeded" if rep["passed"] else "failed",
+                   error=None if rep["passed"] else "parity gate failed: " + "; ".join(rep["failures"]))
+    except BaseException as e:
+        rec.update(status="failed", error=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        rec["timings_s"] = {**rec.get("timings_s", {}), "total": round(time.perf_counter() - t_all, 3)}
+        rec["ended_at"] = M.utcnow_iso()
+        M.write_manifest(d, rec)
+    rec["dir"] = str(d)
+    return rec
+
+
+def parity_llama(model, tok, exported: str | Path, fmt: str | None = None, n_seq: int = 4, seq_len: int = 32,
+                 tinygrad_runner: bool = False) -> dict:
+    """`zpctl parity`: an existing artifact (.onnx, .gguf, HF dir or an export dir) against an original model."""
+    from ..models.llama import from_weights
+    p = Path(exported)
+    if p.is_dir() and (p / M.MANIFEST).is_file():
+        man = M.verify_manifest(p)
+        fmt = fmt or man["format"]
+        p = p / man["artifact"] if man.get("artifact") else p
+    tokens, inputs = P.sotu_tokens(tok, n_seq, seq_len)
+    ref = P.llama_logits(model, tokens)
+    if p.suffix == ".onnx":
+        fmt = fmt or "onnx"
+        return P.onnx_parity(p, ref, {"input_ids": tokens}, fmt, tokens=tokens, inputs=inputs,
+                             second_runtime=tinygrad_runner and fmt == "onnx")
+    if p.suffix == ".gguf":
+        from ..models.gguf import load_gguf
+        c2, w2, _ = load_gguf(p, max_seq_len=model.cfg.max_seq_len)
+        fmt = fmt or "gguf"
+        return P.report(fmt, {"zeropoint-gguf-loader": P.compare(ref, P.llama_logits(from_weights(c2, w2), tokens), tokens)}, inputs)
+    if p.is_dir() and (p / "config.json").is_file():
+        from ..models.hf import load_hf_dir
+        c2, w2, _ = load_hf_dir(p, max_seq_len=model.cfg.max_seq_len)
+        return P.report(fmt or "hf", {"zeropoint-hf-loader": P.compare(ref, P.llama_logits(from_weights(c2, w2), tokens), tokens)}, inputs)
+    raise ZeropointError(f"{exported} is not an .onnx file, a .gguf file, an HF directory or an export directory")
