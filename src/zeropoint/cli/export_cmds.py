@@ -1,0 +1,123 @@
+"""`zpctl export` and `zpctl parity`: write an artifact for the runtime that will serve it, and prove it still
+computes what the trained model computes (same real inputs, figures, a gate, a non-zero exit on failure)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import AllowSimOpt, JsonOpt, console, err_console, handle_errors, print_json
+
+FORMATS = "onnx | onnx-int8 | gguf | gguf-f16 | gguf-q8_0 | hf"
+
+
+def _load(ref: str):
+    """-> (model with LoRA merged, llama cfg, tokenizer, source info, gguf tokenizer metadata or None).
+    A checkpoint directory (manifest.json) goes through the finetune recipe's verified loader."""
+    from ..models.registry import load_model, resolve_ref
+    p = Path(ref)
+    if p.is_dir() and (p / "manifest.json").is_file() and (p / "config.json").is_file() and not (p / "tokenizer.json").exists():
+        from ..recipes.llm_finetune import load_checkpoint_model
+        model, cfg, tok, rcfg = load_checkpoint_model(p, merge=True)
+        return model, cfg, tok, {"ref": ref, "path": str(p), "kind": "checkpoint", "base": rcfg.model.weights,
+                                 "method": rcfg.method}, None
+    model, cfg, tok = load_model(ref)
+    path = resolve_ref(ref)
+    meta = None
+    if path.is_file() and path.suffix == ".gguf":
+        from ..models.gguf import load_gguf
+        meta = load_gguf(path)[2]
+    return model, cfg, tok, {"ref": ref, "path": str(path), "kind": model.load_info.get("format"),
+                             "name": model.load_info.get("name")}, meta
+
+
+def _render(rep: dict) -> None:
+    from ..export.parity import summary_line
+    for line in summary_line(rep).split("; "):
+        console.print(("[green]" if line.endswith("PASS") else "[red]") + line + "[/]", highlight=False)
+    for f in rep["failures"]:
+        err_console.print(f"[bold red]gate failed:[/] {f}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("export")
+    @handle_errors
+    def export_cmd(
+        src: str = typer.Argument(..., metavar="SRC", help="Named model (smollm2-135m), .gguf file, HF directory, or a "
+                                                          "finetune checkpoint dir (LoRA is merged)."),
+        fmt: str = typer.Option("onnx", "--format", "-f", help=f"Artifact format: {FORMATS}."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default "
+                                                                    "$ZP_HOME/exports/<export_id>/; must be new or empty)."),
+        seq_len: Optional[int] = typer.Option(None, "--seq-len", help="ONNX: fix the sequence axis to this length "
+                                                                      "(default: dynamic)."),
+        parity_seqs: int = typer.Option(4, "--parity-seqs", min=1, help="Held-out SOTU sequences used for parity."),
+        parity_len: int = typer.Option(32, "--parity-len", min=2, help="Tokens per parity sequence."),
+        tinygrad_runner: Optional[bool] = typer.Option(None, "--tinygrad-runner/--no-tinygrad-runner",
+                                                       help="Also run the ONNX graph through tinygrad's OnnxRunner "
+                                                            "(default: only for models under 50M params)."),
+        allow_simulated: bool = AllowSimOpt,
+        json_out: bool = JsonOpt,
+    ):
+        """Export a Llama-family model and run parity against it automatically; exit 1 if the gate fails.
+
+        Gates: fp32 (onnx, hf) max abs <= 1e-4 and top-1 100%; gguf (F32) max abs <= 1e-5; int8/f16/q8_0 top-1
+        >= 99% and perplexity within 2% of the original. A manifest.json (source hash, figures, file hashes)
+        is written next to the artifact either way."""
+        from ..evidence import start_run
+        from ..export.pipeline import LLM_FORMATS, export_llama
+        from ..scope import require_real_compute
+        from ..errors import ZeropointError
+        if fmt not in LLM_FORMATS:
+            raise ZeropointError(f"unknown --format {fmt!r}; choose one of {', '.join(LLM_FORMATS)}")
+        scope = require_real_compute(allow_simulated)
+        cfg = {"src": src, "format": fmt, "out": str(out) if out else None, "seq_len": seq_len,
+               "parity_seqs": parity_seqs, "parity_len": parity_len}
+        with start_run("zpctl export", cfg, kind="export", scope=scope) as run:
+            with console.status("loading the source model") as status:
+                model, lcfg, tok, source, meta = _load(src)
+                if tok is None:
+                    raise ZeropointError(f"{src} has no tokenizer; parity needs one to tokenise the held-out text")
+                rec = export_llama(model, lcfg, tok, source, fmt, out, n_seq=parity_seqs, seq_len=parity_len,
+                                   seq_axis=seq_len, tinygrad_runner=tinygrad_runner, gguf_meta=meta,
+                                   progress=lambda m: status.update(m) if not json_out else None)
+            run.update(export_id=rec["id"], export_dir=rec["dir"], export_status=rec["status"])
+            run.event("export", id=rec["id"], status=rec["status"], passed=rec["parity"]["passed"])
+        if json_out:
+            print_json(rec)
+        else:
+            console.print(f"[bold]{rec['id']}[/] -> {rec['dir']}  ({rec['format']}, "
+                          f"{sum(f['size'] for f in rec['files']) / 1e6:.1f} MB)", highlight=False)
+            _render(rec["parity"])
+            console.print(f"status: [{'green' if rec['status'] == 'succeeded' else 'red'}]{rec['status']}[/]")
+        raise typer.Exit(0 if rec["status"] == "succeeded" else 1)
+
+    @app.command("parity")
+    @handle_errors
+    def parity_cmd(
+        original: str = typer.Argument(..., help="The original: named model, .gguf, HF dir or checkpoint dir."),
+        exported: Path = typer.Argument(..., help="The artifact: .onnx, .gguf, HF dir, or an export directory."),
+        fmt: Optional[str] = typer.Option(None, "--format", "-f", help=f"Gate to apply ({FORMATS}); default from "
+                                                                        "the export manifest or the file type."),
+        parity_seqs: int = typer.Option(4, "--parity-seqs", min=1),
+        parity_len: int = typer.Option(32, "--parity-len", min=2),
+        tinygrad_runner: bool = typer.Option(False, "--tinygrad-runner", help="Also run tinygrad's OnnxRunner."),
+        allow_simulated: bool = AllowSimOpt,
+        json_out: bool = JsonOpt,
+    ):
+        """Compare an exported artifact with the original on held-out real text; exit 1 if the gate fails."""
+        from ..evidence import start_run
+        from ..export.pipeline import parity_llama
+        from ..scope import require_real_compute
+        scope = require_real_compute(allow_simulated)
+        with start_run("zpctl parity", {"original": original, "exported": str(exported), "format": fmt},
+                       kind="parity", scope=scope) as run:
+            with console.status("running both models"):
+                model, _, tok, _, _ = _load(original)
+                rep = parity_llama(model, tok, exported, fmt, parity_seqs, parity_len, tinygrad_runner)
+            run.update(parity=rep)
+        if json_out:
+            print_json(rep)
+        else:
+            _render(rep)
+        raise typer.Exit(0 if rep["passed"] else 1)
