@@ -126,3 +126,12 @@ def test_evals_listing_reads_results_files(srv):
     by = {e["id"]: e for e in ev["evals"]}
     assert by["eval-1"]["tasks"]["mmlu_dev"] == {"metrics": {"acc": {"value": 0.31}}, "n_docs": 282}
     assert "unreadable" in by["broken"]["error"]
+
+
+def test_status_endpoints_serve_the_zpctl_outputs(srv):
+    s, t = srv
+    st, h, _ = s.request("GET", "/v1/status/health", token=t["viewer"], timeout=120)
+    assert st == 200 and h["status"] in ("green", "yellow", "red") and {c["name"] for c in h["checks"]} >= {"no_mock_flags"}
+    st, d, _ = s.request("GET", "/v1/status/diag", token=t["viewer"], timeout=120)
+    assert st == 200 and d["parity"]["status"] == "SKIPPED" and d["hardware"]["fingerprint"]
+    assert d["version"]["tinygrad"] == "0.14.0"
