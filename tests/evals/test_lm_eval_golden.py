@@ -124,3 +124,65 @@ def test_zpctl_eval_matches_lm_eval_harness(tmp_path, monkeypatch):
     assert 1.0 < ppl["byte_perplexity"]["value"] < 20 and ppl["word_perplexity"]["value"] > ppl["byte_perplexity"]["value"]
     print(f"ours {t_ours:.1f}s, results: " + json.dumps({n: {m: v['value'] for m, v in ours['tasks'][n]['metrics'].items()}
                                                           for n in names}))
+
+
+@pytest.mark.slow
+def test_drift_check_alarms_on_a_worse_model_and_is_quiet_on_the_same_one(tmp_path):
+    """Acceptance: the real SmolLM2 evaluated twice -> no alarm; the same model with its weights perturbed
+    (Gaussian noise at 30% of each tensor's std) -> perplexity up, drift check exits 3."""
+    import numpy as np
+    from tinygrad import Tensor, nn
+    from typer.testing import CliRunner
+
+    from zeropoint.cli.main import app
+    from zeropoint.data import assets
+    from zeropoint.evals.harness import run_eval, save_baseline
+    from zeropoint.evals.scoring import LMScorer
+    from zeropoint.hashing import sha256_bytes
+    from zeropoint.models.registry import load_model
+
+    sotu = sorted(assets.sotu_dir().glob("*.json"))
+    text = tmp_path / "text.jsonl"
+    text.write_text("".join(json.dumps({"text": json.loads(p.read_text())["text"][:260]}) + "\n" for p in (sotu[-1], sotu[0])))
+    (tmp_path / "ppl.yaml").write_text(f"""task: heldout_ppl
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {text}
+test_split: test
+output_type: loglikelihood_rolling
+doc_to_text: ""
+doc_to_target: "{{{{ text }}}}"
+metric_list:
+  - metric: word_perplexity
+  - metric: byte_perplexity
+  - metric: bits_per_byte
+""")
+    model, _, tok = load_model("smollm2-135m")
+    scorer = LMScorer(model, tok, max_length=MAX_LEN, batch_size=8)
+    kw = dict(max_length=MAX_LEN, bootstrap_iters=1000, model=model, tokenizer=tok, scorer=scorer)
+    first = run_eval("smollm2-135m", [str(tmp_path / "ppl.yaml")], **kw)
+    again = run_eval("smollm2-135m", [str(tmp_path / "ppl.yaml")], **kw)
+    save_baseline(first["eval_id"], "smollm2")
+    r = CliRunner().invoke(app, ["drift", "check", "--baseline", "smollm2", "--current", again["eval_id"], "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["n_alarms"] == 0
+
+    rng = np.random.default_rng(0)
+    h = []
+    for name, t in sorted(nn.state.get_state_dict(model).items()):
+        if "rope" in name or "cache" in name:
+            continue
+        w = t.numpy()
+        w = (w + rng.normal(0, 0.3 * float(w.std()), w.shape)).astype(w.dtype)
+        t.assign(Tensor(w, device=t.device)).realize()
+        h.append(sha256_bytes(w.tobytes()))
+    worse = run_eval("smollm2-135m", [str(tmp_path / "ppl.yaml")], **kw,
+                     model_info={"ref": "smollm2-135m + N(0, 0.3 std) weight noise, seed 0",
+                                 "sha256": sha256_bytes("".join(h).encode()), "perturbed": True})
+    r = CliRunner().invoke(app, ["drift", "check", "--baseline", "smollm2", "--current", worse["eval_id"], "--json"])
+    assert r.exit_code == 3, r.output
+    rep = json.loads(r.output)
+    assert {c["metric"] for c in rep["comparisons"] if c["alarm"]} >= {"word_perplexity", "bits_per_byte"}
+    b, w = first["tasks"]["heldout_ppl"]["metrics"], worse["tasks"]["heldout_ppl"]["metrics"]
+    print(f"baseline word_ppl {b['word_perplexity']['value']:.3f}, perturbed {w['word_perplexity']['value']:.3f}")

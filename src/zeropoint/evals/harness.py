@@ -165,8 +165,12 @@ def load_results(eval_id_or_path: str) -> dict:
 
 def run_eval(model_ref: str, task_refs: list[str], *, limit=None, batch_size: int = 8, max_length: int = 2048,
              num_fewshot: int | None = None, bootstrap_iters: int = M.BOOTSTRAP_ITERS, allow_simulated=False,
-             progress_factory=None, model=None, tokenizer=None, scorer: LMScorer | None = None) -> dict:
-    """Evaluate `model_ref` on each task; returns the results dict that is also written to disk."""
+             progress_factory=None, model=None, tokenizer=None, scorer: LMScorer | None = None,
+             model_info: dict | None = None) -> dict:
+    """Evaluate `model_ref` on each task; returns the results dict that is also written to disk.
+
+    `model`/`tokenizer`/`scorer` let a caller reuse a loaded model; `model_info` then says what it really is
+    (e.g. a perturbed copy), so the recorded identity never claims the file on disk when it was not that."""
     from ..evidence import start_run, utcnow
     from ..scope import require_real_compute
     if not task_refs:
@@ -182,7 +186,7 @@ def run_eval(model_ref: str, task_refs: list[str], *, limit=None, batch_size: in
     with start_run(f"zpctl eval {model_ref} " + " ".join(f"--task {t}" for t in task_refs), cfg, kind="eval",
                    datasets=datasets, scope=scope) as run:
         t0 = time.time()
-        ident = model_identity(model_ref)
+        ident = {**model_identity(model_ref), **(model_info or {})}
         out_dir = eval_dir(run.id)
         out_dir.mkdir(parents=True, exist_ok=True)
         results = {"eval_id": run.id, "model": ident, "config": cfg, "config_sha256": sha256_json(cfg),

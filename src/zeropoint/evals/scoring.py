@@ -129,7 +129,7 @@ class LMScorer:
         n_rows = len(rows)
         B = self.batch_size
         T = min(self.max_length, _bucket(max(len(r) for r in rows), 32))
-        W = min(T, _bucket(W, 1))
+        W = 1 if W == 1 else T   # two head shapes per length bucket: last position only, or all of them
         K = _bucket(max(len(t) for t in last_targets), 4)
         toks = np.zeros((B, T), dtype=np.int32)
         pos = np.zeros((B, W), dtype=np.int32)
