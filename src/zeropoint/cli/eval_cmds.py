@@ -19,7 +19,7 @@ def _fmt(v) -> str:
 
 def eval_cmd(
     model: str = typer.Argument(..., help="Model: a named model (smollm2-135m), a .gguf file, an HF directory or a checkpoint dir."),
-    task: List[str] = typer.Option(..., "--task", "-t", help="Shipped task name (mmlu_dev, sotu_heldout, fashion_mnist) or an lm-eval style task YAML; repeatable."),
+    task: List[str] = typer.Option(..., "--task", "-t", help="mmlu_dev, fashion_mnist, heldout:DATASET (approved corpus, recipe's split), heldout:run:RUN_ID, or an lm-eval task YAML; repeatable."),
     limit: Optional[float] = typer.Option(None, "--limit", help="Only the first N documents per task (a fraction if < 1)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Sequences per forward pass."),
     max_length: int = typer.Option(2048, "--max-length", help="Context window used for scoring (tokens)."),

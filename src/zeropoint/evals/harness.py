@@ -163,6 +163,13 @@ def load_results(eval_id_or_path: str) -> dict:
         raise EvalError(f"{f} is not valid JSON ({e}); it may have been edited or truncated") from None
 
 
+def _materialise(task_ref: str) -> str:
+    if task_ref.startswith("heldout:"):
+        from .heldout import build_heldout_task
+        return str(build_heldout_task(task_ref))
+    return task_ref
+
+
 def run_eval(model_ref: str, task_refs: list[str], *, limit=None, batch_size: int = 8, max_length: int = 2048,
              num_fewshot: int | None = None, bootstrap_iters: int = M.BOOTSTRAP_ITERS, allow_simulated=False,
              progress_factory=None, model=None, tokenizer=None, scorer: LMScorer | None = None,
@@ -174,11 +181,12 @@ def run_eval(model_ref: str, task_refs: list[str], *, limit=None, batch_size: in
     from ..evidence import start_run, utcnow
     from ..scope import require_real_compute
     if not task_refs:
-        raise EvalError("no tasks given; pass --task NAME_OR_FILE (shipped: mmlu_dev, sotu_heldout, fashion_mnist)")
+        raise EvalError("no tasks given; pass --task NAME_OR_FILE (shipped: mmlu_dev, fashion_mnist, "
+                        "heldout:DATASET, heldout:run:RUN_ID, or an lm-eval task YAML)")
     scope = require_real_compute(allow_simulated)
     lm_tasks = [t for t in task_refs if t not in VISION_TASKS]
     vis_tasks = [t for t in task_refs if t in VISION_TASKS]
-    tasks = [load_task(t, num_fewshot) for t in lm_tasks]
+    tasks = [load_task(_materialise(t), num_fewshot) for t in lm_tasks]
     cfg = {"model": model_ref, "tasks": task_refs, "limit": limit, "batch_size": batch_size,
            "max_length": max_length, "num_fewshot": num_fewshot, "bootstrap_iters": bootstrap_iters}
     datasets = [{"name": f"{t.name}:{d['split']}", "path": d["path"], "sha256": d["sha256"]}
