@@ -209,27 +209,43 @@ class LMScorer:
         return rolling_windows(self.tok.encode(text, add_bos=False), self.prefix_id, self.max_length, 1)
 
     def generate_until(self, context: str, until: list[str], max_gen_toks: int = 256) -> str:
-        """Greedy decoding, stopping at the first stop sequence (cut off) or EOS, as lm-eval does."""
-        from tinygrad import Tensor
+        """Greedy decoding, cut at the first stop sequence or EOS, as lm-eval's HF backend does. Our Llama goes
+        through `models.generate` (KV cache, jitted decode step); other models re-run the full prefix."""
         eos = special_id(self.tok, "eos_id", "eos_token_id", "eos")
-        stops = list(until or [])
+        stops = [s for s in until or [] if s]
         if eos is not None:
             stops.append(self.tok.decode([eos]))
         ids = self.tok.encode(context, add_bos=False)[-(self.max_length - max_gen_toks):]
-        gen: list[int] = []
-        for _ in range(max_gen_toks):
-            seq = ids + gen
-            logits = self.model(Tensor(np.array([seq], dtype=np.int32)), start_pos=0)
-            nxt = int(logits[0, len(seq) - 1].argmax().item())
-            self.stats["forward_passes"] += 1
-            if eos is not None and nxt == eos:
-                break
-            gen.append(nxt)
+        if hasattr(self.model, "make_cache") and hasattr(self.model, "cfg"):
+            from ..models.generate import generate
+
+            class _Stop(Exception):
+                pass
+            pieces: list[str] = []
+
+            def on_token(_tok, piece):
+                pieces.append(piece)
+                if any(s in "".join(pieces) for s in stops):
+                    raise _Stop
+            try:
+                res = generate(self.model, self.tok, ids, max_tokens=max_gen_toks, temperature=0.0,
+                               stop_ids=[eos] if eos is not None else [], on_token=on_token)
+                text = res.text or ""
+            except _Stop:
+                text = "".join(pieces)
+        else:
+            from tinygrad import Tensor
+            gen: list[int] = []
+            for _ in range(max_gen_toks):
+                seq = ids + gen
+                nxt = int(self.model(Tensor(np.array([seq], dtype=np.int32)), start_pos=0)[0, len(seq) - 1].argmax().item())
+                if eos is not None and nxt == eos:
+                    break
+                gen.append(nxt)
+                if any(s in self.tok.decode(gen) for s in stops):
+                    break
             text = self.tok.decode(gen)
-            if any(s and s in text for s in stops):
-                break
-        text = self.tok.decode(gen)
+        self.stats["generations"] = self.stats.get("generations", 0) + 1
         for s in stops:
-            if s:
-                text = text.split(s)[0]
+            text = text.split(s)[0]
         return text
