@@ -285,3 +285,36 @@ def corrupt_transpose(path: str | Path, out: str | Path, name_contains: str = "o
             onnx.save_model(m, str(out))
             return init.name
     raise ExportError(f"no square 2-D initializer whose name contains {name_contains!r} in {path}")
+
+
+def write_clip_onnx(cfg, params: dict[str, np.ndarray], path: str | Path, metadata: dict | None = None) -> dict:
+    """Both CLIP towers in one graph: images (B, 3, H, W) and input_ids (B, T) -> image_embeds, text_embeds
+    (B, embed_dim), projected and not normalised, exactly `clip.encode_image` / `clip.encode_text`."""
+    from onnx import TensorProto, helper
+    g, t = Graph(), cfg.text
+    f32 = lambda k: np.asarray(params[k], np.float32)  # noqa: E731
+    img = vit_features_graph(g, cfg.vision, params, "images", prefix="visual.")
+    g.nodes.append(_node("MatMul", [img, g.init("visual_proj.T", f32("visual_proj").T)], ["image_embeds"]))
+    # text tower: token + position embeddings, causal blocks, final norm, pool at the first end-of-text token
+    T = g.op("Shape", "input_ids", start=1, end=2)
+    zero = g.const([0])
+    pos_ids = g.op("Slice", g.init("text.positions", np.arange(t.context, dtype=np.int64)), zero, T, zero)
+    h = g.op("Add", g.op("Gather", g.init("text.tok", f32("text.tok")), "input_ids", axis=0),
+             g.op("Slice", g.init("text.pos", f32("text.pos")), zero, T, zero))
+    mask = g.causal_mask(pos_ids)
+    for i in range(t.depth):
+        h = _block(g, params, f"text.blocks.{i}.", h, t.dim, t.heads, t.act, t.eps, mask)
+    h = g.layer_norm(h, "text.norm.w", params["text.norm.w"], params["text.norm.b"], t.eps)
+    is_eos = g.op("Cast", g.op("Equal", "input_ids", g.const(t.eos_id)), to=TensorProto.FLOAT)
+    first = g.op("Mul", is_eos, g.op("Cast", g.op("Equal", g.op("CumSum", is_eos, g.const(1)), g.const(1.0, np.float32)),
+                                     to=TensorProto.FLOAT))
+    pooled = g.op("ReduceSum", g.op("Mul", g.op("Unsqueeze", first, g.const([-1])), h), g.const([1]), keepdims=0)
+    g.nodes.append(_node("MatMul", [pooled, g.init("text_proj.T", f32("text_proj").T)], ["text_embeds"]))
+    v = cfg.vision
+    inputs = [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", v.channels, v.image_size, v.image_size]),
+              helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["text_batch", "seq"])]
+    outputs = [helper.make_tensor_value_info("image_embeds", TensorProto.FLOAT, ["batch", cfg.embed_dim]),
+               helper.make_tensor_value_info("text_embeds", TensorProto.FLOAT, ["text_batch", cfg.embed_dim])]
+    meta = {"zeropoint.model": "clip", "zeropoint.config": __import__("json").dumps(cfg.to_dict()), **(metadata or {})}
+    files = save_model(g.model(inputs, outputs, "zeropoint_clip", "CLIP image and text towers", meta), path, g.nbytes())
+    return {"files": [str(f) for f in files], "opset": OPSET, "nbytes": g.nbytes()}
