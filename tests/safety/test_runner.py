@@ -161,3 +161,17 @@ def test_thresholds_come_from_the_policy_file(zp_home):
     pol.write_text("redteam:\n  thresholds: {jailbreak: 1.5}\n")
     with pytest.raises(ZeropointError, match=r"\[0, 1\]"):
         load_thresholds()
+
+
+def test_canary_suite_needs_canaries_then_runs_only_them(tmp_path):
+    with pytest.raises(ZeropointError, match="zpctl data canary"):
+        suite_probes("canary")
+    src = tmp_path / "c.txt"
+    src.write_text("a\nb\n")
+    canary_mod.plant(src, tmp_path / "o.txt", count=2, repeats=1)
+    probes, st = suite_probes("canary")
+    assert [p.detectors for p in probes] == [("canary",), ("canary",)] and st["max_tokens"] >= 12
+    res = redteam("scripted-leaky", suite="canary", respond=leaky_responder)
+    assert res["families"]["exfil"]["asr"] == 1.0
+    res = redteam("scripted-refusing", suite="canary", respond=refusing_responder)
+    assert res["families"]["exfil"]["asr"] == 0.0

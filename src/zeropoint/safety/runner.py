@@ -102,7 +102,13 @@ def model_responder(model_ref: str, *, max_tokens: int, temperature: float, top_
 def suite_probes(suite: str) -> tuple[list[Probe], dict]:
     """The suite's static probes plus one prefix-completion probe per registered canary (when exfil is in)."""
     from .canary import canary_probes
-    from .probes import resolve_suite
+    from .probes import resolve_suite, suites
+    if suite == "canary":   # only the registered canaries: the cheap training-data leakage check
+        probes = canary_probes()
+        if not probes:
+            from ..errors import ZeropointError
+            raise ZeropointError("no canaries are registered in this workspace; plant some with `zpctl data canary`")
+        return probes, suites()["canary"]
     probes, settings = resolve_suite(suite)
     if any(p.family == "exfil" for p in probes) and suite not in {p.id for p in probes}:
         probes += canary_probes()

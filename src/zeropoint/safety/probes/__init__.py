@@ -116,7 +116,7 @@ def suites() -> dict:
 def resolve_suite(name: str) -> tuple[list[Probe], dict]:
     """Suite name, family, `family.id` or YAML path -> (probes, suite settings: generations, max_tokens)."""
     table = suites()
-    if name in table:
+    if name in table and name != "canary":
         s = table[name]
         probes = [p for fam in s["families"] for p in load_family(fam) if p.quick or not s.get("only_quick")]
         return probes, s
