@@ -29,13 +29,15 @@ class DataError(ZeropointError):
 
 
 # ---- reading -----------------------------------------------------------------------------------------------
-def read_documents(files: list[Path], fmt: str = "text") -> list[dict]:
-    """-> [{"text": str} | {"messages": [...]}, ...] in file order. Bad lines name the file and line."""
+def read_documents(files: list[Path], fmt: str = "text", read=None) -> list[dict]:
+    """-> [{"text": str} | {"messages": [...]}, ...] in file order. Bad lines name the file and line.
+    `read(path) -> bytes` lets the caller verify what is read (governance re-hashes each file)."""
+    read = read or (lambda p: Path(p).read_bytes())
     docs: list[dict] = []
-    for f in files:
-        f = Path(f)
+    for name in files:
+        f = Path(name)
         if f.suffix == ".jsonl":
-            for i, line in enumerate(f.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            for i, line in enumerate(read(name).decode("utf-8", errors="replace").splitlines(), 1):
                 if not line.strip():
                     continue
                 try:
@@ -49,7 +51,7 @@ def read_documents(files: list[Path], fmt: str = "text") -> list[dict]:
                 else:
                     raise DataError(f"{f}:{i}: expected a 'text' string or a 'messages' list")
         elif fmt == "text" and f.suffix in (".txt", ".md", ""):
-            docs.append({"text": f.read_text(encoding="utf-8", errors="replace"), "source": f.name})
+            docs.append({"text": read(name).decode("utf-8", errors="replace"), "source": f.name})
         # anything else (e.g. the *.json metadata sidecars beside SOTU speeches) is not training text
     if not docs:
         raise DataError(f"no training documents found in {len(files)} file(s) for format {fmt!r}; "

@@ -152,12 +152,12 @@ def governed_documents(cfg: LLMFinetuneConfig, run_id: str | None):
         raise ZeropointError("the governance gate (zeropoint.governance.gate) is not installed; "
                              "training reads only approved datasets") from None
     from ..governance.audit import default_actor
+    from ..governance.gate import read_verified
     records = require_approved(cfg.data.datasets, actor=default_actor(), purpose=f"llm_finetune:{cfg.method}",
                                run_id=run_id)
-    files = []
-    for rec in records:
-        files += [Path(f["path"]) for f in rec.get("files", [])]
-    return records, read_documents(sorted(files, key=str), cfg.data.format)
+    by_path = {f["path"]: f for rec in records for f in rec.get("files", [])}
+    # every byte trained on is re-hashed as it is read (a file swapped after the gate is refused)
+    return records, read_documents(sorted(by_path), cfg.data.format, read=lambda p: read_verified(by_path[str(p)]))
 
 
 # ---- the recipe --------------------------------------------------------------------------------------------
@@ -251,9 +251,13 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
                                                    if cfg.method == "lora" else {})})
 
         # 8. evaluate the starting point, train, evaluate
-        base_eval = evaluate(start) if start == 0 else run.record.get("summary", {}).get("base_eval")
         if start == 0:
+            base_eval = evaluate(0)
             run.event("eval", step=0, **base_eval)
+        else:   # the starting model's eval was logged before the interruption
+            from ..evidence import read_metrics
+            base_eval = next(({"val_loss": r["val_loss"], "val_ppl": r["val_ppl"]} for r in read_metrics(run)
+                              if r.get("event") == "eval" and r.get("step") == 0), None)
         base_snapshot = _fingerprint(model, base_names) if cfg.method == "lora" else None
         tokens_per_step = t.micro_batch_size * t.grad_accum * ds.seq_len
         evals: list[dict] = []
@@ -406,15 +410,15 @@ def merge_to_hf(checkpoint: str | Path, out: str | Path) -> dict:
     """Verified checkpoint -> adapters merged into the base -> HF directory (config.json + safetensors)."""
     from ..errors import ZeropointError
     from ..models.lora import lora_modules, merge_lora
+    from ..models.tokenizer import Tokenizer
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ZeropointError(f"{out} exists and is not empty; choose a new --out directory")
     model, mc, tok, cfg = load_checkpoint_model(checkpoint, merge=False)
     n_adapted = len(lora_modules(model))
     merged = merge_lora(model)
     if cfg.method == "lora" and merged == 0:
         raise ZeropointError(f"{checkpoint} has no LoRA adapters to merge")
     from ..models.hf import save_hf_dir
-    save_hf_dir(model, out, tokenizer=tok)
+    # the byte tokenizer of tiny configs has no tokenizer.json form; the directory then holds weights only
+    save_hf_dir(model, mc, tok if isinstance(tok, Tokenizer) else None, out)
     return {"checkpoint": str(checkpoint), "out": str(out), "method": cfg.method, "merged_modules": merged,
             "adapted_modules": n_adapted, "config": cfg.model.config}
