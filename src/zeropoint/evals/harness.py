@@ -7,6 +7,7 @@ same way as training. A task that cannot run (missing data, bad template) fails 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def load_lm(ref: str):
 def _docs(task: Task, limit: int | float | None) -> list[dict]:
     docs = task.docs
     if limit is not None:
-        n = int(limit * len(docs)) if isinstance(limit, float) and limit < 1 else int(limit)
+        n = math.ceil(limit * len(docs)) if isinstance(limit, float) and limit < 1 else int(limit)   # as lm-eval
         docs = docs[:n]
     if not docs:
         raise EvalError(f"task {task.name} has no documents to evaluate")

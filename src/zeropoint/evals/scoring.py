@@ -87,6 +87,7 @@ class LMScorer:
     max_length: int = 2048
     batch_size: int = 8
     jit: bool = True
+    share_prefix: bool = True   # requests with identical model inputs share one forward (off: for measuring)
     cache: dict | None = None   # {(ctx tokens, cont tokens): (ll, greedy)}; lm-eval's CachingLM, keyed by tokens
     stats: dict = field(default_factory=lambda: {"forward_passes": 0, "batches": 0, "requests": 0, "unique_inputs": 0,
                                                  "tokens_forwarded": 0, "tokens_padded": 0, "score_s": 0.0})
@@ -177,8 +178,8 @@ class LMScorer:
             seq = (list(ctx) + list(cont))[-(self.max_length + 1):]
             inp = tuple(seq[:-1])
             seqs.append((seq, len(cont)))
-            inputs.setdefault(inp, []).append(i)
-        order = sorted(inputs, key=lambda s: (-len(s), s))
+            inputs.setdefault((inp, -1 if self.share_prefix else i), []).append(i)
+        order = sorted(inputs, key=lambda k: (-len(k[0]), k))
         self.stats["requests"] += len(requests)
         self.stats["unique_inputs"] += len(order)
         out: list = [None] * len(requests)
@@ -186,9 +187,9 @@ class LMScorer:
             chunk = order[b:b + self.batch_size]
             finals = [sorted({seqs[i][0][-1] for i in inputs[inp]}) for inp in chunk]
             W = max(seqs[i][1] for inp in chunk for i in inputs[inp])
-            tok_lp, am, cand_lp, W = self._forward_batch([list(inp) for inp in chunk], W, finals)
+            tok_lp, am, cand_lp, W = self._forward_batch([list(inp[0]) for inp in chunk], W, finals)
             for r, inp in enumerate(chunk):
-                n = len(inp)
+                n = len(inp[0])
                 for i in inputs[inp]:
                     seq, c = seqs[i]
                     # positions n-c .. n-1 predict the continuation; they are columns W-c .. W-1
