@@ -111,13 +111,22 @@ def test_submit_validates_kind_args_and_resources(store, zp_home):
 def test_interrupted_train_job_resubmits_as_resume_of_its_run(store, zp_home):
     from zeropoint.evidence import start_run
     from zeropoint.orchestrator.jobs import resubmit_resume
-    with start_run("zpctl train x.yaml", {"recipe": "llm_finetune"}, kind="llm_finetune") as run:
-        pass
+    from zeropoint.evidence import RunInterrupted
+    with pytest.raises(RunInterrupted):
+        with start_run("zpctl train x.yaml", {"recipe": "llm_finetune"}, kind="llm_finetune") as run:
+            raise RunInterrupted("signal 15")     # what SIGTERM does inside a recipe
     job = Job(id=new_job_id(), kind="train", argv=["train", "x.yaml"], submitter="t", state="interrupted",
               run_ids=[run.id], run_dir=str(zp_home / "jobs" / "j"))
     store.create(job)
     new, created = resubmit_resume(store, job.id, submitter="t2")
     assert created and new.kind == "resume" and new.argv == ["resume", run.id] and new.args["resumes_job"] == job.id
+    with start_run("zpctl train y.yaml", {"recipe": "llm_finetune"}, kind="llm_finetune") as done:
+        pass
+    finished = Job(id=new_job_id(), kind="train", argv=["train", "y.yaml"], submitter="t", state="interrupted",
+                   run_ids=[done.id])
+    store.create(finished)
+    with pytest.raises(ZeropointError, match="already finished"):
+        resubmit_resume(store, finished.id, submitter="t2")
     store.update(job.id, state="succeeded")
     with pytest.raises(ZeropointError, match="only interrupted, cancelled or failed"):
         resubmit_resume(store, job.id, submitter="t2")

@@ -201,8 +201,11 @@ class LocalExecutor(Executor):
             if job.pid and _pid_is_job(job.pid, job.id):
                 _kill_group(job.pid, self.term_grace_s)
                 note = f"server stopped while the job ran; its orphaned process {job.pid} was terminated"
+            runs = job_run_status(job)
+            if runs:   # say what the job's own evidence shows, e.g. a run that finished before the restart
+                note += "; its run(s): " + ", ".join(f"{r['id']} {r['status']}" for r in runs)
             if self.store.transition(job.id, ["running"], "interrupted", ended_at=utcnow(), error=note,
-                                     run_ids=find_runs(job)):
+                                     run_ids=[r["id"] for r in runs]):
                 out.append(job.id)
                 with open(Path(job.run_dir) / "job.log", "ab") as log:
                     log.write(f"[zeropoint] {utcnow()} job {job.id} marked interrupted: {note}\n".encode())

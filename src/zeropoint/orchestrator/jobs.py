@@ -241,5 +241,10 @@ def resubmit_resume(store: JobStore, job_id: str, *, submitter: str, idempotency
     if not run:
         raise ZeropointError(f"job {job.id} recorded no run to resume (it stopped before its recipe started); "
                              "submit the train job again instead")
+    from ..evidence import effective_status, load_run
+    status = effective_status(load_run(run).record)
+    if status == "succeeded":
+        raise ZeropointError(f"run {run} of job {job.id} already finished (succeeded); nothing to resume - its "
+                             "checkpoints are under runs/" + run)
     return submit(store, "resume", submitter=submitter, args={"run": run, "resumes_job": job.id},
                   idempotency_key=idempotency_key, executor=executor)
