@@ -57,7 +57,10 @@ def register(app: typer.Typer) -> None:
               ray_address: Optional[str] = typer.Option(None, help="Ray dashboard URL (default $ZP_RAY_ADDRESS)."),
               log_level: str = typer.Option("info", help="uvicorn log level.")):
         """Run the HTTP API and the job executor. Every route but /healthz and /readyz needs a bearer token
-        (`zpctl token create`); the schema is at /openapi.json."""
+        (`zpctl token create`); the schema is at /openapi.json.
+
+        Paths in requests must lie under $ZP_DATA_ROOT (default $ZP_HOME); bodies are capped at $ZP_API_MAX_BODY
+        bytes (1 MiB); jobs and tokens live in $ZP_HOME/jobs/jobs.db (SQLite, WAL)."""
         from ..api.server import serve as run
         run(host, port, executor=executor, max_concurrent=max_concurrent, ray_address=ray_address, log_level=log_level)
 
