@@ -58,3 +58,22 @@ def test_cli_drift_data_exit_codes_and_json(tmp_path):
 def test_random_halves_partition():
     a, b = random_halves(list(range(11)), 3)
     assert sorted(a + b) == list(range(11)) and len(a) == 5
+
+
+@pytest.mark.slow
+def test_image_drift_with_vit_embedding_features(tmp_path):
+    """Embedding-space features from a (random-init) vit-nano-28 checkpoint: same images -> no drift on the
+    PCA features; images from a different source (inverted) -> the embedding features drift."""
+    from zeropoint.checkpoint import save_checkpoint
+    from zeropoint.data import assets
+    from zeropoint.drift.data import run_data_drift
+    from zeropoint.models.vit import init_vit_arrays, vit_config
+    cfg = vit_config("vit-nano-28")
+    save_checkpoint(tmp_path / "ck", 1, weights=init_vit_arrays(cfg, seed=0), optimizer={},
+                    state={"classes": [str(i) for i in range(10)], "normalize": {"mean": [0.286], "std": [0.353]}},
+                    config={}, config_sha256="0" * 64, extra_files={"vit_config.json": json.dumps(cfg.to_dict()).encode()})
+    src = assets.fashion_mnist_dir() / "t10k-images-idx3-ubyte.gz"
+    rep = run_data_drift(str(src), None, halves_seed=0, max_items=128, embed_model=str(tmp_path / "ck"),
+                         out_dir=tmp_path / "r")
+    emb = [f for f in rep["features"] if f["feature"].startswith("emb_pc")]
+    assert len(emb) == 5 and not rep["dataset_drift"]

@@ -93,13 +93,15 @@ def drift_data(
     kind: str = typer.Option("auto", "--kind", help="text, image or auto."),
     max_items: Optional[int] = typer.Option(None, "--max-items", help="Random sample of at most N items per side."),
     drift_share: float = typer.Option(0.5, "--drift-share", help="Share of drifted features that flags the dataset."),
+    embed_model: Optional[str] = typer.Option(None, "--embed-model", help="Images: a vit_classify checkpoint whose features add embedding-space (PCA) drift features."),
     json_out: bool = JsonOpt,
 ):
     """Per-feature drift tests (Evidently's selection: KS / Wasserstein / Jensen-Shannon, plus PSI); exit 3 on drift."""
     from ..drift.data import run_data_drift
     if kind not in ("auto", "text", "image"):
         raise typer.BadParameter("--kind must be text, image or auto")
-    rep = run_data_drift(reference, current, kind=kind, halves_seed=halves, max_items=max_items, drift_share=drift_share)
+    rep = run_data_drift(reference, current, kind=kind, halves_seed=halves, max_items=max_items, drift_share=drift_share,
+                         embed_model=embed_model)
     if json_out:
         print_json(rep)
     else:

@@ -58,7 +58,8 @@ def image_drift(ref_imgs, cur_imgs, ref_emb=None, cur_emb=None) -> tuple[list[Fe
 
 
 def run_data_drift(reference: str, current: str | None, *, kind: str = "auto", halves_seed: int | None = None,
-                   max_items: int | None = None, drift_share: float = DRIFT_SHARE, out_dir: Path | None = None) -> dict:
+                   max_items: int | None = None, drift_share: float = DRIFT_SHARE, out_dir: Path | None = None,
+                   embed_model: str | None = None) -> dict:
     """Compare two corpora (or two random halves of `reference` when current is None and halves_seed is set);
     writes report.json + PNG histograms under `evals/drift-data-<ts>/` and returns the report."""
     if kind == "auto":
@@ -78,7 +79,12 @@ def run_data_drift(reference: str, current: str | None, *, kind: str = "auto", h
     if max_items:
         ref = random_halves(ref, 1)[0][:max_items] if len(ref) > max_items else ref
         cur = random_halves(cur, 2)[0][:max_items] if len(cur) > max_items else cur
-    results, extra = text_drift(ref, cur) if kind == "text" else image_drift(ref, cur)
+    if kind == "text":
+        results, extra = text_drift(ref, cur)
+    elif embed_model:   # embedding-space features: PCA axes of the reference's ViT features
+        results, extra = image_drift(ref, cur, F.vit_embeddings(ref, embed_model), F.vit_embeddings(cur, embed_model))
+    else:
+        results, extra = image_drift(ref, cur)
     summary = dataset_drift(results, drift_share)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     out_dir = Path(out_dir) if out_dir else workspace().evals / f"drift-data-{stamp}-{sha256_json([reference, current, halves_seed])[:6]}"
@@ -89,7 +95,7 @@ def run_data_drift(reference: str, current: str | None, *, kind: str = "auto", h
     if kind == "text":
         pngs.append(str(plots.profile_bars(extra["top_words"], extra["ref_profile"], extra["cur_profile"],
                                            out_dir / "token_frequency.png", "top reference words")))
-    report = {"kind": kind, "reference": str(reference), "current": str(current) if current else None,
+    report = {"kind": kind, "embed_model": embed_model, "reference": str(reference), "current": str(current) if current else None,
               "halves_seed": halves_seed, "n_reference": len(ref), "n_current": len(cur),
               "method": "Evidently default test selection (KS p<0.05 for <=1000 reference rows, else normalised "
                         "Wasserstein >= 0.1; categorical: chi-square / Z-test, else Jensen-Shannon >= 0.1); "

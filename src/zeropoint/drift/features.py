@@ -145,3 +145,37 @@ def pca_embedding_features(ref_emb: np.ndarray, cur_emb: np.ndarray, k: int = 5)
     r, c = (ref_emb - mu) @ axes.T, (cur_emb - mu) @ axes.T
     return ({f"emb_pc{i + 1}": r[:, i] for i in range(axes.shape[0])},
             {f"emb_pc{i + 1}": c[:, i] for i in range(axes.shape[0])})
+
+
+def vit_embeddings(images, checkpoint: str, batch_size: int = 64) -> np.ndarray:
+    """Pooled features of a vit_classify checkpoint (its own normalisation) for each grayscale image."""
+    import json as _json
+
+    from tinygrad import Tensor, TinyJit
+
+    from ..checkpoint import load_checkpoint
+    from ..data.images import normalize, resize
+    from ..evals.harness import _vit_checkpoint
+    from ..models.vit import ViTConfig, to_tensors, vit_features
+    ck = load_checkpoint(_vit_checkpoint(checkpoint))
+    if "vit_config.json" not in ck.extra:
+        raise DriftInputError(f"{checkpoint} is not a vit_classify checkpoint (no vit_config.json)")
+    cfg = ViTConfig.from_dict(_json.loads(ck.extra["vit_config.json"]))
+    x = np.stack([np.asarray(im, np.float32) for im in images])[:, None]
+    if cfg.channels != 1:
+        x = np.repeat(x, cfg.channels, axis=1)
+    if x.shape[-1] != cfg.image_size:
+        x = resize(x, cfg.image_size)
+    norm = ck.state.get("normalize") or {}
+    if norm:
+        x = normalize(x, norm["mean"], norm["std"])
+    params = to_tensors(ck.weights)
+    fwd = TinyJit(lambda t: vit_features(params, cfg, t).realize())
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        n = len(xb)
+        if n < batch_size:
+            xb = np.concatenate([xb, np.zeros((batch_size - n,) + xb.shape[1:], np.float32)])
+        out.append(fwd(Tensor(np.ascontiguousarray(xb)).realize()).numpy()[:n].copy())
+    return np.concatenate(out)
