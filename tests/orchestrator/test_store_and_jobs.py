@@ -154,3 +154,15 @@ def test_eval_and_redteam_args_are_typed_and_confined(store, zp_home):
         submit(store, "redteam", submitter="t", args={"model": "m", "shell": "rm -rf /"})
     job, _ = submit(store, "redteam", submitter="t", args={"model": "smollm2-135m", "generations": 1, "gate": True})
     assert job.argv[:2] == ["redteam", "smollm2-135m"] and "--gate" in job.argv
+
+
+def test_export_and_parity_args(store, zp_home):
+    job, _ = submit(store, "export", submitter="t", args={"model": "smollm2-135m", "format": "gguf-q8_0"})
+    assert job.argv[:4] == ["export", "smollm2-135m", "--format", "gguf-q8_0"] and "--out" not in job.argv
+    with pytest.raises(ConfigError, match="format"):
+        submit(store, "export", submitter="t", args={"model": "m", "format": "pickle"})
+    (zp_home / "exports" / "e1").mkdir(parents=True)
+    job, _ = submit(store, "parity", submitter="t", args={"original": "smollm2-135m", "exported": "exports/e1"})
+    assert job.argv[:3] == ["parity", "smollm2-135m", str((zp_home / "exports" / "e1").resolve())]
+    with pytest.raises(PathRejected):
+        submit(store, "parity", submitter="t", args={"original": "m", "exported": "/tmp/evil.onnx"})

@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from typing import Optional
+from typing import Literal, Optional
 
 import yaml
 from pydantic import Field
@@ -177,7 +177,51 @@ def _build_eval(job_dir: Path, raw: dict | None, args: dict):
     return argv, None, None
 
 
-KINDS = {"train": _build_train, "eval": _build_eval, "resume": _build_resume, "status": _build_status, "redteam": _build_redteam,
+# the formats `zpctl export` accepts (export.pipeline.LLM_FORMATS; not imported: it pulls in tinygrad)
+ExportFormat = Literal["onnx", "onnx-int8", "gguf", "gguf-f16", "gguf-q8_0", "hf"]
+
+
+class ExportArgs(StrictModel):
+    model: str
+    format: ExportFormat = "onnx"
+    seq_len: Optional[int] = Field(None, ge=1, le=131072)
+    parity_seqs: int = Field(4, ge=1, le=256)
+    parity_len: int = Field(32, ge=2, le=4096)
+    tinygrad_runner: Optional[bool] = None
+
+
+class ParityArgs(StrictModel):
+    original: str
+    exported: str = Field(description="artifact path under the data root (e.g. exports/<id>)")
+    format: Optional[ExportFormat] = None
+    parity_seqs: int = Field(4, ge=1, le=256)
+    parity_len: int = Field(32, ge=2, le=4096)
+    tinygrad_runner: bool = False
+
+
+def _build_export(job_dir: Path, raw: dict | None, args: dict):
+    a = validate(ExportArgs, args, "export job args")
+    argv = ["export", _model_ref(a.model), "--format", a.format, "--parity-seqs", str(a.parity_seqs),
+            "--parity-len", str(a.parity_len), "--json"]
+    if a.seq_len is not None:
+        argv += ["--seq-len", str(a.seq_len)]
+    if a.tinygrad_runner is not None:
+        argv.append("--tinygrad-runner" if a.tinygrad_runner else "--no-tinygrad-runner")
+    return argv, None, None
+
+
+def _build_parity(job_dir: Path, raw: dict | None, args: dict):
+    a = validate(ParityArgs, args, "parity job args")
+    argv = ["parity", _model_ref(a.original, "original"), str(confine(a.exported, "exported")),
+            "--parity-seqs", str(a.parity_seqs), "--parity-len", str(a.parity_len), "--json"]
+    if a.format:
+        argv += ["--format", a.format]
+    if a.tinygrad_runner:
+        argv.append("--tinygrad-runner")
+    return argv, None, None
+
+
+KINDS = {"train": _build_train, "eval": _build_eval, "export": _build_export, "parity": _build_parity, "resume": _build_resume, "status": _build_status, "redteam": _build_redteam,
          "data-scan": _build_data_scan}
 ALL_KINDS = ("train", "resume", "status", "eval", "export", "parity", "bench", "redteam", "data-scan")
 
