@@ -69,6 +69,10 @@ def test_refuses_existing_dir_and_corrupt_files(tmp_path):
     out = save_hf_dir(sd, cfg, None, tmp_path / "m")
     with pytest.raises(HFFormatError, match="already exists"):
         save_hf_dir(sd, cfg, None, out)
+    ones = {k: np.ones_like(v) for k, v in sd.items()}
+    save_hf_dir(ones, cfg, None, out, overwrite=True)          # swapped in whole
+    assert read_safetensors(out / "model.safetensors")["model.norm.weight"].min() == 1.0
+    assert [p.name for p in out.parent.iterdir()] == ["m"]        # no staging or backup left behind
     st = out / "model.safetensors"
     data = bytearray(st.read_bytes())
     st.write_bytes(bytes(data[: len(data) // 2]))           # truncated

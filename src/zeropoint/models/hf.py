@@ -9,6 +9,8 @@ directory that is renamed into place, so a crash never leaves a half-written mod
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import struct
 from pathlib import Path
 
@@ -120,7 +122,6 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict
         for raw in blobs:
             f.write(raw)
         f.flush()
-        import os
         os.fsync(f.fileno())
 
 
@@ -193,10 +194,9 @@ def save_hf_dir(model_or_state, cfg: LlamaConfig, tokenizer: Tokenizer | None, o
             size = 0
         shards[-1][k] = arrays[k]
         size += nb
-    import shutil
-    if out_dir.exists() and overwrite:
-        shutil.rmtree(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    # with overwrite, build beside the old directory and swap at the end: the old one survives any failure
+    target = out_dir.with_name(f".{out_dir.name}.new-{os.getpid()}") if out_dir.exists() else out_dir
+    with atomic_dir(target) as tmp:
         names = ["model.safetensors"] if len(shards) == 1 else \
             [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
         for name, shard in zip(names, shards):
@@ -220,6 +220,11 @@ def save_hf_dir(model_or_state, cfg: LlamaConfig, tokenizer: Tokenizer | None, o
             if tokenizer.chat_template:
                 tc["chat_template"] = tokenizer.chat_template
             (tmp / "tokenizer_config.json").write_text(json.dumps(tc, indent=2) + "\n", encoding="utf-8")
+    if target != out_dir:
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+        os.replace(target, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
     return out_dir
 
 
