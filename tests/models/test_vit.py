@@ -6,7 +6,8 @@ import pytest
 from tinygrad import Tensor
 
 from zeropoint.models import hf_vision as H
-from zeropoint.models.vit import ViTConfig, init_vit, init_vit_arrays, patchify, to_tensors, vit_config, vit_forward
+from zeropoint.models.vit import (ViTConfig, init_vit, init_vit_arrays, patchify, to_tensors, vit_config, vit_forward,
+                                 vit_forward_numpy)
 
 
 def _conv_ref(x, w, b, p):
@@ -56,6 +57,8 @@ def test_hf_round_trip_identical_outputs(tmp_path, pool):
         arrays[k] = (arrays[k] + rng.standard_normal(arrays[k].shape) * 0.1).astype(np.float32)
     x = rng.standard_normal((3, 1, 8, 8)).astype(np.float32)
     before = vit_forward(to_tensors(arrays), cfg, Tensor(x)).numpy()
+    # an independent float64 numpy implementation agrees with the tinygrad forward
+    np.testing.assert_allclose(before, vit_forward_numpy(arrays, cfg, x), atol=2e-4, rtol=1e-4)
     H.save_hf_vit(tmp_path / "hf", arrays, cfg, id2label=["a", "b", "c", "d"])
     conf = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert conf["model_type"] == "vit" and conf["id2label"]["2"] == "c"

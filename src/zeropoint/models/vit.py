@@ -202,3 +202,51 @@ def vit_forward(p: dict[str, Tensor], cfg: ViTConfig, x: Tensor, dtype=dtypes.fl
 
 def num_params(p: dict) -> int:
     return int(sum(math.prod(v.shape) for v in p.values()))
+
+
+# ---- numpy reference -------------------------------------------------------------------------------------------
+def _np_ln(x, w, b, eps):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * w + b
+
+
+def _np_erf(x):
+    # Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7): numpy has no erf and scipy is not a dependency
+    s, x = np.sign(x), np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * x)
+    y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * np.exp(-x * x)
+    return s * y
+
+
+def _np_act(x, act):
+    if act == "gelu":
+        return 0.5 * x * (1.0 + _np_erf(x / math.sqrt(2.0)))
+    return x / (1.0 + np.exp(-1.702 * x))
+
+
+def vit_forward_numpy(a: dict[str, np.ndarray], cfg: ViTConfig, x: np.ndarray) -> np.ndarray:
+    """The same ViT in float64 numpy: an independent reference for tests, and a way to score a checkpoint
+    without compiling kernels. Not used for training."""
+    B, D, P = x.shape[0], cfg.dim, cfg.patch_size
+    g = cfg.image_size // P
+    patches = x.reshape(B, cfg.channels, g, P, g, P).transpose(0, 2, 4, 1, 3, 5).reshape(B, g * g, -1).astype(np.float64)
+    h = patches @ a["patch.w"].reshape(D, -1).T.astype(np.float64) + (a["patch.b"] if cfg.patch_bias else 0.0)
+    h = np.concatenate([np.broadcast_to(a["cls"], (B, 1, D)), h], 1) + a["pos"]
+    if cfg.pre_norm:
+        h = _np_ln(h, a["ln_pre.w"], a["ln_pre.b"], cfg.eps)
+    hd = D // cfg.heads
+    for i in range(cfg.depth):
+        p = lambda k: a[f"blocks.{i}.{k}"].astype(np.float64)  # noqa: E731
+        y = _np_ln(h, p("ln1.w"), p("ln1.b"), cfg.eps)
+        qkv = (y @ p("qkv.w").T + p("qkv.b")).reshape(B, -1, 3, cfg.heads, hd).transpose(2, 0, 3, 1, 4)
+        att = qkv[0] @ qkv[1].transpose(0, 1, 3, 2) / math.sqrt(hd)
+        att = np.exp(att - att.max(-1, keepdims=True))
+        att /= att.sum(-1, keepdims=True)
+        o = (att @ qkv[2]).transpose(0, 2, 1, 3).reshape(B, -1, D)
+        h = h + o @ p("proj.w").T + p("proj.b")
+        y = _np_ln(h, p("ln2.w"), p("ln2.b"), cfg.eps)
+        h = h + _np_act(y @ p("fc1.w").T + p("fc1.b"), cfg.act) @ p("fc2.w").T + p("fc2.b")
+    h = _np_ln(h, a["norm.w"], a["norm.b"], cfg.eps)
+    feat = h[:, 0] if cfg.pool == "cls" else h[:, 1:].mean(1)
+    return feat @ a["head.w"].T.astype(np.float64) + a["head.b"]
