@@ -310,3 +310,21 @@ def load_params(params: dict, arrays: dict[str, np.ndarray]) -> None:
         if tuple(arrays[k].shape) != tuple(p.shape):
             raise ZeropointError(f"checkpoint weight {k} has shape {arrays[k].shape}, the model expects {p.shape}")
         p.assign(Tensor(np.ascontiguousarray(arrays[k], np.float32))).realize()
+
+
+def score_checkpoint(path: Path | str, images: np.ndarray, labels: np.ndarray, classes: list[str],
+                     batch_size: int = 500) -> dict:
+    """Score any (verified) vit_classify checkpoint on raw [0, 1] images with the float64 numpy reference
+    forward: no kernels to compile, so a mid-run checkpoint can be measured while training continues."""
+    from ..checkpoint import load_checkpoint
+    from ..data.images import normalize
+    from ..evals.vision import classification_report
+    from ..models.vit import ViTConfig, vit_forward_numpy
+    ck = load_checkpoint(path)
+    mcfg = ViTConfig.from_dict(json.loads(ck.extra["vit_config.json"]))
+    norm = ck.state["normalize"]
+    x = normalize(images, norm["mean"], norm["std"])
+    logits = np.concatenate([vit_forward_numpy(ck.weights, mcfg, x[i:i + batch_size])
+                             for i in range(0, len(x), batch_size)])
+    rep = classification_report(logits, labels, classes)
+    return {"checkpoint": str(ck.path), "step": ck.step, **{k: v for k, v in rep.items() if k != "confusion_matrix"}}
