@@ -13,8 +13,10 @@ def make_executor(store: SqliteStore, kind: str | None = None, *, max_concurrent
     """`ZP_EXECUTOR=local` (default) or `ray` (with `ZP_RAY_ADDRESS`, e.g. http://127.0.0.1:8265)."""
     kind = (kind or os.environ.get("ZP_EXECUTOR") or "local").lower()
     n = max_concurrent or int(os.environ.get("ZP_MAX_CONCURRENT_JOBS", "2"))
+    # a recipe checks for SIGTERM between steps; a step mid-compile can take a while on a busy box
+    grace = float(os.environ.get("ZP_JOB_TERM_GRACE_S", "30"))
     if kind == "local":
-        return LocalExecutor(store, max_concurrent=n)
+        return LocalExecutor(store, max_concurrent=n, term_grace_s=grace)
     if kind == "ray":
         from ..orchestrator.ray_executor import RayExecutor
         address = ray_address or os.environ.get("ZP_RAY_ADDRESS")
