@@ -192,10 +192,10 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
         t_load = time.perf_counter()
         model, mc, tok = build_model(cfg)
         params = trainable_params(model, cfg)
-        base_names = [k for k in state_dict(model) if cfg.method == "full" or k not in params]
-        n_total = sum(int(np.prod(p.shape)) for p in state_dict(model).values()) + \
-            (sum(int(np.prod(p.shape)) for p in params.values()) if cfg.method == "lora" else 0)
+        base_names = [k for k in state_dict(model) if ".lora_" not in k]   # the frozen base under LoRA
         n_train = sum(int(np.prod(p.shape)) for p in params.values())
+        n_base = sum(int(np.prod(p.shape)) for k, p in state_dict(model).items() if ".lora_" not in k)
+        n_total = n_base + (n_train if cfg.method == "lora" else 0)
         run.event("model", config=cfg.model.config, weights=cfg.model.weights, method=cfg.method,
                   params_total=n_total, params_trainable=n_train, load_s=round(time.perf_counter() - t_load, 3),
                   load_info=getattr(model, "load_info", None))
