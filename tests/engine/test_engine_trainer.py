@@ -1,11 +1,16 @@
 """The shared engine on a tiny model: determinism, accumulation equivalence, JIT freshness, fp16 recovery."""
 import math
+import sys
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 from tinygrad import Tensor, dtypes
 
-from engine_tinylm import TinyLM, batch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # helpers beside this file, whatever the import mode
+from engine_tinylm import TinyLM, batch  # noqa: E402
 from zeropoint.engine import EngineConfig, Trainer, fit, lr_at
 from zeropoint.errors import ZeropointError
 
@@ -161,3 +166,17 @@ def test_fit_logs_every_step_evaluates_and_checkpoints(tmp_path):
     assert [r["step"] for r in rows if r["event"] == "step"] == [1, 2, 3, 4, 5]
     assert [r["step"] for r in rows if r["event"] == "eval"] == [2, 4, 5]
     assert len(run.loss_curve_path.read_text().splitlines()) == 6
+
+
+def test_weights_not_passed_stay_bit_identical():
+    """What LoRA relies on: weights outside the params dict are read by the loss but never written."""
+    m = TinyLM()
+    emb, out = m.w["emb"].numpy().copy(), m.w["out"].numpy().copy()
+    tr = Trainer({k: v for k, v in m.w.items() if k not in ("emb", "out")}, m.loss,
+                 EngineConfig(lr=1e-2, total_steps=3, weight_decay=0.1))
+    rng = np.random.default_rng(0)
+    w1 = m.w["w1"].numpy().copy()
+    for _ in range(3):
+        tr.step([batch(rng)])
+    assert np.array_equal(m.w["emb"].numpy(), emb) and np.array_equal(m.w["out"].numpy(), out)
+    assert not np.array_equal(m.w["w1"].numpy(), w1)

@@ -1,6 +1,7 @@
 """Tiny LoRA run end to end: only adapters train and are checkpointed, base weights never move, `zpctl lora merge`
 writes an HF directory whose logits equal the adapted model's (<= 1e-5, fp32)."""
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,9 @@ import pytest
 from tinygrad import Tensor
 from typer.testing import CliRunner
 
-from llm_helpers import approve_sotu_slice
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # helpers beside this file, whatever the import mode
+from llm_helpers import approve_sotu_slice  # noqa: E402
 from zeropoint.cli.main import app
 
 SETS = ["--set", "train.steps=4", "--set", "train.ckpt_every=4", "--set", "train.eval_every=0"]

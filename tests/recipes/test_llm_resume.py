@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from llm_helpers import approve_sotu_slice
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # helpers beside this file, whatever the import mode
+from llm_helpers import approve_sotu_slice  # noqa: E402
 from zeropoint.cli.main import app
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
