@@ -1,0 +1,151 @@
+"""`zpctl bench` (training-step throughput, optionally side by side with PyTorch), `zpctl tune` (BEAM search
+once per machine) and `zpctl perf report RUN` (perf.json + perf.png for a finished run)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from .common import AllowSimOpt, JsonOpt, SetOpt, console, err_console, handle_errors, print_json
+
+perf_app = typer.Typer(help="Performance reports of runs.", no_args_is_help=True)
+
+
+def _fmt(x, spec=",.0f"):
+    return "-" if x is None else format(x, spec)
+
+
+def _show_bench(rec: dict) -> None:
+    c = rec["config"]
+    t = Table(title=f"bench {c['model']} {c['method']}  B={c['micro_batch_size']} T={c['seq_len']} "
+                    f"accum={c['grad_accum']} {c['precision']}  ({rec['tokens_per_step']} tok/step)")
+    t.add_column("")
+    t.add_column("tinygrad (Zeropoint)", justify="right")
+    has_torch = "torch" in rec
+    if has_torch:
+        t.add_column(f"PyTorch {rec['torch']['version']} eager", justify="right")
+    tg, th = rec["tinygrad"], rec.get("torch", {})
+
+    def row(name, a, b=None):
+        t.add_row(name, a, *([b if b is not None else "-"] if has_torch else []))
+    for k in ("min", "median", "max"):
+        row(f"tokens/s {k}", _fmt(tg["tokens_per_s"][k]), _fmt(th["tokens_per_s"][k]) if has_torch else None)
+    row("first step s (compile)", _fmt(tg["first_step_s"], ".2f"), _fmt(th.get("first_step_s"), ".3f") if has_torch else None)
+    row("MFU", _fmt(tg["mfu"], ".2%"), _fmt(th.get("mfu"), ".2%") if has_torch else None)
+    if has_torch:
+        row("first loss", f"{rec['first_loss']['tinygrad']:.5f}", f"{rec['first_loss']['torch']:.5f}")
+    console.print(t)
+    if has_torch:
+        r = rec["ratio_tinygrad_over_torch"]
+        console.print(f"ratio tinygrad/torch tokens/s over {rec['repeats']} rounds: "
+                      f"min {r['min']:.3f}x  median [bold]{r['median']:.3f}x[/]  max {r['max']:.3f}x")
+    pk = tg["peak"]
+    console.print(f"peak: {_fmt(pk.get('flops'), '.3e')} FLOP/s ({pk.get('source') or pk.get('reason')}); "
+                  f"energy: {tg['energy'].get('energy_j') if tg['energy'].get('energy_j') is not None else 'null - ' + tg['energy'].get('reason', '')}")
+    if rec.get("run_id"):
+        console.print(f"run {rec['run_id']}: bench.json, perf.json, perf.png")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(perf_app, name="perf")
+
+    @app.command()
+    @handle_errors
+    def bench(config: Path = typer.Argument(..., help="Recipe YAML, e.g. bench/configs/tiny_gpt.yaml or configs/llm/smollm2-135m_lora.yaml"),
+              compare: Optional[str] = typer.Option(None, "--compare", help="'torch': run the PyTorch eager twin alternately in the same process"),
+              steps: int = typer.Option(5, "--steps", min=1, help="timed steps per side per round"),
+              repeats: int = typer.Option(3, "--repeats", min=1, help="rounds; the ratio is reported as min/median/max over them"),
+              warmup: int = typer.Option(2, "--warmup", min=1, help="untimed-for-throughput warm-up steps (JIT capture needs 2)"),
+              beam: Optional[int] = typer.Option(None, "--beam", help="BEAM width for tinygrad kernels (uses the tune cache)"),
+              set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt, allow_simulated: bool = AllowSimOpt):
+        """Tokens/s of the recipe's training step; with --compare torch, side by side with PyTorch.
+
+        Same model and weights, batch, sequence length and precision on both sides; the first-step loss of
+        both is printed as a check that they compute the same thing. The record goes to runs/<id>/."""
+        from ..config import load_config
+        from ..errors import ConfigError
+        from ..evidence import start_run
+        from ..scope import require_real_compute
+        if compare not in (None, "torch"):
+            raise ConfigError(f"--compare {compare!r} is not supported; the only reference is 'torch'")
+        scope = require_real_compute(allow_simulated)
+        cfg, _ = load_config(config, set_)
+        if getattr(cfg, "recipe", None) != "llm_finetune":
+            raise ConfigError(f"zpctl bench supports llm_finetune configs; {config} is recipe {cfg.recipe!r}")
+        from ..perf.bench import run_bench
+        from ..perf.report import plot_perf
+        from ..workspace import atomic_write_text
+        say = (lambda m: err_console.print(f"[dim]{m}[/]")) if not json_out else None
+        with start_run(f"zpctl bench {config}", cfg, kind="bench", seed=cfg.train.seed, scope=scope) as run:
+            if beam is not None:
+                from tinygrad.helpers import Context
+                with Context(BEAM=beam):
+                    rec = run_bench(cfg, steps=steps, repeats=repeats, compare_torch=compare == "torch", warmup=warmup, progress=say)
+            else:
+                rec = run_bench(cfg, steps=steps, repeats=repeats, compare_torch=compare == "torch", warmup=warmup, progress=say)
+            rec["run_id"] = run.id
+            atomic_write_text(run.dir / "bench.json", json.dumps(rec, indent=2, default=str) + "\n")
+            perf = rec["perf"]
+            atomic_write_text(run.dir / "perf.json", json.dumps(perf, indent=2, default=str) + "\n")
+            steps_rows = [{"step": i + 1, "tokens_per_s": rec["tokens_per_step"] / s, "loss": l}
+                          for i, (s, l) in enumerate(zip(rec["tinygrad"]["warmup_step_s"] + [r["tinygrad_step_s"] for r in rec["rounds"] for _ in range(steps)],
+                                                         rec["tinygrad"]["losses"]))]
+            plot_perf(steps_rows, run.dir / "perf.png", title=f"bench {cfg.model.config} {cfg.method}")
+            summ = {"tinygrad_tokens_per_s": rec["tinygrad"]["tokens_per_s"]["median"],
+                    "first_step_s": rec["tinygrad"]["first_step_s"], "mfu": rec["tinygrad"]["mfu"]}
+            if "torch" in rec:
+                summ.update(torch_tokens_per_s=rec["torch"]["tokens_per_s"]["median"],
+                            ratio_median=rec["ratio_tinygrad_over_torch"]["median"])
+            run.update(summary=summ)
+        return print_json(rec) if json_out else _show_bench(rec)
+
+    @app.command()
+    @handle_errors
+    def tune(config: Path = typer.Argument(..., help="Recipe YAML whose training step to tune"),
+             beam: int = typer.Option(2, "--beam", min=1, help="BEAM width (search cost grows with it)"),
+             steps: int = typer.Option(3, "--steps", min=1),
+             force: bool = typer.Option(False, "--force", help="search again even if this machine has a record"),
+             set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt, allow_simulated: bool = AllowSimOpt):
+        """BEAM-search the kernels of CONFIG's training step once per machine; record what it did.
+
+        Winners land in tinygrad's persistent compile cache; the record (baseline vs tuned tokens/s,
+        search time) in ~/.cache/zeropoint/tune.json. Use them with BEAM=<k> or zpctl bench --beam <k>."""
+        from ..config import load_config
+        from ..scope import require_real_compute
+        require_real_compute(allow_simulated)
+        cfg, _ = load_config(config, set_)
+        from ..perf.tune import run_tune
+        say = (lambda m: err_console.print(f"[dim]{m}[/]")) if not json_out else None
+        rec = run_tune(cfg, beam=beam, steps=steps, force=force, progress=say)
+        if json_out:
+            return print_json(rec)
+        t = Table(title=f"tune {config}", show_header=False)
+        for k in ("searched_now", "beam", "baseline_tokens_per_s", "tuned_tokens_per_s", "speedup",
+                  "search_and_compile_s", "cache", "use", "tuned_at", "note"):
+            if k in rec:
+                t.add_row(k, str(rec[k]))
+        console.print(t)
+
+    @perf_app.command("report")
+    @handle_errors
+    def report(run_id: str = typer.Argument(..., help="run id or directory"), json_out: bool = JsonOpt):
+        """Write runs/<id>/perf.json and perf.png from the run's metrics (tok/s, compile vs steady, MFU, cost)."""
+        from ..evidence import load_run
+        from ..perf.report import write_run_perf
+        run = load_run(run_id)
+        doc = write_run_perf(run)
+        doc = {k: v for k, v in doc.items() if k != "per_step"}
+        if json_out:
+            return print_json(doc)
+        t = Table(title=f"perf {run.id}", show_header=False)
+        t.add_row("steady tokens/s", _fmt(doc["tokens_per_s"]))
+        t.add_row("compile (warm-up) s", _fmt(doc["compile_s"], ".2f"))
+        t.add_row("FLOPs/step", _fmt(doc["flops_per_step"], ".3e"))
+        t.add_row("MFU", _fmt(doc["mfu"], ".2%") + f"  vs {doc['peak'].get('source') or doc['peak'].get('reason')} peak")
+        t.add_row("energy", str(doc["energy"].get("energy_j")) + ("" if doc["energy"].get("energy_j") is not None else f" ({doc['energy'].get('reason')})"))
+        t.add_row("cost $", str(doc["cost"]["usd_total"]) + (f" ({'; '.join(doc['cost']['reasons'])})" if doc["cost"]["reasons"] else ""))
+        t.add_row("files", f"{run.dir}/perf.json, perf.png")
+        console.print(t)
