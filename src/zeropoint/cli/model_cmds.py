@@ -3,10 +3,23 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import typer
 
 from .common import AllowSimOpt, JsonOpt, console, handle_errors, print_json
+
+
+def _load(ref: str, dtype: str):
+    """Checkpoint directories (manifest.json) open through the LLM recipe: verified first, LoRA adapters merged.
+    Anything else through the model registry (named models, .gguf files, HF directories)."""
+    from ..models.registry import load_model, parse_dtype
+    if (Path(ref) / "manifest.json").is_file():
+        from ..recipes.llm_finetune import load_checkpoint_model
+        model, cfg, tok, _ = load_checkpoint_model(ref)
+        model.compute_dtype = parse_dtype(dtype)
+        return model, cfg, tok
+    return load_model(ref, compute_dtype=dtype)
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +41,6 @@ def register(app: typer.Typer) -> None:
         """Generate text with a KV cache, streaming tokens as they come (`--json` prints one document at the end)."""
         from ..evidence import start_run
         from ..models.generate import generate_text
-        from ..models.registry import load_model
         from ..scope import require_real_compute
 
         scope = require_real_compute(allow_simulated)
@@ -36,7 +48,7 @@ def register(app: typer.Typer) -> None:
                "chat": chat, "dtype": dtype}
         with start_run("zpctl generate", cfg, kind="generate", seed=seed, scope=scope) as run:
             t0 = time.perf_counter()
-            lm, lcfg, tok = load_model(model, compute_dtype=dtype)
+            lm, lcfg, tok = _load(model, dtype)
             if tok is None:
                 from ..errors import ZeropointError
                 raise ZeropointError(f"{model} has no tokenizer (tokenizer.json); generate needs one to encode the prompt")
