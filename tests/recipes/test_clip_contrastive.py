@@ -43,10 +43,10 @@ def test_emoji_determinism_exact_resume_and_card(monkeypatch, tmp_path):
     assert data["pairs"] == n and data["train"] + data["test"] == n
     assert a["steps"] == -(-data["train"] // 8) >= 3          # one epoch of batches of 8
 
-    crash_at_batch(monkeypatch, I, 2)
+    orig = crash_at_batch(monkeypatch, I, 2)
     with pytest.raises(Crash):
         run(cfg, progress=False, run_id="clip-resume")
-    monkeypatch.undo()
+    monkeypatch.setattr(I, "batch_indices", orig)   # not undo(): that would also drop conftest's ZP_HOME
     b = run(cfg, progress=False, run_id="clip-resume", resume=True)
     assert b["start_step"] == 2
     assert losses(a["run_dir"]) == losses(b["run_dir"])

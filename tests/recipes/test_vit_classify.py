@@ -37,11 +37,11 @@ def test_digits_determinism_exact_resume_and_artifacts(monkeypatch, tmp_path):
     assert a["steps"] == 4 and a["steps_this_session"] == 4
 
     # same seed, new run, crashed during step 3 (after the step-2 checkpoint), then resumed
-    crash_at_batch(monkeypatch, I, 2)
+    orig = crash_at_batch(monkeypatch, I, 2)
     with pytest.raises(Crash):
         run(cfg, progress=False, run_id="vit-resume")
     assert load_run("vit-resume").record["status"] == "failed"
-    monkeypatch.undo()
+    monkeypatch.setattr(I, "batch_indices", orig)   # not undo(): that would also drop conftest's ZP_HOME
     b = run(cfg, progress=False, run_id="vit-resume", resume=True)
     assert b["start_step"] == 2 and b["steps_this_session"] == 2
 
@@ -65,6 +65,12 @@ def test_digits_determinism_exact_resume_and_artifacts(monkeypatch, tmp_path):
     assert "biometric" in ca.extra["MODEL_CARD.md"].decode()
     rec = load_run(a["run_id"]).record
     assert rec["datasets"][0]["sha256"] == card["data"][0]["sha256"] and rec["status"] == "succeeded"
+
+    # the numpy reference forward scores the checkpoint exactly as the tinygrad eval did
+    from zeropoint.recipes.vit_classify import load_splits, score_checkpoint
+    _, test = load_splits(cfg, rec["datasets"], cfg.train.seed)
+    s = score_checkpoint(ca.path, test.images, test.labels, test.classes)
+    assert s["top1"] == t["top1"] and s["top5"] == t["top5"]
 
     # the HF export holds the trained weights under transformers' names
     from zeropoint.models.hf_vision import load_hf_vit
