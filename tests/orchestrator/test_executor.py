@@ -141,3 +141,29 @@ def test_graceful_shutdown_marks_running_jobs_interrupted(store):
     ex.stop()
     job = store.get(job.id)
     assert job.state == "interrupted" and "shut down" in job.error and job.exit_code == -15
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_dry_run_of_a_recipe_job_verifies_the_stored_config(store):
+    import yaml
+    cfg = yaml.safe_load((REPO / "configs" / "llm" / "tiny_full.yaml").read_text())
+    good, _ = submit(store, "train", submitter="t", config=cfg, args={"overrides": ["train.steps=3"]}, dry_run=True)
+    assert good.config["train"]["steps"] == 3 and good.argv[0] == "train" and cfg["train"]["steps"] == 12
+    bench_cfg = yaml.safe_load((REPO / "bench" / "configs" / "tiny_gpt.yaml").read_text())
+    bench, _ = submit(store, "bench", submitter="t", config=bench_cfg, args={"steps": 2, "repeats": 1}, dry_run=True)
+    assert bench.argv[0] == "bench" and bench.argv[2:6] == ["--steps", "2", "--repeats", "1"]
+    bad, _ = submit(store, "train", submitter="t", config=cfg, dry_run=True)
+    p = Path(bad.run_dir) / "config.yaml"
+    p.write_text(p.read_text().replace("steps: 12", "steps: 13"))     # tampered after submission
+    ex = LocalExecutor(store, max_concurrent=2, poll_s=0.05)
+    ex.start()
+    try:
+        good, bench, bad = wait_terminal(store, [good.id, bench.id, bad.id])
+    finally:
+        ex.stop()
+    for j in (good, bench):
+        log = (Path(j.run_dir) / "job.log").read_text()
+        assert j.state == "succeeded" and f"config sha256 {j.config_sha256} verified" in log, log
+    assert bad.state == "failed" and "refusing" in (Path(bad.run_dir) / "job.log").read_text()

@@ -6,6 +6,7 @@ config the job will run is written into the job's directory so what ran is what 
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -77,8 +78,8 @@ def dry_run_argv(job: Job) -> list[str]:
 
 def _recipe_config(raw: dict | None, overrides: list[str] | None, source: str):
     if not isinstance(raw, dict) or not raw:
-        raise ConfigError(f"{source}: a train job needs a recipe config (a mapping with 'recipe: <name>')")
-    raw = apply_overrides(dict(raw), overrides)
+        raise ConfigError(f"{source}: this job needs a recipe config (a mapping with 'recipe: <name>')")
+    raw = apply_overrides(copy.deepcopy(raw), overrides)   # never edit the caller's dict
     name = raw.get("recipe")
     if not name:
         raise ConfigError(f"{source} has no 'recipe' key; add e.g. 'recipe: llm_finetune'")
@@ -177,6 +178,29 @@ def _build_eval(job_dir: Path, raw: dict | None, args: dict):
     return argv, None, None
 
 
+class BenchArgs(StrictModel):
+    steps: int = Field(5, ge=1, le=1000)
+    repeats: int = Field(3, ge=1, le=100)
+    warmup: int = Field(2, ge=1, le=100)
+    compare: Optional[Literal["torch"]] = None
+    beam: Optional[int] = Field(None, ge=1, le=64)
+    overrides: list[str] = Field(default_factory=list)
+
+
+def _build_bench(job_dir: Path, raw: dict | None, args: dict):
+    a = validate(BenchArgs, args, "bench job args")
+    cfg = _recipe_config(raw, a.overrides, "bench config")
+    cfg_path = job_dir / "config.yaml"
+    atomic_write_text(cfg_path, yaml.safe_dump(config_dict(cfg), sort_keys=False))
+    argv = ["bench", str(cfg_path), "--steps", str(a.steps), "--repeats", str(a.repeats), "--warmup", str(a.warmup),
+            "--json"]
+    if a.compare:
+        argv += ["--compare", a.compare]
+    if a.beam is not None:
+        argv += ["--beam", str(a.beam)]
+    return argv, config_dict(cfg), config_hash(cfg)
+
+
 # the formats `zpctl export` accepts (export.pipeline.LLM_FORMATS; not imported: it pulls in tinygrad)
 ExportFormat = Literal["onnx", "onnx-int8", "gguf", "gguf-f16", "gguf-q8_0", "hf"]
 
@@ -221,7 +245,8 @@ def _build_parity(job_dir: Path, raw: dict | None, args: dict):
     return argv, None, None
 
 
-KINDS = {"train": _build_train, "eval": _build_eval, "export": _build_export, "parity": _build_parity, "resume": _build_resume, "status": _build_status, "redteam": _build_redteam,
+KINDS = {"train": _build_train, "eval": _build_eval, "export": _build_export, "parity": _build_parity,
+         "bench": _build_bench, "resume": _build_resume, "status": _build_status, "redteam": _build_redteam,
          "data-scan": _build_data_scan}
 ALL_KINDS = ("train", "resume", "status", "eval", "export", "parity", "bench", "redteam", "data-scan")
 
