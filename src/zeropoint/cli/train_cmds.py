@@ -97,9 +97,9 @@ def register(app: typer.Typer) -> None:
             for r in results:
                 if r["ok"]:
                     console.print(f"[green]ok[/] {r['path']} step {r['step']}: {len(r['files'])} files, "
-                                  f"{r['bytes']:,} bytes verified", highlight=False)
+                                  f"{r['bytes']:,} bytes verified", highlight=False, soft_wrap=True)
                 else:
-                    console.print(f"[bold red]FAILED[/] {r['error']}", highlight=False)
+                    console.print(f"[bold red]FAILED[/] {r['error']}", highlight=False, soft_wrap=True)
             if not results:
                 console.print(f"[red]no checkpoints under {path}[/]")
         raise typer.Exit(0 if ok else 1)
