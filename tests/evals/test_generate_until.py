@@ -16,8 +16,11 @@ def test_generate_until_is_greedy_cut_at_stop_and_scored_by_exact_match(tmp_path
     model, tok = tiny_model(seed=3), ByteTokenizer()
     prompt = "abc"
     ids, gen = tok.encode(prompt), []
-    for _ in range(6):   # reference greedy continuation
-        logits = model(Tensor(np.array([ids + gen], dtype=np.int32))).numpy()[0, -1]
+    for _ in range(6):   # reference greedy continuation: full forwards, right-padded to one shape (causal)
+        seq = ids + gen
+        row = np.zeros((1, 32), dtype=np.int32)
+        row[0, :len(seq)] = seq
+        logits = model(Tensor(row)).numpy()[0, len(seq) - 1]
         nxt = int(logits.argmax())
         if nxt == tok.eos_id:
             break
