@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ..perf.hooks import perf_begin, perf_end, perf_step_fields
 from .trainer import StepStats, Trainer
 
 
@@ -38,6 +39,7 @@ def fit(trainer: Trainer, get_batches: Callable[[int], Sequence], *, steps: int,
     task = prog.add_task(description, total=steps, completed=start_step, loss="-", tps="-") if prog else None
     if prog:
         prog.start()
+    meter = perf_begin(run)   # perf: energy meter; perf.json + perf.png at the end (perf/hooks.py)
     try:
         for step in range(start_step, steps):
             t0 = time.perf_counter()
@@ -45,7 +47,7 @@ def fit(trainer: Trainer, get_batches: Callable[[int], Sequence], *, steps: int,
             wall = time.perf_counter() - t0
             tps = tokens_per_step / wall if tokens_per_step else None
             extra = {"lr": st.lr, "grad_norm": st.grad_norm if st.grad_norm is not None and math.isfinite(st.grad_norm) else None,
-                     "skipped": st.skipped, "loss_scale": st.loss_scale}
+                     "skipped": st.skipped, "loss_scale": st.loss_scale, **perf_step_fields()}
             if run is not None:
                 run.log_step(st.step, st.loss, wall * 1000.0, tps, **extra)
             history.append(st)
@@ -63,6 +65,7 @@ def fit(trainer: Trainer, get_batches: Callable[[int], Sequence], *, steps: int,
     finally:
         if prog:
             prog.stop()
+    perf_end(run, meter)
     return history
 
 

@@ -95,6 +95,7 @@ def write_run_perf(run, *, energy: dict | None = None, cost_policy=None) -> dict
                                   "energy_j": None, "reason": "energy is only measured live during a run; this report was built from metrics.jsonl"})
     summary["flops"] = flops.to_dict() if flops else None
     summary["memory"]["rss_peak_bytes"] = max((s.get("rss_peak_bytes") or 0 for s in steps), default=0) or None
+    summary["memory"]["device_mem_peak_bytes"] = max((s.get("device_mem_bytes") or 0 for s in steps), default=0) or None
     wall = sum(s["seconds"] for s in steps)
     tokens = sum(s["tokens"] or 0 for s in steps)
     pol = cost_policy or load_policy()
