@@ -46,7 +46,7 @@ def test_loss_on_real_sentence_is_reasonable(smol):
     dog = tok.encode(" dog")[0]
     i = ids.index(dog) - 1
     assert np.exp(lp[i, dog]) > 0.5, np.exp(lp[i, dog])
-    shuffled = list(np.random.default_rng(0).permutation(ids))
+    shuffled = [int(i) for i in np.random.default_rng(0).permutation(ids)]
     lg2 = model(Tensor([shuffled])).numpy()[0, :-1].astype(np.float64)
     lp2 = lg2 - lg2.max(-1, keepdims=True)
     lp2 = lp2 - np.log(np.exp(lp2).sum(-1, keepdims=True))
