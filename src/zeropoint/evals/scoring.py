@@ -214,7 +214,7 @@ class LMScorer:
         through `models.generate` (KV cache, jitted decode step); other models re-run the full prefix."""
         eos = special_id(self.tok, "eos_id", "eos_token_id", "eos")
         stops = [s for s in until or [] if s]
-        if eos is not None:
+        if eos is not None and self.tok.decode([eos]):
             stops.append(self.tok.decode([eos]))
         ids = self.tok.encode(context, add_bos=False)[-(self.max_length - max_gen_toks):]
         if hasattr(self.model, "make_cache") and hasattr(self.model, "cfg"):
