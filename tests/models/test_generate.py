@@ -81,6 +81,8 @@ def test_cli_generate_json_records_a_run(tmp_path, zp_home):
     assert doc["generated_tokens"] == 3 and doc["prompt_tokens"] == 2 and doc["simulated"] is False
     run = json.loads((zp_home / "runs" / doc["run_id"] / "run.json").read_text())
     assert run["status"] == "succeeded" and run["kind"] == "generate" and run["result"]["generated_tokens"] == 3
+    from zeropoint.hashing import sha256_tree
+    assert run["model_source"]["format"] == "hf" and run["model_source"]["sha256"] == sha256_tree(out)[0]
     bad = CliRunner().invoke(app, ["generate", str(tmp_path / "nothing"), "--prompt", "x"])
     assert bad.exit_code == 2 and "no model" in bad.output
 

@@ -22,6 +22,18 @@ def _load(ref: str, dtype: str):
     return load_model(ref, compute_dtype=dtype)
 
 
+def _source(ref: str, lm) -> dict:
+    """What was loaded, with the SHA-256 of the weights actually read (evidence, not just a name)."""
+    from ..hashing import sha256_file, sha256_tree
+    info = dict(getattr(lm, "load_info", None) or {"path": ref})
+    p = Path(info.get("path") or ref)
+    if p.is_file():
+        info["sha256"] = sha256_file(p)
+    elif p.is_dir():
+        info["sha256"] = sha256_tree(p)[0]
+    return info
+
+
 def register(app: typer.Typer) -> None:
     @app.command("generate")
     @handle_errors
@@ -53,6 +65,7 @@ def register(app: typer.Typer) -> None:
                 from ..errors import ZeropointError
                 raise ZeropointError(f"{model} has no tokenizer (tokenizer.json); generate needs one to encode the prompt")
             load_s = time.perf_counter() - t0
+            run.update(model_source=_source(model, lm))
             if not json_out:
                 if scope.simulated:
                     console.print("[bold white on red] SIMULATED - NOT REAL COMPUTE [/]")
