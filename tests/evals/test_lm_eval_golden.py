@@ -15,6 +15,14 @@ import pytest
 
 lm_eval = pytest.importorskip("lm_eval")
 
+@pytest.fixture(scope="module")
+def smollm2():
+    """One load of the real SmolLM2-135M for both tests (the drift test perturbs it, so it runs last)."""
+    from zeropoint.models.registry import load_model
+    model, _, tok = load_model("smollm2-135m")
+    return model, tok
+
+
 MAX_LEN = 64        # small window: forces several rolling windows and left-truncation of long prompts
 LIMIT = 2
 
@@ -67,12 +75,11 @@ metric_list:
 
 
 @pytest.mark.slow
-def test_zpctl_eval_matches_lm_eval_harness(tmp_path, monkeypatch):
+def test_zpctl_eval_matches_lm_eval_harness(tmp_path, monkeypatch, smollm2):
     from zeropoint.data import assets
     from zeropoint.evals.harness import run_eval
     from zeropoint.evals.lm_eval_adapter import ZeropointLM
     from zeropoint.evals.scoring import LMScorer
-    from zeropoint.models.registry import load_model
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -90,7 +97,7 @@ def test_zpctl_eval_matches_lm_eval_harness(tmp_path, monkeypatch):
     _write_tasks(tdir, mmlu, text)
 
     t0 = time.time()
-    model, _, tok = load_model("smollm2-135m")
+    model, tok = smollm2
     scorer = LMScorer(model, tok, max_length=MAX_LEN, batch_size=8, cache={})
     ours_reqs = []
     orig = scorer.loglikelihood_tokens
@@ -127,7 +134,7 @@ def test_zpctl_eval_matches_lm_eval_harness(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_drift_check_alarms_on_a_worse_model_and_is_quiet_on_the_same_one(tmp_path):
+def test_drift_check_alarms_on_a_worse_model_and_is_quiet_on_the_same_one(tmp_path, smollm2):
     """Acceptance: the real SmolLM2 evaluated twice -> no alarm; the same model with its weights perturbed
     (Gaussian noise at 30% of each tensor's std) -> perplexity up, drift check exits 3."""
     import numpy as np
@@ -139,7 +146,6 @@ def test_drift_check_alarms_on_a_worse_model_and_is_quiet_on_the_same_one(tmp_pa
     from zeropoint.evals.harness import run_eval, save_baseline
     from zeropoint.evals.scoring import LMScorer
     from zeropoint.hashing import sha256_bytes
-    from zeropoint.models.registry import load_model
 
     sotu = sorted(assets.sotu_dir().glob("*.json"))
     text = tmp_path / "text.jsonl"
@@ -158,7 +164,7 @@ metric_list:
   - metric: byte_perplexity
   - metric: bits_per_byte
 """)
-    model, _, tok = load_model("smollm2-135m")
+    model, tok = smollm2
     scorer = LMScorer(model, tok, max_length=MAX_LEN, batch_size=8)
     kw = dict(max_length=MAX_LEN, bootstrap_iters=1000, model=model, tokenizer=tok, scorer=scorer)
     first = run_eval("smollm2-135m", [str(tmp_path / "ppl.yaml")], **kw)
