@@ -31,6 +31,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="alternating rounds")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override k=v for every case")
     ap.add_argument("--no-torch", action="store_true", help="tinygrad only")
+    ap.add_argument("--torch-threads", type=int, help="torch.set_num_threads (default: torch's own choice); on an "
+                    "oversubscribed machine OpenMP threads that wait on each other make torch's times erratic")
     ap.add_argument("--out", type=Path, help="write all records as JSON here")
     args = ap.parse_args()
 
@@ -44,6 +46,7 @@ def main() -> int:
         cfg, _ = load_config(path, extra + args.overrides)
         print(f"== {name}: {path.relative_to(ROOT)}", file=sys.stderr, flush=True)
         rec = run_bench(cfg, steps=args.steps, repeats=args.repeats, compare_torch=not args.no_torch,
+                        torch_threads=args.torch_threads,
                         progress=lambda m: print(f"   {m}", file=sys.stderr, flush=True))
         results[name] = rec
         tg = rec["tinygrad"]
