@@ -37,7 +37,7 @@ def test_rapl_reads_packages_and_handles_wraparound(tmp_path):
     set_energy(root, "intel-rapl:0", 262_143_000_000)     # +143 J
     set_energy(root, "intel-rapl:1", 3_000_000)           # +2 J
     m.sample()
-    set_energy(root, "intel-rapl:0", 857_000_000 - 328_850)   # wrapped: +328_850 uJ... see below
+    set_energy(root, "intel-rapl:0", 857_000_000 - 328_850)   # wrapped: now below the last read
     m.sample()
     # second interval on package-0: from 262_143_000_000 up to the max (328_850 uJ) then 856_671_150 uJ more
     expected0 = 143_000_000 + (262_143_328_850 - 262_143_000_000) + (857_000_000 - 328_850)
