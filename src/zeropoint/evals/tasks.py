@@ -194,8 +194,8 @@ def find_task_file(name_or_file: str) -> Path:
     shipped = TASKS_DIR / f"{name_or_file}.yaml"
     if shipped.is_file():
         return shipped
-    raise ConfigError(f"unknown task {name_or_file!r}; shipped tasks: {', '.join(shipped_tasks())} "
-                      "(or pass a path to an lm-eval style task YAML)")
+    raise ConfigError(f"unknown task {name_or_file!r}; shipped tasks: {', '.join(shipped_tasks())}, fashion_mnist, "
+                      "heldout:DATASET, heldout:run:RUN_ID (or pass a path to an lm-eval style task YAML)")
 
 
 def shipped_tasks() -> list[str]:
