@@ -53,8 +53,11 @@ def main() -> int:
         full_s.append(time.perf_counter() - t0)
 
     def n_kernels(j):
-        cap = getattr(j, "captured", None)
-        return len(cap.jit_cache) if cap is not None else None
+        cap = getattr(j, "captured", None)   # tinygrad 0.14: the capture is one LINEAR uop of kernel calls
+        try:
+            return len(cap.linear.src) if cap is not None else None
+        except Exception as e:
+            return f"unknown ({type(e).__name__})"
     print(f"trainable tensors: {len(params)}")
     print(f"kernels: micro-step JIT {n_kernels(tr._micro)}, optimizer JIT {n_kernels(tr._opt)}")
     print(f"median s: micro {np.median(micro_s):.4f}  optimizer {np.median(opt_s):.4f}  full Trainer.step {np.median(full_s):.4f}")
