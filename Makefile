@@ -3,12 +3,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export ZP_ASSETS ?= $(CURDIR)/.assets
 
-.PHONY: setup demo test test-fast lock clean-demo
+.PHONY: setup demo demo-vision test test-fast lock clean-demo
 setup:
 	bash scripts/setup.sh
 
 demo: setup
 	ZP_HOME=$${ZP_HOME:-$(CURDIR)/.zp-demo} $(PY) -m zeropoint.demo
+
+demo-vision: setup
+	bash scripts/demo_vision.sh
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -19,7 +22,7 @@ test-fast: setup
 # Regenerate the hashed lock file from pyproject.toml (needs network to PyPI).
 lock:
 	$(PY) -m pip install -q pip-tools && $(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --extra test \
-	  --strip-extras -o requirements.lock pyproject.toml
+	  --no-emit-index-url --no-emit-find-links --strip-extras -o requirements.lock pyproject.toml
 
 clean-demo:
 	rm -rf .zp-demo
