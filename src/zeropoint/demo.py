@@ -22,7 +22,7 @@ from .workspace import atomic_write_text, workspace
 
 console = Console()
 REPO = Path(__file__).resolve().parents[2]
-DEMO_STEPS = int(os.environ.get("ZP_DEMO_STEPS", "12"))
+DEMO_STEPS = int(os.environ.get("ZP_DEMO_STEPS", "3"))  # ~15 min on 2 cores, mostly kernel compilation
 ACTOR = "demo-approver"
 
 
@@ -91,9 +91,9 @@ def training() -> dict:
 
 def generation(checkpoint: str) -> dict:
     from .models.generate import generate_text
-    from .models.registry import load_model
-    step("4. generation from the finetuned checkpoint")
-    model, _, tok = load_model(checkpoint)
+    from .recipes.llm_finetune import load_checkpoint_model
+    step("4. generation from the finetuned checkpoint (verified, LoRA merged)")
+    model, _, tok, _ = load_checkpoint_model(checkpoint)
     prompt = "Mr. Speaker, the state of our Union is"
     res = generate_text(model, tok, prompt, max_tokens=16)
     console.print(f"  {prompt}[bold]{res.text}[/]", highlight=False)
