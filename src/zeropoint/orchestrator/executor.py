@@ -11,6 +11,8 @@ a job that is still alive (it has lost its supervisor) and marks the job `interr
 """
 from __future__ import annotations
 
+import abc
+
 import json
 import os
 import platform
@@ -68,7 +70,8 @@ def _pid_is_job(pid: int, job_id: str) -> bool:
     return f"ZP_JOB_ID={job_id}".encode() in env.split(b"\0")
 
 
-class Executor:
+class Executor(abc.ABC):
+    """The polling loop shared by the local and Ray executors; each supplies how jobs launch, end and stop."""
     name = "base"
 
     def __init__(self, store: SqliteStore, max_concurrent: int = 2, poll_s: float = 0.1, term_grace_s: float = 10.0):
@@ -78,12 +81,15 @@ class Executor:
         self._thread: threading.Thread | None = None
         self.errors: list[str] = []
 
-    # subclass hooks
     def recover(self) -> list[str]: return []
-    def active(self) -> int: raise NotImplementedError
-    def launch(self, job: Job) -> None: raise NotImplementedError
-    def reap(self) -> None: raise NotImplementedError
-    def terminate(self, job: Job) -> None: raise NotImplementedError
+    @abc.abstractmethod
+    def active(self) -> int: ...
+    @abc.abstractmethod
+    def launch(self, job: Job) -> None: ...
+    @abc.abstractmethod
+    def reap(self) -> None: ...
+    @abc.abstractmethod
+    def terminate(self, job: Job) -> None: ...
 
     def start(self) -> list[str]:
         recovered = self.recover()
