@@ -19,7 +19,6 @@ from zp_server import Server, free_port, governed_sotu, make_token  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "llm" / "tiny_full.yaml"
 
-pytestmark = pytest.mark.slow
 
 
 def test_tiny_train_job_succeeds_and_its_run_is_visible(zp_home):

@@ -7,7 +7,6 @@ from typer.testing import CliRunner
 from zeropoint.drift.data import random_halves, run_data_drift
 
 
-@pytest.mark.slow
 def test_spamassassin_vs_state_of_the_union_is_flagged_and_halves_are_not(tmp_path):
     from zeropoint.data import assets
     spam, sotu = str(assets.spam_assassin_dir()), str(assets.sotu_dir())
@@ -60,7 +59,6 @@ def test_random_halves_partition():
     assert sorted(a + b) == list(range(11)) and len(a) == 5
 
 
-@pytest.mark.slow
 def test_image_drift_with_vit_embedding_features(tmp_path):
     """Embedding-space features from a (random-init) vit-nano-28 checkpoint: same images -> no drift on the
     PCA features; images from a different source (inverted) -> the embedding features drift."""

@@ -173,7 +173,6 @@ def test_cli_end_to_end(corpus):
     assert run(app, ["audit", "verify"]).exit_code == 0
 
 
-@pytest.mark.slow
 def test_sotu_register_scan_approve_gate():
     from zeropoint.data.assets import sotu_dir
     e = M.add_dataset(sotu_dir(), "sotu", "CC0-1.0", "public", include=["*.txt"])

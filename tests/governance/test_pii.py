@@ -79,7 +79,6 @@ def test_redacted_copy(tmp_path):
     assert bad.exit_code == 2 and "overwrite" in bad.output
 
 
-@pytest.mark.slow
 def test_spamassassin_every_message_has_an_email():
     from zeropoint.data.assets import spam_assassin_dir
     paths = pii.iter_files(spam_assassin_dir(), include=["*.txt"])

@@ -106,7 +106,6 @@ def test_kv_cache_decode_equals_full_forward():
         m(Tensor(toks[:, :1]), 3)
 
 
-@pytest.mark.slow   # fp16 kernels compile slowly on CPU
 def test_half_precision_compute_stays_close_and_keeps_fp32_masters():
     cfg = CONFIGS["tiny-untied"]
     Tensor.manual_seed(4)

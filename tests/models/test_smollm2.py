@@ -6,7 +6,6 @@ from tinygrad import Tensor
 from zeropoint.models.generate import generate_text
 from zeropoint.models.registry import load_model
 
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
