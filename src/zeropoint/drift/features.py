@@ -156,7 +156,7 @@ def vit_embeddings(images, checkpoint: str, batch_size: int = 64) -> np.ndarray:
     from ..checkpoint import load_checkpoint
     from ..data.images import normalize, resize
     from ..evals.harness import _vit_checkpoint
-    from ..models.vit import ViTConfig, to_tensors, vit_features
+    from ..models.vit import ViTConfig, apply_batched, to_tensors, vit_features
     ck = load_checkpoint(_vit_checkpoint(checkpoint))
     if "vit_config.json" not in ck.extra:
         raise DriftInputError(f"{checkpoint} is not a vit_classify checkpoint (no vit_config.json)")
@@ -171,11 +171,4 @@ def vit_embeddings(images, checkpoint: str, batch_size: int = 64) -> np.ndarray:
         x = normalize(x, norm["mean"], norm["std"])
     params = to_tensors(ck.weights)
     fwd = TinyJit(lambda t: vit_features(params, cfg, t).realize())
-    out = []
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size]
-        n = len(xb)
-        if n < batch_size:
-            xb = np.concatenate([xb, np.zeros((batch_size - n,) + xb.shape[1:], np.float32)])
-        out.append(fwd(Tensor(np.ascontiguousarray(xb)).realize()).numpy()[:n].copy())
-    return np.concatenate(out)
+    return apply_batched(fwd, x, batch_size)

@@ -263,7 +263,7 @@ def run_vision_task(name: str, model_ref: str, limit=None, batch_size: int = 64)
     from ..checkpoint import load_checkpoint
     from ..data import assets
     from ..data.images import load_idx_pair, normalize, resize
-    from ..models.vit import ViTConfig, to_tensors, vit_forward
+    from ..models.vit import ViTConfig, apply_batched, to_tensors, vit_forward
     from . import vision
     ck_path = _vit_checkpoint(model_ref)
     ck = load_checkpoint(ck_path)
@@ -284,14 +284,7 @@ def run_vision_task(name: str, model_ref: str, limit=None, batch_size: int = 64)
         x = normalize(x, norm["mean"], norm["std"])
     params = to_tensors(ck.weights)
     fwd = TinyJit(lambda t: vit_forward(params, mcfg, t).realize())
-    out = []
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size]
-        n = len(xb)
-        if n < batch_size:
-            xb = np.concatenate([xb, np.zeros((batch_size - n,) + xb.shape[1:], np.float32)])
-        out.append(fwd(Tensor(np.ascontiguousarray(xb, np.float32)).realize()).numpy()[:n].copy())
-    logits = np.concatenate(out)
+    logits = apply_batched(fwd, x, batch_size)
     rep = vision.classification_report(logits, y, test.classes, (1, 5))
     metrics = {k: {"value": rep[k], "stderr": M.mean_stderr([float(v) for v in hits]) if len(y) > 1 else None,
                    "aggregation": "mean", "higher_is_better": True, "n": int(len(y))}

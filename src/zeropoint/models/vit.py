@@ -250,3 +250,15 @@ def vit_forward_numpy(a: dict[str, np.ndarray], cfg: ViTConfig, x: np.ndarray) -
     h = _np_ln(h, a["norm.w"], a["norm.b"], cfg.eps)
     feat = h[:, 0] if cfg.pool == "cls" else h[:, 1:].mean(1)
     return feat @ a["head.w"].T.astype(np.float64) + a["head.b"]
+
+
+def apply_batched(fn, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Run a jitted `fn` over `x` in fixed-size batches (the last one zero-padded, so the JIT sees one shape)."""
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        n = len(xb)
+        if n < batch_size:
+            xb = np.concatenate([xb, np.zeros((batch_size - n,) + xb.shape[1:], np.float32)])
+        out.append(fn(Tensor(np.ascontiguousarray(xb, np.float32)).realize()).numpy()[:n].copy())
+    return np.concatenate(out)
