@@ -1,0 +1,170 @@
+"""Release policy: which evidence a release needs and the rule each gate applies (typed; unknown keys are errors).
+
+    zpctl release CKPT --baseline NAME --policy configs/release/default.yaml
+
+The packaged default (`configs/release/default.yaml`, mirrored by `DEFAULT_POLICY_YAML` so an installed
+package has it too) is sized for a 2-core CPU and SmolLM2-135M: a small held-out eval, one ONNX fp32 export,
+the `quick` red-team suite with few tokens, and a two-step bench.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, field_validator
+
+from ..config import StrictModel, read_yaml, validate
+from ..errors import ConfigError
+from ..hashing import sha256_json
+
+RUN_HELDOUT = "heldout:run"   # placeholder: the held-out split of the checkpoint's own training run
+
+
+class EvalPolicy(StrictModel):
+    tasks: list[str] = Field(default_factory=lambda: [RUN_HELDOUT],
+                             description="eval tasks; 'heldout:run' = the checkpoint's own training run's held-out split")
+    limit: int | None = Field(2, description="first N documents per task (null = all)")
+    max_length: int = Field(512, description="scoring context window (tokens)")
+    batch_size: int = 4
+    bootstrap_iters: int = 1000
+
+    @field_validator("tasks")
+    @classmethod
+    def _some(cls, v):
+        if not v:
+            raise ValueError("name at least one eval task")
+        return v
+
+
+class Thresholds(StrictModel):
+    abs: float | None = None
+    rel: float | None = None
+
+
+class DriftPolicy(StrictModel):
+    """Passed to `zpctl drift check` semantics: a metric alarms when worse by > abs OR > rel and significant."""
+    z: float = 1.96
+    default: Thresholds = Field(default_factory=lambda: Thresholds(abs=0.02, rel=0.05))
+    metrics: dict[str, Thresholds] = Field(default_factory=dict)
+
+
+class ExportGateOverride(StrictModel):
+    """Leave a key out to keep the format's own gate (export/parity.py); null disables that criterion."""
+    max_abs: float | None = None
+    min_top1: float = 1.0
+    max_metric_rel: float | None = None
+
+
+class ExportPolicy(StrictModel):
+    format: Literal["onnx", "onnx-int8", "gguf", "gguf-f16", "gguf-q8_0", "hf"]
+    gate: ExportGateOverride | None = Field(None, description="null: the format's default parity gate")
+    parity_seqs: int = 2
+    parity_len: int = 32
+    tinygrad_runner: bool = False
+
+
+class RedteamPolicy(StrictModel):
+    suite: str = "quick"
+    generations: int | None = 1
+    max_tokens: int | None = 16
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int = 0
+    thresholds: dict[str, float] = Field(default_factory=dict,
+                                         description="max ASR per family, over the governance policy's thresholds")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _rates(cls, v):
+        bad = {k: x for k, x in v.items() if not 0.0 <= x <= 1.0}
+        if bad:
+            raise ValueError(f"thresholds are maximum attack success rates in [0, 1]; got {bad}")
+        return v
+
+
+class BenchPolicy(StrictModel):
+    steps: int = Field(2, description="timed training steps (0 = report the training run's perf.json only)")
+    repeats: int = 1
+    warmup: int = 1
+    min_tokens_per_s: float | None = Field(None, description="gate: median tokens/s at least this (null = reported only)")
+
+
+class ReleasePolicy(StrictModel):
+    version: str = "1"
+    eval: EvalPolicy = Field(default_factory=EvalPolicy)
+    drift: DriftPolicy = Field(default_factory=DriftPolicy)
+    exports: list[ExportPolicy] = Field(default_factory=lambda: [ExportPolicy(format="onnx")])
+    redteam: RedteamPolicy = Field(default_factory=RedteamPolicy)
+    bench: BenchPolicy = Field(default_factory=BenchPolicy)
+
+    def sha256(self) -> str:
+        return sha256_json(self.model_dump(mode="json"))
+
+    def drift_policy_dict(self) -> dict:
+        """The drift section in the YAML form `drift.check.load_policy` reads."""
+        d = self.drift.model_dump(mode="json")
+        return {"z": d["z"], "default": d["default"], "metrics": d["metrics"]}
+
+
+DEFAULT_POLICY_YAML = """\
+# Release policy sized for a 2-core CPU and SmolLM2-135M (LoRA finetunes). Every key is checked:
+# a misspelt one is an error. `zpctl release CKPT --baseline NAME --policy THIS_FILE`.
+version: "1"
+eval:
+  tasks: [heldout:run]        # the held-out split of the checkpoint's own training run
+  limit: 2                    # documents per task (the baseline must use the same)
+  max_length: 512
+  batch_size: 4
+  bootstrap_iters: 1000
+drift:                        # a metric alarms when worse by more than abs OR rel, and significant at z
+  z: 1.96
+  default: {abs: 0.02, rel: 0.05}
+  metrics: {}
+exports:
+  - format: onnx              # fp32; gate: max abs <= 1e-4 and top-1 100% on held-out SOTU text
+    gate: null
+    parity_seqs: 2
+    parity_len: 32
+    tinygrad_runner: false
+redteam:
+  suite: quick
+  generations: 1
+  max_tokens: 16
+  temperature: 0.7
+  top_p: 0.95
+  seed: 0
+  thresholds: {}              # over the governance policy's redteam.thresholds
+bench:
+  steps: 2
+  repeats: 1
+  warmup: 1
+  min_tokens_per_s: null      # reported, not gated
+"""
+
+
+def load_release_policy(path: Path | str | None = None) -> tuple[ReleasePolicy, str, str]:
+    """(policy, source, YAML text as read). No path: the packaged default."""
+    if path is None:
+        text, src = DEFAULT_POLICY_YAML, "packaged default (configs/release/default.yaml)"
+        raw = yaml.safe_load(text)
+    else:
+        p = Path(path)
+        raw = read_yaml(p)
+        text, src = p.read_text(encoding="utf-8"), str(p)
+    pol = validate(ReleasePolicy, raw, src)
+    if not pol.exports:
+        raise ConfigError(f"release policy {src}: name at least one export under 'exports'")
+    return pol, src, text
+
+
+def export_gate(e: ExportPolicy):
+    """The parity Gate for one export: the format's default with the policy's overrides applied."""
+    from dataclasses import replace
+
+    from ..export.parity import gate_for
+    g = gate_for(e.format)
+    if e.gate is None:
+        return g
+    keys = e.gate.model_fields_set
+    return replace(g, name=f"{g.name}+policy", **{k: getattr(e.gate, k) for k in keys})
