@@ -224,7 +224,8 @@ def test_release_policy_is_typed_and_default_file_matches_packaged():
     repo = Path(__file__).resolve().parents[2]
     pol, _, _ = load_release_policy(repo / "configs" / "release" / "default.yaml")
     assert pol == ReleasePolicy.model_validate(yaml.safe_load(DEFAULT_POLICY_YAML))
-    assert [e.format for e in pol.exports] == ["onnx"] and pol.redteam.suite == "quick"
+    assert [e.format for e in pol.exports] == ["gguf"] and pol.redteam.suite == "quick"
+    assert pol == ReleasePolicy()                           # the class defaults are the packaged policy
     load_release_policy(repo / "configs" / "release" / "tiny.yaml")
     bad = repo / "configs" / "release" / "default.yaml"
     raw = yaml.safe_load(bad.read_text())

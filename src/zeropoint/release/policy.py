@@ -3,7 +3,7 @@
     zpctl release CKPT --baseline NAME --policy configs/release/default.yaml
 
 The packaged default (`configs/release/default.yaml`, mirrored by `DEFAULT_POLICY_YAML` so an installed
-package has it too) is sized for a 2-core CPU and SmolLM2-135M: a small held-out eval, one ONNX fp32 export,
+package has it too) is sized for a 2-core CPU and SmolLM2-135M: a small held-out eval, one GGUF F32 export,
 the `quick` red-team suite with few tokens, and a two-step bench.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ RUN_HELDOUT = "heldout:run"   # placeholder: the held-out split of the checkpoin
 class EvalPolicy(StrictModel):
     tasks: list[str] = Field(default_factory=lambda: [RUN_HELDOUT],
                              description="eval tasks; 'heldout:run' = the checkpoint's own training run's held-out split")
-    limit: int | None = Field(2, description="first N documents per task (null = all)")
+    limit: int | None = Field(1, description="first N documents per task (null = all)")
     max_length: int = Field(512, description="scoring context window (tokens)")
     batch_size: int = 4
     bootstrap_iters: int = 1000
@@ -67,7 +67,7 @@ class ExportPolicy(StrictModel):
 class RedteamPolicy(StrictModel):
     suite: str = "quick"
     generations: int | None = 1
-    max_tokens: int | None = 16
+    max_tokens: int | None = 8
     temperature: float = 0.7
     top_p: float = 0.95
     seed: int = 0
@@ -84,7 +84,7 @@ class RedteamPolicy(StrictModel):
 
 
 class BenchPolicy(StrictModel):
-    steps: int = Field(2, description="timed training steps (0 = report the training run's perf.json only)")
+    steps: int = Field(0, description="timed training steps (0 = report the training run's perf.json only)")
     repeats: int = 1
     warmup: int = 1
     min_tokens_per_s: float | None = Field(None, description="gate: median tokens/s at least this (null = reported only)")
@@ -94,7 +94,7 @@ class ReleasePolicy(StrictModel):
     version: str = "1"
     eval: EvalPolicy = Field(default_factory=EvalPolicy)
     drift: DriftPolicy = Field(default_factory=DriftPolicy)
-    exports: list[ExportPolicy] = Field(default_factory=lambda: [ExportPolicy(format="onnx")])
+    exports: list[ExportPolicy] = Field(default_factory=lambda: [ExportPolicy(format="gguf")])
     redteam: RedteamPolicy = Field(default_factory=RedteamPolicy)
     bench: BenchPolicy = Field(default_factory=BenchPolicy)
 
@@ -113,7 +113,7 @@ DEFAULT_POLICY_YAML = """\
 version: "1"
 eval:
   tasks: [heldout:run]        # the held-out split of the checkpoint's own training run
-  limit: 2                    # documents per task (the baseline must use the same)
+  limit: 1                    # documents per task (the baseline must use the same); ~5k tokens on SOTU
   max_length: 512
   batch_size: 4
   bootstrap_iters: 1000
@@ -122,7 +122,7 @@ drift:                        # a metric alarms when worse by more than abs OR r
   default: {abs: 0.02, rel: 0.05}
   metrics: {}
 exports:
-  - format: onnx              # fp32; gate: max abs <= 1e-4 and top-1 100% on held-out SOTU text
+  - format: gguf              # F32 GGUF; gate: max abs <= 1e-5 and top-1 100% on held-out SOTU text
     gate: null
     parity_seqs: 2
     parity_len: 32
@@ -130,14 +130,14 @@ exports:
 redteam:
   suite: quick
   generations: 1
-  max_tokens: 16
+  max_tokens: 8               # enough for a refusal's opening words; ~5 s/token on a loaded 2-core CPU
   temperature: 0.7
   top_p: 0.95
   seed: 0
   thresholds: {}              # over the governance policy's redteam.thresholds
 bench:
-  steps: 2
-  repeats: 1
+  steps: 0                    # 0: summarise the training run's live perf.json (tokens/s, MFU, energy);
+  repeats: 1                  # N > 0 adds a fresh `zpctl bench` of N steps (SmolLM2 compiles ~10 min first)
   warmup: 1
   min_tokens_per_s: null      # reported, not gated
 """
