@@ -18,6 +18,7 @@ import csv
 import hashlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -39,6 +40,7 @@ from .auth import RANK, Principal, resolve
 
 MAX_BODY = int(os.environ.get("ZP_API_MAX_BODY", 1 << 20))   # 1 MiB: configs are small; data is added by path
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+TINYGRAD_LOCK = threading.Lock()   # handlers run in a thread pool; tinygrad's device state is process-global
 
 
 # ---- audit -----------------------------------------------------------------------------------------------------
@@ -264,13 +266,15 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
     @app.get("/v1/status/health", tags=["status"])
     def status_health(p: Principal = viewer):
         from ..appliance.health import run_health
-        return run_health()
+        with TINYGRAD_LOCK:   # tinygrad is not thread-safe: concurrent requests broke each other's device check
+            return run_health()
 
     @app.get("/v1/status/diag", tags=["status"])
     def status_diag(parity: bool = Query(False, description="also run the matmul parity check (seconds of compute)"),
                     p: Principal = viewer):
         from ..appliance.diag import run_diag
-        return run_diag(with_parity=parity)
+        with TINYGRAD_LOCK:
+            return run_diag(with_parity=parity)
 
     # -- jobs -------------------------------------------------------------------------------------------------
     def job_view(job: Job) -> dict:
@@ -426,6 +430,8 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
         return PlainTextResponse(prometheus_text(store, executor), media_type="text/plain; version=0.0.4")
 
     _add_governance_routes(app, store, note, viewer, submitter, approver)
+    from .ui import add_ui_routes   # the control center page at / and the read-only JSON it shows
+    add_ui_routes(app, store, executor, viewer=viewer, approver=approver)
     return app
 
 
