@@ -72,6 +72,36 @@ def test_wrong_export_fails_parity_with_exit_1(tiny_hf_dir, tmp_path):
     assert code == 0 and json.loads(out)["runtimes"]["onnxruntime-cpu"]["top1_agreement"] == 1.0
 
 
+def test_onnx_export_is_gated_against_the_float64_oracle(tiny_hf_dir, zp_home):
+    code, out = zp("export", str(tiny_hf_dir), "--format", "onnx", "--parity-seqs", "2", "--parity-len", "16", "--json")
+    assert code == 0, out
+    rep = json.loads(out)["parity"]
+    assert rep["reference"]["kind"].startswith("float64")
+    own = rep["reference"]["original_tinygrad_fp32_vs_reference"]["max_abs"]
+    rt = rep["runtimes"]["onnxruntime-cpu"]
+    assert 0 < own < 1e-4 and 0 < rt["max_abs"] <= 1e-4 and rt["max_abs_vs_tinygrad_fp32"] > 0
+
+
+def test_int8_export_round_trips_through_its_file(tiny_hf_dir, zp_home, tmp_path):
+    from zeropoint.export.quant import Int8Linear, load_llama_int8, quantize_llama_int8
+    from zeropoint.models.registry import load_model
+    code, out = zp("export", str(tiny_hf_dir), "--format", "int8", "--parity-seqs", "2", "--parity-len", "16", "--json")
+    assert code == 0, out
+    rec = json.loads(out)
+    d = zp_home / "exports" / rec["id"]
+    m = rec["parity"]["runtimes"]["tinygrad-int8"]
+    assert rec["status"] == "succeeded" and m["top1_agreement"] >= 0.99 and 0 < m["max_abs"]
+    back = load_llama_int8(d / rec["artifact"])
+    assert isinstance(back.model.layers[0].self_attn.q_proj, Int8Linear)
+    model, _, _ = load_model(str(tiny_hf_dir))
+    quantize_llama_int8(model)                                          # the same quantization in memory
+    x = Tensor(np.arange(12, dtype=np.int32).reshape(1, 12))
+    assert np.array_equal(back(x).numpy(), model(x).numpy())
+    (tmp_path / "x.safetensors").write_bytes((d / rec["artifact"]).read_bytes()[:8] + b"garbage")
+    code, out = zp("parity", str(tiny_hf_dir), str(tmp_path / "x.safetensors"))
+    assert code != 0
+
+
 def test_bad_format_and_missing_source_are_clear_errors():
     code, out = zp("export", "smollm2-135m", "--format", "tflite")
     assert code == 2 and "unknown --format 'tflite'" in out

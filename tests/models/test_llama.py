@@ -7,7 +7,7 @@ from tinygrad import Tensor, UOp, dtypes, nn
 from zeropoint.models.llama import (CONFIGS, PUBLISHED_PARAMS, Llama, expected_keys, get_config, param_count,
                                     rope_inv_freq, state_dict)
 
-from .reference import forward as ref_forward
+from zeropoint.models.reference import forward as ref_forward
 
 
 @pytest.mark.parametrize("name", ["smollm2-135m", "llama-3.2-1b", "llama-3-8b", "llama-2-13b", "mistral-7b"])

@@ -9,7 +9,7 @@ import typer
 
 from .common import AllowSimOpt, JsonOpt, console, err_console, handle_errors, print_json
 
-FORMATS = "onnx | onnx-int8 | gguf | gguf-f16 | gguf-q8_0 | hf"
+FORMATS = "onnx | onnx-int8 | onnx-int8-wo | int8 | gguf | gguf-f16 | gguf-q8_0 | hf"
 
 
 def _load(ref: str):
@@ -51,8 +51,8 @@ def register(app: typer.Typer) -> None:
                                                                     "$ZP_HOME/exports/<export_id>/; must be new or empty)."),
         seq_len: Optional[int] = typer.Option(None, "--seq-len", help="ONNX: fix the sequence axis to this length "
                                                                       "(default: dynamic)."),
-        parity_seqs: int = typer.Option(4, "--parity-seqs", min=1, help="Held-out SOTU sequences used for parity."),
-        parity_len: int = typer.Option(32, "--parity-len", min=2, help="Tokens per parity sequence."),
+        parity_seqs: int = typer.Option(8, "--parity-seqs", min=1, help="Held-out SOTU sequences used for parity."),
+        parity_len: int = typer.Option(64, "--parity-len", min=2, help="Tokens per parity sequence."),
         tinygrad_runner: Optional[bool] = typer.Option(None, "--tinygrad-runner/--no-tinygrad-runner",
                                                        help="Also run the ONNX graph through tinygrad's OnnxRunner "
                                                             "(default: only for models under 50M params)."),
@@ -62,7 +62,8 @@ def register(app: typer.Typer) -> None:
         """Export a Llama-family model and run parity against it automatically; exit 1 if the gate fails.
 
         Gates: fp32 (onnx, hf) max abs <= 1e-4 and top-1 100%; gguf (F32) max abs <= 1e-5; int8/f16/q8_0 top-1
-        >= 99% and perplexity within 2% of the original. A manifest.json (source hash, figures, file hashes)
+        >= 99% and perplexity within 2% of the original. ONNX artifacts are gated against a float64 evaluation
+        of the original weights (their distance to fp32 tinygrad is reported beside it). A manifest.json (source hash, figures, file hashes)
         is written next to the artifact either way."""
         from ..evidence import start_run
         from ..export.pipeline import LLM_FORMATS, export_llama
@@ -99,8 +100,8 @@ def register(app: typer.Typer) -> None:
         exported: Path = typer.Argument(..., help="The artifact: .onnx, .gguf, HF dir, or an export directory."),
         fmt: Optional[str] = typer.Option(None, "--format", "-f", help=f"Gate to apply ({FORMATS}); default from "
                                                                         "the export manifest or the file type."),
-        parity_seqs: int = typer.Option(4, "--parity-seqs", min=1),
-        parity_len: int = typer.Option(32, "--parity-len", min=2),
+        parity_seqs: int = typer.Option(8, "--parity-seqs", min=1),
+        parity_len: int = typer.Option(64, "--parity-len", min=2),
         tinygrad_runner: bool = typer.Option(False, "--tinygrad-runner", help="Also run tinygrad's OnnxRunner."),
         allow_simulated: bool = AllowSimOpt,
         json_out: bool = JsonOpt,

@@ -41,7 +41,7 @@ INT8_GATE = Gate("int8", max_abs=None, min_top1=0.99, max_metric_rel=0.02)
 
 def gate_for(fmt: str) -> Gate:
     return {"onnx": FP32_GATE, "hf": FP32_GATE, "gguf": GGUF_F32_GATE, "gguf-f16": INT8_GATE,
-            "onnx-int8": INT8_GATE, "gguf-q8_0": INT8_GATE, "int8": INT8_GATE}[fmt]
+            "onnx-int8": INT8_GATE, "onnx-int8-wo": INT8_GATE, "gguf-q8_0": INT8_GATE, "int8": INT8_GATE}[fmt]
 
 
 # ---- metrics ------------------------------------------------------------------------------------------------
@@ -188,17 +188,19 @@ def report(fmt: str, runtimes: dict[str, dict], inputs: dict, gate: Gate | None 
 
 def onnx_parity(path: str | Path, reference: np.ndarray, feeds: dict[str, np.ndarray], fmt: str,
                 tokens: np.ndarray | None = None, labels: np.ndarray | None = None, inputs: dict | None = None,
-                second_runtime: bool = True, gate: Gate | None = None) -> dict:
+                second_runtime: bool = True, gate: Gate | None = None,
+                also_vs: dict[str, np.ndarray] | None = None) -> dict:
     """An ONNX artifact vs the original's outputs, on onnxruntime CPU and (fp32 graphs) tinygrad's OnnxRunner.
 
     tinygrad's runner has no integer-matmul kernels for quantized graphs, so int8 graphs are checked on
     onnxruntime only (the runtime that serves them)."""
     rts: dict[str, dict] = {}
-    out, s = run_onnxruntime(path, feeds)
-    rts["onnxruntime-cpu"] = {**compare(reference, out, tokens, labels), "run_s": round(s, 4)}
-    if second_runtime:
-        out, s = run_onnx_tinygrad(path, feeds)
-        rts["tinygrad-onnx-runner"] = {**compare(reference, out, tokens, labels), "run_s": round(s, 4)}
+    runners = [("onnxruntime-cpu", run_onnxruntime)] + ([("tinygrad-onnx-runner", run_onnx_tinygrad)] if second_runtime else [])
+    for name, run in runners:
+        out, s = run(path, feeds)
+        rts[name] = {**compare(reference, out, tokens, labels), "run_s": round(s, 4)}
+        for other, arr in (also_vs or {}).items():   # informational, not gated
+            rts[name][f"max_abs_vs_{other}"] = float(np.abs(out.astype(np.float64) - arr).max())
     return report(fmt, rts, inputs or {}, gate)
 
 
@@ -207,6 +209,8 @@ def summary_line(rep: dict) -> str:
     for name, m in rep["runtimes"].items():
         s = f"{name}: max_abs={m['max_abs']:.3g} cos={m['cosine']:.6f} top1={100 * m['top1_agreement']:.2f}%" \
             if m["finite"] else f"{name}: non-finite outputs"
+        if m.get("max_abs_vs_tinygrad_fp32") is not None:
+            s += f" (vs fp32 tinygrad {m['max_abs_vs_tinygrad_fp32']:.3g})"
         if m.get("ppl_rel_delta") is not None:
             s += f" ppl {m['ppl_original']:.3f}->{m['ppl_exported']:.3f} ({100 * m['ppl_rel_delta']:+.3f}%)"
         if m.get("acc_rel_delta") is not None:

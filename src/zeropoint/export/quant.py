@@ -1,12 +1,15 @@
-"""int8 two ways.
+"""int8 three ways.
 
 1. `quantize_onnx_int8`: onnxruntime's dynamic quantization of an exported fp32 graph, after its documented
    pre-processing step (`quant_pre_process`: symbolic shape inference + graph optimisation), weights int8
    per output channel, activations quantized at run time. The served artifact runs on onnxruntime.
-2. `quantize_llama_int8`: int8 weight-only quantization for tinygrad inference. Each projection weight becomes
+   (format `onnx-int8`)
+2. `quantize_onnx_int8_weights`: weight-only int8 in onnxruntime's MatMulNBits (bits=8, blocks of 32 with a
+   scale each, as GGUF Q8_0); activations stay fp32. (format `onnx-int8-wo`)
+3. `quantize_llama_int8`: int8 weight-only quantization for tinygrad inference. Each projection weight becomes
    int8 rows with one fp32 scale per output channel (symmetric, amax / 127); `Int8Linear` dequantizes inside
    the matmul's kernel, so weights sit in memory at a quarter of fp32. Embeddings and norms stay fp32 (the
-   embedding doubles as the tied head of SmolLM2, and a per-row int8 table loses the head's small logit gaps).
+   embedding doubles as the tied head of SmolLM2, and a per-row int8 table loses the head's small logit gaps). (format `int8`)
 """
 from __future__ import annotations
 
@@ -63,6 +66,56 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path, per_channel: bool = Fal
                              "fp32_matmuls": len(weight_mm) - len(chosen), "excluded": list(exclude)}}
 
 
+def quantize_onnx_int8_weights(src: str | Path, dst: str | Path, block_size: int = 32,
+                               exclude: tuple[str, ...] = ()) -> dict:
+    """fp32 ONNX -> weight-only int8 ONNX: every MatMul whose weight is a 2-D initializer becomes onnxruntime's
+    `com.microsoft.MatMulNBits` with bits=8: weights stored as uint8 (zero point 128) in blocks of `block_size`
+    along the input dimension with one fp32 scale per block, the scheme of GGUF's Q8_0. Activations stay fp32,
+    so the outlier channels that sink per-tensor dynamic activation quantization (above) do not matter here.
+    The embedding (a Gather, also the tied head's weight) stays fp32. -> {"files", "quantization"}."""
+    import onnx
+    from onnx import helper, numpy_helper
+    src, dst = Path(src), Path(dst)
+    m = onnx.load(str(src))                                   # loads external data too
+    g = m.graph
+    inits = {i.name: i for i in g.initializer}
+    nodes, n_q, n_fp32, q_bytes, f_bytes = [], 0, 0, 0, 0
+    for n in g.node:
+        w = inits.get(n.input[1]) if n.op_type == "MatMul" and len(n.input) == 2 else None
+        arr = numpy_helper.to_array(w) if w is not None else None
+        if arr is None or arr.ndim != 2 or arr.shape[0] % block_size or any(e in n.input[1] for e in exclude):
+            n_fp32 += arr is not None
+            nodes.append(n)
+            continue
+        K, N = arr.shape
+        blocks = arr.astype(np.float32).T.reshape(N, K // block_size, block_size)   # (N, n_blocks, block)
+        scale = np.abs(blocks).max(-1) / 127.0
+        scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+        q = (np.clip(np.rint(blocks / scale[..., None]), -127, 127) + 128).astype(np.uint8)
+        qn, sn = n.input[1] + "_q8", n.input[1] + "_scales"
+        g.initializer.remove(w)
+        g.initializer.extend([numpy_helper.from_array(q, qn), numpy_helper.from_array(scale.reshape(-1), sn)])
+        nodes.append(helper.make_node("MatMulNBits", [n.input[0], qn, sn], list(n.output), name=n.name + "_q8",
+                                      domain="com.microsoft", K=K, N=N, bits=8, block_size=block_size))
+        n_q, q_bytes, f_bytes = n_q + 1, q_bytes + q.nbytes + scale.nbytes, f_bytes + arr.nbytes
+    if not n_q:
+        raise QuantError(f"{src} has no MatMul with a 2-D weight initializer divisible by block {block_size}")
+    del g.node[:]
+    g.node.extend(nodes)
+    if not any(o.domain == "com.microsoft" for o in m.opset_import):
+        m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    big = m.ByteSize() > 1_800_000_000                     # protobuf's 2 GB limit
+    onnx.save(m, str(dst), save_as_external_data=big, all_tensors_to_one_file=True,
+              location=dst.name + ".data")
+    files = [dst] + ([dst.with_name(dst.name + ".data")] if dst.with_name(dst.name + ".data").exists() else [])
+    return {"files": [str(f) for f in files],
+            "quantization": {"method": "weight-only int8 (onnxruntime com.microsoft.MatMulNBits, bits=8)",
+                             "block_size": block_size, "weight_type": "uint8, zero point 128, fp32 scale per block",
+                             "activations": "fp32", "quantized_matmuls": n_q, "fp32_matmuls": n_fp32,
+                             "quantized_weight_bytes": q_bytes, "fp32_weight_bytes_replaced": f_bytes,
+                             "excluded": list(exclude)}}
+
+
 # ---- weight-only int8 for tinygrad --------------------------------------------------------------------------
 def quantize_rows_int8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(out, in) fp32 -> int8 (out, in) and fp32 scale (out,), symmetric per output row."""
@@ -106,3 +159,64 @@ def quantize_llama_int8(model) -> dict:
                 setattr(owner, name, Int8Linear(q, s))
                 n, fp32_b, int8_b = n + 1, fp32_b + q.size * 4, int8_b + q.size + s.size * 4
     return {"quantized": n, "weight_bytes_fp32": fp32_b, "weight_bytes_int8": int8_b}
+
+
+INT8_FILE_FORMAT = "zeropoint-llama-int8/1"
+
+
+def save_llama_int8(model, cfg, path: str | Path) -> dict:
+    """A Llama (LoRA merged) as one safetensors file: every projection as `<name>.qweight` int8 rows plus
+    `<name>.scale` fp32, everything else fp32, the LlamaConfig in the header. Written atomically."""
+    import json
+    from safetensors.numpy import save
+    from ..models.llama import state_dict
+    from ..workspace import atomic_write_bytes
+    tensors, n, fp32_b, int8_b = {}, 0, 0, 0
+    for k, v in state_dict(model).items():
+        a = v.numpy()
+        if k.endswith(tuple(f".{p}.weight" for p in PROJ)):
+            if ".lora_" in k:
+                raise QuantError("merge LoRA adapters (models.lora.merge_lora) before quantizing")
+            q, s = quantize_rows_int8(a)
+            base = k[: -len("weight")]
+            tensors[base + "qweight"], tensors[base + "scale"] = q, s
+            n, fp32_b, int8_b = n + 1, fp32_b + a.size * 4, int8_b + q.size + s.size * 4
+        else:
+            tensors[k] = np.ascontiguousarray(a, dtype=np.float32)
+    if not n:
+        raise QuantError("no attention/MLP projection weights found to quantize")
+    atomic_write_bytes(Path(path), save(tensors, metadata={"format": INT8_FILE_FORMAT, "config": json.dumps(cfg.to_dict())}))
+    return {"method": "weight-only int8 per output row (symmetric, amax/127), tinygrad Int8Linear", "quantized": n,
+            "weight_bytes_fp32": fp32_b, "weight_bytes_int8": int8_b}
+
+
+def load_llama_int8(path: str | Path):
+    """The model saved by `save_llama_int8`, its projections as Int8Linear (int8 in memory)."""
+    import json
+    from safetensors import safe_open
+    from ..models.llama import LlamaConfig, Linear, from_weights
+    path = Path(path)
+    with safe_open(str(path), framework="numpy") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != INT8_FILE_FORMAT:
+            raise QuantError(f"{path} is not a Zeropoint int8 Llama file (format {meta.get('format')!r}, expected "
+                             f"{INT8_FILE_FORMAT!r}); write one with `zpctl export --format int8`")
+        cfg = LlamaConfig.from_dict(json.loads(meta["config"]))
+        arrs = {k: f.get_tensor(k) for k in f.keys()}
+    weights, packed = {}, {}
+    for k, a in arrs.items():
+        if k.endswith(".qweight"):
+            base = k[: -len("qweight")]
+            packed[base + "weight"] = (a, arrs[base + "scale"])
+            weights[base + "weight"] = Tensor.zeros(*a.shape).contiguous()   # placeholder, replaced below
+        elif not k.endswith(".scale"):
+            weights[k] = Tensor(a)
+    model = from_weights(cfg, weights)
+    for i, layer in enumerate(model.model.layers):
+        for owner, names, part in ((layer.self_attn, PROJ[:4], "self_attn"), (layer.mlp, PROJ[4:], "mlp")):
+            for name in names:
+                q, s = packed[f"model.layers.{i}.{part}.{name}.weight"]
+                if not isinstance(getattr(owner, name), Linear):
+                    raise QuantError(f"unexpected module at layer {i} {name}")
+                setattr(owner, name, Int8Linear(q, s))
+    return model
