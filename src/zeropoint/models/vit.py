@@ -121,11 +121,12 @@ def block(p: dict[str, Tensor], pre: str, x: Tensor, heads: int, act: str, eps: 
     att = (q @ k.transpose(-1, -2)).float() * (1.0 / math.sqrt(hd))
     if causal:
         att = att + (Tensor.ones(T, T).triu(1) > 0).where(-float("inf"), 0.0)
-    att = att.softmax(-1).cast(x.dtype)
+    att = att.contiguous_backward().softmax(-1).cast(x.dtype).contiguous()
     a = (att @ v).transpose(1, 2).reshape(B, T, D)
     x = x + linear(a, p[pre + "proj.w"], p[pre + "proj.b"])
     h = layer_norm(x, p[pre + "ln2.w"], p[pre + "ln2.b"], eps)
-    return x + linear(ACTS[act](linear(h, p[pre + "fc1.w"], p[pre + "fc1.b"])), p[pre + "fc2.w"], p[pre + "fc2.b"])
+    u = linear(h, p[pre + "fc1.w"], p[pre + "fc1.b"]).contiguous_backward()
+    return x + linear(ACTS[act](u).contiguous(), p[pre + "fc2.w"], p[pre + "fc2.b"])
 
 
 def init_block(rng: np.random.Generator, pre: str, dim: int, mlp_dim: int, depth: int) -> dict[str, np.ndarray]:
