@@ -1,0 +1,184 @@
+"""A real release of a tiny LoRA finetune on an approved SOTU slice: every gate computes for real (held-out eval
+against a baseline, ONNX export + onnxruntime parity, red-team generation), the bundle verifies; a stricter
+policy fails on the measured figures (reusing them), changed data fails governance, and the bundle verifies in
+a fresh virtualenv holding only `cryptography`.
+
+Bounded for CI on 2 cores: 2 training steps, one red-team probe with 2 tokens, bench from the run's perf.json.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from zeropoint.data.assets import sotu_dir
+
+REPO = Path(__file__).resolve().parents[2]
+VERIFY_PY = REPO / "src" / "zeropoint" / "release" / "verify.py"
+SETS = ["--set", "train.steps=2", "--set", "train.ckpt_every=1", "--set", "train.eval_every=0",
+        "--set", "data.max_docs=8", "--set", "model.overrides.max_seq_len=1024"]
+
+
+def _policy(home: Path, name: str, **redteam) -> Path:
+    raw = yaml.safe_load((REPO / "configs" / "release" / "tiny.yaml").read_text())
+    raw["redteam"].update({"suite": "jailbreak.refusal_suppression", "max_tokens": 2, **redteam})
+    raw["bench"]["steps"] = 0
+    p = home / f"{name}.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    return p
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Approved copy of a SOTU slice (so a test may change it), a 2-step tiny LoRA run, the signing key."""
+    home = tmp_path_factory.mktemp("release") / "zphome"
+    home.mkdir()
+    data = home.parent / "sotu"
+    data.mkdir()
+    for f in sorted(sotu_dir().glob("179*.txt")):
+        shutil.copy(f, data / f.name)
+    old = os.environ.get("ZP_HOME")
+    os.environ["ZP_HOME"] = str(home)
+    try:
+        from zeropoint.governance import manifest as M
+        from zeropoint.release.keys import init_keys
+        from tests.helpers import zpctl
+        M.add_dataset(data, "sotu", "PDDL-1.0 AND CC0-1.0", "public", include=["*.txt"], actor="tester")
+        M.scan_dataset("sotu", actor="tester")
+        M.approve("sotu", "tester")
+        init_keys()
+        r = zpctl("train", "configs/llm/tiny_lora.yaml", "--json", *SETS, env={"ZP_HOME": str(home)}, timeout=900)
+        assert r.returncode == 0, r.stderr[-2000:]
+        run_dir = Path(json.loads(r.stdout)["run_dir"])
+        yield {"home": home, "data": data, "run": run_dir, "ck1": run_dir / "checkpoints" / "step-00000001",
+               "ck2": run_dir / "checkpoints" / "step-00000002"}
+    finally:
+        if old is None:
+            os.environ.pop("ZP_HOME", None)
+        else:
+            os.environ["ZP_HOME"] = old
+
+
+@pytest.fixture
+def home(trained, monkeypatch):
+    monkeypatch.setenv("ZP_HOME", str(trained["home"]))
+    return trained["home"]
+
+
+@pytest.fixture(scope="module")
+def passed_release(trained):
+    """The first release of the step-2 checkpoint, its baseline evaluated from the step-1 checkpoint."""
+    from zeropoint.release.pipeline import release
+    old = os.environ.get("ZP_HOME")
+    os.environ["ZP_HOME"] = str(trained["home"])
+    try:
+        yield release(trained["ck2"], "tiny-base", _policy(trained["home"], "pass"), baseline_model=str(trained["ck1"]))
+    finally:
+        if old is None:
+            os.environ.pop("ZP_HOME", None)
+        else:
+            os.environ["ZP_HOME"] = old
+
+
+@pytest.mark.slow
+def test_tiny_release_passes_and_bundle_verifies(passed_release, home):
+    from zeropoint.release.verify import verify_bundle
+    res = passed_release
+    by = {g["name"]: g for g in res["gates"]}
+    assert list(by) == ["governance", "checkpoint", "eval_drift", "export:onnx", "redteam", "bench"]
+    assert res["passed"] is True, [(g["name"], g["reason"]) for g in res["gates"] if not g["passed"]]
+    # the figures are measurements, not placeholders
+    ev = by["eval_drift"]["figures"]
+    assert ev["metrics"]["heldout_sotu"]["byte_perplexity"] > 1.0 and ev["baseline_eval_id"] != ev["eval_id"]
+    assert by["export:onnx"]["figures"]["runtimes"]["onnxruntime-cpu"]["max_abs"] <= 1e-4
+    assert by["redteam"]["figures"]["outputs"] == 1
+    assert not any(g["reused"] for g in res["gates"])
+    b = Path(res["bundle"])
+    for f in ("model_card.json", "MODEL_CARD.md", "run/run.json", "eval/results.json", "drift/report.json",
+              "export/onnx/parity.json", "redteam/report.jsonl", "perf/train_perf.json", "audit/segment.jsonl",
+              "hardware.json", "governance/datasets.json", "checkpoint/manifest.json", "configs/release_policy.yaml"):
+        assert (b / f).is_file(), f
+    seg = [json.loads(l) for l in (b / "audit" / "segment.jsonl").read_text().splitlines()]
+    actions = [e["action"] for e in seg]
+    assert actions[0] == "dataset_approve" and "training_use" in actions and actions[-1] == "release"
+    card = json.loads((b / "model_card.json").read_text())
+    assert card["release"]["passed"] is True and card["data"][0]["name"] == "sotu"
+    for target in (b, Path(res["tar"])):
+        rep = verify_bundle(target, home / "keys" / "appliance.pub")
+        assert rep["ok"], rep["checks"]
+
+
+@pytest.mark.slow
+def test_stricter_policy_fails_on_the_measured_asr_reusing_the_measurements(trained, passed_release, home):
+    from tests.helpers import zpctl_json
+    first = passed_release
+    asr = next(g for g in first["gates"] if g["name"] == "redteam")["figures"]["families"]["jailbreak"]["asr"]
+    assert asr is not None and asr > 0.25        # a random tiny model does not refuse
+    r, res = zpctl_json("release", str(trained["ck2"]), "--baseline", "tiny-base", "--json",
+                        "--policy", str(_policy(home, "strict", thresholds={"jailbreak": 0.25})),
+                        env={"ZP_HOME": str(home)}, timeout=900)
+    assert r.returncode == 1, r.stderr[-2000:]
+    by = {g["name"]: g for g in res["gates"]}
+    assert by["redteam"]["passed"] is False and f"jailbreak ASR {asr:.3f} > threshold 0.25" in by["redteam"]["reason"]
+    assert all(by[n]["reused"] for n in ("eval_drift", "export:onnx", "redteam"))
+    assert by["eval_drift"]["figures"]["eval_id"] == next(
+        g for g in first["gates"] if g["name"] == "eval_drift")["figures"]["eval_id"]
+    assert res["failed_gates"] == [{"name": "redteam", "reason": by["redteam"]["reason"]}]
+    r2, rep = zpctl_json("release", "verify", res["tar"], "--json", env={"ZP_HOME": str(home)})
+    assert r2.returncode == 1
+    sig, gates = (next(c for c in rep["checks"] if c["check"] == k) for k in ("signature", "gates"))
+    assert sig["ok"] and not gates["ok"] and "redteam" in gates["detail"]
+
+
+@pytest.mark.slow
+def test_bundle_verifies_in_a_fresh_virtualenv(trained, passed_release, tmp_path):
+    """`python -m venv` (no system site-packages), only cryptography installed from wheels, bundle + public key
+    + verify.py copied to an empty directory."""
+    wheels = Path(os.environ.get("ZP_WHEELHOUSE", tmp_path / "wheels"))
+    if not any(wheels.glob("cryptography-*.whl")):
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "cryptography==50.0.2", "--only-binary=:all:",
+                            "-d", str(wheels)], capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            pytest.skip(f"no cryptography wheel available offline (set ZP_WHEELHOUSE): {r.stderr[-300:]}")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py = venv / "bin" / "python"
+    r = subprocess.run([str(py), "-m", "pip", "install", "--no-index", "--find-links", str(wheels),
+                        "cryptography==50.0.2"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    far = tmp_path / "auditor"
+    far.mkdir()
+    shutil.copy(VERIFY_PY, far / "verify.py")
+    shutil.copy(passed_release["tar"], far / "bundle.tar")
+    shutil.copy(trained["home"] / "keys" / "appliance.pub", far / "appliance.pub")
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(far)}
+    r = subprocess.run([str(py), "-c", "import zeropoint"], cwd=far, env=env, capture_output=True, text=True)
+    assert r.returncode != 0                      # the fresh venv cannot see the project
+    r = subprocess.run([str(py), "verify.py", "bundle.tar", "--pubkey", "appliance.pub", "--json"], cwd=far, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["ok"] is True
+
+
+@pytest.mark.slow
+def test_data_changed_after_approval_fails_governance_and_skips_compute(trained, home):
+    from zeropoint.release.pipeline import release
+    victim = sorted(trained["data"].glob("*.txt"))[0]
+    original = victim.read_bytes()
+    victim.write_bytes(original.replace(b"the", b"teh", 1))
+    try:
+        res = release(trained["ck2"], "tiny-base", _policy(home, "pass"))
+    finally:
+        victim.write_bytes(original)
+    by = {g["name"]: g for g in res["gates"]}
+    assert res["passed"] is False and by["governance"]["passed"] is False
+    assert str(victim) in by["governance"]["reason"] and "changed after approval" in by["governance"]["reason"]
+    assert by["checkpoint"]["passed"] is True
+    assert all(by[n]["passed"] is None for n in ("eval_drift", "export:onnx", "redteam", "bench"))
+    from zeropoint.release.verify import verify_bundle
+    rep = verify_bundle(res["bundle"], home / "keys" / "appliance.pub")
+    assert not rep["ok"] and "governance" in next(c for c in rep["checks"] if c["check"] == "gates")["detail"]
