@@ -101,6 +101,16 @@ def test_added_removed_and_truncated_files_are_named(bundle, tmp_path):
     (c3 / "bundle.sig").write_bytes((c3 / "bundle.sig").read_bytes()[:63])
     rep = verify_bundle(c3, _pub())
     assert not rep["ok"] and "bundle.sig" in rep["failed_files"]
+    # a link to identical bytes elsewhere is still refused: a bundle is regular files only
+    c4 = tmp_path / "link"
+    shutil.copytree(bundle, c4)
+    outside = tmp_path / "outside.json"
+    shutil.copy(c4 / "eval" / "results.json", outside)
+    (c4 / "eval" / "results.json").unlink()
+    (c4 / "eval" / "results.json").symlink_to(outside)
+    (c4 / "linkdir").symlink_to(tmp_path)
+    rep = verify_bundle(c4, _pub())
+    assert not rep["ok"] and {"eval/results.json", "linkdir"} <= set(rep["failed_files"])
 
 
 def test_wrong_public_key_fails_the_signature(bundle, tmp_path):

@@ -229,6 +229,11 @@ def verify_dir(root: Path, pubkey_pem: bytes | None = None, pubkey_source: str |
                 bad += 1
         present = set()
         for dp, dns, fns in os.walk(root):
+            for dn in dns:
+                if Path(dp, dn).is_symlink():
+                    rel = Path(dp, dn).relative_to(root).as_posix()
+                    add("file", False, f"{rel} is a symbolic link; bundles hold regular files only", rel)
+                    bad += 1
             for fn in fns:
                 present.add(Path(dp, fn).relative_to(root).as_posix())
         for rel in sorted(present - set(listed) - UNSIGNED):
@@ -281,7 +286,10 @@ def verify_bundle(bundle: str | Path, pubkey: str | Path | None = None) -> dict:
         return verify_dir(bundle, pem, src)
     if bundle.is_file():
         with tempfile.TemporaryDirectory(prefix="zp-bundle-") as tmp:
-            root = extract_tar(bundle, Path(tmp))
+            try:
+                root = extract_tar(bundle, Path(tmp))
+            except OSError as e:   # e.g. a member named like a directory another member needs
+                raise BundleError(f"{bundle} cannot be unpacked safely ({e})") from None
             rep = verify_dir(root, pem, src)
             rep["bundle"] = str(bundle)
             return rep
