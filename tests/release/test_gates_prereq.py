@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from zeropoint.errors import ZeropointError
+
 from zeropoint.release.gates import ReleaseContext, gate_checkpoint, gate_governance
 from zeropoint.release.policy import ReleasePolicy
 
@@ -112,8 +114,11 @@ def test_release_with_changed_data_fails_without_compute_and_bundle_says_so(tmp_
     init_keys()
     d = _corpus(tmp_path)
     ck, run = _run_with_checkpoint(tmp_path, _records())
+    with pytest.raises(ZeropointError, match="no baseline 'nobaseline'.*--baseline-model"):
+        release(ck, "nobaseline")           # refused before any gate runs or any bundle is written
+    assert not (Path(os.environ["ZP_HOME"]) / "releases").exists()
     (d / "doc0.txt").unlink()
-    res = release(ck, "nobaseline")
+    res = release(ck, "nobaseline", baseline_model="smollm2-135m")   # never evaluated: compute gates are skipped
     by = {g["name"]: g for g in res["gates"]}
     assert res["passed"] is False and by["governance"]["passed"] is False and "is missing" in by["governance"]["reason"]
     assert [by[n]["passed"] for n in ("eval_drift", "export:gguf", "redteam", "bench")] == [None] * 4

@@ -171,7 +171,7 @@ def test_data_changed_after_approval_fails_governance_and_skips_compute(trained,
     original = victim.read_bytes()
     victim.write_bytes(original.replace(b"the", b"teh", 1))
     try:
-        res = release(trained["ck2"], "tiny-base", _policy(home, "pass"))
+        res = release(trained["ck2"], "tiny-base", _policy(home, "pass"), baseline_model=str(trained["ck1"]))
     finally:
         victim.write_bytes(original)
     by = {g["name"]: g for g in res["gates"]}

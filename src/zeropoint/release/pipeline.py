@@ -130,9 +130,16 @@ def release(checkpoint: str | Path, baseline: str, policy_path: str | Path | Non
     pol, pol_src, pol_text = load_release_policy(policy_path)
     load_private_key()
 
-    # 2. the checkpoint, its run, this release's run
+    # 2. the checkpoint, its run, the baseline, this release's run
     ckpt, run_dir = resolve_checkpoint(checkpoint)
     run_record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    if not baseline_model:
+        from ..evals.harness import load_baseline
+        try:
+            load_baseline(baseline)
+        except ZeropointError as e:
+            raise ZeropointError(f"{e}; or pass --baseline-model BASE (e.g. smollm2-135m) to have the release "
+                                 f"evaluate it with the policy's eval settings and save it as {baseline!r}") from None
     release_id = new_run_id("release")
     out = Path(out) if out else workspace().root / "releases" / release_id
     if out.exists():
