@@ -42,10 +42,11 @@ def scope_check(path: Path = typer.Argument(Path("."), help="File or directory t
         print_json({"path": str(path), "flags": list(MOCK_FLAGS), "hits": [h.__dict__ for h in hits], "ok": not hits})
     elif hits:
         for h in hits:
-            console.print(f"[red]{h.file}:{h.line}[/]: {h.key} = {h.value}", highlight=False)
-        console.print(f"[bold red]{len(hits)} mock flag(s) set[/] under {path}")
+            # soft_wrap: a FILE:LINE is copied into an editor, so it is never broken across lines
+            console.print(f"[red]{h.file}:{h.line}[/]: {h.key} = {h.value}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]{len(hits)} mock flag(s) set[/] under {path}", soft_wrap=True)
     else:
-        console.print(f"[green]no mock flags set[/] under {path}")
+        console.print(f"[green]no mock flags set[/] under {path}", soft_wrap=True)
     raise typer.Exit(1 if hits else 0)
 
 
