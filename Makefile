@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export ZP_ASSETS ?= $(CURDIR)/.assets
 
-.PHONY: setup demo demo-vision test test-all lock clean-demo
+.PHONY: setup demo demo-vision test test-fast lock clean-demo
 setup:
 	bash scripts/setup.sh
 
@@ -13,14 +13,16 @@ demo: setup
 demo-vision: setup
 	bash scripts/demo_vision.sh
 
-# The CI suite. Tests marked `slow` (real 30-layer SmolLM2 training/eval/export, vision training, a Ray head)
-# are not bounded yet on 2 cores (minutes to tens of minutes each, mostly tinygrad kernel compilation):
-# they run with `make test-all` until they are cut down to fit CI's budget.
+# The CI suite: every test, the `slow` ones included (real SmolLM2 weights, real training, a Ray head, a browser),
+# each bounded. tinygrad's CPU backend runs one thread per process, so pytest-xdist gives each core its own
+# worker; --dist loadfile keeps a module's fixtures (a loaded model) in one worker. TEST_WORKERS=1 runs serially.
+TEST_WORKERS ?= auto
 test: setup
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
 
-test-all: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+# Only the fast tests (no real-model weights or real training): a quick local loop.
+test-fast: setup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 # Regenerate the hashed lock file from pyproject.toml (needs network to PyPI).
 lock:
