@@ -104,3 +104,18 @@ def test_version_json():
     assert r.returncode == 0
     assert doc["zeropoint"] and doc["tinygrad"] == "0.14.0" and doc["python"].startswith("3.")
     assert doc["commit"] is None or len(doc["commit"]) == 40
+
+
+def test_runs_show_prints_the_perf_summary(zp_home):
+    from zeropoint.perf.report import write_perf
+    with start_run("zpctl test", {"a": 1}, kind="unit", scope=require_real_compute()) as run:
+        run.log_step(1, 2.5, 10.0, 100.0)
+    summary = {"steps": 1, "tokens_per_s": 123.45, "steady_step_s": {"median": 0.5, "min": 0.4, "max": 0.6, "n": 3},
+               "first_step_s": 9.0, "compile_s": 9.0, "mfu": None, "memory": {"rss_peak_bytes": 2_000_000_000},
+               "energy": {"energy_j": None, "reason": "no RAPL here"}}
+    write_perf(run.dir, summary, [{"step": 1, "seconds": 0.5, "tokens_per_s": 123.45, "loss": 2.5}],
+               cost={"currency": "USD", "total": 0.01})
+    r = zpctl("runs", "show", run.id)
+    assert r.returncode == 0 and "123.45" in r.stdout and "no RAPL here" in r.stdout and "2000" in r.stdout
+    r, doc = zpctl_json("runs", "show", run.id, "--json")
+    assert doc["perf"]["tokens_per_s"] == 123.45 and "per_step" not in doc["perf"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -77,9 +78,10 @@ def runs_show(run: str = typer.Argument(..., help="Run id or run directory."), j
     rec = dict(r.record, status=effective_status(r.record))
     metrics = read_metrics(r)
     steps = [m for m in metrics if m.get("event") == "step"]
+    perf = _perf_summary(r.dir)
     if json_out:
         return print_json({"run": rec, "steps": len(steps), "last_step": steps[-1] if steps else None,
-                           "events": [m for m in metrics if m.get("event") != "step"]})
+                           "events": [m for m in metrics if m.get("event") != "step"], "perf": perf})
     if rec.get("simulated"):
         console.print("[bold white on red] SIMULATED RUN - NOT REAL COMPUTE [/]")
     t = Table("field", "value", show_header=False)
@@ -93,6 +95,35 @@ def runs_show(run: str = typer.Argument(..., help="Run id or run directory."), j
         last = steps[-1]
         console.print(f"{len(steps)} steps; last: step {last['step']} loss {last['loss']:.4f} "
                       f"({last.get('tokens_per_s') or 0:.1f} tok/s)")
+    if perf:
+        pt = Table("perf (perf.json)", "value", show_header=True)
+        ss = perf.get("steady_step_s") or {}
+        fmt = lambda v, f="{:.3g}": "null" if v is None else f.format(v)   # noqa: E731
+        pt.add_row("tokens/s (steady median)", fmt(perf.get("tokens_per_s"), "{:.2f}"))
+        pt.add_row("step s (steady median, min-max, n)", f"{fmt(ss.get('median'))} ({fmt(ss.get('min'))}-{fmt(ss.get('max'))}, {ss.get('n')})")
+        pt.add_row("first step s / compile s", f"{fmt(perf.get('first_step_s'))} / {fmt(perf.get('compile_s'))}")
+        pt.add_row("MFU", fmt(perf.get("mfu")) if perf.get("mfu") is not None else "null (no FLOP count or no peak)")
+        mem = perf.get("memory") or {}
+        pt.add_row("RSS peak MB", fmt((mem.get("rss_peak_bytes") or 0) / 1e6 or None, "{:.0f}"))
+        en = perf.get("energy") or {}
+        pt.add_row("energy J", fmt(en.get("energy_j")) if en.get("energy_j") is not None else f"null: {en.get('reason')}")
+        cost = perf.get("cost") or {}
+        if cost:
+            pt.add_row("cost", ", ".join(f"{k}={v}" for k, v in cost.items() if not isinstance(v, (dict, list)))[:200])
+        console.print(pt)
+
+
+def _perf_summary(run_dir: Path) -> dict | None:
+    """perf.json without its per-step rows (the summary `runs show` prints), or None."""
+    f = Path(run_dir) / "perf.json"
+    if not f.is_file():
+        return None
+    try:
+        doc = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+    doc.pop("per_step", None)
+    return doc
 
 
 @config_app.command("show")
