@@ -17,6 +17,8 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 need_apt=()
 command -v clang >/dev/null || need_apt+=(clang)
 [ -d /usr/share/datasets/fashion-mnist ] || need_apt+=(dataset-fashion-mnist)
+# the control center's browser tests drive Debian's chromium (browsers are never downloaded)
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "apt-get install ${need_apt[*]}"
   $SUDO apt-get update -qq
