@@ -8,6 +8,7 @@ run (checkpoints re-verified, perf figures). Every request any page makes is rec
 """
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -66,6 +67,10 @@ def unlabeled_controls(page) -> list[str]:
 @pytest.mark.slow
 def test_control_center_end_to_end(zp_home, chromium_path, playwright_api, artifacts):
     t_start = time.monotonic()
+    phases: dict[str, float] = {}
+
+    def phase(name: str) -> None:
+        phases[name] = round(time.monotonic() - t_start, 1)
     s = Server(zp_home, free_port(), max_concurrent=1).start()
     browser = playwright_api.chromium.launch(executable_path=chromium_path, headless=True)
     base = f"http://127.0.0.1:{s.port}"
@@ -81,6 +86,7 @@ def test_control_center_end_to_end(zp_home, chromium_path, playwright_api, artif
         t = {r: make_token(r, home=zp_home) for r in ("viewer", "submitter", "approver")}
         register_sotu(s, t["submitter"])
 
+        phase("setup")
         # -- sign-in: a wrong token is refused in the page, a right one opens the overview ----------------------------
         vctx = context()
         vp = vctx.new_page()
@@ -92,6 +98,7 @@ def test_control_center_end_to_end(zp_home, chromium_path, playwright_api, artif
         vp.get_by_text("That token was not accepted").wait_for()
         vp.close()
 
+        phase("sign-in")
         # -- viewer: sees the pending dataset, no approve button; the API refuses a viewer's approval anyway ----------
         vp = login(vctx, base, t["viewer"])
         vp.reload()                # the token survives a reload (session storage) ...
@@ -113,6 +120,7 @@ def test_control_center_end_to_end(zp_home, chromium_path, playwright_api, artif
         vp.goto(base + "/#/audit")
         vp.get_by_text("visible to approvers").wait_for()
 
+        phase("viewer")
         # -- approver: approves in the page; the audit trail shows it, chain intact ----------------------------------
         actx = context()
         ap = login(actx, base, t["approver"])
@@ -128,6 +136,7 @@ def test_control_center_end_to_end(zp_home, chromium_path, playwright_api, artif
         ap.wait_for_selector('.tl-item[data-action="dataset_approve"]')   # governance's own event, with the hash
         assert "Chain intact" in ap.locator("#chain-status").inner_text()
 
+        phase("approver")
         # -- submitter: submits a tiny training job in the page and watches the loss curve grow ---------------------
         sctx = context()
         sp = login(sctx, base, t["submitter"])
@@ -143,7 +152,7 @@ def test_control_center_end_to_end(zp_home, chromium_path, playwright_api, artif
         seen, live_shot, deadline = [], False, time.monotonic() + 240
         while True:
             st, job, _ = s.request("GET", f"/v1/jobs/{job_id}", token=t["viewer"])
-            pts = sp.locator("#loss-chart").get_attribute("data-points", timeout=100) if sp.locator("#loss-chart").count() else None
+            pts = sp.evaluate("() => document.querySelector('#loss-chart')?.dataset.points ?? null")
             if pts is not None:
                 seen.append(int(pts))
                 if not live_shot and 0 < int(pts) < STEPS:
@@ -153,6 +162,7 @@ def test_control_center_end_to_end(zp_home, chromium_path, playwright_api, artif
                 break
             assert time.monotonic() < deadline, f"job still {job['state']} after 240 s"
             sp.wait_for_timeout(100)
+        phase("training")
         log = s.request("GET", f"/v1/jobs/{job_id}/logs", token=t["viewer"])[1]
         assert job["state"] == "succeeded", log[-3000:]
         sp.wait_for_function(f"() => document.querySelector('#loss-chart')?.dataset.points === '{STEPS}'", timeout=20000)
@@ -167,6 +177,7 @@ def test_control_center_end_to_end(zp_home, chromium_path, playwright_api, artif
         sp.wait_for_selector("#run-status .pill[data-value=succeeded]")
         shot(sp, artifacts, "06-job-done")
 
+        phase("job page")
         # -- open the run: curves, verified checkpoints, perf and dataset hashes --------------------------------------
         sp.locator(f'#job-run a[href="#/runs/{run_id}"]').first.click()
         sp.wait_for_selector(f'#loss-chart[data-points="{STEPS}"]')
@@ -177,39 +188,63 @@ def test_control_center_end_to_end(zp_home, chromium_path, playwright_api, artif
         sp.get_by_text("tok/s").first.wait_for()
         shot(sp, artifacts, "07-run")
 
+        phase("run page")
         # -- the approver's open audit page picks up the submission without a reload ------------------------------------
         ap.wait_for_selector('.tl-item[data-action="job.submit"]', timeout=15000)
         assert "Chain intact" in ap.locator("#chain-status").inner_text()
         shot(ap, artifacts, "08-audit")
 
-        for name, route in (("09-runs", "runs"), ("10-evals", "evals"), ("11-safety", "safety")):
-            sp.goto(f"{base}/#/{route}")
-            sp.wait_for_selector(".card")
-            shot(sp, artifacts, name)
+        phase("audit")
+        # a data-drift report (real statistics over two random halves of the slice) and a red-team report (the
+        # runner with a scripted responder: a fixture, named as such on the page) give those pages something to show
+        from zeropoint.drift.data import run_data_drift
+        from zeropoint.safety.runner import redteam
+        run_data_drift(str(s.home / "sotu"), None, kind="text", halves_seed=0)
+
+        def scripted_half_leaky(probe, seed):
+            return "prompt", (" ".join(probe.triggers) or "Sure.") if probe.family == "jailbreak" else "I can't help."
+        redteam("scripted-half-leaky", suite="quick", respond=scripted_half_leaky)
+        sp.goto(f"{base}/#/runs")
+        sp.wait_for_selector(".card")
+        shot(sp, artifacts, "09-runs")
+        sp.goto(f"{base}/#/evals")
+        sp.get_by_text(re.compile(r"^drift-data-")).first.wait_for()
+        shot(sp, artifacts, "10-evals")
+        sp.goto(f"{base}/#/safety")
+        sp.wait_for_selector("svg.ci-chart rect.bar")
+        assert "scripted-half-leaky" in sp.locator("main").inner_text()
+        shot(sp, artifacts, "11-safety")
         sp.goto(base + "/#/overview")
         sp.wait_for_selector("main[data-page=overview] [data-stat=succeeded]")
         assert sp.locator("[data-stat=succeeded] .stat-value").inner_text() == "1"
-        sp.get_by_text("Overall").wait_for(timeout=60000)   # health checks ran
+        sp.get_by_text("Overall").wait_for(timeout=60000)   # health checks ran, tinygrad's among them
+        assert sp.locator("tr", has_text="tinygrad_device").locator(".pill").get_attribute("data-value") == "green"
 
+        phase("other pages")
         # -- narrow screen: no horizontal scrolling, the menu opens from the toggle --------------------------------------
         sp.set_viewport_size({"width": 390, "height": 844})
         for name, route in (("12-narrow-overview", "overview"), ("13-narrow-run", f"runs/{run_id}")):
             sp.goto(f"{base}/#/{route}")
-            sp.wait_for_selector(".card")
-            sp.wait_for_timeout(300)
-            assert sp.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), f"{route} scrolls sideways at 390 px"
+            sp.wait_for_selector("[data-stat=succeeded]" if route == "overview" else f'#loss-chart[data-points="{STEPS}"]')
+            sp.wait_for_timeout(500)
+            wide = sp.evaluate("""() => document.documentElement.scrollWidth <= innerWidth + 1 ? [] :
+                [...document.querySelectorAll('body *')].filter(e => !e.closest('.table-wrap')
+                  && e.getBoundingClientRect().right > innerWidth + 1).slice(0, 10)
+                  .map(e => `${e.tagName}#${e.id}.${e.getAttribute('class')}: ${Math.round(e.getBoundingClientRect().right)}px`)""")
+            assert not wide, f"{route} scrolls sideways at 390 px: {wide}"
             shot(sp, artifacts, name)
         sp.locator("#nav-toggle").click()
         sp.get_by_role("link", name="Audit").click()
         assert sp.url.endswith("#/audit")
 
+        phase("narrow")
         # -- nothing left 127.0.0.1 -----------------------------------------------------------------------------------------
         hosts = {urlparse(u).hostname for u in requests if not u.startswith(("data:", "blob:"))}
         assert hosts == {"127.0.0.1"}, f"the page made requests off the appliance: {sorted(u for u in requests if urlparse(u).hostname != '127.0.0.1')}"
         assert len(requests) > 50
         assert not page_errors, page_errors
         print(f"control center e2e: {len(requests)} requests, all to 127.0.0.1; {time.monotonic() - t_start:.1f} s; "
-              f"loss-curve point counts seen while training: {partial}")
+              f"loss-curve point counts seen while training: {partial}; phases (s since start): {phases}")
     except BaseException:
         for i, c in enumerate(browser.contexts):   # what each page showed when it failed, for the CI artifacts
             for j, pg in enumerate(c.pages):

@@ -107,7 +107,7 @@ def redteam_rows() -> list[dict]:
         st = doc.get("settings") or {}
         keep = ("asr", "ci_low", "ci_high", "fails", "passes", "total", "probes")
         out.append({"id": doc.get("id", f.parent.name), "model": st.get("model"), "suite": st.get("suite"),
-                    "generations": st.get("generations"), "started_at": doc.get("started_at"),
+                    "generations": st.get("generations"), "responder": st.get("responder"), "started_at": doc.get("started_at"),
                     "ended_at": doc.get("ended_at"), "device": doc.get("device"), "simulated": doc.get("simulated"),
                     "wall_s": doc.get("wall_s"), "outputs": doc.get("outputs"), "fail_at": s.get("fail_at"),
                     "overall": {k: (s.get("overall") or {}).get(k) for k in keep},

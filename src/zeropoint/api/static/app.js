@@ -628,7 +628,7 @@ async function safetyPage(main, ctx) {
     const fams = Object.entries(rep.families || {});
     const body = h("div", {},
       rep.simulated ? h("div", { class: "banner-sim" }, "SIMULATED RUN - NOT REAL COMPUTE") : null,
-      kv([["Model", code(rep.model)], ["Suite", `${rep.suite} · ${rep.generations} generation(s) per probe`],
+      kv([["Model", code(rep.model)], ["Responder", rep.responder || "—"], ["Suite", `${rep.suite} · ${rep.generations} generation(s) per probe`],
           ["Outputs", `${num(rep.outputs)} in ${num(rep.wall_s)} s on ${rep.device}`], ["Ended", when(rep.ended_at)],
           ["Overall ASR", `${pct(rep.overall.asr)} (95% CI ${pct(rep.overall.ci_low)}–${pct(rep.overall.ci_high)}), ${num(rep.overall.fails)} of ${num(rep.overall.total)} outputs failed`],
           ["Gate", h("span", {}, pill(gate.passed ? "PASS" : "FAIL"), rep.gate_enforced ? " enforced" : " advisory", gate.source ? h("span", { class: "muted small" }, ` · thresholds from ${gate.source}`) : null)]]),
@@ -663,7 +663,7 @@ async function auditPage(main, ctx) {
     const shown = events.filter((e) => !q || [e.action, e.actor, e.resource, e.outcome].join(" ").toLowerCase().includes(q)).slice(-300).reverse();
     clear(list).append(...(shown.length ? shown.map((e) => h("li", { class: `tl-item tl-${e.outcome}`, "data-seq": e.seq, "data-action": e.action },
       h("div", { class: "tl-head" }, h("span", { class: "tl-seq mono" }, `#${e.seq}`), h("strong", { class: "tl-action" }, e.action),
-        h("span", { class: "tl-resource mono" }, e.resource), pill(e.outcome), h("span", { class: "tl-time muted small", title: e.ts }, `${when(e.ts)} · ${ago(e.ts)}`)),
+        h("span", { class: "tl-resource mono" }, e.resource), pill(e.outcome), h("span", { class: "tl-time muted small", title: e.ts }, when(e.ts))),
       h("div", { class: "tl-actor small" }, "by ", h("span", { class: "mono" }, e.actor)),
       h("details", {}, h("summary", { class: "small" }, "details"), h("pre", { class: "code-block" }, JSON.stringify(e.details, null, 2)),
         h("p", { class: "small muted mono" }, `hash ${e.hash} · prev ${e.prev_hash}`)))) : [h("li", { class: "empty" }, "No events match.")]));

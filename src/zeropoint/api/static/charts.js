@@ -19,7 +19,8 @@ function tickFormat(step) {
 }
 
 // series: [{name, points: [[x, y], ...], cls}] ; the first series is the primary (its point count is exposed)
-export function lineChart({ label, xLabel = "step", yLabel = "", height = 240, width = 640, yFormat = num } = {}) {
+export function lineChart({ label, xLabel = "step", yLabel = "", height = 240, yFormat = num } = {}) {
+  let width = 640, last = [];
   const svg = s("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label,
                          preserveAspectRatio: "xMidYMid meet" });
   const legend = h("ul", { class: "legend", "aria-hidden": "true" });
@@ -27,7 +28,17 @@ export function lineChart({ label, xLabel = "step", yLabel = "", height = 240, w
   const fig = h("figure", { class: "chart-fig" }, svg, legend, summary);
   const m = { l: 58, r: 16, t: 14, b: 38 };
 
+  // drawn at the figure's real pixel width, so text keeps its size in a wide or a narrow card
+  if (typeof ResizeObserver !== "undefined") new ResizeObserver(() => {
+    const w = Math.round(fig.getBoundingClientRect().width);
+    if (w > 0 && Math.abs(w - width) > 4) update(last);
+  }).observe(fig);
+
   function update(series) {
+    last = series;
+    const w = Math.round(fig.getBoundingClientRect().width);
+    if (w > 0) width = Math.max(280, w);
+    svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
     clear(svg); clear(legend);
     const all = series.flatMap((se) => se.points);
     const primary = series[0] ? series[0].points.length : 0;

@@ -34,7 +34,7 @@ export function num(x, digits = 3) {
   if (a >= 1000) return x.toLocaleString("en-US", { maximumFractionDigits: 1 });
   if (a >= 1) return x.toFixed(Math.max(0, digits - 1));
   if (a === 0) return "0";
-  return x.toPrecision(digits);
+  return String(Number(x.toPrecision(digits)));
 }
 
 export function bytes(n) {
