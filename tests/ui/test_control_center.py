@@ -55,6 +55,30 @@ def shot(page, artifacts: Path, name: str) -> None:
     page.wait_for_timeout(150)   # let the last frame paint
     page.screenshot(path=str(artifacts / f"{name}.png"), full_page=True)
     assert (artifacts / f"{name}.png").stat().st_size > 5000
+    low = page.evaluate(LOW_CONTRAST_JS)
+    assert not low, f"{name}: text below WCAG AA contrast: {low}"
+
+
+LOW_CONTRAST_JS = """() => {
+  // WCAG 2 contrast of every visible text run against the first opaque background behind it
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+    .reduce((a, v, i) => a + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const bgOf = (el) => { for (let e = el; e; e = e.parentElement) { const c = rgb(getComputedStyle(e).backgroundColor);
+    if (c.length === 3 || c[3] > 0.5) return c.slice(0, 3); } return [255, 255, 255]; };
+  const bad = [];
+  for (const el of document.querySelectorAll('body *')) {
+    if (el.closest('svg') || el.closest('.toasts') || el.closest('.sr-only')) continue;
+    if (![...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+    const r = el.getBoundingClientRect(), st = getComputedStyle(el);
+    if (!r.width || !r.height || st.visibility === 'hidden') continue;
+    const a = lum(rgb(st.color)), b = lum(bgOf(el));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(st.fontSize), large = size >= 24 || (size >= 18.66 && Number(st.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) bad.push(`${el.tagName}.${el.getAttribute('class')} "${el.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+  }
+  return bad.slice(0, 10);
+}"""
 
 
 def unlabeled_controls(page) -> list[str]:
@@ -119,6 +143,9 @@ def test_control_center_end_to_end(zp_home, chromium_path, playwright_api, artif
         assert s.request("POST", "/v1/datasets/sotu/approve", token=t["viewer"])[0] == 403
         vp.goto(base + "/#/audit")
         vp.get_by_text("visible to approvers").wait_for()
+        vp.goto(base + "/#/runs")
+        vp.wait_for_selector("main[data-page=runs] .card")
+        assert vp.locator("#submit-form").count() == 0   # a viewer cannot submit: no form
 
         phase("viewer")
         # -- approver: approves in the page; the audit trail shows it, chain intact ----------------------------------
