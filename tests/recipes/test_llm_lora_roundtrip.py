@@ -53,3 +53,8 @@ def test_tiny_lora_adapters_only_merge_and_hf_round_trip(zp_home, tmp_path):
     assert diff <= 1e-5, diff
     r = runner.invoke(app, ["lora", "merge", str(ck), "--out", str(hf)])
     assert r.exit_code == 2 and "exists" in r.output              # never overwrites
+    # the one loader evals, red-team and export use opens the checkpoint verified, adapters merged
+    from zeropoint.loading import load_lm
+    m2, _, _, info = load_lm(ck)
+    assert info["kind"] == "checkpoint" and info["method"] == "lora"
+    assert np.abs(m2(x).numpy() - adapted).max() <= 1e-5

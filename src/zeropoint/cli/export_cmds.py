@@ -15,14 +15,13 @@ FORMATS = "onnx | onnx-int8 | onnx-int8-wo | int8 | gguf | gguf-f16 | gguf-q8_0 
 def _load(ref: str):
     """-> (model with LoRA merged, llama cfg, tokenizer, source info, gguf tokenizer metadata or None).
     A checkpoint directory (manifest.json) goes through the finetune recipe's verified loader."""
-    from ..models.registry import load_model, resolve_ref
-    p = Path(ref)
-    if p.is_dir() and (p / "manifest.json").is_file() and (p / "config.json").is_file() and not (p / "tokenizer.json").exists():
-        from ..recipes.llm_finetune import load_checkpoint_model
-        model, cfg, tok, rcfg = load_checkpoint_model(p, merge=True)
-        return model, cfg, tok, {"ref": ref, "path": str(p), "kind": "checkpoint", "base": rcfg.model.weights,
-                                 "method": rcfg.method}, None
-    model, cfg, tok = load_model(ref)
+    from ..loading import is_finetune_checkpoint, load_lm
+    from ..models.registry import resolve_ref
+    if is_finetune_checkpoint(ref):
+        model, cfg, tok, info = load_lm(ref)
+        return model, cfg, tok, {"ref": ref, "path": str(Path(ref)), "kind": "checkpoint", "base": info["base"],
+                                 "method": info["method"]}, None
+    model, cfg, tok, _ = load_lm(ref)
     path = resolve_ref(ref)
     meta = None
     if path.is_file() and path.suffix == ".gguf":

@@ -15,14 +15,9 @@ def _fmt(x) -> str:
 
 
 def _loader(ref: str):
-    """Checkpoint directories (manifest.json) open through the LLM recipe -- verified, adapters merged; anything
-    else through the model registry (named models, .gguf, HF directories)."""
-    if (Path(ref) / "manifest.json").is_file():
-        from ..recipes.llm_finetune import load_checkpoint_model
-        model, cfg, tok, _ = load_checkpoint_model(ref)
-        return model, cfg, tok
-    from ..models.registry import load_model
-    return load_model(ref)
+    from ..loading import load_lm
+    model, cfg, tok, _ = load_lm(ref)
+    return model, cfg, tok
 
 
 def redteam(

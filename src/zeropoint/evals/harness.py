@@ -43,12 +43,9 @@ def model_identity(ref: str) -> dict:
 
 
 def load_lm(ref: str):
-    """(model, tokenizer) through the model registry; a clear error if it is not there yet or the ref is bad."""
-    try:
-        from ..models.registry import load_model
-    except ImportError as e:
-        raise EvalError(f"the model registry is not available ({e}); cannot load {ref!r}") from None
-    model, _cfg, tok = load_model(ref)
+    """(model, tokenizer): a named model, .gguf, HF directory, or a finetune checkpoint (verified, LoRA merged)."""
+    from ..loading import load_lm as open_lm   # named model, .gguf, HF dir, or a verified finetune checkpoint
+    model, _cfg, tok, _ = open_lm(ref)
     return model, tok
 
 
