@@ -217,7 +217,9 @@ class Attention:
         scores = (q @ k.transpose(-1, -2)).float() * (1.0 / math.sqrt(self.head_dim))
         if mask is not None:
             scores = scores + mask
-        attn = scores.softmax(-1).cast(x.dtype) @ v                            # (B, H, T, hd)
+        # materialise the probabilities and their gradient: fused into the backward matmuls, tinygrad would
+        # recompute the exp of the softmax once per multiply-add (see bench/step_work.py)
+        attn = scores.contiguous_backward().softmax(-1).cast(x.dtype).contiguous() @ v   # (B, H, T, hd)
         return self.o_proj(attn.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 
@@ -228,7 +230,9 @@ class MLP:
         self.down_proj = Linear(cfg.hidden_dim, cfg.dim)
 
     def __call__(self, x: Tensor) -> Tensor:
-        return self.down_proj(self.gate_proj(x).silu() * self.up_proj(x))
+        # the same for SiLU's sigmoid: one materialised activation instead of an exp per MAC of down_proj's backward
+        g, u = self.gate_proj(x).contiguous_backward(), self.up_proj(x).contiguous_backward()
+        return self.down_proj((g.silu() * u).contiguous())
 
 
 class DecoderLayer:
