@@ -90,24 +90,30 @@ def load_pairs(cfg: CLIPContrastiveConfig, records: list[dict], image_size: int)
     return ds
 
 
-def embed_all(params, mcfg, images: np.ndarray | None, ids: np.ndarray | None, batch_size: int, dtype) -> np.ndarray:
-    """Normalised embeddings of all images (or all token rows) in fixed-size jitted batches."""
+def make_embedders(params, mcfg, batch_size: int, dtype):
+    """(embed_images, embed_ids): normalised embeddings in fixed-size batches, one TinyJit per tower, so held-out
+    images, captions, label prompts and prompt ensembles all replay one captured graph (no per-call re-scheduling,
+    no new kernels for each prompt count)."""
     from tinygrad import TinyJit
 
     from ..engine import fresh
     from ..models.clip import encode_image, encode_text, normalize
-    data = images if images is not None else ids
-    enc = encode_image if images is not None else encode_text
-    fn = TinyJit(lambda x: normalize(enc(params, mcfg, x, dtype=dtype)).realize())
-    out = []
-    for i in range(0, len(data), batch_size):
-        xb = data[i:i + batch_size]
-        n = len(xb)
-        if n < batch_size:
-            pad = np.repeat(xb[-1:], batch_size - n, axis=0)   # a real row, so text pooling still finds an EOS
-            xb = np.concatenate([xb, pad])
-        out.append(fn(fresh(xb)).numpy()[:n])
-    return np.concatenate(out)
+
+    def batched(fn):
+        def run(data: np.ndarray) -> np.ndarray:
+            out = []
+            for i in range(0, len(data), batch_size):
+                xb = data[i:i + batch_size]
+                n = len(xb)
+                if n < batch_size:
+                    pad = np.repeat(xb[-1:], batch_size - n, axis=0)   # a real row, so text pooling still finds an EOS
+                    xb = np.concatenate([xb, pad])
+                out.append(fn(fresh(xb)).numpy()[:n].copy())   # JIT outputs reuse one buffer: copy now
+            return np.concatenate(out)
+        return run
+    img = TinyJit(lambda x: normalize(encode_image(params, mcfg, x, dtype=dtype)).realize())
+    txt = TinyJit(lambda x: normalize(encode_text(params, mcfg, x, dtype=dtype)).realize())
+    return batched(img), batched(txt)
 
 
 # ---- the recipe --------------------------------------------------------------------------------------------
@@ -222,12 +228,12 @@ def run(cfg: CLIPContrastiveConfig, *, allow_simulated: bool = False, run_id: st
 
         # 6. held-out evaluation
         te0 = time.perf_counter()
-        bs = min(cfg.eval.batch_size, len(xte))
-        img_emb = embed_all(params, mcfg, xte, None, bs, dtype)
-        txt_emb = embed_all(params, mcfg, None, ids_te, bs, dtype)
+        embed_images, embed_ids = make_embedders(params, mcfg, min(cfg.eval.batch_size, len(xte)), dtype)
+        img_emb = embed_images(xte)
+        txt_emb = embed_ids(ids_te)
         ret = V.retrieval_recall(img_emb, txt_emb)
         prompts = [cfg.eval.prompt.format(c.lower()) for c in pairs.classes]
-        cls_emb = embed_all(params, mcfg, None, C.encode_captions(tok, prompts, ctx), len(prompts), dtype)
+        cls_emb = embed_ids(C.encode_captions(tok, prompts, ctx))
         zs = V.zero_shot(img_emb, cls_emb, test.labels, pairs.classes)
         zs_brief = {k: zs[k] for k in ("top1", "top5", "chance", "majority_baseline", "n", "per_class_top1")}
         zs_ens = None
@@ -236,8 +242,10 @@ def run(cfg: CLIPContrastiveConfig, *, allow_simulated: bool = False, run_id: st
             if missing:
                 raise ZeropointError(f"eval.class_prompts has no prompts for labels {missing}; add them or remove "
                                      "eval.class_prompts")
-            ens = [embed_all(params, mcfg, None, C.encode_captions(tok, cfg.eval.class_prompts[c], ctx),
-                             len(cfg.eval.class_prompts[c]), dtype).mean(0) for c in pairs.classes]
+            groups = [cfg.eval.class_prompts[c] for c in pairs.classes]
+            emb = embed_ids(C.encode_captions(tok, [q for g in groups for q in g], ctx))
+            ends = np.cumsum([len(g) for g in groups])
+            ens = [emb[e - len(g):e].mean(0) for g, e in zip(groups, ends)]
             zs_e = V.zero_shot(img_emb, np.stack(ens), test.labels, pairs.classes)
             zs_ens = {k: zs_e[k] for k in ("top1", "top5", "chance", "majority_baseline", "n", "per_class_top1")}
         eval_s = time.perf_counter() - te0

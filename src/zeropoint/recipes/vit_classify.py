@@ -110,21 +110,19 @@ def load_splits(cfg: ViTClassifyConfig, records: list[dict], seed: int):
     return train, test
 
 
-def predict(params, mcfg, images: np.ndarray, batch_size: int, dtype) -> np.ndarray:
-    """Logits for every image, in fixed-size jitted batches (the last one padded, then trimmed)."""
-    from tinygrad import Tensor, TinyJit
+def make_predictor(params, mcfg, batch_size: int, dtype):
+    """images -> logits, through ONE TinyJit of a fixed batch shape (the last batch padded, then trimmed): the
+    validation cadence and the final test eval replay the same captured graph instead of scheduling a new one."""
+    from tinygrad import TinyJit
 
-    from ..engine import fresh
-    from ..models.vit import vit_forward
+    from ..models.vit import apply_batched, vit_forward
     fwd = TinyJit(lambda x: vit_forward(params, mcfg, x, dtype=dtype).realize())
-    out = []
-    for i in range(0, len(images), batch_size):
-        xb = images[i:i + batch_size]
-        n = len(xb)
-        if n < batch_size:
-            xb = np.concatenate([xb, np.zeros((batch_size - n,) + xb.shape[1:], np.float32)])
-        out.append(fwd(fresh(xb)).numpy()[:n])   # JIT outputs reuse one buffer: copy before the next call
-    return np.concatenate(out) if out else np.zeros((0, mcfg.num_classes), np.float32)
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        if not len(images):
+            return np.zeros((0, mcfg.num_classes), np.float32)
+        return apply_batched(fwd, images, batch_size)
+    return predict
 
 
 def save_hf_export(params, mcfg, directory: Path, classes: list[str]) -> None:
@@ -226,10 +224,12 @@ def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | 
                                    config_sha256=config_hash(cfg), keep=t.keep_ckpts,
                                    extra_files={"vit_config.json": _json_bytes(mcfg.to_dict()), **(extra or {})})
 
+        predict = make_predictor(params, mcfg, cfg.eval.batch_size, dtype)
+
         def eval_fn(step: int) -> dict:
             if val_idx is None:
                 return {}
-            acc = V.topk_accuracy(predict(params, mcfg, xval, cfg.eval.batch_size, dtype), yval, (1,))
+            acc = V.topk_accuracy(predict(xval), yval, (1,))
             return {"val_top1": acc["top1"]}
 
         t0 = time.perf_counter()
@@ -241,7 +241,7 @@ def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | 
 
         # 7. final evaluation on the test split
         te0 = time.perf_counter()
-        logits = predict(params, mcfg, xte, cfg.eval.batch_size, dtype)
+        logits = predict(xte)
         rep = V.classification_report(logits, yte, train.classes, tuple(cfg.eval.topk))
         cm_png = V.save_confusion_png(np.array(rep["confusion_matrix"]), train.classes, run.dir / "confusion_matrix.png",
                                       f"{cfg.model.config} on {cfg.data.dataset} test (n={len(yte)})")
