@@ -14,8 +14,8 @@ demo-vision: setup
 	bash scripts/demo_vision.sh
 
 # The CI suite: every test, the `slow` ones included (real SmolLM2 weights, real training, a Ray head, a browser),
-# each bounded. tinygrad's CPU backend runs one thread per process, so pytest-xdist gives each core its own
-# worker; --dist loadfile keeps a module's fixtures (a loaded model) in one worker. TEST_WORKERS=1 runs serially.
+# each bounded. Most of a test's time is single-threaded (tinygrad's Python graph building and one clang compile
+# at a time), so pytest-xdist gives each core its own worker; --dist loadfile keeps a module's fixtures (a loaded model) in one worker. TEST_WORKERS=1 runs serially.
 TEST_WORKERS ?= auto
 test: setup
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
