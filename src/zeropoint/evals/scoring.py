@@ -7,7 +7,7 @@
   `(ctx + cont)[-(max_length+1):][:-1]` as in lm-eval's HF backend. Requests whose inputs are identical
   (multiple choice with one-token answers: " A", " B", ...) share one forward pass (prefix sharing: the
   question is run once, not once per choice). Unique inputs are sorted longest first and batched with right
-  padding to a bucketed length (few distinct shapes = few kernel compiles). The result for a request only
+  padding to a bucketed length and a bucketed row count (few distinct shapes = few kernel compiles). The result for a request only
   depends on the set of requests scored together, so two callers that build the same requests get the same
   bits: that is what the lm-eval golden test relies on.
 """
@@ -128,7 +128,9 @@ class LMScorer:
         position the log-probs of every requested last token."""
         from tinygrad import Tensor
         n_rows = len(rows)
-        B = self.batch_size
+        # a short last batch (or a small task) runs at the next power of two rows, not at batch_size: padding rows
+        # cost as much compute as real ones, and on a CPU the forward, not the compile, is what takes the time
+        B = min(self.batch_size, _bucket(n_rows, 1))
         T = min(self.max_length, _bucket(max(len(r) for r in rows), 32))
         W = 1 if W == 1 else T   # two head shapes per length bucket: last position only, or all of them
         K = _bucket(max(len(t) for t in last_targets), 4)
