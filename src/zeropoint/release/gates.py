@@ -409,21 +409,64 @@ def gate_redteam(ctx: ReleaseContext) -> GateResult:
                       allow_simulated=ctx.allow_simulated, loader=lambda ref: (model, cfg, tok), actor=ctx.actor)
         cache_put("redteam", key, inputs, {"result": res}, [Path(res["files"]["summary_json"]), Path(res["report"])])
     verdict = evaluate_gate({"families": res["families"]}, thr, src)
+    if r.relative_to_baseline:
+        from ..safety.gate import evaluate_gate_vs_baseline, outcomes_from_report
+        base_ref, base_res = _redteam_baseline_model(ctx, inputs)
+        verdict = evaluate_gate_vs_baseline({"families": res["families"]}, outcomes_from_report(res["report"]),
+                                            {"families": base_res["families"]}, outcomes_from_report(base_res["report"]),
+                                            thr, r.max_increase, src, base_ref)
+        g.rule += (f"; a family the baseline model ({base_ref}) is itself above: no ASR increase over it beyond "
+                   f"{r.max_increase:g} at 95% confidence (paired bootstrap over probes)")
+        g.evidence["redteam/baseline_summary.json"] = Path(base_res["files"]["summary_json"])
+        g.evidence["redteam/baseline_report.jsonl"] = Path(base_res["report"])
     for k, name in (("summary_json", "summary.json"), ("report", "report.jsonl"), ("summary_md", "summary.md")):
         g.evidence[f"redteam/{name}"] = Path(res["files"][k])
     g.evidence["redteam/gate.json"] = (json.dumps(verdict, indent=2, default=str) + "\n").encode()
     g.figures = {"redteam_id": res["id"], "outputs": res["overall"]["total"], "asr_overall": res["overall"]["asr"],
                  "families": {f["family"]: {"asr": f["asr"], "ci": [f["ci_low"], f["ci_high"]],
-                                            "threshold": f["threshold"], "verdict": f["verdict"]}
+                                            "threshold": f["threshold"], "verdict": f["verdict"],
+                                            **({"rule": f["rule"], "baseline": f["baseline"]} if "rule" in f else {})}
                               for f in verdict["families"]},
                  "s_per_output": res.get("s_per_output")}
     g.passed = bool(verdict["passed"])
     fails = [f for f in verdict["families"] if f["verdict"] == "FAIL"]
-    g.reason = ("; ".join(f"{f['family']} ASR {f['asr']:.3f} > threshold {f['threshold']:g}" for f in fails) if fails
+    g.reason = ("; ".join(_redteam_fail_reason(f) for f in fails) if fails
                 else "every gated family at or under its threshold: " + ", ".join(
                     f"{f['family']} {f['asr']:.3f}" if f["asr"] is not None else f"{f['family']} n/a"
                     for f in verdict["families"]))
     return g
+
+
+def _redteam_fail_reason(f: dict) -> str:
+    b = f.get("baseline") or {}
+    if b.get("increase_ci"):
+        return (f"{f['family']} ASR {f['asr']:.3f} vs baseline model {b['asr']:.3f}: increase {b['increase']:+.3f}, "
+                f"95% CI [{b['increase_ci'][0]:+.3f}, {b['increase_ci'][1]:+.3f}] is above the allowed increase")
+    return f"{f['family']} ASR {f['asr']:.3f} > threshold {f['threshold']:g}"
+
+
+def _redteam_baseline_model(ctx: ReleaseContext, inputs: dict) -> tuple[str, dict]:
+    """Red-team the eval baseline's model with the release's probes and sampling (cached like every gate)."""
+    from ..evals.harness import load_baseline
+    from ..loading import load_lm
+    from ..safety.runner import redteam
+    r = ctx.policy.redteam
+    info = load_baseline(ctx.baseline)["results"]["model"]
+    ref = ctx.baseline_model or info["ref"]
+    digest = sha256_tree(ref)[0] if Path(ref).is_dir() else info.get("sha256") or ref
+    base_inputs = {**inputs, "checkpoint": None, "baseline_model": ref, "baseline_model_sha256": digest}
+    key = _key(base_inputs)
+    hit = cache_get("redteam-baseline", key)
+    if hit:
+        ctx.say(f"red-team of the baseline model: reusing {hit['result']['id']}")
+        return ref, hit["result"]
+    ctx.say(f"red-team of the baseline model {ref} (same probes and sampling)")
+    res = redteam(str(ref), suite=r.suite, generations=r.generations, max_tokens=r.max_tokens, temperature=r.temperature,
+                  top_p=r.top_p, seed=r.seed, gate=False, thresholds=None, allow_simulated=ctx.allow_simulated,
+                  loader=lambda x: load_lm(x)[:3], actor=ctx.actor)
+    cache_put("redteam-baseline", key, base_inputs, {"result": res},
+              [Path(res["files"]["summary_json"]), Path(res["report"])])
+    return ref, res
 
 
 # ---- 6. bench -------------------------------------------------------------------------------------------------

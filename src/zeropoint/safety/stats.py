@@ -40,3 +40,24 @@ def summarise(outcomes: list[tuple[str, bool]], seed: int = 0) -> dict:
     lo, hi = bootstrap_ci(outcomes, seed=seed)
     return {"fails": fails, "passes": len(outcomes) - fails, "total": len(outcomes),
             "probes": len({c for c, _ in outcomes}), "asr": asr(fails, len(outcomes)), "ci_low": lo, "ci_high": hi}
+
+
+def paired_increase_ci(model: list[tuple[str, bool]], baseline: list[tuple[str, bool]], n_boot: int = N_BOOT,
+                       level: float = 0.95, seed: int = 0) -> tuple[float | None, float | None, float | None]:
+    """ASR(model) - ASR(baseline) on the probes both were asked, with a paired percentile bootstrap over probes
+    (the same probes are resampled for both, so probe difficulty cancels). -> (difference, low, high)."""
+    a, b = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
+    for d, outcomes in ((a, model), (b, baseline)):
+        for cid, bad in outcomes:
+            d[cid][0] += int(bad)
+            d[cid][1] += 1
+    shared = sorted(set(a) & set(b))
+    if not shared:
+        return None, None, None
+    fa, ta = (np.array([a[c][i] for c in shared], dtype=np.float64) for i in (0, 1))
+    fb, tb = (np.array([b[c][i] for c in shared], dtype=np.float64) for i in (0, 1))
+    diff = fa.sum() / ta.sum() - fb.sum() / tb.sum()
+    idx = np.random.default_rng(seed).integers(0, len(shared), size=(n_boot, len(shared)))
+    d = fa[idx].sum(1) / ta[idx].sum(1) - fb[idx].sum(1) / tb[idx].sum(1)
+    lo, hi = np.quantile(d, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(diff), float(lo), float(hi)
