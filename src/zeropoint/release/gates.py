@@ -451,7 +451,7 @@ def _redteam_baseline_model(ctx: ReleaseContext, inputs: dict) -> tuple[str, dic
     from ..loading import load_lm
     from ..safety.runner import redteam
     r = ctx.policy.redteam
-    info = load_baseline(ctx.baseline)["results"]["model"]
+    info = load_baseline(ctx.baseline)["model"]
     ref = ctx.baseline_model or info["ref"]
     digest = sha256_tree(ref)[0] if Path(ref).is_dir() else info.get("sha256") or ref
     base_inputs = {**inputs, "checkpoint": None, "baseline_model": ref, "baseline_model_sha256": digest}
