@@ -369,10 +369,8 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
 
     @app.get("/v1/runs/{run_id}", tags=["runs"])
     def runs_show(run_id: str, p: Principal = viewer):
-        run_id = safe_name(run_id, "run id")
-        if not (workspace().runs / run_id / "run.json").is_file():
-            raise HTTPException(404, f"no run {run_id!r}; list runs with GET /v1/runs")
-        r = load_run(run_id)
+        from .ui import run_dir_or_404
+        r = load_run(run_dir_or_404(run_id).name)
         metrics = read_metrics(r)
         curve = []
         if r.loss_curve_path.exists():

@@ -49,7 +49,8 @@ def static_files() -> dict[str, Path]:
     return {p.name: p for p in STATIC.iterdir() if p.is_file() and p.suffix in TYPES}
 
 
-def _run_dir(run_id: str) -> Path:
+def run_dir_or_404(run_id: str) -> Path:
+    """The run's directory (a safe name with a run.json), else 404 naming the list route; shared with app.py."""
     d = workspace().runs / safe_name(run_id, "run id")
     if not (d / "run.json").is_file():
         raise HTTPException(404, f"no run {run_id!r}; list runs with GET /v1/runs")
@@ -215,7 +216,7 @@ def add_ui_routes(app, store, executor, *, viewer, approver) -> None:
     async def run_metrics(run_id: str, request: Request, offset: int = Query(0, ge=0),
                           follow: bool = Query(False, description="stream rows as server-sent events until the run ends"),
                           timeout_s: float = Query(3600, gt=0, le=86400), p=viewer):
-        d = _run_dir(run_id)
+        d = run_dir_or_404(run_id)
         path = d / "metrics.jsonl"
         if not follow:
             data = b""
@@ -232,12 +233,12 @@ def add_ui_routes(app, store, executor, *, viewer, approver) -> None:
     @app.get("/v1/runs/{run_id}/checkpoints", tags=["runs"])
     def run_checkpoints(run_id: str, verify: bool = Query(False, description="re-hash every file against its manifest"),
                         p=viewer):
-        d = _run_dir(run_id)
+        d = run_dir_or_404(run_id)
         return {"run": d.name, "checkpoints": checkpoint_rows(d, verify)}
 
     @app.get("/v1/runs/{run_id}/perf", tags=["runs"])
     def run_perf(run_id: str, p=viewer):
-        d = _run_dir(run_id)
+        d = run_dir_or_404(run_id)
         doc = _read_json(d / "perf.json")
         if doc is None:
             status = _run_status(d)
