@@ -194,7 +194,7 @@ def load_llama_int8(path: str | Path):
     """The model saved by `save_llama_int8`, its projections as Int8Linear (int8 in memory)."""
     import json
     from safetensors import safe_open
-    from ..models.llama import LlamaConfig, Linear, from_weights
+    from ..models.llama import Linear, Llama, LlamaConfig, expected_keys, load_weights
     path = Path(path)
     with safe_open(str(path), framework="numpy") as f:
         meta = f.metadata() or {}
@@ -203,20 +203,21 @@ def load_llama_int8(path: str | Path):
                              f"{INT8_FILE_FORMAT!r}); write one with `zpctl export --format int8`")
         cfg = LlamaConfig.from_dict(json.loads(meta["config"]))
         arrs = {k: f.get_tensor(k) for k in f.keys()}
-    weights, packed = {}, {}
-    for k, a in arrs.items():
-        if k.endswith(".qweight"):
-            base = k[: -len("qweight")]
-            packed[base + "weight"] = (a, arrs[base + "scale"])
-            weights[base + "weight"] = Tensor.zeros(*a.shape).contiguous()   # placeholder, replaced below
-        elif not k.endswith(".scale"):
-            weights[k] = Tensor(a)
-    model = from_weights(cfg, weights)
+    packed = {k[: -len("qweight")] + "weight": (a, arrs[k[: -len("qweight")] + "scale"])
+              for k, a in arrs.items() if k.endswith(".qweight")}
+    # projections go in as Int8Linear before anything is loaded, so no fp32 copy of them is ever allocated
+    model = Llama(cfg, init=False)
     for i, layer in enumerate(model.model.layers):
         for owner, names, part in ((layer.self_attn, PROJ[:4], "self_attn"), (layer.mlp, PROJ[4:], "mlp")):
             for name in names:
-                q, s = packed[f"model.layers.{i}.{part}.{name}.weight"]
-                if not isinstance(getattr(owner, name), Linear):
-                    raise QuantError(f"unexpected module at layer {i} {name}")
-                setattr(owner, name, Int8Linear(q, s))
+                key = f"model.layers.{i}.{part}.{name}.weight"
+                if key not in packed or not isinstance(getattr(owner, name), Linear):
+                    raise QuantError(f"{path}: no int8 weights for {key}; the file does not match its own config")
+                setattr(owner, name, Int8Linear(*packed.pop(key)))
+    rest = {k: Tensor(a) for k, a in arrs.items() if not k.endswith((".qweight", ".scale"))}
+    missing = [k for k in expected_keys(cfg) if k not in rest and k not in packed and not k.endswith(
+        tuple(f".{p}.weight" for p in PROJ))]
+    if missing or packed:
+        raise QuantError(f"{path}: missing {missing[:5]}, unused int8 tensors {sorted(packed)[:5]}")
+    load_weights(model, rest, strict=False)
     return model
