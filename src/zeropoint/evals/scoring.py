@@ -28,6 +28,12 @@ def _bucket(n: int, lo: int) -> int:
     return b
 
 
+def _length_bucket(n: int) -> int:
+    """Sequence-length bucket: powers of two up to 256, then multiples of 128 (a 547-token MMLU prompt runs at
+    640 positions, not 1024: attention is quadratic, and padding costs as much compute as real tokens)."""
+    return _bucket(n, 32) if n <= 256 else -(-n // 128) * 128
+
+
 def encode_pair(tok, context: str, continuation: str) -> tuple[list[int], list[int]]:
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces > 0:
@@ -122,6 +128,22 @@ class LMScorer:
             self._jits[key] = TinyJit(fwd) if self.jit else fwd
         return self._jits[key]
 
+    def _release_longer(self, T: int) -> None:
+        """Inputs are scored longest first, so a JIT for a longer bucket is not needed again in this call: drop it
+        and hand its buffers back (tinygrad's allocator keeps freed buffers cached; an MMLU run grew to 15 GB
+        RSS and was OOM-killed holding six buckets' activations)."""
+        stale = [k for k in self._jits if k[1] > T]
+        if not stale:
+            return
+        for k in stale:
+            del self._jits[k]
+        import gc
+        from tinygrad import Device
+        gc.collect()
+        alloc = getattr(Device[Device.DEFAULT], "allocator", None)
+        if hasattr(alloc, "free_cache"):
+            alloc.free_cache()
+
     def _forward_batch(self, rows: list[list[int]], W: int, last_targets: list[list[int]]):
         """Run one right-padded batch and read only the last W positions of each row (the ones that predict
         continuation tokens): their log-probs of the next input token, their argmax, and at the final
@@ -131,7 +153,7 @@ class LMScorer:
         # a short last batch (or a small task) runs at the next power of two rows, not at batch_size: padding rows
         # cost as much compute as real ones, and on a CPU the forward, not the compile, is what takes the time
         B = min(self.batch_size, _bucket(n_rows, 1))
-        T = min(self.max_length, _bucket(max(len(r) for r in rows), 32))
+        T = min(self.max_length, _length_bucket(max(len(r) for r in rows)))
         W = 1 if W == 1 else T   # two head shapes per length bucket: last position only, or all of them
         K = _bucket(max(len(t) for t in last_targets), 4)
         toks = np.zeros((B, T), dtype=np.int32)
@@ -187,6 +209,7 @@ class LMScorer:
         out: list = [None] * len(requests)
         for b in range(0, len(order), self.batch_size):
             chunk = order[b:b + self.batch_size]
+            self._release_longer(_length_bucket(len(chunk[0][0])))
             finals = [sorted({seqs[i][0][-1] for i in inputs[inp]}) for inp in chunk]
             W = max(seqs[i][1] for inp in chunk for i in inputs[inp])
             tok_lp, am, cand_lp, W = self._forward_batch([list(inp[0]) for inp in chunk], W, finals)
