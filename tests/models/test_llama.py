@@ -9,6 +9,8 @@ from zeropoint.models.llama import (CONFIGS, PUBLISHED_PARAMS, Llama, expected_k
 
 from zeropoint.models.reference import forward as ref_forward
 
+from .tiny import random_llama
+
 
 @pytest.mark.parametrize("name", ["smollm2-135m", "llama-3.2-1b", "llama-3-8b", "llama-2-13b", "mistral-7b"])
 def test_named_param_counts_match_published(name):
@@ -73,8 +75,7 @@ def _tokens(cfg, T, seed=0):
 def test_forward_matches_numpy_reference_with_gqa_and_llama3_rope():
     # tiny-llama3: 4 query heads share 1 kv head, llama3-scaled RoPE, untied head
     cfg = CONFIGS["tiny-llama3"]
-    Tensor.manual_seed(1)
-    m = Llama(cfg)
+    m = random_llama(cfg, 1)
     toks = _tokens(cfg, 12)
     got = m(Tensor(toks)).numpy()[0]
     assert got.dtype == np.float32 and got.shape == (12, cfg.vocab_size)
@@ -87,8 +88,7 @@ def test_forward_matches_numpy_reference_with_gqa_and_llama3_rope():
 
 def test_kv_cache_decode_equals_full_forward():
     cfg = CONFIGS["tiny-untied"]
-    Tensor.manual_seed(2)
-    m = Llama(cfg)
+    m = random_llama(cfg, 2)
     toks = _tokens(cfg, 9, seed=3)
     full = m(Tensor(toks)).numpy()
     cache = m.make_cache(1, 32)
@@ -108,8 +108,7 @@ def test_kv_cache_decode_equals_full_forward():
 
 def test_half_precision_compute_stays_close_and_keeps_fp32_masters():
     cfg = CONFIGS["tiny-untied"]
-    Tensor.manual_seed(4)
-    m = Llama(cfg)
+    m = random_llama(cfg, 4)
     toks = Tensor(_tokens(cfg, 6, seed=5))
     ref = m(toks).numpy()
     m.compute_dtype = dtypes.float16
