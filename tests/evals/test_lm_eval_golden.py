@@ -23,7 +23,7 @@ def smollm2():
     return model, tok
 
 
-MAX_LEN = 64        # small window: forces several rolling windows and left-truncation of long prompts
+MAX_LEN = 32        # small window: forces several rolling windows and left-truncation of long prompts
 LIMIT = 2
 
 
