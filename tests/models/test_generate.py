@@ -11,12 +11,12 @@ from zeropoint.models.llama import CONFIGS, Llama
 from zeropoint.models.tokenizer import Tokenizer
 
 from .test_tokenizer import _meta
+from .tiny import random_llama
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    Tensor.manual_seed(11)
-    return Llama(CONFIGS["tiny-untied"])
+    return random_llama(CONFIGS["tiny-untied"], 11)
 
 
 def test_jitted_decode_equals_full_forward(tiny):
@@ -71,10 +71,9 @@ def test_generate_rejects_bad_input(tiny):
 def test_cli_generate_json_records_a_run(tmp_path, zp_home):
     from zeropoint.cli.main import app
     cfg = CONFIGS["tiny-untied"]
-    Tensor.manual_seed(12)
     meta = _meta()
     meta["tokenizer.ggml.tokens"] = meta["tokenizer.ggml.tokens"] + [f"<x{i}>" for i in range(512 - len(meta["tokenizer.ggml.tokens"]))]
-    out = save_hf_dir(Llama(cfg), cfg, Tokenizer.from_gguf_metadata(meta), tmp_path / "m")
+    out = save_hf_dir(random_llama(cfg, 12), cfg, Tokenizer.from_gguf_metadata(meta), tmp_path / "m")
     res = CliRunner().invoke(app, ["generate", str(out), "--prompt", "Hello world", "--max-tokens", "3", "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)

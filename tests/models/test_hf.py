@@ -11,13 +11,13 @@ from zeropoint.models.registry import load_model
 from zeropoint.models.tokenizer import Tokenizer
 
 from .test_tokenizer import _meta
+from .tiny import random_llama
 
 
 @pytest.mark.parametrize("name", ["tiny-untied", "tiny-llama3"])
 def test_hf_round_trip_identical_logits(tmp_path, name):
     cfg = CONFIGS[name]
-    Tensor.manual_seed(7)
-    m = Llama(cfg)
+    m = random_llama(cfg, 7)
     toks = Tensor(np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 7)).astype(np.int32))
     before = m(toks).numpy()
     tok = Tokenizer.from_gguf_metadata(_meta())
@@ -33,8 +33,7 @@ def test_hf_round_trip_identical_logits(tmp_path, name):
 
 def test_sharded_save_and_load(tmp_path):
     cfg = CONFIGS["tiny-untied"]
-    Tensor.manual_seed(8)
-    sd = {k: v.numpy() for k, v in state_dict(Llama(cfg)).items()}
+    sd = {k: v.numpy() for k, v in state_dict(random_llama(cfg, 8)).items()}
     out = save_hf_dir(sd, cfg, None, tmp_path / "sharded", max_shard_bytes=64 * 1024)
     index = json.loads((out / "model.safetensors.index.json").read_text())
     shards = sorted(set(index["weight_map"].values()))
