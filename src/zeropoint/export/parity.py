@@ -127,6 +127,27 @@ def sotu_tokens(tok, n_seq: int = 4, seq_len: int = 32) -> tuple[np.ndarray, dic
     return arr, {"dataset": "sotu", "files": used, "n_seq": n_seq, "seq_len": seq_len}
 
 
+# Calibration text for quantizers (AWQ scales): other speeches than the held-out ones parity is measured on.
+CALIBRATION_SPEECHES = ("2015_barack_obama_d.txt", "2016_barack_obama_d.txt", "2017_donald_j_trump_r.txt",
+                        "2018_donald_j_trump_r.txt")
+
+
+def calibration_tokens(tok, n_seq: int = 8, seq_len: int = 64) -> tuple[np.ndarray, dict]:
+    """(n_seq, seq_len) windows spread over the calibration speeches (never the parity text)."""
+    from ..data.assets import sotu_dir
+    d, per = sotu_dir(), -(-n_seq // len(CALIBRATION_SPEECHES))
+    rows, used = [], []
+    for name in CALIBRATION_SPEECHES:
+        ids = tok.encode((d / name).read_text(encoding="utf-8", errors="replace"))
+        take = [ids[i * seq_len:(i + 1) * seq_len] for i in range(min(per, len(ids) // seq_len))]
+        rows += take
+        used += [name] if take else []
+    if len(rows) < n_seq:
+        raise ParityError(f"not enough calibration text for {n_seq} x {seq_len} tokens in {d}")
+    return np.asarray(rows[:n_seq], dtype=np.int64), {"dataset": "sotu", "files": used, "n_seq": n_seq,
+                                                      "seq_len": seq_len}
+
+
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
 
 

@@ -82,7 +82,11 @@ def export_llama(model, cfg, tok, source: dict, fmt: str = "onnx", out: str | Pa
             if fmt != "onnx":
                 from .quant import quantize_onnx_int8, quantize_onnx_int8_weights
                 step("quantizing (" + ("onnxruntime dynamic int8" if fmt == "onnx-int8" else "weight-only int8, MatMulNBits") + ")")
-                q = (quantize_onnx_int8 if fmt == "onnx-int8" else quantize_onnx_int8_weights)(fp32, d / "model.onnx")
+                if fmt == "onnx-int8":
+                    q = quantize_onnx_int8(fp32, d / "model.onnx")
+                else:
+                    cal, cal_src = P.calibration_tokens(tok, 8, 64)
+                    q = quantize_onnx_int8_weights(fp32, d / "model.onnx", calibration=cal, calibration_source=cal_src)
                 rec["quantization"] = q["quantization"] | {"fp32_bytes": fp32.stat().st_size}
                 for f in [fp32, fp32.with_name(fp32.name + ".data")]:
                     f.unlink(missing_ok=True)

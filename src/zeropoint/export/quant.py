@@ -5,7 +5,8 @@
    per output channel, activations quantized at run time. The served artifact runs on onnxruntime.
    (format `onnx-int8`)
 2. `quantize_onnx_int8_weights`: weight-only int8 in onnxruntime's MatMulNBits (bits=8, blocks of 32 with a
-   scale each, as GGUF Q8_0); activations stay fp32. (format `onnx-int8-wo`)
+   scale each, as GGUF Q8_0), after activation-aware scaling (AWQ) calibrated on text that parity never sees;
+   activations stay fp32. (format `onnx-int8-wo`)
 3. `quantize_llama_int8`: int8 weight-only quantization for tinygrad inference. Each projection weight becomes
    int8 rows with one fp32 scale per output channel (symmetric, amax / 127); `Int8Linear` dequantizes inside
    the matmul's kernel, so weights sit in memory at a quarter of fp32. Embeddings and norms stay fp32 (the
@@ -66,40 +67,107 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path, per_channel: bool = Fal
                              "fp32_matmuls": len(weight_mm) - len(chosen), "excluded": list(exclude)}}
 
 
+AWQ_ALPHAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+def _q8_blocks(w: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(K, N) fp32 -> uint8 (N, K/block, block) with zero point 128 and fp32 scales (N, K/block), symmetric."""
+    K, N = w.shape
+    blocks = w.astype(np.float32).T.reshape(N, K // block_size, block_size)
+    scale = np.abs(blocks).max(-1) / 127.0
+    scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+    q = (np.clip(np.rint(blocks / scale[..., None]), -127, 127) + 128).astype(np.uint8)
+    return q, scale
+
+
+def _dequant(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    return ((q.astype(np.float32) - 128) * scale[..., None]).reshape(q.shape[0], -1).T
+
+
+def calibration_inputs(src: str | Path, names: list[str], tokens: np.ndarray) -> dict[str, np.ndarray]:
+    """The fp32 graph run on calibration tokens in onnxruntime, returning the named intermediate tensors (the
+    inputs of the MatMuls to quantize) as (tokens, channels)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+    m = onnx.load(str(src))
+    for n in names:
+        m.graph.output.append(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "calibration.onnx"
+        onnx.save(m, str(p), save_as_external_data=True, all_tensors_to_one_file=True, location="calibration.data")
+        sess = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+        outs = sess.run([o.name for o in sess.get_outputs()][1:], {sess.get_inputs()[0].name: tokens.astype(np.int64)})
+    return {n: a.reshape(-1, a.shape[-1]).astype(np.float32) for n, a in zip(names, outs)}
+
+
 def quantize_onnx_int8_weights(src: str | Path, dst: str | Path, block_size: int = 32,
-                               exclude: tuple[str, ...] = ()) -> dict:
+                               exclude: tuple[str, ...] = (), calibration: np.ndarray | None = None,
+                               calibration_source: dict | None = None, alphas: tuple[float, ...] = AWQ_ALPHAS) -> dict:
     """fp32 ONNX -> weight-only int8 ONNX: every MatMul whose weight is a 2-D initializer becomes onnxruntime's
     `com.microsoft.MatMulNBits` with bits=8: weights stored as uint8 (zero point 128) in blocks of `block_size`
-    along the input dimension with one fp32 scale per block, the scheme of GGUF's Q8_0. Activations stay fp32,
-    so the outlier channels that sink per-tensor dynamic activation quantization (above) do not matter here.
-    The embedding (a Gather, also the tied head's weight) stays fp32. -> {"files", "quantization"}."""
+    along the input dimension with one fp32 scale per block, the scheme of GGUF's Q8_0. Activations stay fp32.
+    The embedding (a Gather, also the tied head's weight) stays fp32.
+
+    With `calibration` tokens, activation-aware scaling (AWQ, Lin et al. 2023) comes first: input channel k of a
+    weight is multiplied by s_k = mean|x_k|^alpha before rounding and the activation by 1/s_k (a Mul node), so the
+    channels that carry large activations lose less precision; alpha is picked per MatMul from `alphas` by the
+    output error on the calibration activations (alpha 0 = plain rounding, so it never does worse there).
+    Measured on SmolLM2-135M, 512 held-out tokens: top-1 agreement 97.85% -> 99.22% (base), 97.27% -> 98.63%
+    (a LoRA finetune). -> {"files", "quantization"}."""
     import onnx
     from onnx import helper, numpy_helper
     src, dst = Path(src), Path(dst)
     m = onnx.load(str(src))                                   # loads external data too
     g = m.graph
     inits = {i.name: i for i in g.initializer}
-    nodes, n_q, n_fp32, q_bytes, f_bytes = [], 0, 0, 0, 0
+    chosen = []
     for n in g.node:
         w = inits.get(n.input[1]) if n.op_type == "MatMul" and len(n.input) == 2 else None
-        arr = numpy_helper.to_array(w) if w is not None else None
-        if arr is None or arr.ndim != 2 or arr.shape[0] % block_size or any(e in n.input[1] for e in exclude):
-            n_fp32 += arr is not None
+        if w is not None and len(w.dims) == 2 and w.dims[0] % block_size == 0 and not any(e in n.input[1] for e in exclude):
+            chosen.append(n)
+    if not chosen:
+        raise QuantError(f"{src} has no MatMul with a 2-D weight initializer divisible by block {block_size}")
+    acts = calibration_inputs(src, sorted({n.input[0] for n in chosen}), calibration) if calibration is not None else {}
+    picked: dict[float, int] = {}
+    nodes, n_q, q_bytes, f_bytes = [], 0, 0, 0
+    chosen_ids = {id(n) for n in chosen}
+    for n in g.node:
+        if id(n) not in chosen_ids:
             nodes.append(n)
             continue
-        K, N = arr.shape
-        blocks = arr.astype(np.float32).T.reshape(N, K // block_size, block_size)   # (N, n_blocks, block)
-        scale = np.abs(blocks).max(-1) / 127.0
-        scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
-        q = (np.clip(np.rint(blocks / scale[..., None]), -127, 127) + 128).astype(np.uint8)
+        w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
+        K, N = w.shape
+        s = None
+        if acts:
+            x = acts[n.input[0]]
+            y, mag, best = x @ w, np.abs(x).mean(0) + 1e-8, None
+            for a in alphas:
+                sv = (mag ** a).astype(np.float32)
+                sv /= np.sqrt(sv.max() * sv.min())
+                err = float(np.square(y - (x / sv) @ _dequant(*_q8_blocks(w * sv[:, None], block_size))).mean())
+                if best is None or err < best[0]:
+                    best = (err, a, sv)
+            _, a, s = best
+            picked[a] = picked.get(a, 0) + 1
+            if a == 0.0:
+                s = None
+        q, scale = _q8_blocks(w if s is None else w * s[:, None], block_size)
         qn, sn = n.input[1] + "_q8", n.input[1] + "_scales"
-        g.initializer.remove(w)
+        g.initializer.remove(inits[n.input[1]])
         g.initializer.extend([numpy_helper.from_array(q, qn), numpy_helper.from_array(scale.reshape(-1), sn)])
-        nodes.append(helper.make_node("MatMulNBits", [n.input[0], qn, sn], list(n.output), name=n.name + "_q8",
+        x_in = n.input[0]
+        if s is not None:
+            inv, x_in = n.input[1] + "_awq_inv", n.output[0] + "_awq_x"
+            g.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), inv))
+            nodes.append(helper.make_node("Mul", [n.input[0], inv], [x_in], name=n.name + "_awq"))
+        nodes.append(helper.make_node("MatMulNBits", [x_in, qn, sn], list(n.output), name=n.name + "_q8",
                                       domain="com.microsoft", K=K, N=N, bits=8, block_size=block_size))
-        n_q, q_bytes, f_bytes = n_q + 1, q_bytes + q.nbytes + scale.nbytes, f_bytes + arr.nbytes
-    if not n_q:
-        raise QuantError(f"{src} has no MatMul with a 2-D weight initializer divisible by block {block_size}")
+        n_q, q_bytes, f_bytes = n_q + 1, q_bytes + q.nbytes + scale.nbytes, f_bytes + w.nbytes
+    n_fp32 = sum(1 for n in g.node if n.op_type == "MatMul" and len(n.input) == 2 and n.input[1] in inits
+                 and id(n) not in chosen_ids)
     del g.node[:]
     g.node.extend(nodes)
     if not any(o.domain == "com.microsoft" for o in m.opset_import):
@@ -108,12 +176,16 @@ def quantize_onnx_int8_weights(src: str | Path, dst: str | Path, block_size: int
     onnx.save(m, str(dst), save_as_external_data=big, all_tensors_to_one_file=True,
               location=dst.name + ".data")
     files = [dst] + ([dst.with_name(dst.name + ".data")] if dst.with_name(dst.name + ".data").exists() else [])
+    awq = None if calibration is None else {
+        "method": "activation-aware per-input-channel scaling (AWQ), alpha per MatMul by calibration output error",
+        "calibration": calibration_source or {"tokens": int(calibration.size)}, "alphas": list(alphas),
+        "alpha_counts": {f"{a:g}": c for a, c in sorted(picked.items())}}
     return {"files": [str(f) for f in files],
             "quantization": {"method": "weight-only int8 (onnxruntime com.microsoft.MatMulNBits, bits=8)",
                              "block_size": block_size, "weight_type": "uint8, zero point 128, fp32 scale per block",
                              "activations": "fp32", "quantized_matmuls": n_q, "fp32_matmuls": n_fp32,
                              "quantized_weight_bytes": q_bytes, "fp32_weight_bytes_replaced": f_bytes,
-                             "excluded": list(exclude)}}
+                             "excluded": list(exclude), "awq": awq}}
 
 
 # ---- weight-only int8 for tinygrad --------------------------------------------------------------------------
