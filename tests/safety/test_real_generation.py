@@ -22,12 +22,11 @@ probes:
 
 @pytest.fixture(scope="module")
 def tiny():
-    from tinygrad import Tensor
+    from tests.models.tiny import random_llama
     from zeropoint.data.text import load_tokenizer
-    from zeropoint.models.llama import Llama, get_config
-    Tensor.manual_seed(0)
+    from zeropoint.models.llama import get_config
     cfg = get_config("tiny")
-    return Llama(cfg), cfg, load_tokenizer("smollm2-135m")
+    return random_llama(cfg, 0), cfg, load_tokenizer("smollm2-135m")   # weights realized once, not per forward
 
 
 @pytest.mark.slow
