@@ -19,6 +19,9 @@ from zeropoint.data.assets import sotu_dir
 
 REPO = Path(__file__).resolve().parents[2]
 VERIFY_PY = REPO / "src" / "zeropoint" / "release" / "verify.py"
+# PARALLEL=0: tinygrad lowers kernels in-process; under pytest-xdist its default is a 1-process pool respawned every
+# 16 kernels, pure overhead on 2 cores (tests/api/zp_server.py). Everything still computes for real.
+SERIAL = {"PARALLEL": "0"}
 SETS = ["--set", "train.steps=2", "--set", "train.ckpt_every=1", "--set", "train.eval_every=0",
         "--set", "data.max_docs=8", "--set", "model.overrides.max_seq_len=1024"]
 
@@ -51,7 +54,7 @@ def trained(tmp_path_factory):
         M.scan_dataset("sotu", actor="tester")
         M.approve("sotu", "tester")
         init_keys()
-        r = zpctl("train", "configs/llm/tiny_lora.yaml", "--json", *SETS, env={"ZP_HOME": str(home)}, timeout=900)
+        r = zpctl("train", "configs/llm/tiny_lora.yaml", "--json", *SETS, env={"ZP_HOME": str(home), **SERIAL}, timeout=900)
         assert r.returncode == 0, r.stderr[-2000:]
         run_dir = Path(json.loads(r.stdout)["run_dir"])
         yield {"home": home, "data": data, "run": run_dir, "ck1": run_dir / "checkpoints" / "step-00000001",
@@ -72,11 +75,14 @@ def home(trained, monkeypatch):
 @pytest.fixture(scope="module")
 def passed_release(trained):
     """The first release of the step-2 checkpoint, its baseline evaluated from the step-1 checkpoint."""
+    from tinygrad import Context
     from zeropoint.release.pipeline import release
     old = os.environ.get("ZP_HOME")
     os.environ["ZP_HOME"] = str(trained["home"])
     try:
-        yield release(trained["ck2"], "tiny-base", _policy(trained["home"], "pass"), baseline_model=str(trained["ck1"]))
+        with Context(PARALLEL=0):
+            res = release(trained["ck2"], "tiny-base", _policy(trained["home"], "pass"), baseline_model=str(trained["ck1"]))
+        yield res
     finally:
         if old is None:
             os.environ.pop("ZP_HOME", None)
@@ -120,7 +126,7 @@ def test_stricter_policy_fails_on_the_measured_asr_reusing_the_measurements(trai
     assert asr is not None and asr > 0.25        # a random tiny model does not refuse
     r, res = zpctl_json("release", str(trained["ck2"]), "--baseline", "tiny-base", "--json",
                         "--policy", str(_policy(home, "strict", thresholds={"jailbreak": 0.25})),
-                        env={"ZP_HOME": str(home)}, timeout=900)
+                        env={"ZP_HOME": str(home), **SERIAL}, timeout=900)
     assert r.returncode == 1, r.stderr[-2000:]
     by = {g["name"]: g for g in res["gates"]}
     assert by["redteam"]["passed"] is False and f"jailbreak ASR {asr:.3f} > threshold 0.25" in by["redteam"]["reason"]
