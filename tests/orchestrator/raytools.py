@@ -28,7 +28,7 @@ def start_head(temp_dir: Path, num_cpus: int = 2, timeout: float = 240) -> str:
            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}",
            f"--dashboard-agent-listen-port={free_port()}", f"--num-cpus={num_cpus}", "--num-gpus=0",
            "--include-dashboard=true", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PARALLEL="0")   # jobs lower tinygrad kernels in-process (zp_server.py)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"ray start failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
