@@ -3,6 +3,10 @@ import os
 import pytest
 
 os.environ.setdefault("DEV", "CPU")
+# Under pytest-xdist tinygrad 0.14 sizes its kernel-lowering pool as cores // workers = 1 on a 2-core box: one
+# spawned process, replaced every 16 kernels, re-importing tinygrad each time, and no parallelism to gain. Lower
+# in-process instead (set before tinygrad is imported; the zpctl subprocesses the tests start inherit it).
+os.environ.setdefault("PARALLEL", "0")
 
 
 @pytest.fixture(autouse=True)
