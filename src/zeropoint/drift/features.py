@@ -7,6 +7,7 @@ import json
 import re
 import struct
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -91,11 +92,17 @@ TEXT_FEATURES = ("n_chars", "n_words", "mean_word_len", "oov_rate", "non_alpha_s
                  "digit_share", "type_token_ratio")
 
 
+@lru_cache(maxsize=4096)
+def words_of(doc: str) -> tuple[str, ...]:
+    """Lower-cased words of a document; cached, because features, vocabulary and word profiles all read them."""
+    return tuple(w.lower() for w in WORD.findall(doc))
+
+
 def text_features(docs: list[str], vocab: set[str]) -> dict[str, np.ndarray]:
     """Per-document numbers. `oov_rate` is against `vocab`, built from reference documents not measured here."""
     rows = []
     for d in docs:
-        words = [w.lower() for w in WORD.findall(d)]
+        words = words_of(d)
         nw = max(len(words), 1)
         nc = max(len(d), 1)
         letters_or_space = len(_ALPHA_SPACE.findall(d))
@@ -107,18 +114,18 @@ def text_features(docs: list[str], vocab: set[str]) -> dict[str, np.ndarray]:
 
 
 def vocabulary(docs: list[str]) -> set[str]:
-    return {w.lower() for d in docs for w in WORD.findall(d)}
+    return {w for d in docs for w in words_of(d)}
 
 
 def token_profile(docs: list[str], top: list[str]) -> np.ndarray:
     """Counts of each of `top` words plus one bucket for everything else."""
-    c = Counter(w.lower() for d in docs for w in WORD.findall(d))
+    c = Counter(w for d in docs for w in words_of(d))
     known = [c.get(w, 0) for w in top]
     return np.array(known + [sum(c.values()) - sum(known)], dtype=np.float64)
 
 
 def top_words(docs: list[str], k: int = 200) -> list[str]:
-    c = Counter(w.lower() for d in docs for w in WORD.findall(d))
+    c = Counter(w for d in docs for w in words_of(d))
     return [w for w, _ in c.most_common(k)]
 
 
