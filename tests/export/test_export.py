@@ -13,7 +13,9 @@ from tinygrad import Tensor
 
 from zeropoint.data.assets import gpt2_encoder_dir
 from zeropoint.export import parity as P
-from zeropoint.models.llama import Llama, get_config, state_dict
+from zeropoint.models.llama import get_config, state_dict
+
+from tests.models.tiny import realized_llama
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -28,8 +30,7 @@ def gpt2_tok():
 
 def _llama(name="tiny-untied", **over):
     cfg = get_config(name, **over)
-    Tensor.manual_seed(0)
-    return Llama(cfg), cfg
+    return realized_llama(cfg, 0), cfg   # as Llama(cfg) after manual_seed(0), realized once (not re-drawn per forward)
 
 
 def _weights(model):
