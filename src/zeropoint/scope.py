@@ -63,7 +63,9 @@ def require_real_compute(allow_simulated: bool = False) -> Scope:
 
 # ---- scanning config trees for mock flags ----------------------------------------------------------------
 CONFIG_SUFFIXES = {".yaml", ".yml", ".toml", ".json", ".env", ".ini", ".cfg"}
-SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".pytest_cache", "runs", "build", "dist"}
+SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".pytest_cache", "runs", "build", "dist",
+             ".assets", ".zp-demo", "test-artifacts"}   # fetched third-party data and appliance output, not config
+_FLAG_RE = re.compile(r"""["']?(%s)["']?[^\S\n]*[:=][^\S\n]*([^,}\n#]+)""" % "|".join(MOCK_FLAGS), re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -78,23 +80,29 @@ def _is_config_file(p: Path) -> bool:
     return p.suffix.lower() in CONFIG_SUFFIXES or p.name == ".env" or p.name.startswith(".env.")
 
 
+def _config_files(root: Path) -> list[Path]:
+    out = []
+    for d, dirs, files in os.walk(root):
+        dirs[:] = [x for x in dirs if x not in SKIP_DIRS]          # prune: never descend into skipped trees
+        out += [Path(d) / f for f in files if _is_config_file(Path(f))]
+    return sorted(out)
+
+
 def scan_tree(root: Path | str) -> list[ScopeHit]:
     """Find mock flags set to a true value in YAML/TOML/JSON/.env files under root (line-based, so hits carry lines)."""
     root = Path(root)
-    paths = [root] if root.is_file() else sorted(
-        p for p in root.rglob("*") if p.is_file() and _is_config_file(p) and not (set(p.relative_to(root).parts[:-1]) & SKIP_DIRS))
+    paths = [root] if root.is_file() else _config_files(root)
     hits = []
     for p in paths:
         try:
             text = p.read_text(encoding="utf-8", errors="replace")
         except OSError:
             continue
-        for i, line in enumerate(text.splitlines(), 1):
-            # JSON puts several keys on one line; check each "KEY": value pair
-            for m in re.finditer(r"""["']?(%s)["']?\s*[:=]\s*([^,}\n#]+)""" % "|".join(MOCK_FLAGS), line, re.IGNORECASE):
-                key, val = m.group(1), m.group(2).strip()
-                if is_true(val):
-                    hits.append(ScopeHit(str(p), i, key.upper(), val))
+        # one regex pass over the whole file (JSON puts several "KEY": value pairs on one line); line from offset
+        for m in _FLAG_RE.finditer(text):
+            key, val = m.group(1), m.group(2).strip()
+            if is_true(val):
+                hits.append(ScopeHit(str(p), text.count("\n", 0, m.start()) + 1, key.upper(), val))
     return hits
 
 
