@@ -38,6 +38,7 @@ def test_cost_policy_errors_name_the_problem(zp_home):
 
 def test_cpu_peak_is_calibrated_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("ZP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(P.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
     calls = []
     monkeypatch.setattr(P, "calibrate_cpu", lambda: calls.append(1) or 5e10)
     a = P.cpu_peak()
@@ -45,6 +46,17 @@ def test_cpu_peak_is_calibrated_once_and_cached(tmp_path, monkeypatch):
     assert a["flops"] == b["flops"] == 5e10 and a["source"] == "calibrated"
     assert a["cached"] is False and b["cached"] is True and len(calls) == 1
     assert json.loads((tmp_path / "cpu_peak.json").read_text())["flops"] == 5e10
+
+
+def test_cpu_peak_measured_under_load_is_not_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(P.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setattr(P.os, "cpu_count", lambda: 2)
+    calls = []
+    monkeypatch.setattr(P, "calibrate_cpu", lambda: calls.append(1) or 3e10)
+    a, b = P.cpu_peak(), P.cpu_peak()
+    assert a["flops"] == 3e10 and a["load_average_1m"] == 9.0 and "not cached" in a["note"]
+    assert len(calls) == 2 and not (tmp_path / "cpu_peak.json").exists() and b["cached"] is False
 
 
 def test_calibration_measures_something():
