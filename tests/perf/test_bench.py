@@ -26,9 +26,13 @@ def test_bench_compare_torch_same_model(tmp_path, monkeypatch, zp_home, method):
     monkeypatch.setattr(P, "calibrate_cpu", lambda: 1e9)
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY % method)
-    res = CliRunner().invoke(app, ["bench", str(cfg), "--compare", "torch", "--steps", "1", "--repeats", "2", "--json"])
+    threads = ["--torch-threads", "1"] if method == "full" else []
+    res = CliRunner().invoke(app, ["bench", str(cfg), "--compare", "torch", "--steps", "1", "--repeats", "2", "--json",
+                                   *threads])
     assert res.exit_code == 0, res.output
     rec = json.loads(res.stdout)
+    if threads:
+        assert rec["torch"]["threads"] == 1
     # same weights, same batches, same AdamW (clipping, decoupled decay, accumulation): the loss curves agree
     tg, th = rec["tinygrad"]["losses"], rec["torch"]["losses"]
     assert len(tg) == len(th) == 4

@@ -60,6 +60,9 @@ def register(app: typer.Typer) -> None:
               repeats: int = typer.Option(3, "--repeats", min=1, help="rounds; the ratio is reported as min/median/max over them"),
               warmup: int = typer.Option(2, "--warmup", min=1, help="untimed-for-throughput warm-up steps (JIT capture needs 2)"),
               beam: Optional[int] = typer.Option(None, "--beam", help="BEAM width for tinygrad kernels (uses the tune cache)"),
+              torch_threads: Optional[int] = typer.Option(None, "--torch-threads", min=1, help="torch.set_num_threads "
+                                                          "(default: torch's choice); on a busy box OpenMP threads that "
+                                                          "wait on each other make torch's times erratic"),
               set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt, allow_simulated: bool = AllowSimOpt):
         """Tokens/s of the recipe's training step; with --compare torch, side by side with PyTorch.
 
@@ -80,12 +83,14 @@ def register(app: typer.Typer) -> None:
         from ..workspace import atomic_write_text
         say = (lambda m: err_console.print(f"[dim]{m}[/]")) if not json_out else None
         with start_run(f"zpctl bench {config}", cfg, kind="bench", seed=cfg.train.seed, scope=scope) as run:
+            kw = dict(steps=steps, repeats=repeats, compare_torch=compare == "torch", warmup=warmup, progress=say,
+                      torch_threads=torch_threads)
             if beam is not None:
                 from tinygrad.helpers import Context
                 with Context(BEAM=beam):
-                    rec = run_bench(cfg, steps=steps, repeats=repeats, compare_torch=compare == "torch", warmup=warmup, progress=say)
+                    rec = run_bench(cfg, **kw)
             else:
-                rec = run_bench(cfg, steps=steps, repeats=repeats, compare_torch=compare == "torch", warmup=warmup, progress=say)
+                rec = run_bench(cfg, **kw)
             rec["run_id"] = run.id
             atomic_write_text(run.dir / "bench.json", json.dumps(rec, indent=2, default=str) + "\n")
             perf = rec["perf"]

@@ -68,6 +68,7 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
     if compare_torch:   # snapshot the starting weights before tinygrad trains them
         from . import torch_ref
         torch = torch_ref.require_torch()
+        threads_before = torch.get_num_threads()
         if torch_threads:
             torch.set_num_threads(torch_threads)
         base = {k: v.numpy() for k, v in state_dict(model).items()}
@@ -153,4 +154,5 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
         rec["ratio_tinygrad_over_torch"] = _stats([r["ratio"] for r in rounds])
         rec["first_loss"] = {"tinygrad": tg_losses[0], "torch": th_losses[0],
                              "abs_diff": abs(tg_losses[0] - th_losses[0])}
+        torch.set_num_threads(threads_before)   # process-wide setting: hand it back
     return rec
