@@ -16,10 +16,10 @@ class ByteTokenizer:
 
 
 def tiny_model(seed: int = 0):
-    from tinygrad import Tensor
-    from zeropoint.models.llama import Llama, get_config
-    Tensor.manual_seed(seed)
-    return Llama(get_config("tiny-untied"))
+    """tiny-untied as `Tensor.manual_seed(seed); Llama(cfg)` draws it, realized once (a lazy init would be
+    recomputed inside every forward pass)."""
+    from tests.models.tiny import realized_llama
+    return realized_llama("tiny-untied", seed)
 
 
 def reference_loglikelihoods(model, requests, T: int = 32, B: int = 8) -> list[tuple[float, bool]]:
