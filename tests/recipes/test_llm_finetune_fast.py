@@ -50,9 +50,9 @@ def test_config_errors_name_the_key():
 def test_lora_trainable_count_matches_wrapped_model():
     from zeropoint.models.llama import Llama, get_config, state_dict
     from zeropoint.models.lora import LoRASpec, apply_lora, count_lora_params, merge_lora
+    from tests.models.tiny import realized_llama
     cfg = get_config("tiny-untied")
-    Tensor.manual_seed(0)
-    m = Llama(cfg)
+    m = realized_llama(cfg, 0)   # Llama(cfg) after manual_seed(0), weights realized once
     spec = LoRASpec(rank=4, alpha=8, targets=["q_proj", "v_proj", "down_proj", "lm_head"])
     x = Tensor(np.random.default_rng(0).integers(0, 256, (1, 8)).astype(np.int32))
     base = m(x).numpy()
