@@ -48,7 +48,7 @@ def test_config_errors_name_the_key():
 
 
 def test_lora_trainable_count_matches_wrapped_model():
-    from zeropoint.models.llama import Llama, get_config, state_dict
+    from zeropoint.models.llama import get_config, state_dict
     from zeropoint.models.lora import LoRASpec, apply_lora, count_lora_params, merge_lora
     from tests.models.tiny import realized_llama
     cfg = get_config("tiny-untied")
