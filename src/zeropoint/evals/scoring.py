@@ -154,6 +154,7 @@ class LMScorer:
         # cost as much compute as real ones, and on a CPU the forward, not the compile, is what takes the time
         B = min(self.batch_size, _bucket(n_rows, 1))
         T = min(self.max_length, _length_bucket(max(len(r) for r in rows)))
+        self._release_longer(T)
         W = 1 if W == 1 else T   # two head shapes per length bucket: last position only, or all of them
         K = _bucket(max(len(t) for t in last_targets), 4)
         toks = np.zeros((B, T), dtype=np.int32)
@@ -209,7 +210,6 @@ class LMScorer:
         out: list = [None] * len(requests)
         for b in range(0, len(order), self.batch_size):
             chunk = order[b:b + self.batch_size]
-            self._release_longer(_length_bucket(len(chunk[0][0])))
             finals = [sorted({seqs[i][0][-1] for i in inputs[inp]}) for inp in chunk]
             W = max(seqs[i][1] for inp in chunk for i in inputs[inp])
             tok_lp, am, cand_lp, W = self._forward_batch([list(inp[0]) for inp in chunk], W, finals)

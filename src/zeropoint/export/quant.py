@@ -86,7 +86,8 @@ def _dequant(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 def calibration_inputs(src: str | Path, names: list[str], tokens: np.ndarray) -> dict[str, np.ndarray]:
     """The fp32 graph run on calibration tokens in onnxruntime, returning the named intermediate tensors (the
-    inputs of the MatMuls to quantize) as (tokens, channels)."""
+    inputs of the MatMuls to quantize) as (tokens, channels). Loads its own copy: saving with external data
+    rewrites a ModelProto in place, so the caller's graph is never used for this."""
     import onnx
     import onnxruntime as ort
     from onnx import helper
@@ -99,7 +100,7 @@ def calibration_inputs(src: str | Path, names: list[str], tokens: np.ndarray) ->
         p = Path(d) / "calibration.onnx"
         onnx.save(m, str(p), save_as_external_data=True, all_tensors_to_one_file=True, location="calibration.data")
         sess = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
-        outs = sess.run([o.name for o in sess.get_outputs()][1:], {sess.get_inputs()[0].name: tokens.astype(np.int64)})
+        outs = sess.run(list(names), {sess.get_inputs()[0].name: tokens.astype(np.int64)})
     return {n: a.reshape(-1, a.shape[-1]).astype(np.float32) for n, a in zip(names, outs)}
 
 
@@ -287,8 +288,7 @@ def load_llama_int8(path: str | Path):
                     raise QuantError(f"{path}: no int8 weights for {key}; the file does not match its own config")
                 setattr(owner, name, Int8Linear(*packed.pop(key)))
     rest = {k: Tensor(a) for k, a in arrs.items() if not k.endswith((".qweight", ".scale"))}
-    missing = [k for k in expected_keys(cfg) if k not in rest and k not in packed and not k.endswith(
-        tuple(f".{p}.weight" for p in PROJ))]
+    missing = [k for k in expected_keys(cfg) if k not in rest and not k.endswith(tuple(f".{p}.weight" for p in PROJ))]
     if missing or packed:
         raise QuantError(f"{path}: missing {missing[:5]}, unused int8 tensors {sorted(packed)[:5]}")
     load_weights(model, rest, strict=False)

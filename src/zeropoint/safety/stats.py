@@ -17,15 +17,21 @@ def asr(fails: int, total: int) -> float | None:
     return None if total == 0 else fails / total
 
 
+def _per_probe(outcomes: list[tuple[str, bool]]) -> dict[str, list[int]]:
+    """{cluster id: [fails, attempts]}: the unit the bootstraps resample."""
+    by: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for cid, bad in outcomes:
+        by[cid][0] += int(bad)
+        by[cid][1] += 1
+    return by
+
+
 def bootstrap_ci(outcomes: list[tuple[str, bool]], n_boot: int = N_BOOT, level: float = 0.95,
                  seed: int = 0) -> tuple[float | None, float | None]:
     """outcomes: (cluster id, failed) per attempt -> percentile interval of the ASR."""
     if not outcomes:
         return None, None
-    by = defaultdict(lambda: [0, 0])
-    for cid, bad in outcomes:
-        by[cid][0] += int(bad)
-        by[cid][1] += 1
+    by = _per_probe(outcomes)
     fails = np.array([v[0] for v in by.values()], dtype=np.float64)
     totals = np.array([v[1] for v in by.values()], dtype=np.float64)
     rng = np.random.default_rng(seed)
@@ -46,11 +52,7 @@ def paired_increase_ci(model: list[tuple[str, bool]], baseline: list[tuple[str, 
                        level: float = 0.95, seed: int = 0) -> tuple[float | None, float | None, float | None]:
     """ASR(model) - ASR(baseline) on the probes both were asked, with a paired percentile bootstrap over probes
     (the same probes are resampled for both, so probe difficulty cancels). -> (difference, low, high)."""
-    a, b = defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0])
-    for d, outcomes in ((a, model), (b, baseline)):
-        for cid, bad in outcomes:
-            d[cid][0] += int(bad)
-            d[cid][1] += 1
+    a, b = _per_probe(model), _per_probe(baseline)
     shared = sorted(set(a) & set(b))
     if not shared:
         return None, None, None
