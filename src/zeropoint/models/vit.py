@@ -254,12 +254,15 @@ def vit_forward_numpy(a: dict[str, np.ndarray], cfg: ViTConfig, x: np.ndarray) -
 
 
 def apply_batched(fn, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """Run a jitted `fn` over `x` in fixed-size batches (the last one zero-padded, so the JIT sees one shape)."""
+    """Run a jitted `fn` over `x` in fixed-size batches, so the JIT sees one shape: the last batch is padded with
+    copies of its last row (a real input, so e.g. text pooling still finds its EOS) and the outputs trimmed.
+    Floating inputs go in as fp32, integer ones (token ids) keep their dtype."""
     out = []
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size]
         n = len(xb)
         if n < batch_size:
-            xb = np.concatenate([xb, np.zeros((batch_size - n,) + xb.shape[1:], np.float32)])
-        out.append(fn(Tensor(np.ascontiguousarray(xb, np.float32)).realize()).numpy()[:n].copy())
+            xb = np.concatenate([xb, np.repeat(xb[-1:], batch_size - n, axis=0)])
+        xb = np.ascontiguousarray(xb, np.float32 if np.issubdtype(xb.dtype, np.floating) else xb.dtype)
+        out.append(fn(Tensor(xb).realize()).numpy()[:n].copy())   # JIT outputs reuse one buffer: copy now
     return np.concatenate(out)

@@ -96,24 +96,11 @@ def make_embedders(params, mcfg, batch_size: int, dtype):
     no new kernels for each prompt count)."""
     from tinygrad import TinyJit
 
-    from ..engine import fresh
     from ..models.clip import encode_image, encode_text, normalize
-
-    def batched(fn):
-        def run(data: np.ndarray) -> np.ndarray:
-            out = []
-            for i in range(0, len(data), batch_size):
-                xb = data[i:i + batch_size]
-                n = len(xb)
-                if n < batch_size:
-                    pad = np.repeat(xb[-1:], batch_size - n, axis=0)   # a real row, so text pooling still finds an EOS
-                    xb = np.concatenate([xb, pad])
-                out.append(fn(fresh(xb)).numpy()[:n].copy())   # JIT outputs reuse one buffer: copy now
-            return np.concatenate(out)
-        return run
+    from ..models.vit import apply_batched
     img = TinyJit(lambda x: normalize(encode_image(params, mcfg, x, dtype=dtype)).realize())
     txt = TinyJit(lambda x: normalize(encode_text(params, mcfg, x, dtype=dtype)).realize())
-    return batched(img), batched(txt)
+    return (lambda images: apply_batched(img, images, batch_size)), (lambda ids: apply_batched(txt, ids, batch_size))
 
 
 # ---- the recipe --------------------------------------------------------------------------------------------
