@@ -171,6 +171,14 @@ class JobRequest(BaseModel):
 
 
 # ---- app -------------------------------------------------------------------------------------------------------
+def run_dir_or_404(run_id: str) -> Path:
+    """The run's directory (a safe name with a run.json), else 404 naming the list route."""
+    d = workspace().runs / safe_name(run_id, "run id")
+    if not (d / "run.json").is_file():
+        raise HTTPException(404, f"no run {run_id!r}; list runs with GET /v1/runs")
+    return d
+
+
 def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_body: int = MAX_BODY,
                manage_executor: bool = True) -> FastAPI:
     started = time.time()
@@ -369,7 +377,6 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
 
     @app.get("/v1/runs/{run_id}", tags=["runs"])
     def runs_show(run_id: str, p: Principal = viewer):
-        from .ui import run_dir_or_404
         r = load_run(run_dir_or_404(run_id).name)
         metrics = read_metrics(r)
         curve = []

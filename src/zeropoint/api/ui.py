@@ -31,6 +31,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from ..evidence import TERMINAL, effective_status
 from ..orchestrator.jobs import safe_name
 from ..workspace import workspace
+from .app import _last_step, run_dir_or_404   # ui.py is loaded by create_app, after app.py
 
 STATIC = Path(__file__).resolve().parent / "static"
 TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -49,14 +50,6 @@ def static_files() -> dict[str, Path]:
     return {p.name: p for p in STATIC.iterdir() if p.is_file() and p.suffix in TYPES}
 
 
-def run_dir_or_404(run_id: str) -> Path:
-    """The run's directory (a safe name with a run.json), else 404 naming the list route; shared with app.py."""
-    d = workspace().runs / safe_name(run_id, "run id")
-    if not (d / "run.json").is_file():
-        raise HTTPException(404, f"no run {run_id!r}; list runs with GET /v1/runs")
-    return d
-
-
 def _read_json(p: Path) -> dict | None:
     try:
         return json.loads(p.read_text(encoding="utf-8"))
@@ -67,11 +60,6 @@ def _read_json(p: Path) -> dict | None:
 def _run_status(d: Path) -> str:
     rec = _read_json(d / "run.json") or {}
     return effective_status(rec)
-
-
-def last_step(run_dir: Path) -> dict | None:
-    from .app import _last_step
-    return _last_step(run_dir)
 
 
 # ---- summaries (plain functions over files, so tests can call them without a server) ---------------------------
@@ -199,7 +187,7 @@ def add_ui_routes(app, store, executor, *, viewer, approver) -> None:
         for job in store.running():
             runs = []
             for rid in find_runs(job):
-                row = last_step(workspace().runs / rid)
+                row = _last_step(workspace().runs / rid)
                 runs.append({"id": rid, "step": row.get("step") if row else None, "loss": row.get("loss") if row else None,
                              "tokens_per_s": row.get("tokens_per_s") if row else None})
             running.append(dict(job.to_dict(), runs=runs))
