@@ -18,7 +18,7 @@ from ..config import StrictModel, read_yaml, validate
 from ..errors import ConfigError
 from ..hashing import sha256_json
 
-RUN_HELDOUT = "heldout:run"   # placeholder: the held-out split of the checkpoint's own training run
+RUN_HELDOUT = "heldout:run"   # task alias, resolved per release to the held-out split of the checkpoint's own training run
 
 
 class EvalPolicy(StrictModel):
