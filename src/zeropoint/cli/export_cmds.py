@@ -50,7 +50,8 @@ def register(app: typer.Typer) -> None:
                                                                     "$ZP_HOME/exports/<export_id>/; must be new or empty)."),
         seq_len: Optional[int] = typer.Option(None, "--seq-len", help="ONNX: fix the sequence axis to this length "
                                                                       "(default: dynamic)."),
-        parity_seqs: int = typer.Option(8, "--parity-seqs", min=1, help="Held-out SOTU sequences used for parity."),
+        parity_seqs: Optional[int] = typer.Option(None, "--parity-seqs", min=1, help="Held-out SOTU sequences used for "
+                                                  "parity (default: 64 for int8/f16/q8_0 formats, 8 for exact ones)."),
         parity_len: int = typer.Option(64, "--parity-len", min=2, help="Tokens per parity sequence."),
         tinygrad_runner: Optional[bool] = typer.Option(None, "--tinygrad-runner/--no-tinygrad-runner",
                                                        help="Also run the ONNX graph through tinygrad's OnnxRunner "
@@ -99,7 +100,8 @@ def register(app: typer.Typer) -> None:
         exported: Path = typer.Argument(..., help="The artifact: .onnx, .gguf, HF dir, or an export directory."),
         fmt: Optional[str] = typer.Option(None, "--format", "-f", help=f"Gate to apply ({FORMATS}); default from "
                                                                         "the export manifest or the file type."),
-        parity_seqs: int = typer.Option(8, "--parity-seqs", min=1),
+        parity_seqs: Optional[int] = typer.Option(None, "--parity-seqs", min=1, help="Held-out sequences (default: 64 "
+                                                  "for quantized formats, 8 for exact ones)."),
         parity_len: int = typer.Option(64, "--parity-len", min=2),
         tinygrad_runner: bool = typer.Option(False, "--tinygrad-runner", help="Also run tinygrad's OnnxRunner."),
         allow_simulated: bool = AllowSimOpt,

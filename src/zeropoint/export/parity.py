@@ -39,6 +39,13 @@ GGUF_F32_GATE = Gate("gguf-f32", max_abs=1e-5, min_top1=1.0, max_metric_rel=None
 INT8_GATE = Gate("int8", max_abs=None, min_top1=0.99, max_metric_rel=0.02)
 
 
+def default_parity_seqs(fmt: str) -> int:
+    """Held-out sequences (of 64 tokens) parity uses by default. A quantized artifact's gate is a rate: on 512
+    tokens a 99% top-1 gate has a standard error of 0.44%, and SmolLM2's int8 export measured 99.22% there but
+    98.66% on 4096 tokens; 64 sequences (4096 tokens) put the error at 0.16%. Exact gates need no more than 8."""
+    return 64 if gate_for(fmt) is INT8_GATE else 8
+
+
 def gate_for(fmt: str) -> Gate:
     return {"onnx": FP32_GATE, "hf": FP32_GATE, "gguf": GGUF_F32_GATE, "gguf-f16": INT8_GATE,
             "onnx-int8": INT8_GATE, "onnx-int8-wo": INT8_GATE, "gguf-q8_0": INT8_GATE, "int8": INT8_GATE}[fmt]
@@ -58,27 +65,59 @@ def perplexity(logits: np.ndarray, tokens: np.ndarray) -> float:
     return float(math.exp(nll.mean()))
 
 
-def compare(ref: np.ndarray, out: np.ndarray, tokens: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict:
-    """Every figure comparing reference outputs with an artifact's outputs (same shapes)."""
+def compare(ref: np.ndarray, out: np.ndarray, tokens: np.ndarray | None = None, labels: np.ndarray | None = None,
+            chunk_rows: int = 256) -> dict:
+    """Every figure comparing reference outputs with an artifact's outputs (same shapes). Rows (positions) are
+    taken `chunk_rows` at a time in float64: 4096 positions x a 49k vocabulary is 1.6 GB per float64 copy."""
     if ref.shape != out.shape:
         raise ParityError(f"output shapes differ: original {ref.shape} vs exported {out.shape}; the export computes a "
                           "different function (wrong vocab/classes or sequence axis)")
-    r, o = ref.astype(np.float64), out.astype(np.float64)
-    d = o - r
-    finite = bool(np.isfinite(o).all())
-    r2, o2 = r.reshape(-1, r.shape[-1]), o.reshape(-1, o.shape[-1])
-    row_cos = (r2 * o2).sum(-1) / np.maximum(np.linalg.norm(r2, axis=-1) * np.linalg.norm(o2, axis=-1), 1e-30)
-    m = {"n_rows": int(r2.shape[0]), "finite": finite,
-         "max_abs": float(np.abs(d).max()) if finite else None,
-         "mean_abs": float(np.abs(d).mean()) if finite else None,
-         "rel_l2": float(np.linalg.norm(d) / max(np.linalg.norm(r), 1e-30)) if finite else None,
-         "max_abs_over_max_ref": float(np.abs(d).max() / max(np.abs(r).max(), 1e-30)) if finite else None,
-         "cosine": float((r * o).sum() / max(np.linalg.norm(r) * np.linalg.norm(o), 1e-30)) if finite else None,
-         "min_row_cosine": float(row_cos.min()) if finite else None,
-         "top1_agreement": float((r2.argmax(-1) == o2.argmax(-1)).mean())}
+    r2, o2 = ref.reshape(-1, ref.shape[-1]), out.reshape(-1, out.shape[-1])
+    # next-token targets per row (-1: the last position of a sequence predicts nothing)
+    tgt = None
     if tokens is not None:
-        m["ppl_original"] = perplexity(ref, tokens)
-        m["ppl_exported"] = perplexity(out, tokens) if finite else None
+        t = np.full(tokens.shape, -1, np.int64)
+        t[:, :-1] = tokens[:, 1:]
+        tgt = t.reshape(-1)
+    finite = bool(np.isfinite(o2).all())
+    acc = dict(max_abs=0.0, sum_abs=0.0, d2=0.0, r2=0.0, o2=0.0, ro=0.0, max_ref=0.0, min_cos=np.inf, agree=0,
+               nll_r=0.0, nll_o=0.0, n_nll=0)
+    for i in range(0, r2.shape[0], chunk_rows):
+        r, o = r2[i:i + chunk_rows].astype(np.float64), o2[i:i + chunk_rows].astype(np.float64)
+        acc["agree"] += int((r.argmax(-1) == o.argmax(-1)).sum())
+        if tgt is not None:
+            sel = tgt[i:i + chunk_rows] >= 0
+            for key, x in (("nll_r", r), ("nll_o", o)):
+                if key == "nll_o" and not finite:
+                    continue
+                lp = _log_softmax(x[sel])
+                acc[key] -= float(np.take_along_axis(lp, tgt[i:i + chunk_rows][sel][:, None], -1).sum())
+            acc["n_nll"] += int(sel.sum())
+        if not finite:
+            continue
+        d = o - r
+        acc["max_abs"] = max(acc["max_abs"], float(np.abs(d).max()))
+        acc["sum_abs"] += float(np.abs(d).sum())
+        acc["max_ref"] = max(acc["max_ref"], float(np.abs(r).max()))
+        acc["d2"] += float(np.square(d).sum())
+        acc["r2"] += float(np.square(r).sum())
+        acc["o2"] += float(np.square(o).sum())
+        rowdot = (r * o).sum(-1)
+        acc["ro"] += float(rowdot.sum())
+        row_cos = rowdot / np.maximum(np.linalg.norm(r, axis=-1) * np.linalg.norm(o, axis=-1), 1e-30)
+        acc["min_cos"] = min(acc["min_cos"], float(row_cos.min()))
+    n = r2.shape[0]
+    m = {"n_rows": int(n), "finite": finite,
+         "max_abs": acc["max_abs"] if finite else None,
+         "mean_abs": acc["sum_abs"] / r2.size if finite else None,
+         "rel_l2": math.sqrt(acc["d2"]) / max(math.sqrt(acc["r2"]), 1e-30) if finite else None,
+         "max_abs_over_max_ref": acc["max_abs"] / max(acc["max_ref"], 1e-30) if finite else None,
+         "cosine": acc["ro"] / max(math.sqrt(acc["r2"]) * math.sqrt(acc["o2"]), 1e-30) if finite else None,
+         "min_row_cosine": acc["min_cos"] if finite else None,
+         "top1_agreement": acc["agree"] / n}
+    if tokens is not None:
+        m["ppl_original"] = math.exp(acc["nll_r"] / acc["n_nll"])
+        m["ppl_exported"] = math.exp(acc["nll_o"] / acc["n_nll"]) if finite else None
         m["ppl_rel_delta"] = (m["ppl_exported"] - m["ppl_original"]) / m["ppl_original"] if finite else None
     if labels is not None:
         m["acc_original"] = float((r2.argmax(-1) == labels).mean())

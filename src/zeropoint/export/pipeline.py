@@ -53,7 +53,7 @@ def _start(fmt: str, out: str | Path | None, source: dict) -> tuple[str, Path, d
 
 
 def export_llama(model, cfg, tok, source: dict, fmt: str = "onnx", out: str | Path | None = None,
-                 n_seq: int = 8, seq_len: int = 64, seq_axis: int | None = None, tinygrad_runner: bool | None = None,
+                 n_seq: int | None = None, seq_len: int = 64, seq_axis: int | None = None, tinygrad_runner: bool | None = None,
                  gguf_meta: dict | None = None, progress=None) -> dict:
     """Export a Llama (LoRA already merged) and check it. Never raises on a failed gate: the manifest and the
     returned record say `failed` with the reasons; it raises only when the export itself cannot be written."""
@@ -63,7 +63,7 @@ def export_llama(model, cfg, tok, source: dict, fmt: str = "onnx", out: str | Pa
     t_all = time.perf_counter()
     try:
         weights = _weights_np(model)
-        tokens, inputs = P.sotu_tokens(tok, n_seq, seq_len)
+        tokens, inputs = P.sotu_tokens(tok, n_seq or P.default_parity_seqs(fmt), seq_len)
         step("running the original tinygrad model on held-out text")
         t0 = time.perf_counter()
         ref = P.llama_logits(model, tokens)
@@ -85,7 +85,8 @@ def export_llama(model, cfg, tok, source: dict, fmt: str = "onnx", out: str | Pa
                 if fmt == "onnx-int8":
                     q = quantize_onnx_int8(fp32, d / "model.onnx")
                 else:
-                    cal, cal_src = P.calibration_tokens(tok, 8, 64)
+                    # 8192 tokens: GPTQ's X^T X for a 1536-wide down_proj input needs well over 1536 rows
+                    cal, cal_src = P.calibration_tokens(tok, 128, 64)
                     q = quantize_onnx_int8_weights(fp32, d / "model.onnx", calibration=cal, calibration_source=cal_src)
                 rec["quantization"] = q["quantization"] | {"fp32_bytes": fp32.stat().st_size}
                 for f in [fp32, fp32.with_name(fp32.name + ".data")]:
@@ -164,7 +165,7 @@ def export_llama(model, cfg, tok, source: dict, fmt: str = "onnx", out: str | Pa
     return rec
 
 
-def parity_llama(model, tok, exported: str | Path, fmt: str | None = None, n_seq: int = 8, seq_len: int = 64,
+def parity_llama(model, tok, exported: str | Path, fmt: str | None = None, n_seq: int | None = None, seq_len: int = 64,
                  tinygrad_runner: bool = False) -> dict:
     """`zpctl parity`: an existing artifact (.onnx, .gguf, HF dir or an export dir) against an original model."""
     from ..models.llama import from_weights
@@ -173,7 +174,8 @@ def parity_llama(model, tok, exported: str | Path, fmt: str | None = None, n_seq
         man = M.verify_manifest(p)
         fmt = fmt or man["format"]
         p = p / man["artifact"] if man.get("artifact") else p
-    tokens, inputs = P.sotu_tokens(tok, n_seq, seq_len)
+    by_suffix = {".onnx": "onnx", ".safetensors": "int8", ".gguf": "gguf"}.get(p.suffix, "hf")
+    tokens, inputs = P.sotu_tokens(tok, n_seq or P.default_parity_seqs(fmt or by_suffix), seq_len)
     ref = P.llama_logits(model, tokens)
     if p.suffix == ".onnx":      # another runtime: gated against the float64 oracle, as in export_llama
         from ..models.reference import forward_batch

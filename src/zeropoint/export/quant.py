@@ -5,8 +5,8 @@
    per output channel, activations quantized at run time. The served artifact runs on onnxruntime.
    (format `onnx-int8`)
 2. `quantize_onnx_int8_weights`: weight-only int8 in onnxruntime's MatMulNBits (bits=8, blocks of 32 with a
-   scale each, as GGUF Q8_0), after activation-aware scaling (AWQ) calibrated on text that parity never sees;
-   activations stay fp32. (format `onnx-int8-wo`)
+   scale each, as GGUF Q8_0), after activation-aware scaling (AWQ) and with GPTQ rounding, both calibrated on
+   text that parity never sees; activations stay fp32. (format `onnx-int8-wo`)
 3. `quantize_llama_int8`: int8 weight-only quantization for tinygrad inference. Each projection weight becomes
    int8 rows with one fp32 scale per output channel (symmetric, amax / 127); `Int8Linear` dequantizes inside
    the matmul's kernel, so weights sit in memory at a quarter of fp32. Embeddings and norms stay fp32 (the
@@ -84,9 +84,11 @@ def _dequant(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return ((q.astype(np.float32) - 128) * scale[..., None]).reshape(q.shape[0], -1).T
 
 
-def calibration_inputs(src: str | Path, names: list[str], tokens: np.ndarray) -> dict[str, np.ndarray]:
-    """The fp32 graph run on calibration tokens in onnxruntime, returning the named intermediate tensors (the
-    inputs of the MatMuls to quantize) as (tokens, channels). Loads its own copy: saving with external data
+def calibration_stats(src: str | Path, names: list[str], tokens: np.ndarray, keep_rows: int = 1024,
+                      batch: int = 8) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The fp32 graph run on calibration tokens in onnxruntime, `batch` sequences at a time, returning for each
+    named intermediate tensor (the inputs of the MatMuls to quantize) its first `keep_rows` rows as (rows,
+    channels) and X^T X over every row (float64; GPTQ's Hessian). Loads its own copy: saving with external data
     rewrites a ModelProto in place, so the caller's graph is never used for this."""
     import onnx
     import onnxruntime as ort
@@ -96,17 +98,66 @@ def calibration_inputs(src: str | Path, names: list[str], tokens: np.ndarray) ->
         m.graph.output.append(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None))
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    acts: dict[str, np.ndarray] = {}
+    hess: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "calibration.onnx"
         onnx.save(m, str(p), save_as_external_data=True, all_tensors_to_one_file=True, location="calibration.data")
+        del m
         sess = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
-        outs = sess.run(list(names), {sess.get_inputs()[0].name: tokens.astype(np.int64)})
-    return {n: a.reshape(-1, a.shape[-1]).astype(np.float32) for n, a in zip(names, outs)}
+        feed = sess.get_inputs()[0].name
+        for i in range(0, len(tokens), batch):
+            outs = sess.run(list(names), {feed: tokens[i:i + batch].astype(np.int64)})
+            for n, a in zip(names, outs):
+                x = a.reshape(-1, a.shape[-1]).astype(np.float32)
+                hess[n] = hess.get(n, 0) + x.T.astype(np.float64) @ x
+                have = len(acts.get(n, ()))
+                if have < keep_rows:
+                    acts[n] = x[:keep_rows - have] if n not in acts else np.concatenate([acts[n], x[:keep_rows - have]])
+    return acts, hess
+
+
+GPTQ_DAMP = 0.01
+
+
+def _gptq_q8(w: np.ndarray, H: np.ndarray, block_size: int, damp: float = GPTQ_DAMP) -> tuple[np.ndarray, np.ndarray]:
+    """GPTQ (Frantar et al. 2022) into the same blocks as `_q8_blocks`: input channels are rounded one at a time
+    and each rounding error is pushed onto the channels not yet rounded, weighted by the inverse of H = X^T X of
+    the calibration inputs, so the output error on those inputs (not the weight error) is what stays small. A
+    block's scale is amax / 127 of its weights as updated when its first channel is reached.
+    (K, N) fp32, (K, K) -> uint8 (N, K/block, block) with zero point 128, fp32 scales (N, K/block)."""
+    W = w.T.astype(np.float64)                             # (N, K): one row per output channel
+    N, K = W.shape
+    H = H.astype(np.float64).copy()
+    dead = np.diag(H) == 0                                 # channels never active: nothing to fit, weight 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    H += damp * np.mean(np.diag(H)) * np.eye(K)
+    U = np.linalg.cholesky(np.linalg.inv(H)).T             # upper Cholesky factor of H^-1
+    Q = np.zeros((N, K))
+    S = np.zeros((N, K // block_size))
+    lazy = 128                                             # columns updated together (the paper's lazy batch)
+    for b0 in range(0, K, lazy):
+        b1 = min(b0 + lazy, K)
+        err = np.zeros((N, b1 - b0))
+        for i in range(b0, b1):
+            if i % block_size == 0:
+                sc = np.abs(W[:, i:i + block_size]).max(1) / 127.0
+                S[:, i // block_size] = np.where(sc == 0, 1.0, sc).astype(np.float32)
+            sc = S[:, i // block_size]
+            Q[:, i] = np.clip(np.rint(W[:, i] / sc), -127, 127)
+            e = (W[:, i] - Q[:, i] * sc) / U[i, i]
+            err[:, i - b0] = e
+            W[:, i + 1:b1] -= np.outer(e, U[i, i + 1:b1])
+        W[:, b1:] -= err @ U[b0:b1, b1:]
+    q = (Q + 128).astype(np.uint8).reshape(N, K // block_size, block_size)
+    return q, S.astype(np.float32)
 
 
 def quantize_onnx_int8_weights(src: str | Path, dst: str | Path, block_size: int = 32,
                                exclude: tuple[str, ...] = (), calibration: np.ndarray | None = None,
-                               calibration_source: dict | None = None, alphas: tuple[float, ...] = AWQ_ALPHAS) -> dict:
+                               calibration_source: dict | None = None, alphas: tuple[float, ...] = AWQ_ALPHAS,
+                               gptq: bool = True) -> dict:
     """fp32 ONNX -> weight-only int8 ONNX: every MatMul whose weight is a 2-D initializer becomes onnxruntime's
     `com.microsoft.MatMulNBits` with bits=8: weights stored as uint8 (zero point 128) in blocks of `block_size`
     along the input dimension with one fp32 scale per block, the scheme of GGUF's Q8_0. Activations stay fp32.
@@ -117,7 +168,12 @@ def quantize_onnx_int8_weights(src: str | Path, dst: str | Path, block_size: int
     channels that carry large activations lose less precision; alpha is picked per MatMul from `alphas` by the
     output error on the calibration activations (alpha 0 = plain rounding, so it never does worse there).
     Measured on SmolLM2-135M, 512 held-out tokens: top-1 agreement 97.85% -> 99.22% (base), 97.27% -> 98.63%
-    (a LoRA finetune). -> {"files", "quantization"}."""
+    (a LoRA finetune).
+
+    With `gptq` (and calibration tokens), the scaled weights are then rounded by GPTQ (`_gptq_q8`) against X^T X of
+    all calibration inputs instead of to nearest. Measured on SmolLM2-135M, 4096 held-out tokens (512 tokens
+    left the 99% gate to luck: the base model's 99.22% above is 98.66% there): AWQ alone 98.66% (base) / 98.83%
+    (LoRA finetune), AWQ + GPTQ with 8192 calibration tokens 99.05% / 99.05%. -> {"files", "quantization"}."""
     import onnx
     from onnx import helper, numpy_helper
     src, dst = Path(src), Path(dst)
@@ -131,7 +187,8 @@ def quantize_onnx_int8_weights(src: str | Path, dst: str | Path, block_size: int
             chosen.append(n)
     if not chosen:
         raise QuantError(f"{src} has no MatMul with a 2-D weight initializer divisible by block {block_size}")
-    acts = calibration_inputs(src, sorted({n.input[0] for n in chosen}), calibration) if calibration is not None else {}
+    acts, hess = calibration_stats(src, sorted({n.input[0] for n in chosen}), calibration) \
+        if calibration is not None else ({}, {})
     picked: dict[float, int] = {}
     nodes, n_q, q_bytes, f_bytes = [], 0, 0, 0
     chosen_ids = {id(n) for n in chosen}
@@ -155,7 +212,12 @@ def quantize_onnx_int8_weights(src: str | Path, dst: str | Path, block_size: int
             picked[a] = picked.get(a, 0) + 1
             if a == 0.0:
                 s = None
-        q, scale = _q8_blocks(w if s is None else w * s[:, None], block_size)
+        ws = w if s is None else w * s[:, None]
+        if gptq and hess:
+            H = hess[n.input[0]]
+            q, scale = _gptq_q8(ws, H if s is None else H / np.outer(s, s), block_size)   # x/s: H scales by 1/s s^T
+        else:
+            q, scale = _q8_blocks(ws, block_size)
         qn, sn = n.input[1] + "_q8", n.input[1] + "_scales"
         g.initializer.remove(inits[n.input[1]])
         g.initializer.extend([numpy_helper.from_array(q, qn), numpy_helper.from_array(scale.reshape(-1), sn)])
@@ -180,13 +242,17 @@ def quantize_onnx_int8_weights(src: str | Path, dst: str | Path, block_size: int
     awq = None if calibration is None else {
         "method": "activation-aware per-input-channel scaling (AWQ), alpha per MatMul by calibration output error",
         "calibration": calibration_source or {"tokens": int(calibration.size)}, "alphas": list(alphas),
-        "alpha_counts": {f"{a:g}": c for a, c in sorted(picked.items())}}
+        "alpha_counts": {f"{a:g}": c for a, c in sorted(picked.items())},
+        "alpha_selection_rows": int(min(len(v) for v in acts.values()))}
+    rounding = {"method": "GPTQ (Frantar et al. 2022): error-compensating rounding against X^T X of the calibration "
+                          "inputs", "damp": GPTQ_DAMP, "calibration_tokens": int(calibration.size)} \
+        if gptq and calibration is not None else {"method": "round to nearest"}
     return {"files": [str(f) for f in files],
             "quantization": {"method": "weight-only int8 (onnxruntime com.microsoft.MatMulNBits, bits=8)",
                              "block_size": block_size, "weight_type": "uint8, zero point 128, fp32 scale per block",
                              "activations": "fp32", "quantized_matmuls": n_q, "fp32_matmuls": n_fp32,
                              "quantized_weight_bytes": q_bytes, "fp32_weight_bytes_replaced": f_bytes,
-                             "excluded": list(exclude), "awq": awq}}
+                             "excluded": list(exclude), "awq": awq, "rounding": rounding}}
 
 
 # ---- weight-only int8 for tinygrad --------------------------------------------------------------------------
