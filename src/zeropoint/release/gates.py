@@ -339,7 +339,8 @@ def gate_export(ctx: ReleaseContext, e: ExportPolicy) -> GateResult:
                                     f"perplexity within {100 * gate.max_metric_rel:g}%" if gate.max_metric_rel is not None else None) if x)
             + f" (gate {gate.name})")
     g = GateResult(f"export:{e.format}", False, rule, "")
-    inputs = {"checkpoint": ctx.checkpoint_digest(), "format": e.format, "parity_seqs": e.parity_seqs,
+    n_seq = e.parity_seqs or P.default_parity_seqs(e.format)
+    inputs = {"checkpoint": ctx.checkpoint_digest(), "format": e.format, "parity_seqs": n_seq,
               "parity_len": e.parity_len, "tinygrad_runner": e.tinygrad_runner}
     g.inputs_sha256 = key = _key(inputs)
     hit = cache_get("export", key)
@@ -356,7 +357,7 @@ def gate_export(ctx: ReleaseContext, e: ExportPolicy) -> GateResult:
         ctx.say(f"export {e.format}: writing the artifact and running parity")
         source = {"ref": str(ctx.checkpoint), "path": str(ctx.checkpoint), "kind": "checkpoint",
                   "base": rcfg.model.weights, "method": rcfg.method, "run_id": ctx.run_id}
-        rec = export_llama(model, cfg, tok, source, e.format, None, n_seq=e.parity_seqs, seq_len=e.parity_len,
+        rec = export_llama(model, cfg, tok, source, e.format, None, n_seq=n_seq, seq_len=e.parity_len,
                            tinygrad_runner=e.tinygrad_runner, progress=ctx.say)
         if rec.get("parity"):
             cache_put("export", key, inputs, {"dir": rec["dir"]}, [Path(rec["dir"]) / EM.MANIFEST])

@@ -59,7 +59,8 @@ class ExportGateOverride(StrictModel):
 class ExportPolicy(StrictModel):
     format: Literal["onnx", "onnx-int8", "gguf", "gguf-f16", "gguf-q8_0", "hf"]
     gate: ExportGateOverride | None = Field(None, description="null: the format's default parity gate")
-    parity_seqs: int = 2
+    parity_seqs: int | None = Field(None, ge=1, description="held-out sequences of parity_len tokens; null: the "
+                                    "format's default (64 for quantized formats, whose gate is a rate; 8 for exact ones)")
     parity_len: int = 32
     tinygrad_runner: bool = False
 
@@ -98,7 +99,7 @@ class ReleasePolicy(StrictModel):
     version: str = "1"
     eval: EvalPolicy = Field(default_factory=EvalPolicy)
     drift: DriftPolicy = Field(default_factory=DriftPolicy)
-    exports: list[ExportPolicy] = Field(default_factory=lambda: [ExportPolicy(format="gguf")])
+    exports: list[ExportPolicy] = Field(default_factory=lambda: [ExportPolicy(format="gguf", parity_seqs=2)])
     redteam: RedteamPolicy = Field(default_factory=RedteamPolicy)
     bench: BenchPolicy = Field(default_factory=BenchPolicy)
 
