@@ -58,13 +58,6 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
-def perplexity(logits: np.ndarray, tokens: np.ndarray) -> float:
-    """Next-token perplexity of (B, T, V) logits on (B, T) tokens (positions 0..T-2 predict 1..T-1)."""
-    lp = _log_softmax(logits[:, :-1])
-    nll = -np.take_along_axis(lp, tokens[:, 1:, None].astype(np.int64), -1)[..., 0]
-    return float(math.exp(nll.mean()))
-
-
 def compare(ref: np.ndarray, out: np.ndarray, tokens: np.ndarray | None = None, labels: np.ndarray | None = None,
             chunk_rows: int = 256) -> dict:
     """Every figure comparing reference outputs with an artifact's outputs (same shapes). Rows (positions) are
