@@ -174,28 +174,30 @@ def parity_llama(model, tok, exported: str | Path, fmt: str | None = None, n_seq
         man = M.verify_manifest(p)
         fmt = fmt or man["format"]
         p = p / man["artifact"] if man.get("artifact") else p
-    by_suffix = {".onnx": "onnx", ".safetensors": "int8", ".gguf": "gguf"}.get(p.suffix, "hf")
-    tokens, inputs = P.sotu_tokens(tok, n_seq or P.default_parity_seqs(fmt or by_suffix), seq_len)
+    # the artifact's kind, from its file type, decides the runtime and (without --format) the gate
+    kind = {".onnx": "onnx", ".safetensors": "int8", ".gguf": "gguf"}.get(p.suffix)
+    if kind is None and p.is_dir() and (p / "config.json").is_file():
+        kind = "hf"
+    if kind is None:
+        raise ZeropointError(f"{exported} is not an .onnx file, a .gguf file, an HF directory or an export directory")
+    fmt = fmt or kind
+    tokens, inputs = P.sotu_tokens(tok, n_seq or P.default_parity_seqs(fmt), seq_len)
     ref = P.llama_logits(model, tokens)
-    if p.suffix == ".onnx":      # another runtime: gated against the float64 oracle, as in export_llama
+    if kind == "onnx":      # another runtime: gated against the float64 oracle, as in export_llama
         from ..models.reference import forward_batch
-        fmt = fmt or "onnx"
         oracle = forward_batch(_weights_np(model), model.cfg, tokens)
         rep = P.onnx_parity(p, oracle, {"input_ids": tokens}, fmt, tokens=tokens, inputs=inputs,
                             second_runtime=tinygrad_runner and fmt == "onnx", also_vs={"tinygrad_fp32": ref})
         rep["reference"] = {"kind": "float64 numpy oracle of the original weights (models.reference)",
                             "original_tinygrad_fp32_vs_reference": P.compare(oracle, ref, tokens)}
         return rep
-    if p.suffix == ".safetensors":
+    if kind == "int8":
         from .quant import load_llama_int8
-        return P.report(fmt or "int8", {"tinygrad-int8": P.compare(ref, P.llama_logits(load_llama_int8(p), tokens), tokens)}, inputs)
-    if p.suffix == ".gguf":
+        return P.report(fmt, {"tinygrad-int8": P.compare(ref, P.llama_logits(load_llama_int8(p), tokens), tokens)}, inputs)
+    if kind == "gguf":
         from ..models.gguf import load_gguf
         c2, w2, _ = load_gguf(p, max_seq_len=model.cfg.max_seq_len)
-        fmt = fmt or "gguf"
         return P.report(fmt, {"zeropoint-gguf-loader": P.compare(ref, P.llama_logits(from_weights(c2, w2), tokens), tokens)}, inputs)
-    if p.is_dir() and (p / "config.json").is_file():
-        from ..models.hf import load_hf_dir
-        c2, w2, _ = load_hf_dir(p, max_seq_len=model.cfg.max_seq_len)
-        return P.report(fmt or "hf", {"zeropoint-hf-loader": P.compare(ref, P.llama_logits(from_weights(c2, w2), tokens), tokens)}, inputs)
-    raise ZeropointError(f"{exported} is not an .onnx file, a .gguf file, an HF directory or an export directory")
+    from ..models.hf import load_hf_dir
+    c2, w2, _ = load_hf_dir(p, max_seq_len=model.cfg.max_seq_len)
+    return P.report(fmt, {"zeropoint-hf-loader": P.compare(ref, P.llama_logits(from_weights(c2, w2), tokens), tokens)}, inputs)
