@@ -197,10 +197,15 @@ def test_q8_0_blocks_match_ggml_layout_and_tinygrad_dequant():
     x = np.random.default_rng(0).standard_normal((2, 64)).astype(np.float32)
     raw = quantize_q8_0(x)
     assert len(raw) == 4 * 34
-    d = np.frombuffer(raw[:2], np.float16)[0]
-    assert np.isclose(float(d), np.abs(x[0, :32]).max() / 127, rtol=1e-3)
+    blocks = np.frombuffer(raw, np.uint8).reshape(4, 34)
+    d = blocks[:, :2].copy().view(np.float16).astype(np.float32)                  # (4, 1)
+    q = blocks[:, 2:].copy().view(np.int8).astype(np.float32)
+    amax = np.abs(x.reshape(4, 32)).max(1, keepdims=True)
+    assert np.all((amax / d > 60) & (amax / d < 127.5))                           # d = amax / c, c in 61..127
     deq = ggml_data_to_tensor(Tensor(np.frombuffer(raw, np.uint8).copy()), x.size, 8).reshape(2, 64).numpy()
-    assert np.abs(deq - x).max() <= np.abs(x).max() / 127          # within half a step of the coarsest block (+fp16)
+    np.testing.assert_array_equal(deq.reshape(4, 32), d * q)                      # tinygrad reads our layout
+    rtn = np.rint(x.reshape(4, 32) / (amax / 127).astype(np.float16).astype(np.float32)) * (amax / 127).astype(np.float16).astype(np.float32)
+    assert np.all(np.square(deq.reshape(4, 32) - x.reshape(4, 32)).sum(1) <= np.square(rtn - x.reshape(4, 32)).sum(1) + 1e-12)
 
 
 @pytest.mark.parametrize("ttype,gate", [("f32", P.GGUF_F32_GATE), ("q8_0", P.INT8_GATE)])

@@ -4,9 +4,10 @@ chat template, and the q/k row permutation llama.cpp's interleaved-pair RoPE exp
 Layout (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md): magic, version, tensor count, kv count; the kv
 pairs; one info record per tensor (name, dims innermost-first, type, offset); padding to `general.alignment`;
 the tensor data, each tensor starting on an aligned offset. 1-D tensors (norms) stay F32 in every mode, as
-llama.cpp's converter does; Q8_0 is blocks of 32 values: one fp16 scale (amax / 127) and 32 int8.
+llama.cpp's converter does; Q8_0 is blocks of 32 values: one fp16 scale d and 32 int8 codes (d searched per
+block, and with calibration Hessians the codes rounded by GPTQ: `export.quant.quantize_q8_0`).
 
-    write_llama_gguf(cfg, weights, tokenizer_meta, "model.gguf", tensor_type="q8_0")
+    write_llama_gguf(cfg, weights, tokenizer_meta, "model.gguf", tensor_type="q8_0", hessians=None)
 """
 from __future__ import annotations
 
@@ -55,19 +56,22 @@ def permute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
     return w.reshape(n_heads, 2, out // n_heads // 2, dim).swapaxes(1, 2).reshape(out, dim)
 
 
-def quantize_q8_0(w: np.ndarray) -> bytes:
-    """Q8_0 blocks along the last axis: fp16 d = amax/127, q = round(x / d) (llama.cpp's reference quantizer)."""
-    x = np.ascontiguousarray(w, np.float32).reshape(-1, 32)
-    d = np.abs(x).max(-1, keepdims=True) / 127.0
-    inv = np.divide(1.0, d, out=np.zeros_like(d), where=d != 0)
-    q = np.clip(np.rint(x * inv), -127, 127).astype(np.int8)
-    blocks = np.empty((x.shape[0], 34), np.uint8)
-    blocks[:, :2] = d.astype(np.float16).view(np.uint8)
-    blocks[:, 2:] = q.view(np.uint8)
+def q8_0_bytes(d: np.ndarray, q: np.ndarray) -> bytes:
+    """ggml's block_q8_0 layout: per block of 32, the fp16 scale then 32 int8 codes. d (..., K/32), q (..., K)."""
+    d = np.ascontiguousarray(d, np.float16).reshape(-1, 1)
+    blocks = np.empty((d.shape[0], 34), np.uint8)
+    blocks[:, :2] = d.view(np.uint8)
+    blocks[:, 2:] = np.ascontiguousarray(q, np.int8).reshape(-1, 32).view(np.uint8)
     return blocks.tobytes()
 
 
-def _tensor_bytes(w: np.ndarray, ttype: str) -> tuple[bytes, int]:
+def quantize_q8_0(w: np.ndarray, hessian: np.ndarray | None = None) -> bytes:
+    """Q8_0 blocks of a 2-D weight along its last (input) axis (see `export.quant.quantize_q8_0`)."""
+    from .quant import quantize_q8_0 as q8
+    return q8_0_bytes(*q8(np.asarray(w, np.float32), hessian))
+
+
+def _tensor_bytes(w: np.ndarray, ttype: str, hessian: np.ndarray | None = None) -> tuple[bytes, int]:
     if ttype == "f32" or w.ndim == 1:
         return np.ascontiguousarray(w, np.float32).tobytes(), GGML_TYPES["f32"]
     if ttype == "f16":
@@ -75,7 +79,7 @@ def _tensor_bytes(w: np.ndarray, ttype: str) -> tuple[bytes, int]:
     if ttype == "q8_0":
         if w.shape[-1] % 32:
             return np.ascontiguousarray(w, np.float16).tobytes(), GGML_TYPES["f16"]   # as llama.cpp: fall back
-        return quantize_q8_0(w), GGML_TYPES["q8_0"]
+        return quantize_q8_0(w, hessian), GGML_TYPES["q8_0"]
     raise GGUFWriteError(f"unknown GGUF tensor type {ttype!r}; choose f32, f16 or q8_0")
 
 
@@ -159,8 +163,11 @@ def _tok_kvs(meta: dict) -> list[bytes]:
 
 
 def write_llama_gguf(cfg, weights: dict[str, np.ndarray], tok_meta: dict, path: str | Path,
-                     tensor_type: str = "f32", name: str = "zeropoint-export") -> dict:
-    """Write a llama-architecture GGUF from HF-named fp32 weights. Atomic: a temp file renamed into place."""
+                     tensor_type: str = "f32", name: str = "zeropoint-export", hessians: dict | None = None,
+                     progress=None) -> dict:
+    """Write a llama-architecture GGUF from HF-named fp32 weights. Atomic: a temp file renamed into place.
+    `hessians` (HF weight name -> X^T X of its input, `models.reference.linear_input_hessians`) make Q8_0
+    rounding calibration-aware; weights without one are rounded data-free. `progress(done, total)` per tensor."""
     if tensor_type not in GGML_TYPES:
         raise GGUFWriteError(f"unknown GGUF tensor type {tensor_type!r}; choose f32, f16 or q8_0")
     a = "llama"
@@ -188,15 +195,17 @@ def write_llama_gguf(cfg, weights: dict[str, np.ndarray], tok_meta: dict, path: 
     kvs += _tok_kvs(tok_meta)
 
     tensors: list[tuple[str, tuple, int, bytes]] = []
-    for hf, w in weights.items():
+    for i, (hf, w) in enumerate(weights.items()):
+        if progress:
+            progress(i, len(weights))
         if hf == "lm_head.weight" and cfg.tie_embeddings:
             continue
         w = np.asarray(w, np.float32)
-        if hf.endswith("q_proj.weight"):
+        if hf.endswith("q_proj.weight"):       # a row permutation: the input-channel Hessian is unchanged
             w = permute_rope(w, cfg.n_heads)
         elif hf.endswith("k_proj.weight"):
             w = permute_rope(w, cfg.n_kv_heads)
-        data, t = _tensor_bytes(w, tensor_type)
+        data, t = _tensor_bytes(w, tensor_type, (hessians or {}).get(hf))
         tensors.append((gguf_name(hf), tuple(reversed(w.shape)), t, data))
     for n, w in extra_tensors.items():
         tensors.append((n, tuple(reversed(w.shape)), 0, w.tobytes()))

@@ -123,11 +123,34 @@ def export_llama(model, cfg, tok, source: dict, fmt: str = "onnx", out: str | Pa
             from ..models.llama import from_weights
             from .gguf_writer import tokenizer_metadata, write_llama_gguf
             ttype = {"gguf": "f32", "gguf-f16": "f16", "gguf-q8_0": "q8_0"}[fmt]
-            step(f"writing GGUF ({ttype})")
+            hessians, cal_src = None, None
+            if ttype == "q8_0":
+                from ..models.reference import linear_input_hessians
+                # the same 8192 calibration tokens as onnx-int8-wo (disjoint from the parity text)
+                cal, cal_src = P.calibration_tokens(tok, 128, 64)
+                step(f"calibrating: X^T X of every projection's input on {cal.size} tokens (float64 reference forward)")
+                t1 = time.perf_counter()
+                hessians = linear_input_hessians(weights, cfg, cal)
+                rec["timings_s"]["calibration"] = round(time.perf_counter() - t1, 3)
+                t0 = time.perf_counter()
+            step(f"writing GGUF ({ttype})" + (": scale search + GPTQ per tensor" if hessians else ""))
             artifact = d / f"model.{ttype}.gguf"
             info = write_llama_gguf(cfg, weights, tokenizer_metadata(tok, gguf_meta), artifact, ttype,
-                                    name=str(source.get("name") or source.get("ref") or "zeropoint-export"))
+                                    name=str(source.get("name") or source.get("ref") or "zeropoint-export"),
+                                    hessians=hessians, progress=lambda i, n: step(f"writing GGUF ({ttype}): tensor {i + 1}/{n}"))
             rec["quantization"] = {"gguf_tensor_type": ttype, "ggml_types": info["ggml_types"]}
+            if ttype == "q8_0":
+                data_free = sorted(k for k, w in weights.items() if w.ndim == 2 and k not in hessians
+                                   and not (k == "lm_head.weight" and cfg.tie_embeddings))
+                from .quant import GPTQ_DAMP, Q8_0_CODES
+                rec["quantization"] |= {
+                    "scales": f"fp16 d per block of 32 searched over amax/c, c = {Q8_0_CODES[0]}..{Q8_0_CODES[-1]}, "
+                              "minimising the block's rounding error weighted by diag(X^T X)",
+                    "rounding": {"method": "GPTQ on the searched grids, input channels in decreasing diag(X^T X) "
+                                           "order", "damp": GPTQ_DAMP, "calibration": cal_src},
+                    "data_free_tensors": {"names": data_free, "why": "no X^T X: the embedding is a Gather (and the tied "
+                                          "head, whose error there counts too)", "method": "scale search, round to nearest"}}
+            del hessians
             rec["timings_s"]["write"] = round(time.perf_counter() - t0, 3)
             step("parity: reloading with tinygrad's gguf_load and the project's GGUF loader")
             from tinygrad.llm.gguf import gguf_load

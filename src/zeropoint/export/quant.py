@@ -120,38 +120,110 @@ def calibration_stats(src: str | Path, names: list[str], tokens: np.ndarray, kee
 GPTQ_DAMP = 0.01
 
 
-def _gptq_q8(w: np.ndarray, H: np.ndarray, block_size: int, damp: float = GPTQ_DAMP) -> tuple[np.ndarray, np.ndarray]:
-    """GPTQ (Frantar et al. 2022) into the same blocks as `_q8_blocks`: input channels are rounded one at a time
-    and each rounding error is pushed onto the channels not yet rounded, weighted by the inverse of H = X^T X of
-    the calibration inputs, so the output error on those inputs (not the weight error) is what stays small. A
-    block's scale is amax / 127 of its weights as updated when its first channel is reached.
-    (K, N) fp32, (K, K) -> uint8 (N, K/block, block) with zero point 128, fp32 scales (N, K/block)."""
-    W = w.T.astype(np.float64)                             # (N, K): one row per output channel
+def _gptq(W: np.ndarray, H: np.ndarray, block_size: int, damp: float = GPTQ_DAMP, scales: np.ndarray | None = None,
+          order: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """GPTQ (Frantar et al. 2022) into symmetric int8 blocks of `block_size` input channels: channels are rounded
+    one at a time and each rounding error is pushed onto the channels not yet rounded, weighted by the inverse of
+    H = X^T X of the calibration inputs, so the output error on those inputs (not the weight error) stays small.
+    With `scales` (N, K/block) the grids are fixed beforehand and channels may go in any `order` (e.g. by
+    decreasing H diagonal); without, a block's scale is amax / 127 of its weights as updated when its first
+    channel is reached (natural order). W (N, K) float64, one row per output channel (modified in place).
+    -> codes (N, K) in -127..127 as float64, scales (N, K/block)."""
     N, K = W.shape
     H = H.astype(np.float64).copy()
     dead = np.diag(H) == 0                                 # channels never active: nothing to fit, weight 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
     H += damp * np.mean(np.diag(H)) * np.eye(K)
+    perm = np.arange(K) if order is None else np.asarray(order)
+    if scales is None and order is not None:
+        raise ValueError("a channel order needs fixed scales: a block's scale is set when its first channel is reached")
+    W, H = W[:, perm], H[np.ix_(perm, perm)]
     U = np.linalg.cholesky(np.linalg.inv(H)).T             # upper Cholesky factor of H^-1
+    S = np.zeros((N, K // block_size)) if scales is None else np.asarray(scales, np.float64)
     Q = np.zeros((N, K))
-    S = np.zeros((N, K // block_size))
     lazy = 128                                             # columns updated together (the paper's lazy batch)
     for b0 in range(0, K, lazy):
         b1 = min(b0 + lazy, K)
         err = np.zeros((N, b1 - b0))
         for i in range(b0, b1):
-            if i % block_size == 0:
+            j = perm[i] // block_size
+            if scales is None and i % block_size == 0:
                 sc = np.abs(W[:, i:i + block_size]).max(1) / 127.0
-                S[:, i // block_size] = np.where(sc == 0, 1.0, sc).astype(np.float32)
-            sc = S[:, i // block_size]
+                S[:, j] = np.where(sc == 0, 1.0, sc).astype(np.float32)
+            sc = S[:, j]
             Q[:, i] = np.clip(np.rint(W[:, i] / sc), -127, 127)
             e = (W[:, i] - Q[:, i] * sc) / U[i, i]
             err[:, i - b0] = e
             W[:, i + 1:b1] -= np.outer(e, U[i, i + 1:b1])
         W[:, b1:] -= err @ U[b0:b1, b1:]
-    q = (Q + 128).astype(np.uint8).reshape(N, K // block_size, block_size)
-    return q, S.astype(np.float32)
+    out = np.empty_like(Q)
+    out[:, perm] = Q
+    return out, S
+
+
+def _gptq_q8(w: np.ndarray, H: np.ndarray, block_size: int, damp: float = GPTQ_DAMP) -> tuple[np.ndarray, np.ndarray]:
+    """GPTQ into the same blocks as `_q8_blocks`, each block's scale amax / 127 of its weights as updated when
+    its first channel is reached. (K, N) fp32, (K, K) -> uint8 (N, K/block, block) with zero point 128, fp32
+    scales (N, K/block)."""
+    N, K = w.shape[1], w.shape[0]
+    Q, S = _gptq(w.T.astype(np.float64), H, block_size, damp)
+    return (Q + 128).astype(np.uint8).reshape(N, K // block_size, block_size), S.astype(np.float32)
+
+
+# GGUF Q8_0: blocks of 32 inputs, one fp16 scale d each, int8 codes. llama.cpp's reference quantizer takes
+# d = amax / 127; any d is valid, so the scale is searched. A weight that was itself dequantized from a coarser
+# grid (the SmolLM2 this project ships comes from a Q4_1 file: 16 levels m + d4*k per block) sits exactly or
+# nearly on some Q8_0 grid with d = amax / c for c < 127, which amax / 127 misses.
+Q8_0_CODES = tuple(range(127, 60, -1))     # c: d = amax / c; below ~61 the grid is coarser than it can pay back
+
+
+def q8_0_scales(w: np.ndarray, importance: np.ndarray | None = None, block_size: int = 32,
+                codes: tuple[int, ...] = Q8_0_CODES) -> np.ndarray:
+    """Per block of `block_size` input channels of w (N, K), the fp16 scale d among amax / c (c in `codes`) that
+    minimises the block's rounding error sum_k importance_k (w_k - d round(w_k / d))^2 (importance: one weight
+    per input channel, e.g. the diagonal of X^T X, llama.cpp's "imatrix"; None = plain squared error). Ties keep
+    the larger c, so amax / 127 (the reference quantizer) wins unless another grid is strictly better.
+    -> float16 (N, K/block)."""
+    N, K = w.shape
+    out = np.empty((N, K // block_size), np.float16)
+    imp = None if importance is None else np.asarray(importance, np.float32).reshape(1, K // block_size, block_size)
+    rows = max(1, (1 << 20) // K)                          # ~1M weights at a time: bounded temporaries
+    for r0 in range(0, N, rows):
+        b = np.asarray(w[r0:r0 + rows], np.float32).reshape(-1, K // block_size, block_size)
+        amax = np.abs(b).max(-1)
+        best_d = best_e = None
+        for c in codes:
+            d = (amax / c).astype(np.float16)
+            df = np.where(d == 0, 1, d).astype(np.float32)[..., None]
+            r = np.square(b - np.clip(np.rint(b / df), -127, 127) * df)
+            e = (r if imp is None else r * imp).sum(-1)
+            if best_d is None:
+                best_d, best_e = d, e
+            else:
+                better = e < best_e
+                best_d, best_e = np.where(better, d, best_d), np.where(better, e, best_e)
+        out[r0:r0 + rows] = best_d
+    return out
+
+
+def quantize_q8_0(w: np.ndarray, hessian: np.ndarray | None = None, block_size: int = 32, damp: float = GPTQ_DAMP,
+                  act_order: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """w (N, K) -> (d float16 (N, K/block), q int8 (N, K)): GGUF Q8_0 blocks along the input dimension.
+    Scales by `q8_0_scales`; with `hessian` (X^T X of calibration inputs, K x K) the search is weighted by its
+    diagonal and the codes come from GPTQ on those fixed grids, channels in decreasing order of H's diagonal;
+    without, codes are round to nearest."""
+    N, K = w.shape
+    if K % block_size:
+        raise QuantError(f"Q8_0 needs the input dimension ({K}) to be a multiple of {block_size}")
+    d = q8_0_scales(w, None if hessian is None else np.diag(hessian), block_size)
+    dd = np.where(d == 0, 1, d).astype(np.float64)
+    if hessian is None:
+        q = np.clip(np.rint(np.asarray(w, np.float64).reshape(N, -1, block_size) / dd[..., None]), -127, 127).reshape(N, K)
+    else:
+        order = np.argsort(-np.diag(hessian), kind="stable") if act_order else None
+        q, _ = _gptq(np.array(w, np.float64), hessian, block_size, damp, scales=dd, order=order)
+    return d, q.astype(np.int8)
 
 
 def quantize_onnx_int8_weights(src: str | Path, dst: str | Path, block_size: int = 32,
