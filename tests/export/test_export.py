@@ -127,6 +127,8 @@ def test_onnx_int8_is_smaller_and_close(tmp_path, tiny_gpt2):
     assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
     # measured 0.56 here: embeddings and down_proj stay fp32 in this tiny model
     assert (tmp_path / "q.onnx").stat().st_size < 0.65 * (tmp_path / "f.onnx").stat().st_size
+    from zeropoint.export.pipeline import artifact_format          # `zpctl parity` on a bare file picks its gate
+    assert [artifact_format(tmp_path / f, "onnx") for f in ("f.onnx", "q.onnx")] == ["onnx", "onnx-int8"]
     t2 = np.random.default_rng(3).integers(0, cfg2.vocab_size, (2, 16))
     out, _ = P.run_onnxruntime(tmp_path / "q.onnx", {"input_ids": t2})
     m = P.compare(P.llama_logits(model2, t2), out, t2)
@@ -146,6 +148,8 @@ def test_onnx_weight_only_int8_uses_matmulnbits_and_stays_close(tmp_path):
     assert not any(n.op_type == "MatMul" and n.input[1] in {i.name for i in g.initializer} for n in g.node)
     # measured 0.48: the fp32 embedding table is a large share of this tiny model
     assert (tmp_path / "q.onnx").stat().st_size < 0.55 * (tmp_path / "f.onnx").stat().st_size
+    from zeropoint.export.pipeline import artifact_format
+    assert artifact_format(tmp_path / "q.onnx", "onnx") == "onnx-int8-wo"
     t2 = np.random.default_rng(3).integers(0, cfg.vocab_size, (2, 16))
     out, _ = P.run_onnxruntime(tmp_path / "q.onnx", {"input_ids": t2})
     m = P.compare(P.llama_logits(model, t2), out, t2)
@@ -230,6 +234,8 @@ def test_gguf_round_trip(tmp_path, gpt2_tok, tiny_gpt2, ttype, gate):
     assert rep["passed"], rep["failures"]
     if ttype == "f32":
         assert rep["runtimes"]["gguf"]["max_abs"] <= 1e-5
+    from zeropoint.export.pipeline import artifact_format             # a bare .gguf gets its own gate in `zpctl parity`
+    assert artifact_format(tmp_path / "m.gguf", "gguf") == {"f32": "gguf", "q8_0": "gguf-q8_0"}[ttype]
 
 
 def test_gguf_header_is_v3_and_aligned(tmp_path, gpt2_tok):

@@ -188,6 +188,28 @@ def export_llama(model, cfg, tok, source: dict, fmt: str = "onnx", out: str | Pa
     return rec
 
 
+_ONNX_INT8_OPS = {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul"}
+
+
+def artifact_format(p: Path, kind: str) -> str:
+    """A bare artifact's export format, hence its default gate, from its contents: a GGUF's tensor types, an ONNX
+    graph's quantized ops. (A Q8_0 GGUF held to the F32 gate would fail for being what it was meant to be.)"""
+    if kind == "gguf":
+        from ..models.gguf import read_header
+        types = {t for _, _, t, _ in read_header(p)[1]}
+        if 8 in types:                                     # Q8_0 (our writer keeps norms F32, odd widths F16)
+            return "gguf-q8_0"
+        if types <= {0, 1, 30}:                            # F32, F16, BF16
+            return "gguf-f16" if types & {1, 30} else "gguf"
+        raise ZeropointError(f"{p} holds GGUF tensor types {sorted(types)}; only F32, F16 and Q8_0 have a default "
+                             "gate: pass --format (gguf-q8_0 applies the quantized gate)")
+    if kind == "onnx":
+        import onnx
+        ops = {n.op_type for n in onnx.load(str(p), load_external_data=False).graph.node}
+        return "onnx-int8-wo" if "MatMulNBits" in ops else "onnx-int8" if ops & _ONNX_INT8_OPS else "onnx"
+    return kind
+
+
 def parity_llama(model, tok, exported: str | Path, fmt: str | None = None, n_seq: int | None = None, seq_len: int = 64,
                  tinygrad_runner: bool = False) -> dict:
     """`zpctl parity`: an existing artifact (.onnx, .gguf, HF dir or an export dir) against an original model."""
@@ -197,13 +219,13 @@ def parity_llama(model, tok, exported: str | Path, fmt: str | None = None, n_seq
         man = M.verify_manifest(p)
         fmt = fmt or man["format"]
         p = p / man["artifact"] if man.get("artifact") else p
-    # the artifact's kind, from its file type, decides the runtime and (without --format) the gate
+    # the artifact's kind, from its file type, decides the runtime; its contents (without --format) the gate
     kind = {".onnx": "onnx", ".safetensors": "int8", ".gguf": "gguf"}.get(p.suffix)
     if kind is None and p.is_dir() and (p / "config.json").is_file():
         kind = "hf"
     if kind is None:
         raise ZeropointError(f"{exported} is not an .onnx file, a .gguf file, an HF directory or an export directory")
-    fmt = fmt or kind
+    fmt = fmt or artifact_format(p, kind)
     tokens, inputs = P.sotu_tokens(tok, n_seq or P.default_parity_seqs(fmt), seq_len)
     ref = P.llama_logits(model, tokens)
     if kind == "onnx":      # another runtime: gated against the float64 oracle, as in export_llama
