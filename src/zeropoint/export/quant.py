@@ -1,4 +1,4 @@
-"""int8 three ways.
+"""int8 four ways.
 
 1. `quantize_onnx_int8`: onnxruntime's dynamic quantization of an exported fp32 graph, after its documented
    pre-processing step (`quant_pre_process`: symbolic shape inference + graph optimisation), weights int8
@@ -11,6 +11,8 @@
    int8 rows with one fp32 scale per output channel (symmetric, amax / 127); `Int8Linear` dequantizes inside
    the matmul's kernel, so weights sit in memory at a quarter of fp32. Embeddings and norms stay fp32 (the
    embedding doubles as the tied head of SmolLM2, and a per-row int8 table loses the head's small logit gaps). (format `int8`)
+4. `quantize_q8_0`: GGUF Q8_0 blocks (fp16 scale + 32 int8 codes) with the scale searched per block and, given
+   calibration X^T X, the codes rounded by GPTQ; `gguf_writer` packs them. (format `gguf-q8_0`)
 """
 from __future__ import annotations
 
