@@ -131,6 +131,8 @@ def _gptq(W: np.ndarray, H: np.ndarray, block_size: int, damp: float = GPTQ_DAMP
     decreasing H diagonal); without, a block's scale is amax / 127 of its weights as updated when its first
     channel is reached (natural order). W (N, K) float64, one row per output channel (modified in place).
     -> codes (N, K) in -127..127 as float64, scales (N, K/block)."""
+    if scales is None and order is not None:
+        raise ValueError("a channel order needs fixed scales: a block's scale is set when its first channel is reached")
     N, K = W.shape
     H = H.astype(np.float64).copy()
     dead = np.diag(H) == 0                                 # channels never active: nothing to fit, weight 0
@@ -138,8 +140,6 @@ def _gptq(W: np.ndarray, H: np.ndarray, block_size: int, damp: float = GPTQ_DAMP
     W[:, dead] = 0.0
     H += damp * np.mean(np.diag(H)) * np.eye(K)
     perm = np.arange(K) if order is None else np.asarray(order)
-    if scales is None and order is not None:
-        raise ValueError("a channel order needs fixed scales: a block's scale is set when its first channel is reached")
     W, H = W[:, perm], H[np.ix_(perm, perm)]
     U = np.linalg.cholesky(np.linalg.inv(H)).T             # upper Cholesky factor of H^-1
     S = np.zeros((N, K // block_size)) if scales is None else np.asarray(scales, np.float64)
@@ -177,7 +177,9 @@ def _gptq_q8(w: np.ndarray, H: np.ndarray, block_size: int, damp: float = GPTQ_D
 # d = amax / 127; any d is valid, so the scale is searched. A weight that was itself dequantized from a coarser
 # grid (the SmolLM2 this project ships comes from a Q4_1 file: 16 levels m + d4*k per block) sits exactly or
 # nearly on some Q8_0 grid with d = amax / c for c < 127, which amax / 127 misses.
-Q8_0_CODES = tuple(range(127, 60, -1))     # c: d = amax / c; below ~61 the grid is coarser than it can pay back
+# c: d = amax / c. 127 is the reference; the range reaches d = s/4 of a 16-level block (amax ~ 15 s, c ~ 60).
+# Not tuned beyond that: search time grows with the number of candidates.
+Q8_0_CODES = tuple(range(127, 60, -1))
 
 
 def q8_0_scales(w: np.ndarray, importance: np.ndarray | None = None, block_size: int = 32,
