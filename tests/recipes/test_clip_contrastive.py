@@ -68,3 +68,6 @@ def test_emoji_determinism_exact_resume_and_card(monkeypatch, tmp_path):
     from zeropoint.models.hf_vision import load_hf_clip
     _, harr, _ = load_hf_clip(a["hf_export"])
     assert same_weights(harr, ca.weights)
+
+    from tests.snapshots import assert_snapshot, evidence_keys
+    assert_snapshot("evidence_keys_clip_contrastive.txt", evidence_keys(a["run_dir"]))

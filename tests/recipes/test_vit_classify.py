@@ -78,3 +78,6 @@ def test_digits_determinism_exact_resume_and_artifacts(monkeypatch, tmp_path):
     from zeropoint.models.hf_vision import load_hf_vit
     hcfg, harr, hconf = load_hf_vit(a["hf_export"])
     assert same_weights(harr, ca.weights) and hconf["id2label"]["3"] == "3"
+
+    from tests.snapshots import assert_snapshot, evidence_keys
+    assert_snapshot("evidence_keys_vit_classify.txt", evidence_keys(a["run_dir"]))
