@@ -91,9 +91,10 @@ def training() -> dict:
 
 def generation(checkpoint: str) -> dict:
     from .models.generate import generate_text
-    from .recipes.llm_finetune import load_checkpoint_model
+    from .models.llm import open_checkpoint
     step("4. generation from the finetuned checkpoint (verified, LoRA merged)")
-    model, _, tok, _ = load_checkpoint_model(checkpoint)
+    lm = open_checkpoint(checkpoint)
+    model, tok = lm.model, lm.tokenizer
     prompt = "Mr. Speaker, the state of our Union is"
     res = generate_text(model, tok, prompt, max_tokens=16)
     console.print(f"  {prompt}[bold]{res.text}[/]", highlight=False)

@@ -14,12 +14,6 @@ def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def _loader(ref: str):
-    from ..loading import load_lm
-    model, cfg, tok, _ = load_lm(ref)
-    return model, cfg, tok
-
-
 def redteam(
     model: str = typer.Argument(..., help="Named model (e.g. smollm2-135m) or a checkpoint directory."),
     suite: str = typer.Option("quick", "--suite", "-s",
@@ -46,8 +40,7 @@ def redteam(
     overrides = parse_threshold_overrides(threshold)
     if json_out:
         res = run_redteam(model, suite=suite, generations=generations, max_tokens=max_tokens, temperature=temperature,
-                          top_p=top_p, seed=seed, gate=gate, thresholds=overrides, allow_simulated=allow_simulated,
-                          loader=_loader)
+                          top_p=top_p, seed=seed, gate=gate, thresholds=overrides, allow_simulated=allow_simulated)
         print_json(res)
     else:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -63,7 +56,7 @@ def redteam(
                 prog.update(task, advance=1, description=f"{a.probe.id} {'[red]FAIL[/]' if bad else '[green]pass[/]'}")
             res = run_redteam(model, suite=suite, generations=generations, max_tokens=max_tokens,
                               temperature=temperature, top_p=top_p, seed=seed, gate=gate, thresholds=overrides,
-                              allow_simulated=allow_simulated, on_output=on_output, loader=_loader)
+                              allow_simulated=allow_simulated, on_output=on_output)
         if res.get("simulated"):
             console.print("[bold white on red] SIMULATED RUN - NOT REAL COMPUTE [/]")
         per = {r["family"]: r for r in res["gate"]["families"]}

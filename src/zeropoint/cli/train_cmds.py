@@ -110,8 +110,8 @@ def register(app: typer.Typer) -> None:
                    out: Path = typer.Option(..., "--out", help="Directory to write the merged HF model into (new)"),
                    json_out: bool = JsonOpt):
         """Fold the adapters into the base weights and write a Hugging Face directory (config + safetensors)."""
-        from ..recipes.llm_finetune import merge_to_hf
-        res = merge_to_hf(checkpoint, out)
+        from ..models.llm import merge_checkpoint_to_hf
+        res = merge_checkpoint_to_hf(checkpoint, out)
         if json_out:
             return print_json(res)
         console.print(f"[green]merged[/] {res['merged_modules']} adapted projections into {res['out']}", highlight=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import ZeropointError
 from ..hashing import canonical_json, sha256_file, sha256_json, sha256_tree
+from ..models.llm import open_lm
 from ..workspace import atomic_write_text, workspace
 from . import metrics as M
 from .scoring import LMScorer
@@ -40,13 +41,6 @@ def model_identity(ref: str) -> dict:
         digest, files = sha256_tree(p)
         return {"ref": ref, "path": str(p.resolve()), "sha256": digest, "kind": "dir", "files": len(files)}
     return {"ref": ref, "path": None, "sha256": None, "kind": "unknown"}
-
-
-def load_lm(ref: str):
-    """(model, tokenizer): a named model, .gguf, HF directory, or a finetune checkpoint (verified, LoRA merged)."""
-    from ..loading import load_lm as open_lm   # named model, .gguf, HF dir, or a verified finetune checkpoint
-    model, _cfg, tok, _ = open_lm(ref)
-    return model, tok
 
 
 # ---- one task ----------------------------------------------------------------------------------------------
@@ -201,7 +195,8 @@ def run_eval(model_ref: str, task_refs: list[str], *, limit=None, batch_size: in
         if tasks:
             if scorer is None:
                 if model is None:
-                    model, tokenizer = load_lm(model_ref)
+                    lm = open_lm(model_ref)   # named model, .gguf, HF dir, or a verified finetune checkpoint
+                    model, tokenizer = lm.model, lm.tokenizer
                 scorer = LMScorer(model, tokenizer, max_length=max_length, batch_size=batch_size)
             for task in tasks:
                 t1 = time.time()

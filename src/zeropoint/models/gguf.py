@@ -86,9 +86,14 @@ def config_from_gguf(kv: dict, max_seq_len: int | None = None) -> LlamaConfig:
 _NUMPY_TYPES = {0: (1, 4), 1: (1, 2), 30: (1, 2), 2: (32, 18), 3: (32, 20), 8: (32, 34)}
 
 
-def read_header(path: str | Path) -> tuple[dict, list[tuple[str, tuple[int, ...], int, int]], int]:
-    """-> (metadata kv, [(name, dims (ggml order), ggml type, offset)], data start). Uses tinygrad's readers."""
+def read_header(path: str | Path, tensors: bool = True) -> tuple[dict, list[tuple[str, tuple[int, ...], int, int]], int]:
+    """-> (metadata kv, [(name, dims (ggml order), ggml type, offset)], data start): the one GGUF header reader,
+    on tinygrad's pinned GGUF value readers. `tensors=False` stops after the metadata (milliseconds: what
+    reading a tokenizer or a file's name needs); the tensor list is then empty and the data start 0."""
     from tinygrad.llm import gguf as g
+    path = Path(path)
+    if not path.is_file():
+        raise GGUFError(f"GGUF file {path} does not exist; pass a .gguf path, an HF directory or a named model")
     with open(path, "rb") as f:
         r = io.BufferedReader(f, 1 << 20)
         magic, version = r.read(4), g.read_int32(r)
@@ -99,6 +104,8 @@ def read_header(path: str | Path) -> tuple[dict, list[tuple[str, tuple[int, ...]
         for _ in range(n_kv):
             k, typ = g.read_str(r), g.read_int32(r)
             kv[k] = g.readers[typ](r)
+        if not tensors:
+            return kv, [], 0
         infos = [(g.read_str(r), tuple(g.read_uint64(r) for _ in range(g.read_uint32(r))), g.read_int32(r), g.read_uint64(r))
                  for _ in range(n_tensors)]
         align = kv.get("general.alignment", 32)
@@ -145,8 +152,6 @@ def load_gguf(path: str | Path, max_seq_len: int | None = None) -> tuple[LlamaCo
     The metadata dict holds every `tokenizer.*` key of the file (vocab, merges, special ids, chat template)."""
     from tinygrad.llm.gguf import gguf_load
     path = Path(path)
-    if not path.is_file():
-        raise GGUFError(f"GGUF file {path} does not exist; pass a .gguf path, an HF directory or a named model")
     kv, infos, data_start = read_header(path)
     cfg = config_from_gguf(kv, max_seq_len)
     if kv.get("split.count", 1) <= 1 and all(typ in _NUMPY_TYPES for _, _, typ, _ in infos):
@@ -166,7 +171,12 @@ def load_gguf(path: str | Path, max_seq_len: int | None = None) -> tuple[LlamaCo
             weights[key] = t.float()
     # tied models (SmolLM2, Llama 3.2) ship no output.weight: the head is the embedding
     cfg.tie_embeddings = "lm_head.weight" not in weights
+    return cfg, weights, tokenizer_metadata(kv)
+
+
+def tokenizer_metadata(kv: dict) -> dict:
+    """The keys a tokenizer and a model card need: every `tokenizer.*` key, the name and the license."""
     meta = {k: v for k, v in kv.items() if k.startswith("tokenizer.")}
     meta["general.name"] = kv.get("general.name")
     meta["general.license"] = kv.get("general.license")
-    return cfg, weights, meta
+    return meta

@@ -164,3 +164,28 @@ def render_chatml(messages: list[dict], add_generation_prompt: bool = True, defa
     if add_generation_prompt:
         out.append("<|im_start|>assistant\n")
     return "".join(out)
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens 0..255 and EOS 256: lossless, no files, vocab 257. For tiny models, where a
+    49k-token vocabulary would make the output layer a hundred times the rest of the model."""
+    bos_id = None
+    eos_id = 256
+    pad_id = 256
+    add_bos = False
+    chat_template = None
+    vocab_size = 257
+    special_tokens = ["<|endoftext|>"]
+
+    def encode(self, text: str, add_bos: bool = False) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids, skip_special: bool = False) -> str:
+        return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode("utf-8", errors="replace")
+
+    def stop_ids(self) -> list[int]:
+        return [self.eos_id]
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True, tokenize: bool = False):
+        text = render_chatml(messages, add_generation_prompt)
+        return self.encode(text) if tokenize else text

@@ -45,7 +45,7 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
     from ..engine import EngineConfig, Trainer, lr_at
     from ..models.llama import param_count, state_dict
     from ..models.lora import LoRASpec, count_lora_params
-    from ..recipes.llm_finetune import build_model, lm_loss, trainable_params
+    from ..models.llm import build_llm, lm_loss, trainable_params
 
     t = cfg.train
     B, T, A = t.micro_batch_size, cfg.data.seq_len, t.grad_accum
@@ -53,10 +53,12 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
     say = progress or (lambda msg: None)
 
     t_build = time.perf_counter()
-    model, mc, _tok = build_model(cfg)
-    params = trainable_params(model, cfg)
+    lora = LoRASpec(**cfg.lora.model_dump())
+    lm = build_llm(cfg.model, precision=t.precision, seed=t.seed)
+    model, mc = lm.model, lm.config
+    params = trainable_params(model, cfg.method, lora, t.seed)
     build_s = time.perf_counter() - t_build
-    n_lora = count_lora_params(mc, LoRASpec(**cfg.lora.model_dump())) if cfg.method == "lora" else 0
+    n_lora = count_lora_params(mc, lora) if cfg.method == "lora" else 0
     fl = step_flops(mc, seq_len=T, tokens_per_step=tokens_per_step, method=cfg.method, n_lora=n_lora)
     total_steps = warmup + steps * repeats
     batches = make_batches(total_steps, A, B, T, mc.vocab_size, seed=t.seed)

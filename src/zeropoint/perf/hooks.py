@@ -1,4 +1,4 @@
-"""The engine's perf hook: three calls in `engine.fit`, each of which must never break a training run.
+"""The perf hooks recipes pass to `engine.fit` (`hooks=PERF_HOOKS`); each call must never break a training run.
 
     meter = perf_begin(run)                 # start the energy meter (null + reason when there is none)
     run.log_step(..., **perf_step_fields()) # device memory (tinygrad allocator) and peak RSS per step
@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import sys
+
+from ..engine.loop import RunHooks
 
 
 def perf_begin(run):
@@ -40,3 +42,6 @@ def perf_end(run, meter) -> dict | None:
     except Exception as e:
         print(f"perf: perf.json not written: {type(e).__name__}: {e}", file=sys.stderr)
         return None
+
+
+PERF_HOOKS = RunHooks(begin=perf_begin, step_fields=perf_step_fields, end=perf_end)

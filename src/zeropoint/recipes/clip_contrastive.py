@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import Field
 
 from ..config import StrictModel, config_dict, config_hash
+from ..perf.hooks import PERF_HOOKS
 
 
 class ModelSection(StrictModel):
@@ -209,7 +210,7 @@ def run(cfg: CLIPContrastiveConfig, *, allow_simulated: bool = False, run_id: st
 
         t0 = time.perf_counter()
         hist = fit(trainer, get_batches, steps=steps, start_step=start, run=run, tokens_per_step=micro * accum,
-                   ckpt_every=t.ckpt_every, save_ckpt=save, progress=progress,
+                   ckpt_every=t.ckpt_every, save_ckpt=save, progress=progress, hooks=PERF_HOOKS,
                    description=f"{cfg.model.config} {cfg.data.dataset}")
         wall = time.perf_counter() - t0
 

@@ -25,15 +25,12 @@ import numpy as np
 from pydantic import Field
 
 from ..config import StrictModel, config_dict, config_hash
+from ..perf.hooks import PERF_HOOKS
+from ..models.llm import (LLMSpec, LoadedLM, adapter_config, build_llm, llm_memory_plan, lm_loss,
+                          load_trained_weights, trainable_params)
+from ..models.lora import LoRASpec
 
 # ---- typed config (the YAML schema) ------------------------------------------------------------------------
-
-
-class ModelSection(StrictModel):
-    config: str = Field(description="named architecture in models.llama.CONFIGS, e.g. smollm2-135m, tiny")
-    weights: str | None = Field(None, description="named model | .gguf | HF dir | null (random init from seed)")
-    tokenizer: str | None = Field(None, description="tokenizer source; default: the weights, else smollm2-135m")
-    overrides: dict = Field(default_factory=dict, description="LlamaConfig fields to change (random init only)")
 
 
 class LoraSection(StrictModel):
@@ -74,72 +71,31 @@ class TrainSection(StrictModel):
 
 class LLMFinetuneConfig(StrictModel):
     recipe: Literal["llm_finetune"] = "llm_finetune"
-    model: ModelSection
+    model: LLMSpec
     method: Literal["lora", "full"] = "lora"
     lora: LoraSection = Field(default_factory=LoraSection)
     data: DataSection
     train: TrainSection = Field(default_factory=TrainSection)
 
 
-# ---- building blocks (also used by `zpctl model info`, `lora merge`, export) -------------------------------
+# ---- building blocks ---------------------------------------------------------------------------------------
 
 
-def model_config(cfg: LLMFinetuneConfig):
-    from ..models.llama import get_config
-    try:
-        mc = get_config(cfg.model.config, **cfg.model.overrides)
-    except (KeyError, TypeError, ValueError) as e:
-        from ..errors import ConfigError
-        raise ConfigError(f"model.config {cfg.model.config!r} / overrides {cfg.model.overrides}: {e}") from None
-    return mc
+def lora_spec(cfg: LLMFinetuneConfig) -> LoRASpec:
+    return LoRASpec(**cfg.lora.model_dump())
 
 
-def build_model(cfg: LLMFinetuneConfig):
-    """-> (model, llama config, tokenizer). Weights load as fp32 masters; compute dtype from train.precision."""
-    from tinygrad import Tensor
-
-    from ..data.text import load_tokenizer
-    from ..engine import compute_dtype
-    from ..errors import ConfigError
-    from ..models.llama import Llama
-    from ..models.registry import load_model
-    cd = compute_dtype(cfg.train.precision)
-    if cfg.model.weights:
-        model, mc, tok = load_model(cfg.model.weights, compute_dtype=cd)
-        want = model_config(cfg)
-        if (mc.dim, mc.n_layers, mc.vocab_size) != (want.dim, want.n_layers, want.vocab_size):
-            raise ConfigError(f"model.weights {cfg.model.weights} is dim={mc.dim} layers={mc.n_layers} "
-                              f"vocab={mc.vocab_size}, but model.config {cfg.model.config} says dim={want.dim} "
-                              f"layers={want.n_layers} vocab={want.vocab_size}; make them agree")
-        if cfg.model.tokenizer:
-            tok = load_tokenizer(cfg.model.tokenizer)
-    else:
-        mc = model_config(cfg)
-        Tensor.manual_seed(cfg.train.seed)
-        model = Llama(mc, compute_dtype=cd)
-        from ..models.llama import state_dict
-        Tensor.realize(*state_dict(model).values())
-        tok = load_tokenizer(cfg.model.tokenizer or "smollm2-135m")
-        if tok.vocab_size > mc.vocab_size:
-            raise ConfigError(f"tokenizer has {tok.vocab_size} tokens but the model vocab is {mc.vocab_size}; "
-                              "set model.overrides.vocab_size or use a matching tokenizer")
-    return model, mc, tok
+def build(cfg: LLMFinetuneConfig) -> tuple[LoadedLM, dict]:
+    """The model this config trains and its trainable tensors (LoRA adapters, or every weight)."""
+    lm = build_llm(cfg.model, precision=cfg.train.precision, seed=cfg.train.seed)
+    return lm, trainable_params(lm.model, cfg.method, lora_spec(cfg), cfg.train.seed)
 
 
-def trainable_params(model, cfg: LLMFinetuneConfig) -> dict:
-    """LoRA: wrap and return adapters (base frozen). Full: every weight of the model."""
-    from ..models.llama import state_dict
-    if cfg.method == "lora":
-        from ..models.lora import LoRASpec, apply_lora
-        return apply_lora(model, LoRASpec(**cfg.lora.model_dump()), seed=cfg.train.seed)
-    return dict(state_dict(model))
-
-
-def lm_loss(model):
-    """Mean next-token cross-entropy over labelled positions (label -1 = prompt/padding, ignored)."""
-    def loss(x, y):
-        return model(x).sparse_categorical_crossentropy(y, ignore_index=-1)
-    return loss
+def model_info(cfg: LLMFinetuneConfig) -> dict:
+    """`zpctl model info`: parameter counts and memory per component at this config's batch (no weights)."""
+    t = cfg.train
+    return llm_memory_plan(cfg.model, method=cfg.method, lora=lora_spec(cfg), precision=t.precision,
+                           micro_batch_size=t.micro_batch_size, seq_len=cfg.data.seq_len, grad_accum=t.grad_accum)
 
 
 def governed_documents(cfg: LLMFinetuneConfig, run_id: str | None):
@@ -190,8 +146,8 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
                    run_id=run_id, resume=resume) as run:
         # 3-4. model and what trains
         t_load = time.perf_counter()
-        model, mc, tok = build_model(cfg)
-        params = trainable_params(model, cfg)
+        lm, params = build(cfg)
+        model, mc, tok = lm.model, lm.config, lm.tokenizer
         base_names = [k for k in state_dict(model) if ".lora_" not in k]   # the frozen base under LoRA
         n_train = sum(int(np.prod(p.shape)) for p in params.values())
         n_base = sum(int(np.prod(p.shape)) for k, p in state_dict(model).items() if ".lora_" not in k)
@@ -227,7 +183,7 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
                 ck = load_checkpoint(path)
                 if ck.manifest.get("config_sha256") != config_hash(cfg):
                     raise ZeropointError(f"{path} was written with a different config; resume needs the same config")
-                _load_weights(model, params, ck, cfg)
+                load_trained_weights(model, params, ck, cfg.method)
                 trainer.load_optimizer_state(ck.optimizer, ck.state["engine"])
                 start = ck.step
                 run.event("resumed_from", step=start, path=str(path))
@@ -247,7 +203,7 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
                                    optimizer=arrays, state=state, config=config_dict(cfg),
                                    config_sha256=config_hash(cfg), keep=t.keep_ckpts,
                                    extra_files={"model_config.json": _json_bytes(mc.to_dict()),
-                                                **({"adapter_config.json": _json_bytes(_adapter_config(cfg))}
+                                                **({"adapter_config.json": _json_bytes(adapter_config(cfg.model, lora_spec(cfg)))}
                                                    if cfg.method == "lora" else {})})
 
         # 8. evaluate the starting point, train, evaluate
@@ -269,7 +225,7 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
         t0 = time.perf_counter()
         hist = fit(trainer, ds.batches, steps=t.steps, start_step=start, run=run, tokens_per_step=tokens_per_step,
                    eval_every=t.eval_every, eval_fn=eval_fn, ckpt_every=t.ckpt_every, save_ckpt=save,
-                   progress=progress, description=f"{cfg.model.config} {cfg.method}")
+                   progress=progress, hooks=PERF_HOOKS, description=f"{cfg.model.config} {cfg.method}")
         wall = time.perf_counter() - t0
 
         # 9. summary
@@ -302,13 +258,6 @@ def _json_bytes(obj) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
 
-def _adapter_config(cfg: LLMFinetuneConfig) -> dict:
-    """PEFT-style adapter_config.json, so the adapter says what it applies to."""
-    return {"peft_type": "LORA", "r": cfg.lora.rank, "lora_alpha": cfg.lora.alpha, "lora_dropout": cfg.lora.dropout,
-            "target_modules": cfg.lora.targets, "base_model_name_or_path": cfg.model.weights or cfg.model.config,
-            "bias": "none"}
-
-
 def _fingerprint(model, names) -> str:
     import hashlib
 
@@ -320,105 +269,3 @@ def _fingerprint(model, names) -> str:
             h.update(k.encode())
             h.update(sd[k].numpy().tobytes())
     return h.hexdigest()
-
-
-def _load_weights(model, params: dict, ck, cfg: LLMFinetuneConfig) -> None:
-    from tinygrad import Tensor
-
-    from ..errors import ZeropointError
-    if cfg.method == "lora":
-        from ..models.lora import load_adapters
-        if ck.weights_kind != "adapter":
-            raise ZeropointError(f"{ck.path} holds full model weights but the config trains LoRA")
-        load_adapters(model, ck.weights)
-        return
-    missing = sorted(set(params) - set(ck.weights))
-    if missing:
-        raise ZeropointError(f"{ck.path}: model.safetensors lacks {missing[:3]}; it is not this model's checkpoint")
-    for k, p in params.items():
-        p.assign(Tensor(np.ascontiguousarray(ck.weights[k], dtype=np.float32))).realize()
-
-
-def load_checkpoint_model(path: str | Path, *, merge: bool = True):
-    """A trained model from a checkpoint dir: verified, base rebuilt from its config, adapters applied (and
-    merged when `merge`). -> (model, llama config, tokenizer, typed config)."""
-    from ..checkpoint import load_checkpoint
-    from ..config import validate
-    ck = load_checkpoint(path)
-    cfg = validate(LLMFinetuneConfig, ck.config, f"{path}/config.json")
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"precision": "fp32"})})
-    model, mc, tok = build_model(cfg)
-    params = trainable_params(model, cfg)
-    _load_weights(model, params, ck, cfg)
-    if cfg.method == "lora" and merge:
-        from ..models.lora import merge_lora
-        merge_lora(model)
-    return model, mc, tok, cfg
-
-
-# ---- sizing without weights (`zpctl model info`) -----------------------------------------------------------
-
-_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
-
-
-def model_info(cfg: LLMFinetuneConfig) -> dict:
-    """Parameter counts and a memory estimate per component, from shapes alone (no weights are loaded).
-
-    weights: fp32 master copy of every parameter (what the engine keeps) plus, for fp16/bf16, one compute-dtype
-    copy of the frozen base (LoRA) or all weights (full) as cast for the matmuls.
-    grads: fp32 accumulation buffers for the trainable parameters. optimizer: AdamW m and v, fp32.
-    activations: what backward keeps per micro-batch: per layer the residual input and norms (fp32), the
-    q/k/v/attention/MLP intermediates (compute dtype), the attention scores and probabilities (fp32,
-    B*H*T*T each), then the fp32 logits and their softmax (B*T*V each)."""
-    from ..models.llama import PUBLISHED_PARAMS, param_count
-    from ..models.lora import LoRASpec, count_lora_params
-    mc = model_config(cfg)
-    t, d = cfg.train, cfg.data
-    n = param_count(mc)
-    lora = count_lora_params(mc, LoRASpec(**cfg.lora.model_dump())) if cfg.method == "lora" else 0
-    trainable = lora if cfg.method == "lora" else n
-    c = _BYTES[t.precision]
-    B, T = t.micro_batch_size, d.seq_len
-    kv = mc.n_kv_heads * mc.head_dim
-    per_tok_layer = 4 * mc.dim * 2 + c * (2 * mc.dim + mc.n_heads * mc.head_dim + 2 * kv + mc.dim + 4 * mc.hidden_dim)
-    attn = 2 * 4 * mc.n_heads * T * T * B + c * mc.n_heads * T * T * B
-    act = mc.n_layers * (per_tok_layer * B * T + attn) + 2 * 4 * B * T * mc.vocab_size
-    weights = 4 * (n + lora) + (c * n if c != 4 else 0)
-    mem = {"weights_bytes": weights, "grads_bytes": 4 * trainable, "optimizer_bytes": 8 * trainable,
-           "activations_bytes": act}
-    mem["total_bytes"] = sum(mem.values())
-    pub = PUBLISHED_PARAMS.get(cfg.model.config)
-    return {
-        "config": cfg.model.config, "method": cfg.method, "precision": t.precision,
-        "micro_batch_size": B, "seq_len": T, "grad_accum": t.grad_accum,
-        "architecture": {k: getattr(mc, k) for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim",
-                                                      "vocab_size", "tie_embeddings", "rope_theta")},
-        "params": n, "published_params": pub,
-        "params_vs_published_pct": round(100.0 * (n - pub) / pub, 4) if pub else None,
-        "lora_params": lora if cfg.method == "lora" else None,
-        "trainable_params": trainable, "trainable_pct": round(100.0 * trainable / n, 4),
-        "memory": mem, "memory_gib": {k.replace("_bytes", ""): round(v / 2 ** 30, 3) for k, v in mem.items()},
-        "lora": cfg.lora.model_dump() if cfg.method == "lora" else None,
-        "note": "estimate from shapes; no weights loaded",
-    }
-
-
-# ---- LoRA merge / export -----------------------------------------------------------------------------------
-
-
-def merge_to_hf(checkpoint: str | Path, out: str | Path) -> dict:
-    """Verified checkpoint -> adapters merged into the base -> HF directory (config.json + safetensors)."""
-    from ..errors import ZeropointError
-    from ..models.lora import lora_modules, merge_lora
-    from ..models.tokenizer import Tokenizer
-    out = Path(out)
-    model, mc, tok, cfg = load_checkpoint_model(checkpoint, merge=False)
-    n_adapted = len(lora_modules(model))
-    merged = merge_lora(model)
-    if cfg.method == "lora" and merged == 0:
-        raise ZeropointError(f"{checkpoint} has no LoRA adapters to merge")
-    from ..models.hf import save_hf_dir
-    # the byte tokenizer of tiny configs has no tokenizer.json form; the directory then holds weights only
-    save_hf_dir(model, mc, tok if isinstance(tok, Tokenizer) else None, out)
-    return {"checkpoint": str(checkpoint), "out": str(out), "method": cfg.method, "merged_modules": merged,
-            "adapted_modules": n_adapted, "config": cfg.model.config}

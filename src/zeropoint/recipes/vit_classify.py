@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import Field
 
 from ..config import StrictModel, config_dict, config_hash
+from ..perf.hooks import PERF_HOOKS
 
 
 # ---- typed config (the YAML schema) ------------------------------------------------------------------------
@@ -235,7 +236,7 @@ def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | 
         t0 = time.perf_counter()
         hist = fit(trainer, get_batches, steps=steps, start_step=start, run=run, tokens_per_step=micro * accum,
                    eval_every=t.eval_every, eval_fn=eval_fn if val_idx is not None else None,
-                   ckpt_every=t.ckpt_every, save_ckpt=save, progress=progress,
+                   ckpt_every=t.ckpt_every, save_ckpt=save, progress=progress, hooks=PERF_HOOKS,
                    description=f"{cfg.model.config} {cfg.data.dataset}")
         wall = time.perf_counter() - t0
 

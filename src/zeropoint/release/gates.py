@@ -54,7 +54,7 @@ class ReleaseContext:
     say: Callable[[str], None] = lambda msg: None
     work: Path | None = None            # scratch dir of this release (drift policy file etc.)
     _digest: str | None = None
-    _model: tuple | None = None
+    _model: object | None = None
 
     @property
     def run_id(self) -> str:
@@ -66,11 +66,11 @@ class ReleaseContext:
         return self._digest
 
     def model(self):
-        """(model with LoRA merged, llama config, tokenizer, recipe config), loaded once, verified first."""
+        """The checkpoint's model (LoadedLM, LoRA merged), loaded once, verified first."""
         if self._model is None:
-            from ..recipes.llm_finetune import load_checkpoint_model
+            from ..models.llm import open_checkpoint
             self.say("loading the checkpoint (verified, adapters merged)")
-            self._model = load_checkpoint_model(self.checkpoint, merge=True)
+            self._model = open_checkpoint(self.checkpoint, merge=True)
         return self._model
 
 
@@ -222,7 +222,7 @@ def _eval_settings(ctx: ReleaseContext) -> dict:
 def _run_eval(ctx: ReleaseContext, model_ref: str, tasks: list[str], loaded=None, model_info=None) -> dict:
     from ..evals.harness import run_eval
     s = _eval_settings(ctx)
-    model, tok = (loaded[0], loaded[2]) if loaded else (None, None)
+    model, tok = (loaded.model, loaded.tokenizer) if loaded else (None, None)
     return run_eval(model_ref, tasks, limit=s["limit"], batch_size=s["batch_size"], max_length=s["max_length"],
                     bootstrap_iters=s["bootstrap_iters"], allow_simulated=ctx.allow_simulated, model=model,
                     tokenizer=tok, model_info=model_info)
@@ -244,8 +244,8 @@ def ensure_baseline(ctx: ReleaseContext, tasks: list[str]) -> dict:
     ref = ctx.baseline_model
     loaded, info = None, None
     if (Path(ref) / "manifest.json").is_file():
-        from ..recipes.llm_finetune import load_checkpoint_model
-        loaded = load_checkpoint_model(ref, merge=True)
+        from ..models.llm import open_checkpoint
+        loaded = open_checkpoint(ref, merge=True)
         info = {"kind": "checkpoint", "merged_lora": True}
     res = _run_eval(ctx, ref, tasks, loaded, info)
     save_baseline(res["eval_id"], ctx.baseline)
@@ -353,11 +353,11 @@ def gate_export(ctx: ReleaseContext, e: ExportPolicy) -> GateResult:
         except ZeropointError:
             rec = None
     if rec is None:
-        model, cfg, tok, rcfg = ctx.model()
+        lm = ctx.model()
         ctx.say(f"export {e.format}: writing the artifact and running parity")
         source = {"ref": str(ctx.checkpoint), "path": str(ctx.checkpoint), "kind": "checkpoint",
-                  "base": rcfg.model.weights, "method": rcfg.method, "run_id": ctx.run_id}
-        rec = export_llama(model, cfg, tok, source, e.format, None, n_seq=n_seq, seq_len=e.parity_len,
+                  "base": lm.info["base"], "method": lm.info["method"], "run_id": ctx.run_id}
+        rec = export_llama(lm.model, lm.config, lm.tokenizer, source, e.format, None, n_seq=n_seq, seq_len=e.parity_len,
                            tinygrad_runner=e.tinygrad_runner, progress=ctx.say)
         if rec.get("parity"):
             cache_put("export", key, inputs, {"dir": rec["dir"]}, [Path(rec["dir"]) / EM.MANIFEST])
@@ -403,11 +403,11 @@ def gate_redteam(ctx: ReleaseContext) -> GateResult:
         res, g.reused = hit["result"], True
         ctx.say(f"red-team: reusing {res['id']} (same checkpoint, suite and sampling settings)")
     else:
-        model, cfg, tok, _ = ctx.model()
+        lm = ctx.model()
         ctx.say(f"red-team: {len(probes)} probes ({r.suite})")
         res = redteam(str(ctx.checkpoint), suite=r.suite, generations=r.generations, max_tokens=r.max_tokens,
                       temperature=r.temperature, top_p=r.top_p, seed=r.seed, gate=False, thresholds=None,
-                      allow_simulated=ctx.allow_simulated, loader=lambda ref: (model, cfg, tok), actor=ctx.actor)
+                      allow_simulated=ctx.allow_simulated, loader=lambda ref: lm, actor=ctx.actor)
         cache_put("redteam", key, inputs, {"result": res}, [Path(res["files"]["summary_json"]), Path(res["report"])])
     verdict = evaluate_gate({"families": res["families"]}, thr, src)
     if r.relative_to_baseline:
@@ -449,7 +449,7 @@ def _redteam_fail_reason(f: dict) -> str:
 def _redteam_baseline_model(ctx: ReleaseContext, inputs: dict) -> tuple[str, dict]:
     """Red-team the eval baseline's model with the release's probes and sampling (cached like every gate)."""
     from ..evals.harness import load_baseline
-    from ..loading import load_lm
+    from ..models.llm import open_lm
     from ..safety.runner import redteam
     r = ctx.policy.redteam
     info = load_baseline(ctx.baseline)["model"]
@@ -464,7 +464,7 @@ def _redteam_baseline_model(ctx: ReleaseContext, inputs: dict) -> tuple[str, dic
     ctx.say(f"red-team of the baseline model {ref} (same probes and sampling)")
     res = redteam(str(ref), suite=r.suite, generations=r.generations, max_tokens=r.max_tokens, temperature=r.temperature,
                   top_p=r.top_p, seed=r.seed, gate=False, thresholds=None, allow_simulated=ctx.allow_simulated,
-                  loader=lambda x: load_lm(x)[:3], actor=ctx.actor)
+                  loader=open_lm, actor=ctx.actor)
     cache_put("redteam-baseline", key, base_inputs, {"result": res},
               [Path(res["files"]["summary_json"]), Path(res["report"])])
     return ref, res

@@ -79,12 +79,12 @@ def model_responder(model_ref: str, *, max_tokens: int, temperature: float, top_
     """`respond(probe, seed)` over a Zeropoint model: chat probes go through the tokenizer's chat template,
     raw probes (canary prefixes) are completed as plain text, both with seeded sampling.
 
-    `loader(ref) -> (model, cfg, tokenizer)` defaults to the model registry (named models, GGUF, HF dirs);
-    the CLI passes one that also opens training checkpoints (recipes sit above this layer)."""
+    `loader(ref) -> LoadedLM` defaults to `models.llm.open_lm` (named models, GGUF, HF dirs, checkpoints);
+    the release passes one that returns the model it has already opened."""
     from ..models.generate import generate
-    if loader is None:
-        from ..models.registry import load_model as loader
-    model, _cfg, tok = loader(model_ref)
+    from ..models.llm import open_lm
+    lm = (loader or open_lm)(model_ref)
+    model, tok = lm.model, lm.tokenizer
     stop_ids = tok.stop_ids()
 
     def respond(probe: Probe, seed: int) -> tuple[str, str]:
