@@ -24,7 +24,7 @@ def main() -> int:
     a = ap.parse_args()
     import numpy as np
 
-    from zeropoint.config import load_config
+    from zeropoint.recipes import load_config
     from zeropoint.engine import EngineConfig, Trainer, fresh, precision_context
     from zeropoint.perf.bench import make_batches
     from zeropoint.models.llm import lm_loss

@@ -1,12 +1,11 @@
-"""Typed configs: recipe YAML -> pydantic models where unknown keys and wrong types are errors.
+"""Typed configs: YAML -> pydantic models where unknown keys and wrong types are errors.
 
-Every recipe config is a `StrictModel` subclass with a `recipe` field naming it; `RECIPES` maps that name to
-the config class and the recipe's entry point (imported lazily so `zpctl --help` stays fast).
+Every recipe config is a `StrictModel` subclass with a `recipe` field naming it; the recipe table and
+`load_config` live in `recipes/__init__.py` (this module knows no recipe).
 """
 from __future__ import annotations
 
 import difflib
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -19,32 +18,6 @@ from .hashing import sha256_json
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
-
-
-# recipe name -> (config class, run function), as "module:attr" so nothing heavy is imported up front
-RECIPES: dict[str, tuple[str, str]] = {}
-
-
-def register_recipe(name: str, config_cls: str, run_fn: str) -> None:
-    RECIPES[name] = (config_cls, run_fn)
-
-
-def _resolve(ref: str):
-    mod, attr = ref.split(":")
-    return getattr(importlib.import_module(mod), attr)
-
-
-def recipe_entry(name: str):
-    _load_builtin_recipes()
-    if name not in RECIPES:
-        raise ConfigError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES)) or '(none)'}")
-    cfg_ref, run_ref = RECIPES[name]
-    return _resolve(cfg_ref), _resolve(run_ref)
-
-
-def _load_builtin_recipes() -> None:
-    # recipes register themselves in zeropoint.recipes.__init__ (a table, not an import of each recipe)
-    importlib.import_module("zeropoint.recipes")
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -118,16 +91,6 @@ def read_yaml(path: Path | str) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must be a mapping of keys to values")
     return raw
-
-
-def load_config(path: Path | str, overrides: list[str] | None = None):
-    """Load a recipe YAML into its typed config. Returns (config object, recipe run function)."""
-    raw = apply_overrides(read_yaml(path), overrides)
-    name = raw.get("recipe")
-    if not name:
-        raise ConfigError(f"config {path} has no 'recipe' key; add e.g. 'recipe: llm_finetune'")
-    cls, run_fn = recipe_entry(name)
-    return validate(cls, raw, str(path)), run_fn
 
 
 def config_dict(cfg: BaseModel) -> dict:

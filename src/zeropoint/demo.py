@@ -74,7 +74,7 @@ def governance() -> dict:
 
 
 def training() -> dict:
-    from .config import load_config
+    from .recipes import load_config
     step(f"3. training: SmolLM2-135M LoRA on the approved corpus ({DEMO_STEPS} steps)")
     cfg_path = REPO / "configs" / "llm" / "smollm2-135m_lora.yaml"
     overrides = [f"train.steps={DEMO_STEPS}", f"train.eval_every={DEMO_STEPS}", f"train.ckpt_every={DEMO_STEPS}"]

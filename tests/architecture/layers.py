@@ -8,10 +8,9 @@ LAYERS: list[tuple[str, list[str]]] = [
                     "zeropoint.config", "zeropoint.evidence", "zeropoint.appliance", "zeropoint.modelcard"]),
     ("core", ["zeropoint.engine", "zeropoint.checkpoint", "zeropoint.models", "zeropoint.data",
               "zeropoint.governance"]),
-    ("services", ["zeropoint.evals", "zeropoint.export", "zeropoint.safety", "zeropoint.perf",
-                  "zeropoint.orchestrator", "zeropoint.drift", "zeropoint.loading"]),
+    ("services", ["zeropoint.evals", "zeropoint.export", "zeropoint.safety", "zeropoint.perf", "zeropoint.drift"]),
     ("recipes", ["zeropoint.recipes"]),
-    ("release", ["zeropoint.release"]),
+    ("release", ["zeropoint.release", "zeropoint.orchestrator"]),
     ("surface", ["zeropoint.cli", "zeropoint.api", "zeropoint.demo"]),
 ]
 

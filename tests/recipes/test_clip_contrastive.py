@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from zeropoint.checkpoint import load_checkpoint
-from zeropoint.config import load_config
+from zeropoint.recipes import load_config
 from zeropoint.data import assets
 from zeropoint.data import images as I
 from zeropoint.evidence import load_run

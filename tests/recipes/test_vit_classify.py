@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from zeropoint.checkpoint import load_checkpoint
-from zeropoint.config import load_config
+from zeropoint.recipes import load_config
 from zeropoint.data import images as I
 from zeropoint.evidence import load_run
 from zeropoint.governance.manifest import NotApproved

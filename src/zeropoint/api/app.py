@@ -37,6 +37,9 @@ from ..orchestrator.jobs import KINDS, PathRejected, resubmit_resume, safe_name,
 from ..orchestrator.store import STATES, Job, SqliteStore
 from ..workspace import workspace
 from .auth import RANK, Principal, resolve
+from .datasets import add_dataset_routes
+from .runs import last_step, run_dir_or_404
+from .ui import add_ui_routes
 
 MAX_BODY = int(os.environ.get("ZP_API_MAX_BODY", 1 << 20))   # 1 MiB: configs are small; data is added by path
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -171,14 +174,6 @@ class JobRequest(BaseModel):
 
 
 # ---- app -------------------------------------------------------------------------------------------------------
-def run_dir_or_404(run_id: str) -> Path:
-    """The run's directory (a safe name with a run.json), else 404 naming the list route."""
-    d = workspace().runs / safe_name(run_id, "run id")
-    if not (d / "run.json").is_file():
-        raise HTTPException(404, f"no run {run_id!r}; list runs with GET /v1/runs")
-    return d
-
-
 def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_body: int = MAX_BODY,
                manage_executor: bool = True) -> FastAPI:
     started = time.time()
@@ -435,17 +430,12 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
         return PlainTextResponse(prometheus_text(store, executor), media_type="text/plain; version=0.0.4")
 
     _add_governance_routes(app, store, note, viewer, submitter, approver)
-    from .ui import add_ui_routes   # the control center page at / and the read-only JSON it shows
     add_ui_routes(app, store, executor, viewer=viewer, approver=approver)
     return app
 
 
 def _add_governance_routes(app, store, note, viewer, submitter, approver) -> None:
-    """Dataset routes over the governance library (only when that library is present in this build)."""
-    try:
-        from .datasets import add_dataset_routes
-    except ImportError:   # a build without the governance package: no dataset routes rather than broken ones
-        return
+    """Dataset routes over the governance library."""
     add_dataset_routes(app, note, viewer, submitter, approver)
 
 
@@ -481,24 +471,6 @@ async def _follow(store: SqliteStore, job_id: str, log_path: Path, offset: int, 
         await asyncio.sleep(0.25)
 
 
-def _last_step(run_dir: Path) -> dict | None:
-    p = run_dir / "metrics.jsonl"
-    if not p.exists():
-        return None
-    with open(p, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - (1 << 16)))
-        lines = f.read().splitlines()
-    for raw in reversed(lines):
-        try:
-            row = json.loads(raw)
-        except ValueError:
-            continue
-        if row.get("event") == "step":
-            return row
-    return None
-
-
 def prometheus_text(store: SqliteStore, executor: ex.Executor | None) -> str:
     counts = store.counts()
     out = ["# HELP zeropoint_jobs Jobs in the store by state.", "# TYPE zeropoint_jobs gauge"]
@@ -513,7 +485,7 @@ def prometheus_text(store: SqliteStore, executor: ex.Executor | None) -> str:
             "# HELP zeropoint_job_step Last logged step of each running job's run.", "# TYPE zeropoint_job_step gauge"]
     for job in store.running():
         for rid in ex.find_runs(job):
-            row = _last_step(workspace().runs / rid)
+            row = last_step(workspace().runs / rid)
             if row is None:
                 continue
             labels = f'job="{job.id}",run="{rid}",kind="{job.kind}"'

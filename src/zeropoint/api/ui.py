@@ -31,7 +31,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from ..evidence import TERMINAL, effective_status
 from ..orchestrator.jobs import safe_name
 from ..workspace import workspace
-from .app import _last_step, run_dir_or_404   # ui.py is loaded by create_app, after app.py
+from .runs import last_step, run_dir_or_404
 
 STATIC = Path(__file__).resolve().parent / "static"
 TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -187,7 +187,7 @@ def add_ui_routes(app, store, executor, *, viewer, approver) -> None:
         for job in store.running():
             runs = []
             for rid in find_runs(job):
-                row = _last_step(workspace().runs / rid)
+                row = last_step(workspace().runs / rid)
                 runs.append({"id": rid, "step": row.get("step") if row else None, "loss": row.get("loss") if row else None,
                              "tokens_per_s": row.get("tokens_per_s") if row else None})
             running.append(dict(job.to_dict(), runs=runs))

@@ -131,7 +131,8 @@ def _perf_summary(run_dir: Path) -> dict | None:
 def config_show(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt):
     """Print the resolved, validated config (with overrides applied) and its SHA-256."""
     import yaml
-    from ..config import config_dict, config_hash, load_config
+    from ..config import config_dict, config_hash
+    from ..recipes import load_config
     cfg, _ = load_config(config, set_)
     if json_out:
         return print_json({"config": config_dict(cfg), "sha256": config_hash(cfg)})

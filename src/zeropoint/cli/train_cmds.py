@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         """Train a recipe config on approved data; evidence, loss curve and checkpoints go to runs/<id>/.
 
         Short run: --set train.steps=10. Every step is logged; checkpoints every train.ckpt_every steps."""
-        from ..config import load_config
+        from ..recipes import load_config
         cfg, run_fn = load_config(config, set_)
         out = run_fn(cfg, allow_simulated=allow_simulated, progress=not no_progress and not json_out,
                      command=f"zpctl train {config}" + "".join(f" --set {s}" for s in set_ or []))
@@ -61,7 +61,8 @@ def register(app: typer.Typer) -> None:
     def resume(run: str = typer.Argument(..., help="Run id (runs/<id>) or run directory"),
                json_out: bool = JsonOpt, allow_simulated: bool = AllowSimOpt, no_progress: bool = NoProgressOpt):
         """Continue a run from its newest checkpoint that verifies (same config, same batches, same losses)."""
-        from ..config import recipe_entry, validate
+        from ..config import validate
+        from ..recipes import recipe_entry
         from ..errors import ZeropointError
         from ..evidence import effective_status, load_run
         r = load_run(run)
@@ -121,7 +122,7 @@ def register(app: typer.Typer) -> None:
     def model_info_cmd(config: Path = typer.Argument(..., help="Recipe YAML, e.g. configs/llm/llama-3-8b_lora.yaml"),
                        set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt):
         """Parameter count (vs published), trainable count, memory per component at the configured batch."""
-        from ..config import load_config
+        from ..recipes import load_config
         from ..recipes.llm_finetune import LLMFinetuneConfig, model_info
         from ..errors import ConfigError
         cfg, _ = load_config(config, set_)

@@ -19,7 +19,8 @@ from typing import Literal, Optional
 import yaml
 from pydantic import Field
 
-from ..config import StrictModel, apply_overrides, config_dict, config_hash, read_yaml, recipe_entry, validate
+from ..config import StrictModel, apply_overrides, config_dict, config_hash, read_yaml, validate
+from ..recipes import recipe_entry
 from ..errors import ConfigError, ZeropointError
 from ..hashing import sha256_json
 from ..workspace import atomic_write_text, workspace
