@@ -6,6 +6,7 @@ Every recipe config is a `StrictModel` subclass with a `recipe` field naming it;
 from __future__ import annotations
 
 import difflib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,34 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
+def rename_deprecated(raw, renames: dict, section: str):
+    """Rewrite old spellings of a config section's keys to the current ones, with a deprecation message each.
+    `renames`: old key -> new key (dotted for a key inside a sub-mapping: "overrides.vision"), or old key ->
+    (new key, function turning the old value into the new one). Old spellings are accepted for one release
+    (issue 21), then they become unknown keys."""
+    if not isinstance(raw, dict):
+        return raw
+    out = dict(raw)
+    for old, new in renames.items():
+        new, convert = new if isinstance(new, tuple) else (new, lambda v: v)
+        if old not in out:
+            continue
+        *parents, leaf = new.split(".")
+        node = out
+        for p in parents:
+            node[p] = dict(node.get(p) or {})
+            node = node[p]
+        if leaf in node:
+            raise ValueError(f"{section}.{old} and {section}.{new} are the same setting; keep only {section}.{new}")
+        warnings.warn(f"config key {section}.{old} is deprecated; write {section}.{new} (the old spelling is "
+                      "accepted until the next release)", FutureWarning, stacklevel=2)
+        node[leaf] = convert(out.pop(old))
+    return out
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key.sub=value (for example --set optim.lr=3e-4)")
+        raise ConfigError(f"--set {item!r}: expected key.sub=value (for example --set train.lr=3e-4)")
     key, val = item.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):

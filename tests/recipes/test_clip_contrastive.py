@@ -27,8 +27,8 @@ def _emoji_jsonl(root):
     return len(picks)
 
 
-OVERRIDES = ["model.config=clip-micro", "model.vocab_size=300", "data.dataset=emoji-mini", "data.format=caption_jsonl",
-             "data.test_fraction=0.25", "train.epochs=1", "train.batch_size=8", "train.warmup_steps=0",
+OVERRIDES = ["model.config=clip-micro", "model.vocab_size=300", "data.datasets=[emoji-mini]", "data.format=caption_jsonl",
+             "data.test_fraction=0.25", "train.epochs=1", "train.micro_batch_size=8", "train.warmup_steps=0",
              "train.ckpt_every=2", "eval.batch_size=16"]
 
 

@@ -15,7 +15,7 @@ from vision_helpers import REPO, Crash, crash_at_batch, losses, register, same_w
 
 # 4 steps of a one-block vit-micro-8: what a CI run on 2 cores can afford (tinygrad compiles every kernel once
 # per process and schedules each new TinyJit again, so the block count sets the test's time)
-OVERRIDES = ["train.epochs=1", "train.batch_size=32", "data.max_train=128", "data.max_test=96", "train.warmup_steps=0",
+OVERRIDES = ["train.epochs=1", "train.micro_batch_size=32", "data.max_train=128", "data.max_test=96", "train.warmup_steps=0",
              "train.ckpt_every=2", "train.lr=0.003", "eval.batch_size=96", "model.overrides.depth=1"]
 
 

@@ -16,6 +16,7 @@ Read top to bottom, like a torchtune recipe:
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from pathlib import Path
@@ -23,16 +24,25 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field
+from tinygrad import Tensor
 
-from ..config import StrictModel, config_dict, config_hash
-from ..perf.hooks import PERF_HOOKS
+from ..config import StrictModel
+from ..data.text import build_dataset, read_documents
+from ..engine import Trainer, fit
+from ..engine.train_section import TrainSection
+from ..errors import ZeropointError
+from ..evidence import read_metrics, start_run
+from ..governance.audit import default_actor
+from ..governance.gate import read_verified
+from ..models.llama import state_dict
 from ..models.llm import (LLMSpec, LoadedLM, adapter_config, build_llm, llm_memory_plan, lm_loss,
                           load_trained_weights, trainable_params)
 from ..models.lora import LoRASpec
+from ..perf.hooks import PERF_HOOKS
+from .common import admit, json_bytes, resume_from_checkpoint, save_training_state, throughput_summary
+
 
 # ---- typed config (the YAML schema) ------------------------------------------------------------------------
-
-
 class LoraSection(StrictModel):
     rank: int = 8
     alpha: float = 16.0
@@ -51,22 +61,11 @@ class DataSection(StrictModel):
     val_batches: int = Field(8, description="validation batches per evaluation (fixed set)")
 
 
-class TrainSection(StrictModel):
+class LLMTrainSection(TrainSection):
     steps: int = 60
-    micro_batch_size: int = 4
-    grad_accum: int = 1
-    lr: float = 3.0e-4
     warmup_steps: int = 5
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.0
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
-    loss_scale: float = 32768.0
-    grad_clip: float = 1.0
-    eval_every: int = 20
+    eval_every: int = Field(20, ge=0, description="validation loss every N steps (and at the last)")
     ckpt_every: int = 20
-    keep_ckpts: int = 2
-    seed: int = 0
-    jit: bool = True
 
 
 class LLMFinetuneConfig(StrictModel):
@@ -75,12 +74,10 @@ class LLMFinetuneConfig(StrictModel):
     method: Literal["lora", "full"] = "lora"
     lora: LoraSection = Field(default_factory=LoraSection)
     data: DataSection
-    train: TrainSection = Field(default_factory=TrainSection)
+    train: LLMTrainSection = Field(default_factory=LLMTrainSection)
 
 
-# ---- building blocks ---------------------------------------------------------------------------------------
-
-
+# ---- building blocks (also used by `zpctl model info` and the training-step bench) -------------------------
 def lora_spec(cfg: LLMFinetuneConfig) -> LoRASpec:
     return LoRASpec(**cfg.lora.model_dump())
 
@@ -98,47 +95,37 @@ def model_info(cfg: LLMFinetuneConfig) -> dict:
                            micro_batch_size=t.micro_batch_size, seq_len=cfg.data.seq_len, grad_accum=t.grad_accum)
 
 
-def governed_documents(cfg: LLMFinetuneConfig, run_id: str | None):
-    """Ask the governance gate for the approved datasets, then read only their recorded files."""
-    from ..data.text import read_documents
-    from ..errors import ZeropointError
-    try:
-        from ..governance.gate import require_approved
-    except ImportError:
-        raise ZeropointError("the governance gate (zeropoint.governance.gate) is not installed; "
-                             "training reads only approved datasets") from None
-    from ..governance.audit import default_actor
-    from ..governance.gate import read_verified
-    records = require_approved(cfg.data.datasets, actor=default_actor(), purpose=f"llm_finetune:{cfg.method}",
-                               run_id=run_id)
+def governed_documents(cfg: LLMFinetuneConfig, records: list[dict]) -> list[dict]:
+    """The documents of the approved datasets, read only from their recorded files."""
     by_path = {f["path"]: f for rec in records for f in rec.get("files", [])}
     # every byte trained on is re-hashed as it is read (a file swapped after the gate is refused)
-    return records, read_documents(sorted(by_path), cfg.data.format, read=lambda p: read_verified(by_path[str(p)]))
+    return read_documents(sorted(by_path), cfg.data.format, read=lambda p: read_verified(by_path[str(p)]))
+
+
+def param_counts(model, params: dict, method: str) -> tuple[int, int]:
+    """(total, trainable): the base plus, under LoRA, its adapters."""
+    n_train = sum(int(np.prod(p.shape)) for p in params.values())
+    n_base = sum(int(np.prod(p.shape)) for k, p in state_dict(model).items() if ".lora_" not in k)
+    return n_base + (n_train if method == "lora" else 0), n_train
+
+
+def base_fingerprint(model) -> str:
+    """SHA-256 over the frozen base weights (every tensor but the LoRA adapters), to show they did not move."""
+    h = hashlib.sha256()
+    for k, t in sorted(state_dict(model).items()):
+        if ".lora_" not in k:
+            h.update(k.encode())
+            h.update(t.numpy().tobytes())
+    return h.hexdigest()
 
 
 # ---- the recipe --------------------------------------------------------------------------------------------
-
-
 def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | None = None, resume: bool = False,
         progress: bool = True, command: str = "zpctl train") -> dict:
-    from tinygrad import Tensor
-
-    from ..checkpoint import latest_valid, load_checkpoint, save_checkpoint
-    from ..data.text import build_dataset
-    from ..engine import EngineConfig, Trainer, fit
-    from ..errors import ZeropointError
-    from ..evidence import load_run, new_run_id, start_run
-    from ..models.llama import state_dict
-    from ..scope import require_real_compute
-
     # 1. scope and governance first: nothing is computed or read before both say yes
-    scope = require_real_compute(allow_simulated)
-    if resume:
-        prior = load_run(run_id)
-        run_id = prior.id
-    else:
-        run_id = run_id or new_run_id("llm_finetune")
-    datasets, docs = governed_documents(cfg, run_id)
+    scope, run_id, datasets = admit("llm_finetune", cfg.data.datasets, allow_simulated=allow_simulated, run_id=run_id,
+                                    resume=resume, purpose=f"llm_finetune:{cfg.method}", actor=default_actor())
+    docs = governed_documents(cfg, datasets)
     t = cfg.train
 
     # 2. evidence
@@ -148,10 +135,7 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
         t_load = time.perf_counter()
         lm, params = build(cfg)
         model, mc, tok = lm.model, lm.config, lm.tokenizer
-        base_names = [k for k in state_dict(model) if ".lora_" not in k]   # the frozen base under LoRA
-        n_train = sum(int(np.prod(p.shape)) for p in params.values())
-        n_base = sum(int(np.prod(p.shape)) for k, p in state_dict(model).items() if ".lora_" not in k)
-        n_total = n_base + (n_train if cfg.method == "lora" else 0)
+        n_total, n_train = param_counts(model, params, cfg.method)
         run.event("model", config=cfg.model.config, weights=cfg.model.weights, method=cfg.method,
                   params_total=n_total, params_trainable=n_train, load_s=round(time.perf_counter() - t_load, 3),
                   load_info=getattr(model, "load_info", None))
@@ -166,62 +150,41 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
             raise ZeropointError(f"validation split has {len(ds.val_x)} samples, fewer than one batch of "
                                  f"{t.micro_batch_size}; raise data.val_fraction or lower data.seq_len")
 
-        # 6. engine
+        # 6. engine; 7. resume from the newest checkpoint that verifies
         loss_fn = lm_loss(model)
-        ecfg = EngineConfig(lr=t.lr, total_steps=t.steps, warmup_steps=t.warmup_steps, min_lr_ratio=t.min_lr_ratio,
-                            weight_decay=t.weight_decay, grad_clip=t.grad_clip, grad_accum=t.grad_accum,
-                            precision=t.precision, loss_scale=t.loss_scale, jit=t.jit)
-        trainer = Trainer(params, loss_fn, ecfg)
-
-        # 7. resume from the newest checkpoint that verifies
-        start = 0
-        if resume:
-            path, skipped = latest_valid(run.checkpoints_dir)
-            for s in skipped:
-                run.event("checkpoint_rejected", **s)
-            if path is not None:
-                ck = load_checkpoint(path)
-                if ck.manifest.get("config_sha256") != config_hash(cfg):
-                    raise ZeropointError(f"{path} was written with a different config; resume needs the same config")
-                load_trained_weights(model, params, ck, cfg.method)
-                trainer.load_optimizer_state(ck.optimizer, ck.state["engine"])
-                start = ck.step
-                run.event("resumed_from", step=start, path=str(path))
-            run.truncate_after(start)
+        trainer = Trainer(params, loss_fn, t.engine_config(total_steps=t.steps))
+        start = resume_from_checkpoint(run, cfg, trainer, lambda ck: load_trained_weights(
+            model, params, ck, cfg.method)) if resume else 0
 
         def evaluate(step: int) -> dict:
             vl = trainer.eval_loss(loss_fn, val)
-            ev = {"val_loss": vl, "val_ppl": math.exp(min(vl, 50.0))}
-            return ev
+            return {"val_loss": vl, "val_ppl": math.exp(min(vl, 50.0))}
+
+        extra_files = {"model_config.json": json_bytes(mc.to_dict())}
+        if cfg.method == "lora":
+            extra_files["adapter_config.json"] = json_bytes(adapter_config(cfg.model, lora_spec(cfg)))
 
         def save(step: int) -> Path:
-            weights = {k: p.numpy() for k, p in params.items()}
-            arrays, scalars = trainer.optimizer_state()
-            state = {"engine": scalars, "data": ds.position(step), "rng": {"seed": t.seed, "tinygrad_seed": Tensor._seed}}
-            return save_checkpoint(run.checkpoints_dir, step, weights=weights,
-                                   weights_kind="adapter" if cfg.method == "lora" else "model",
-                                   optimizer=arrays, state=state, config=config_dict(cfg),
-                                   config_sha256=config_hash(cfg), keep=t.keep_ckpts,
-                                   extra_files={"model_config.json": _json_bytes(mc.to_dict()),
-                                                **({"adapter_config.json": _json_bytes(adapter_config(cfg.model, lora_spec(cfg)))}
-                                                   if cfg.method == "lora" else {})})
+            return save_training_state(run, step, cfg, trainer, weights={k: p.numpy() for k, p in params.items()},
+                                       weights_kind="adapter" if cfg.method == "lora" else "model",
+                                       state={"data": ds.position(step),
+                                              "rng": {"seed": t.seed, "tinygrad_seed": Tensor._seed}},
+                                       extra_files=extra_files)
 
-        # 8. evaluate the starting point, train, evaluate
+        # 8. evaluate the starting point (logged before an interruption when resuming), train, evaluate
         if start == 0:
             base_eval = evaluate(0)
             run.event("eval", step=0, **base_eval)
-        else:   # the starting model's eval was logged before the interruption
-            from ..evidence import read_metrics
+        else:
             base_eval = next(({"val_loss": r["val_loss"], "val_ppl": r["val_ppl"]} for r in read_metrics(run)
                               if r.get("event") == "eval" and r.get("step") == 0), None)
-        base_snapshot = _fingerprint(model, base_names) if cfg.method == "lora" else None
+        base_before = base_fingerprint(model) if cfg.method == "lora" else None
         tokens_per_step = t.micro_batch_size * t.grad_accum * ds.seq_len
         evals: list[dict] = []
 
         def eval_fn(step):
-            ev = evaluate(step)
-            evals.append({"step": step, **ev})
-            return ev
+            evals.append({"step": step, **evaluate(step)})
+            return evals[-1]
         t0 = time.perf_counter()
         hist = fit(trainer, ds.batches, steps=t.steps, start_step=start, run=run, tokens_per_step=tokens_per_step,
                    eval_every=t.eval_every, eval_fn=eval_fn, ckpt_every=t.ckpt_every, save_ckpt=save,
@@ -230,42 +193,16 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
 
         # 9. summary
         final = evals[-1] if evals else evaluate(t.steps)
-        steady = [h.step_s for h in hist[2:]] or [h.step_s for h in hist]
+        ckpts = sorted(run.checkpoints_dir.glob("step-*")) if run.checkpoints_dir.is_dir() else []
         summary = {
-            "steps": t.steps, "steps_this_session": len(hist), "start_step": start,
-            "train_wall_s": round(wall, 3), "first_step_s": round(hist[0].step_s, 3) if hist else None,
-            "steady_step_s": round(float(np.median(steady)), 4) if steady else None,
-            "tokens_per_s": round(tokens_per_step / float(np.median(steady)), 1) if steady else None,
+            **throughput_summary(hist, steps=t.steps, start=start, wall=wall, per_step=tokens_per_step, unit="tokens"),
             "base_eval": base_eval, "final_eval": final,
             "ppl_change_pct": (round(100.0 * (final["val_ppl"] - base_eval["val_ppl"]) / base_eval["val_ppl"], 3)
                                if base_eval else None),
-            "first_loss": hist[0].loss if hist else None, "last_loss": hist[-1].loss if hist else None,
             "skipped_steps": trainer.skipped_steps, "params_total": n_total, "params_trainable": n_train,
-            "data": ds.stats, "checkpoint": str(sorted(run.checkpoints_dir.glob("step-*"))[-1])
-            if run.checkpoints_dir.is_dir() and any(run.checkpoints_dir.glob("step-*")) else None,
+            "data": ds.stats, "checkpoint": str(ckpts[-1]) if ckpts else None,
         }
-        if base_snapshot is not None:
-            summary["base_weights_unchanged"] = _fingerprint(model, base_names) == base_snapshot
+        if base_before is not None:
+            summary["base_weights_unchanged"] = base_fingerprint(model) == base_before
         run.update(summary=summary)
         return {"run_id": run.id, "run_dir": str(run.dir), **summary}
-
-
-# ---- helpers -----------------------------------------------------------------------------------------------
-
-
-def _json_bytes(obj) -> bytes:
-    import json
-    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
-
-
-def _fingerprint(model, names) -> str:
-    import hashlib
-
-    from ..models.llama import state_dict
-    sd = state_dict(model)
-    h = hashlib.sha256()
-    for k in sorted(names):
-        if k in sd:
-            h.update(k.encode())
-            h.update(sd[k].numpy().tobytes())
-    return h.hexdigest()
