@@ -26,6 +26,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from .clock import utcnow
 from .appliance.identity import git_commit, hardware_fingerprint, tinygrad_version
 from .config import config_dict, config_hash
 from .errors import ZeropointError
@@ -34,10 +35,6 @@ from .workspace import atomic_write_text, workspace
 
 LOSS_CURVE_HEADER = ["step", "step_ms", "tokens_per_s", "loss"]
 TERMINAL = {"succeeded", "failed", "interrupted"}
-
-
-def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 class RunInterrupted(BaseException):

@@ -7,9 +7,10 @@ from typing import Optional
 
 import typer
 
+from ..export.formats import LLM_FORMATS
 from .common import AllowSimOpt, JsonOpt, console, err_console, handle_errors, print_json
 
-FORMATS = "onnx | onnx-int8 | onnx-int8-wo | int8 | gguf | gguf-f16 | gguf-q8_0 | hf"
+FORMATS = " | ".join(LLM_FORMATS)
 
 
 def _load(ref: str):
@@ -64,7 +65,7 @@ def register(app: typer.Typer) -> None:
         of the original weights (their distance to fp32 tinygrad is reported beside it). A manifest.json (source hash, figures, file hashes)
         is written next to the artifact either way."""
         from ..evidence import start_run
-        from ..export.pipeline import LLM_FORMATS, export_llama
+        from ..export.pipeline import export_llama
         from ..scope import require_real_compute
         from ..errors import ZeropointError
         if fmt not in LLM_FORMATS:

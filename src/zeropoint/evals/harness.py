@@ -170,7 +170,8 @@ def run_eval(model_ref: str, task_refs: list[str], *, limit=None, batch_size: in
 
     `model`/`tokenizer`/`scorer` let a caller reuse a loaded model; `model_info` then says what it really is
     (e.g. a perturbed copy), so the recorded identity never claims the file on disk when it was not that."""
-    from ..evidence import start_run, utcnow
+    from ..clock import utcnow
+    from ..evidence import start_run
     from ..scope import require_real_compute
     if not task_refs:
         raise EvalError("no tasks given; pass --task NAME_OR_FILE (shipped: mmlu_dev, fashion_mnist, "

@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from .formats import EXPORT_FORMATS
 from ..errors import ZeropointError
 
 
@@ -47,8 +48,9 @@ def default_parity_seqs(fmt: str) -> int:
 
 
 def gate_for(fmt: str) -> Gate:
-    return {"onnx": FP32_GATE, "hf": FP32_GATE, "gguf": GGUF_F32_GATE, "gguf-f16": INT8_GATE,
-            "onnx-int8": INT8_GATE, "onnx-int8-wo": INT8_GATE, "gguf-q8_0": INT8_GATE, "int8": INT8_GATE}[fmt]
+    if EXPORT_FORMATS[fmt].quantized:
+        return INT8_GATE
+    return GGUF_F32_GATE if fmt == "gguf" else FP32_GATE
 
 
 # ---- metrics ------------------------------------------------------------------------------------------------

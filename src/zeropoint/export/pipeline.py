@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..clock import utcnow
 from ..errors import ZeropointError
 from ..workspace import workspace
+from .formats import LLM_FORMATS
 from . import manifest as M
 from . import parity as P
 
-LLM_FORMATS = ("onnx", "onnx-int8", "onnx-int8-wo", "int8", "gguf", "gguf-f16", "gguf-q8_0", "hf")
 TINYGRAD_RUNNER_MAX_PARAMS = 50_000_000   # OnnxRunner took 376 s on SmolLM2-135M here: opt-in above this size
 
 
@@ -46,7 +47,7 @@ def _start(fmt: str, out: str | Path | None, source: dict) -> tuple[str, Path, d
     src = dict(source)
     if src.get("path"):
         src.update(M.source_hash(src["path"]))
-    rec = {"id": eid, "status": "running", "format": fmt, "source": src, "created_at": M.utcnow_iso(),
+    rec = {"id": eid, "status": "running", "format": fmt, "source": src, "created_at": utcnow(),
            "tools": M.tool_versions(), "opset": None, "quantization": None, "parity": None, "files": []}
     M.write_manifest(d, rec)
     return eid, d, rec
@@ -182,7 +183,7 @@ def export_llama(model, cfg, tok, source: dict, fmt: str = "onnx", out: str | Pa
         raise
     finally:
         rec["timings_s"] = {**rec.get("timings_s", {}), "total": round(time.perf_counter() - t_all, 3)}
-        rec["ended_at"] = M.utcnow_iso()
+        rec["ended_at"] = utcnow()
         M.write_manifest(d, rec)
     rec["dir"] = str(d)
     return rec

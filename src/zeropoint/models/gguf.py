@@ -35,6 +35,18 @@ class GGUFError(ZeropointError):
     pass
 
 
+def gguf_name(hf: str) -> str | None:
+    """GGUF name of an HF tensor name (the inverse of `hf_name`); None when llama.cpp has no such tensor."""
+    top = {v: k for k, v in _TOP_NAMES.items()}
+    if hf in top:
+        return top[hf]
+    m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)\.weight", hf)
+    layer = {v: k for k, v in _LAYER_NAMES.items()}
+    if m and m.group(2) in layer:
+        return f"blk.{m.group(1)}.{layer[m.group(2)]}.weight"
+    return None
+
+
 def hf_name(gguf_name: str) -> str | None:
     """HF key for a GGUF tensor name; None for tensors the model does not use (e.g. `rope_freqs.weight`)."""
     if gguf_name in _TOP_NAMES:
@@ -45,18 +57,22 @@ def hf_name(gguf_name: str) -> str | None:
     return None
 
 
-def unpermute_rope(w: Tensor, n_heads: int) -> Tensor:
-    """Undo llama.cpp's q/k permutation: per head, rows (pair i, half j) go back to HF's (half j, index i)."""
-    out, dim = w.shape
-    hd = out // n_heads
-    return w.reshape(n_heads, hd // 2, 2, dim).transpose(1, 2).reshape(out, dim)
+def rope_rows(n_rows: int, n_heads: int) -> np.ndarray:
+    """The q/k row order llama.cpp's converter writes: per head, GGUF row (pair i, half j) holds HF row
+    (half j, index i), so its interleaved-pair RoPE equals HF's rotate_half RoPE. The one definition of the
+    permutation: the writer applies it, the loader undoes it."""
+    hd = n_rows // n_heads
+    return np.arange(n_rows).reshape(n_heads, 2, hd // 2).transpose(0, 2, 1).reshape(-1)
 
 
-def permute_rope(w: Tensor, n_heads: int) -> Tensor:
-    """HF -> GGUF layout (what llama.cpp's converter does); the inverse of `unpermute_rope`."""
-    out, dim = w.shape
-    hd = out // n_heads
-    return w.reshape(n_heads, 2, hd // 2, dim).transpose(1, 2).reshape(out, dim)
+def permute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """HF -> GGUF row order (what llama.cpp's converter does)."""
+    return w[rope_rows(w.shape[0], n_heads)]
+
+
+def unpermute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """GGUF -> HF row order: the inverse of `permute_rope`."""
+    return w[np.argsort(rope_rows(w.shape[0], n_heads))]
 
 
 def config_from_gguf(kv: dict, max_seq_len: int | None = None) -> LlamaConfig:
@@ -139,9 +155,8 @@ def _load_numpy(path: Path, infos, data_start: int, n_heads: int, n_kv_heads: in
     for name, dims, typ, off in infos:
         n = int(np.prod(dims))
         arr = dequant_numpy(mm[data_start + off:], n, typ).reshape(tuple(reversed(dims)))
-        if name.endswith("attn_q.weight") or name.endswith("attn_k.weight"):   # same math as unpermute_rope
-            h = n_heads if name.endswith("attn_q.weight") else n_kv_heads
-            arr = arr.reshape(h, arr.shape[0] // h // 2, 2, arr.shape[1]).transpose(0, 2, 1, 3).reshape(arr.shape)
+        if name.endswith("attn_q.weight") or name.endswith("attn_k.weight"):
+            arr = unpermute_rope(arr, n_heads if name.endswith("attn_q.weight") else n_kv_heads)
         out[name] = Tensor(np.ascontiguousarray(arr, dtype=np.float32))
     return out
 
@@ -163,7 +178,8 @@ def load_gguf(path: str | Path, max_seq_len: int | None = None) -> tuple[LlamaCo
             raise GGUFError(f"cannot read {path}: {e}") from None
         for name in raw:
             if name.endswith("attn_q.weight") or name.endswith("attn_k.weight"):
-                raw[name] = unpermute_rope(raw[name], cfg.n_heads if name.endswith("attn_q.weight") else cfg.n_kv_heads)
+                h = cfg.n_heads if name.endswith("attn_q.weight") else cfg.n_kv_heads
+                raw[name] = Tensor(unpermute_rope(raw[name].numpy(), h))
     weights: dict[str, Tensor] = {}
     for name, t in raw.items():
         key = hf_name(name)

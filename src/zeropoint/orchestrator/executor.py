@@ -25,7 +25,8 @@ from pathlib import Path
 from ..evidence import effective_status
 from ..workspace import workspace
 from .jobs import dry_run_argv, zpctl_argv
-from .store import Job, SqliteStore, utcnow
+from ..clock import utcnow
+from .store import Job, SqliteStore
 
 SRC_ROOT = Path(__file__).resolve().parents[2]   # .../src, so `-m zeropoint.cli.main` works uninstalled
 

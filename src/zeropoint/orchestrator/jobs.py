@@ -22,6 +22,7 @@ from pydantic import Field
 from ..config import StrictModel, apply_overrides, config_dict, config_hash, read_yaml, validate
 from ..recipes import recipe_entry
 from ..errors import ConfigError, ZeropointError
+from ..export.formats import LLM_FORMATS
 from ..hashing import sha256_json
 from ..workspace import atomic_write_text, workspace
 from .store import Job, JobStore, new_job_id
@@ -202,8 +203,8 @@ def _build_bench(job_dir: Path, raw: dict | None, args: dict):
     return argv, config_dict(cfg), config_hash(cfg)
 
 
-# the formats `zpctl export` accepts (export.pipeline.LLM_FORMATS; not imported: it pulls in tinygrad)
-ExportFormat = Literal["onnx", "onnx-int8", "gguf", "gguf-f16", "gguf-q8_0", "hf"]
+# the formats `zpctl export` accepts: the export format table
+ExportFormat = Literal[LLM_FORMATS]
 
 
 class ExportArgs(StrictModel):

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ..workspace import atomic_write_bytes
 from .executor import Executor, find_runs, job_command, job_env
-from .store import Job, SqliteStore, utcnow
+from ..clock import utcnow
+from .store import Job, SqliteStore
 
 RAY_STATES = {"SUCCEEDED": "succeeded", "FAILED": "failed", "STOPPED": "cancelled"}
 ENV_KEYS = ("ZP_HOME", "ZP_JOB_ID", "ZP_ACTOR", "PYTHONPATH", "PYTHONUNBUFFERED", "DEV", "ZP_ASSETS", "ZP_DATA_ROOT")

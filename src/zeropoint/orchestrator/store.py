@@ -20,16 +20,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Protocol
 
+from ..clock import utcnow
 from ..errors import ZeropointError
 from ..workspace import workspace
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 ROLES = ("viewer", "submitter", "approver", "admin")
-
-
-def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def new_job_id() -> str:

@@ -116,7 +116,8 @@ def release(checkpoint: str | Path, baseline: str, policy_path: str | Path | Non
             *, baseline_model: str | None = None, keep_going: bool = False, allow_simulated: bool = False,
             actor: str | None = None, say: Callable[[str], None] | None = None) -> dict:
     from ..appliance.identity import appliance_id, cpu_facts, hardware_fingerprint, memory_total_bytes, version_info
-    from ..evidence import new_run_id, start_run, utcnow
+    from ..clock import utcnow
+    from ..evidence import new_run_id, start_run
     from ..governance.audit import append_event, default_actor
     from ..modelcard import card_files
     from ..scope import require_real_compute

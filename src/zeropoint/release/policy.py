@@ -65,7 +65,8 @@ class ExportPolicy(StrictModel):
     tinygrad_runner: bool = False
 
 
-class RedteamPolicy(StrictModel):
+class RedteamGate(StrictModel):
+    """The release's red-team gate: which probes, how to sample, thresholds over the governance policy's."""
     suite: str = "quick"
     generations: int | None = 1
     max_tokens: int | None = 8
@@ -100,7 +101,7 @@ class ReleasePolicy(StrictModel):
     eval: EvalPolicy = Field(default_factory=EvalPolicy)
     drift: DriftPolicy = Field(default_factory=DriftPolicy)
     exports: list[ExportPolicy] = Field(default_factory=lambda: [ExportPolicy(format="gguf", parity_seqs=2)])
-    redteam: RedteamPolicy = Field(default_factory=RedteamPolicy)
+    redteam: RedteamGate = Field(default_factory=RedteamGate)
     bench: BenchPolicy = Field(default_factory=BenchPolicy)
 
     def sha256(self) -> str:

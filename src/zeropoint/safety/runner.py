@@ -146,7 +146,8 @@ def redteam(model_ref: str, *, suite: str = "quick", generations: int | None = N
 
     `respond` replaces the model (used by tests of the plumbing); the run is then recorded with
     `model_ref` as given and the report says which responder produced the outputs."""
-    from ..evidence import start_run, utcnow
+    from ..clock import utcnow
+    from ..evidence import start_run
     from ..scope import require_real_compute
     from ..workspace import workspace
     from .gate import evaluate_gate, load_thresholds
