@@ -167,7 +167,7 @@ class JobRequest(BaseModel):
     config: Optional[dict[str, Any]] = Field(None, description="recipe config (same keys as the YAML for `zpctl train`)")
     config_path: Optional[str] = Field(None, description="YAML path relative to the data root (instead of config)")
     args: dict[str, Any] = Field(default_factory=dict, description="kind arguments, e.g. {'run': ID} for resume, "
-                                                                   "{'overrides': ['optim.lr=1e-3']} for train")
+                                                                   "{'overrides': ['train.lr=1e-3']} for train")
     dry_run: bool = Field(False, description="validate, create and run the job machinery without compute")
     dry_run_hold_s: float = Field(0.0, ge=0, le=30, description="dry-run jobs: seconds the job process stays alive")
     resources: dict[str, float] = Field(default_factory=dict, description="num_cpus, num_gpus, memory (Ray executor)")

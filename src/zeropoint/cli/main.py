@@ -1,14 +1,16 @@
 """`zpctl`: the command line. Thin: every command calls a library function and renders its result."""
 from __future__ import annotations
 
-import importlib
 import json
+import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.table import Table
 
+from . import (appliance_cmds, eval_cmds, export_cmds, governance_cmds, model_cmds, perf_cmds, release_cmds,
+               safety_cmds, serve_cmds, train_cmds)
 from .common import JsonOpt, SetOpt, console, handle_errors, print_json
 
 app = typer.Typer(name="zpctl", help="Zeropoint training appliance: governed data, tinygrad recipes, evidence.",
@@ -140,16 +142,24 @@ def config_show(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool
     console.print(f"# sha256: {config_hash(cfg)}", highlight=False)
 
 
-def _register_all() -> None:
-    """Command groups live in `cli/<part>_cmds.py`, each with `register(app)`; one module per part of the product."""
-    import pkgutil
-    from . import __path__ as cli_path
-    for m in sorted(pkgutil.iter_modules(cli_path), key=lambda m: m.name):
-        if m.name.endswith("_cmds"):
-            importlib.import_module(f"{__package__}.{m.name}").register(app)
-
-
-_register_all()
+# The command table (litgpt's PARSER_DATA): every `zpctl` command and group, the module that defines it, in the
+# order `--help` lists them (commands first, then groups). Each module's `register(app)` adds exactly its names;
+# tests/cli/test_command_table.py keeps this table and the app in sync.
+COMMANDS: list[tuple[object, tuple[str, ...]]] = [
+    (sys.modules[__name__], ("version", "scope", "runs", "config")),
+    (appliance_cmds, ("diag", "health")),
+    (eval_cmds, ("eval", "drift")),
+    (export_cmds, ("export", "parity")),
+    (governance_cmds, ("data", "pii", "audit")),
+    (model_cmds, ("generate",)),
+    (perf_cmds, ("bench", "tune", "perf")),
+    (release_cmds, ("release", "keys")),
+    (safety_cmds, ("redteam", "data canary")),
+    (serve_cmds, ("serve", "token", "jobs")),
+    (train_cmds, ("train", "resume", "ckpt", "lora", "model")),
+]
+for _module, _ in COMMANDS[1:]:
+    _module.register(app)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
+from .governance_cmds import data_app
 from .common import AllowSimOpt, JsonOpt, console, err_console, handle_errors, print_json
 
 
@@ -124,9 +125,4 @@ def canary(
 
 def register(app: typer.Typer) -> None:
     app.command("redteam")(handle_errors(redteam))
-    # `data` belongs to governance; join its group when it exists, else open one
-    group = next((g.typer_instance for g in app.registered_groups if g.name == "data"), None)
-    if group is None:
-        group = typer.Typer(help="Datasets: registration, scanning, approval.", no_args_is_help=True)
-        app.add_typer(group, name="data")
-    group.command("canary")(handle_errors(canary))
+    data_app.command("canary")(handle_errors(canary))   # the `data` group is governance's (governance_cmds)
