@@ -37,6 +37,7 @@ def key_paths(obj, prefix: str = "") -> set[str]:
     out: set[str] = set()
     if isinstance(obj, dict):
         for k, v in obj.items():
+            k = "<path>" if "/" in str(k) else k       # keyed by a file path (a temp dir): the shape, not the name
             p = f"{prefix}.{k}" if prefix else str(k)
             out.add(p)
             out |= key_paths(v, p)
