@@ -26,8 +26,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from .clock import utcnow
 from .appliance.identity import git_commit, hardware_fingerprint, tinygrad_version
+from .clock import utcnow
 from .config import config_dict, config_hash
 from .errors import ZeropointError
 from .hashing import canonical_json, sha256_json

@@ -26,3 +26,14 @@ def test_no_import_runs_up_the_layers():
 def test_the_import_graph_has_no_circles():
     found = circles(edges())
     assert not found, "import circles:\n  " + "\n  ".join(" <-> ".join(c) for c in found)
+
+
+# imports a function body may make: the CLI's (so `zpctl --help` imports no library), and optional extras
+OPTIONAL_EXTRAS = ("torch", "ray", "pynvml", "lm_eval", "playwright", "presidio_analyzer", "spacy")
+
+
+def test_imports_sit_at_module_tops_except_cli_and_optional_extras():
+    from tests.architecture.graph import function_body_imports
+    bad = [f"{m}:{line} imports {what} inside a function" for m, line, what in function_body_imports()
+           if not m.startswith("zeropoint.cli.") and what.lstrip(".").split(".")[0] not in OPTIONAL_EXTRAS]
+    assert not bad, "move these imports to the top of their module:\n  " + "\n  ".join(bad)

@@ -2,7 +2,6 @@
 artifacts (top-1/top-5, confusion PNG, model card, HF export) and the governance gate."""
 import json
 
-import numpy as np
 import pytest
 
 from zeropoint.checkpoint import load_checkpoint

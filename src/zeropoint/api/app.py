@@ -18,6 +18,7 @@ import csv
 import hashlib
 import json
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -30,8 +31,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from .. import __version__
+from ..appliance.diag import run_diag
+from ..appliance.health import run_health
+from ..appliance.identity import version_info
 from ..errors import ConfigError, ZeropointError
 from ..evidence import effective_status, list_runs, load_run, read_metrics
+from ..governance.audit import append_event, read_events, verify_chain
 from ..orchestrator import executor as ex
 from ..orchestrator.jobs import KINDS, PathRejected, resubmit_resume, safe_name, submit
 from ..orchestrator.store import STATES, Job, SqliteStore
@@ -48,7 +53,6 @@ TINYGRAD_LOCK = threading.Lock()   # handlers run in a thread pool; tinygrad's d
 
 # ---- audit -----------------------------------------------------------------------------------------------------
 def audit(actor: str, action: str, resource: str, details: dict, outcome: str) -> None:
-    from ..governance.audit import append_event
     append_event(actor, action, resource, details, outcome)
 
 
@@ -95,7 +99,6 @@ class Guard:
                 await anyio.to_thread.run_sync(audit, actor, note["action"] or f"api.{method.lower()}",
                                                note["resource"] or path, details, outcome)
             except Exception as e:   # never answer as if recorded when it was not
-                import sys
                 print(f"zeropoint api: AUDIT APPEND FAILED for {method} {path}: {type(e).__name__}: {e}", file=sys.stderr)
                 raise
 
@@ -263,19 +266,16 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
     # -- status -----------------------------------------------------------------------------------------------
     @app.get("/v1/status/version", tags=["status"])
     def status_version(p: Principal = viewer):
-        from ..appliance.identity import version_info
         return version_info()
 
     @app.get("/v1/status/health", tags=["status"])
     def status_health(p: Principal = viewer):
-        from ..appliance.health import run_health
         with TINYGRAD_LOCK:   # tinygrad is not thread-safe: concurrent requests broke each other's device check
             return run_health()
 
     @app.get("/v1/status/diag", tags=["status"])
     def status_diag(parity: bool = Query(False, description="also run the matmul parity check (seconds of compute)"),
                     p: Principal = viewer):
-        from ..appliance.diag import run_diag
         with TINYGRAD_LOCK:
             return run_diag(with_parity=parity)
 
@@ -415,13 +415,11 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
     # -- audit ------------------------------------------------------------------------------------------------
     @app.get("/v1/audit", tags=["audit"])
     def audit_list(offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000), p: Principal = approver):
-        from ..governance.audit import read_events
         events = read_events()
         return {"total": len(events), "offset": offset, "limit": limit, "events": events[offset:offset + limit]}
 
     @app.get("/v1/audit/verify", tags=["audit"])
     def audit_verify(p: Principal = approver):
-        from ..governance.audit import verify_chain
         return verify_chain().as_dict()
 
     # -- metrics ----------------------------------------------------------------------------------------------

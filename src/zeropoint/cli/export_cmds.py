@@ -64,10 +64,10 @@ def register(app: typer.Typer) -> None:
         >= 99% and perplexity within 2% of the original. ONNX artifacts are gated against a float64 evaluation
         of the original weights (their distance to fp32 tinygrad is reported beside it). A manifest.json (source hash, figures, file hashes)
         is written next to the artifact either way."""
+        from ..errors import ZeropointError
         from ..evidence import start_run
         from ..export.pipeline import export_llama
         from ..scope import require_real_compute
-        from ..errors import ZeropointError
         if fmt not in LLM_FORMATS:
             raise ZeropointError(f"unknown --format {fmt!r}; choose one of {', '.join(LLM_FORMATS)}")
         scope = require_real_compute(allow_simulated)

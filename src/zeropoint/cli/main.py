@@ -9,8 +9,18 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from . import (appliance_cmds, eval_cmds, export_cmds, governance_cmds, model_cmds, perf_cmds, release_cmds,
-               safety_cmds, serve_cmds, train_cmds)
+from . import (
+    appliance_cmds,
+    eval_cmds,
+    export_cmds,
+    governance_cmds,
+    model_cmds,
+    perf_cmds,
+    release_cmds,
+    safety_cmds,
+    serve_cmds,
+    train_cmds,
+)
 from .common import JsonOpt, SetOpt, console, handle_errors, print_json
 
 app = typer.Typer(name="zpctl", help="Zeropoint training appliance: governed data, tinygrad recipes, evidence.",
@@ -133,6 +143,7 @@ def _perf_summary(run_dir: Path) -> dict | None:
 def config_show(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt):
     """Print the resolved, validated config (with overrides applied) and its SHA-256."""
     import yaml
+
     from ..config import config_dict, config_hash
     from ..recipes import load_config
     cfg, _ = load_config(config, set_)

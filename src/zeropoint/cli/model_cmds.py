@@ -10,8 +10,6 @@ import typer
 from .common import AllowSimOpt, JsonOpt, console, handle_errors, print_json
 
 
-
-
 def _source(ref: str, lm) -> dict:
     """What was loaded, with the SHA-256 of the weights actually read (evidence, not just a name)."""
     from ..hashing import sha256_file, sha256_tree

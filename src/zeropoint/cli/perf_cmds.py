@@ -68,9 +68,9 @@ def register(app: typer.Typer) -> None:
 
         Same model and weights, batch, sequence length and precision on both sides; the first-step loss of
         both is printed as a check that they compute the same thing. The record goes to runs/<id>/."""
-        from ..recipes import load_config
         from ..errors import ConfigError
         from ..evidence import start_run
+        from ..recipes import load_config
         from ..scope import require_real_compute
         if compare not in (None, "torch"):
             raise ConfigError(f"--compare {compare!r} is not supported; the only reference is 'torch'")

@@ -7,8 +7,8 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from .governance_cmds import data_app
 from .common import AllowSimOpt, JsonOpt, console, err_console, handle_errors, print_json
+from .governance_cmds import data_app
 
 
 def _fmt(x) -> str:
@@ -44,7 +44,15 @@ def redteam(
                           top_p=top_p, seed=seed, gate=gate, thresholds=overrides, allow_simulated=allow_simulated)
         print_json(res)
     else:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         from ..safety.runner import suite_probes
         probes, st = suite_probes(suite)
         total = len(probes) * int(generations or st.get("generations", 1))
@@ -98,6 +106,7 @@ def canary(
     at random places. The red-team exfil family asks every registered canary's prefix and scores the reply.
     """
     from dataclasses import asdict
+
     from ..errors import ZeropointError
     from ..safety.canary import plant, register_planted, registry_path
     if name:

@@ -62,9 +62,9 @@ def register(app: typer.Typer) -> None:
                json_out: bool = JsonOpt, allow_simulated: bool = AllowSimOpt, no_progress: bool = NoProgressOpt):
         """Continue a run from its newest checkpoint that verifies (same config, same batches, same losses)."""
         from ..config import validate
-        from ..recipes import recipe_entry
         from ..errors import ZeropointError
         from ..evidence import effective_status, load_run
+        from ..recipes import recipe_entry
         r = load_run(run)
         if effective_status(r.record) == "running":
             raise ZeropointError(f"run {r.id} is still running (pid {r.record.get('pid')}); stop it before resuming")
@@ -122,9 +122,9 @@ def register(app: typer.Typer) -> None:
     def model_info_cmd(config: Path = typer.Argument(..., help="Recipe YAML, e.g. configs/llm/llama-3-8b_lora.yaml"),
                        set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt):
         """Parameter count (vs published), trainable count, memory per component at the configured batch."""
+        from ..errors import ConfigError
         from ..recipes import load_config
         from ..recipes.llm_finetune import LLMFinetuneConfig, model_info
-        from ..errors import ConfigError
         cfg, _ = load_config(config, set_)
         if not isinstance(cfg, LLMFinetuneConfig):
             raise ConfigError(f"{config} is a {cfg.recipe} config; model info sizes llm_finetune configs")

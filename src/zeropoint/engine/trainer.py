@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
-from tinygrad import Tensor, TinyJit, dtypes
+from tinygrad import Device, Tensor, TinyJit, dtypes
 from tinygrad.helpers import Context
 
 from ..errors import ZeropointError
@@ -83,7 +83,6 @@ def compute_dtype(precision: str):
 
 def precision_context(precision: str) -> Context:
     """Context to build kernels in: bf16 on the CPU device goes through emulation (clang 14 lacks __bf16)."""
-    from tinygrad import Device
     if precision == "bf16" and Device.DEFAULT.split(":")[0] == "CPU":
         return Context(EMULATED_DTYPES="bfloat16")
     return Context()

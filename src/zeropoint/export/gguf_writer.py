@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import ZeropointError
 from ..models.gguf import gguf_name, permute_rope
+from ..models.llama import rope_inv_freq
 from .quant import quantize_q8_0
 
 ALIGN = 32
@@ -158,7 +159,6 @@ def write_llama_gguf(cfg, weights: dict[str, np.ndarray], tok_meta: dict, path: 
         if kind == "linear":
             kvs += [_kv(f"{a}.rope.scaling.type", "linear"), _kv(f"{a}.rope.scaling.factor", float(cfg.rope_scaling["factor"]), F32)]
         elif kind == "llama3":   # llama.cpp carries llama3 scaling as per-frequency divisors in rope_freqs.weight
-            from ..models.llama import rope_inv_freq
             plain, scaled = rope_inv_freq(cfg.head_dim, cfg.rope_theta, None), rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
             extra_tensors["rope_freqs.weight"] = (plain / scaled).astype(np.float32)
         else:

@@ -22,6 +22,7 @@ from ..hashing import sha256_json
 from ..workspace import atomic_write_text, workspace
 from . import licenses
 from .audit import append_event, default_actor
+from .pii import iter_files, scan_paths
 from .policy import SOURCE_TYPES, Policy, load_policy, note_policy
 
 # libyaml when present: a manifest of a corpus of many files is megabytes of YAML
@@ -158,7 +159,6 @@ def add_dataset(path: Path | str, name: str, license: str, source_type: str, sou
                 replace: bool = False, actor: str | None = None, progress: Callable[[int], None] | None = None,
                 manifest: Path | str | None = None) -> dict:
     """Register a file or directory: hash every file, count samples, describe the license. Returns the entry."""
-    from .pii import iter_files
     actor = actor or default_actor()
     if not NAME_RE.match(name or ""):
         raise GovernanceError(f"dataset name {name!r} is invalid; use lower-case letters, digits, '.', '_' or '-' "
@@ -271,7 +271,6 @@ def verify(name: str | None = None, *, actor: str | None = None, progress: Calla
 def scan_dataset(name: str, *, actor: str | None = None, progress: Callable[[int], None] | None = None,
                  keep: int = 50, manifest: Path | str | None = None) -> dict:
     """PII-scan every byte of a dataset, hashing as it reads so the scan is tied to the registered contents."""
-    from .pii import scan_paths
     ds = get_dataset(name, manifest)
     pol, _ = load_policy()
     rep = scan_paths([Path(f["path"]) for f in ds["files"]], keep=keep, progress=progress, hash_it=True)

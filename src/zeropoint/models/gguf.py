@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 from tinygrad import Tensor
+from tinygrad.llm import gguf as g
+from tinygrad.llm.gguf import gguf_load
 
 from ..errors import ZeropointError
 from .llama import LlamaConfig
@@ -106,7 +108,6 @@ def read_header(path: str | Path, tensors: bool = True) -> tuple[dict, list[tupl
     """-> (metadata kv, [(name, dims (ggml order), ggml type, offset)], data start): the one GGUF header reader,
     on tinygrad's pinned GGUF value readers. `tensors=False` stops after the metadata (milliseconds: what
     reading a tokenizer or a file's name needs); the tensor list is then empty and the data start 0."""
-    from tinygrad.llm import gguf as g
     path = Path(path)
     if not path.is_file():
         raise GGUFError(f"GGUF file {path} does not exist; pass a .gguf path, an HF directory or a named model")
@@ -165,7 +166,6 @@ def load_gguf(path: str | Path, max_seq_len: int | None = None) -> tuple[LlamaCo
     """-> (config, HF-named fp32 weights (lazy: realized when loaded into a model), tokenizer metadata).
 
     The metadata dict holds every `tokenizer.*` key of the file (vocab, merges, special ids, chat template)."""
-    from tinygrad.llm.gguf import gguf_load
     path = Path(path)
     kv, infos, data_start = read_header(path)
     cfg = config_from_gguf(kv, max_seq_len)

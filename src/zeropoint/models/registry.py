@@ -8,10 +8,11 @@ from typing import Callable
 from tinygrad import dtypes
 from tinygrad.dtype import DType
 
+from ..data.assets import smollm2_gguf
 from ..errors import ZeropointError
-from .llama import Llama, LlamaConfig, from_weights
 from .gguf import load_gguf, read_header, tokenizer_metadata
 from .hf import load_hf_dir
+from .llama import Llama, LlamaConfig, from_weights
 from .tokenizer import ByteTokenizer, Tokenizer
 
 
@@ -20,7 +21,6 @@ class ModelNotFound(ZeropointError):
 
 
 def _smollm2_path() -> Path:
-    from ..data.assets import smollm2_gguf
     return smollm2_gguf()
 
 

@@ -13,17 +13,18 @@ import re
 import shutil
 import sys
 from pathlib import Path
-
 from typing import Literal, Optional
 
 import yaml
 from pydantic import Field
 
 from ..config import StrictModel, apply_overrides, config_dict, config_hash, read_yaml, validate
-from ..recipes import recipe_entry
 from ..errors import ConfigError, ZeropointError
+from ..evidence import effective_status, load_run
 from ..export.formats import LLM_FORMATS
+from ..governance.manifest import get_dataset
 from ..hashing import sha256_json
+from ..recipes import recipe_entry
 from ..workspace import atomic_write_text, workspace
 from .store import Job, JobStore, new_job_id
 
@@ -148,7 +149,6 @@ def _build_redteam(job_dir: Path, raw: dict | None, args: dict):
 
 def _build_data_scan(job_dir: Path, raw: dict | None, args: dict):
     name = safe_name(args.get("name", ""), "dataset name")
-    from ..governance.manifest import get_dataset
     get_dataset(name)    # unknown dataset: refuse now, with the fix, not as a failed job later
     return ["data", "scan", name, "--json"], None, None
 
@@ -312,7 +312,6 @@ def resubmit_resume(store: JobStore, job_id: str, *, submitter: str, idempotency
     if not run:
         raise ZeropointError(f"job {job.id} recorded no run to resume (it stopped before its recipe started); "
                              "submit the train job again instead")
-    from ..evidence import effective_status, load_run
     status = effective_status(load_run(run).record)
     if status == "succeeded":
         raise ZeropointError(f"run {run} of job {job.id} already finished (succeeded); nothing to resume - its "

@@ -11,14 +11,12 @@ interrupted. Assumes the workers see the same filesystem for $ZP_HOME (see docs/
 """
 from __future__ import annotations
 
-import os
 import shlex
-import time
 from pathlib import Path
 
+from ..clock import utcnow
 from ..workspace import atomic_write_bytes
 from .executor import Executor, find_runs, job_command, job_env
-from ..clock import utcnow
 from .store import Job, SqliteStore
 
 RAY_STATES = {"SUCCEEDED": "succeeded", "FAILED": "failed", "STOPPED": "cancelled"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -292,7 +293,6 @@ class SqliteStore:
 
 def open_store(url: str | None = None) -> SqliteStore:
     """`ZP_JOBS_DB` (a path) or the workspace default. A `postgresql://` URL would select a PostgreSQL store."""
-    import os
     url = url or os.environ.get("ZP_JOBS_DB")
     if url and url.startswith(("postgres://", "postgresql://")):
         raise ZeropointError("a PostgreSQL job store is not built into this release; unset ZP_JOBS_DB to use the "

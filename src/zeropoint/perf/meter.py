@@ -17,9 +17,11 @@ import sys
 import time
 
 import numpy as np
+from tinygrad.helpers import GlobalCounters
 
 from .energy import EnergyMeter
 from .flops import mfu
+from .peak import device_peak
 
 
 def peak_rss_bytes() -> int:
@@ -28,7 +30,6 @@ def peak_rss_bytes() -> int:
 
 
 def tinygrad_mem_bytes() -> dict:
-    from tinygrad.helpers import GlobalCounters
     return {"used": int(GlobalCounters.mem_used),
             "per_device": {str(k): int(v) for k, v in GlobalCounters.mem_used_per_device.items()}}
 
@@ -83,7 +84,6 @@ def summarize_steps(steps: list[dict], *, flops_per_step: int | None, device: st
                     energy: dict | None = None, device_mem_peak: int | None = None, nvml_memory=None) -> dict:
     """The perf summary of a list of step rows ({seconds, tokens, ...}); used live and from metrics.jsonl."""
     if peak is None:
-        from .peak import device_peak
         gpu_name = nvml_memory[0]["device"] if isinstance(nvml_memory, list) and nvml_memory else None
         peak = device_peak(device, precision, gpu_name)
     secs = [s["seconds"] for s in steps]

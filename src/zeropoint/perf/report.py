@@ -7,18 +7,25 @@ which can only be measured while the run is going (it is then null with that rea
 """
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
+
+from ..evidence import read_metrics
+from ..models.llama import get_config
+from ..models.lora import LoRASpec, count_lora_params
 from ..workspace import atomic_write_bytes, atomic_write_text
+from .cost import load_policy, run_cost
+from .flops import step_flops
+from .meter import summarize_steps
 
 
 def plot_perf(steps: list[dict], path: Path, title: str = "") -> Path:
-    import io
 
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     xs = [s["step"] for s in steps]
     fig, axes = plt.subplots(3, 1, figsize=(7, 8), sharex=True)
     axes[0].plot(xs, [s.get("loss") for s in steps], marker=".")
@@ -56,9 +63,6 @@ def write_perf(run_dir: Path, summary: dict, steps: list[dict], cost: dict | Non
 
 def llm_step_flops(config: dict):
     """StepFlops for an llm_finetune run config (dict as stored in run.json)."""
-    from ..models.llama import get_config
-    from ..models.lora import LoRASpec, count_lora_params
-    from .flops import step_flops
     mc = get_config(config["model"]["config"], **(config["model"].get("overrides") or {}))
     t, d = config.get("train", {}), config.get("data", {})
     seq = int(d.get("seq_len", 128))
@@ -70,9 +74,6 @@ def llm_step_flops(config: dict):
 
 def write_run_perf(run, *, energy: dict | None = None, cost_policy=None) -> dict:
     """perf.json + perf.png for a run from its metrics.jsonl (call at the end of a recipe, or afterwards)."""
-    from ..evidence import read_metrics
-    from .cost import load_policy, run_cost
-    from .meter import summarize_steps
     rows = [r for r in read_metrics(run) if r.get("event") == "step"]
     steps = []
     for r in rows:

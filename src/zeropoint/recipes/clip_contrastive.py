@@ -36,8 +36,17 @@ from ..models.hf_vision import save_hf_clip
 from ..models.vit import apply_batched, num_params
 from ..perf.hooks import PERF_HOOKS
 from ..workspace import atomic_write_text
-from .common import (ImageDataSection, admit, VisionTrainSection, image_batches, json_bytes, load_arrays,
-                     resume_from_checkpoint, save_training_state, throughput_summary)
+from .common import (
+    ImageDataSection,
+    VisionTrainSection,
+    admit,
+    image_batches,
+    json_bytes,
+    load_arrays,
+    resume_from_checkpoint,
+    save_training_state,
+    throughput_summary,
+)
 
 
 class ModelSection(StrictModel):

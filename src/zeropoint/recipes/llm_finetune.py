@@ -35,8 +35,16 @@ from ..evidence import read_metrics, start_run
 from ..governance.audit import default_actor
 from ..governance.gate import read_verified
 from ..models.llama import state_dict
-from ..models.llm import (LLMSpec, LoadedLM, adapter_config, build_llm, llm_memory_plan, lm_loss,
-                          load_trained_weights, trainable_params)
+from ..models.llm import (
+    LLMSpec,
+    LoadedLM,
+    adapter_config,
+    build_llm,
+    llm_memory_plan,
+    lm_loss,
+    load_trained_weights,
+    trainable_params,
+)
 from ..models.lora import LoRASpec
 from ..perf.hooks import PERF_HOOKS
 from .common import admit, json_bytes, resume_from_checkpoint, save_training_state, throughput_summary

@@ -34,8 +34,17 @@ from ..modelcard import VISION_RISKS, build_card, card_files
 from ..models.hf_vision import save_hf_vit
 from ..models.vit import ViTConfig, apply_batched, init_vit, num_params, vit_config, vit_forward, vit_forward_numpy
 from ..perf.hooks import PERF_HOOKS
-from .common import (ImageDataSection, admit, VisionTrainSection, image_batches, json_bytes, load_arrays,
-                     resume_from_checkpoint, save_training_state, throughput_summary)
+from .common import (
+    ImageDataSection,
+    VisionTrainSection,
+    admit,
+    image_batches,
+    json_bytes,
+    load_arrays,
+    resume_from_checkpoint,
+    save_training_state,
+    throughput_summary,
+)
 
 
 # ---- typed config (the YAML schema) ------------------------------------------------------------------------
