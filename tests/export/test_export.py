@@ -84,7 +84,8 @@ def test_fixed_sequence_axis(tmp_path):
 
 
 def test_transposed_weight_fails_parity_with_clear_report(tmp_path, tiny_gpt2):
-    from zeropoint.export.onnx import corrupt_transpose, write_llama_onnx
+    from tests.export.onnx_faults import corrupt_transpose
+    from zeropoint.export.onnx import write_llama_onnx
     model, cfg, toks, ref = tiny_gpt2
     write_llama_onnx(cfg, _weights(model), tmp_path / "ok.onnx")
     name = corrupt_transpose(tmp_path / "ok.onnx", tmp_path / "bad.onnx", "layers.1.self_attn.o_proj")

@@ -62,7 +62,8 @@ def test_export_gguf_writes_manifest_and_parity_reruns(tiny_hf_dir, zp_home):
 
 
 def test_wrong_export_fails_parity_with_exit_1(tiny_hf_dir, tmp_path):
-    from zeropoint.export.onnx import corrupt_transpose, write_llama_onnx
+    from tests.export.onnx_faults import corrupt_transpose
+    from zeropoint.export.onnx import write_llama_onnx
     from zeropoint.models.hf import load_hf_dir
     cfg, w, _ = load_hf_dir(tiny_hf_dir)
     write_llama_onnx(cfg, {k: v.numpy() for k, v in w.items()}, tmp_path / "ok.onnx")

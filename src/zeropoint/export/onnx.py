@@ -259,19 +259,6 @@ def write_vit_onnx(cfg, params: dict[str, np.ndarray], path: str | Path, metadat
     return {"files": [str(f) for f in files], "opset": OPSET, "nbytes": g.nbytes()}
 
 
-def corrupt_transpose(path: str | Path, out: str | Path, name_contains: str = "o_proj") -> str:
-    """Write a copy of an exported graph with one square weight transposed: the classic exporter bug that still
-    passes every shape check. Used to prove parity catches it. Returns the corrupted initializer's name."""
-    m = onnx.load(str(path))
-    for init in m.graph.initializer:
-        a = numpy_helper.to_array(init)
-        if name_contains in init.name and a.ndim == 2 and a.shape[0] == a.shape[1]:
-            init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(a.T), init.name))
-            onnx.save_model(m, str(out))
-            return init.name
-    raise ExportError(f"no square 2-D initializer whose name contains {name_contains!r} in {path}")
-
-
 def write_clip_onnx(cfg, params: dict[str, np.ndarray], path: str | Path, metadata: dict | None = None) -> dict:
     """Both CLIP towers in one graph: images (B, 3, H, W) and input_ids (B, T) -> image_embeds, text_embeds
     (B, embed_dim), projected and not normalised, exactly `clip.encode_image` / `clip.encode_text`."""

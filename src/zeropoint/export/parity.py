@@ -45,9 +45,9 @@ INT8_GATE = Gate("int8", max_abs=None, min_top1=0.99, max_metric_rel=0.02)
 
 
 def default_parity_seqs(fmt: str) -> int:
-    """Held-out sequences (of 64 tokens) parity uses by default. A quantized artifact's gate is a rate: on 512
-    tokens a 99% top-1 gate has a standard error of 0.44%, and SmolLM2's int8 export measured 99.22% there but
-    98.66% on 4096 tokens; 64 sequences (4096 tokens) put the error at 0.16%. Exact gates need no more than 8."""
+    """Held-out sequences (of 64 tokens) parity uses by default. A quantized artifact's gate is a rate, so it
+    needs 64 sequences (4096 tokens; why: docs/export.md, "How many tokens a quantized gate needs"); exact gates
+    need no more than 8."""
     return 64 if gate_for(fmt) is INT8_GATE else 8
 
 

@@ -9,9 +9,8 @@ Formats: onnx (fp32), onnx-int8 (onnxruntime dynamic int8), onnx-int8-wo (weight
 The reference: an artifact served by tinygrad (gguf, hf, int8) is compared with the original's fp32 tinygrad
 forward, so an identical reload gives 0 difference. An artifact served by another runtime (ONNX on
 onnxruntime) is compared with a float64 numpy evaluation of the original weights (`models.reference`): two fp32
-runtimes each carry their own rounding (measured on SmolLM2-135M over 4 x 32 tokens: tinygrad fp32 is 1.9e-4
-from float64, onnxruntime 9.4e-5, and the two 1.4e-4 apart), so gating one fp32 runtime against the other would
-charge the reference's rounding to the export. The report carries the original's own error against the oracle
+runtimes each carry their own rounding (docs/export.md has the figures), so gating one fp32 runtime against the
+other would charge the reference's rounding to the export. The report carries the original's own error against the oracle
 and the artifact's distance to the fp32 original beside the gated figure.
 """
 from __future__ import annotations
@@ -44,7 +43,7 @@ from .quant import (
     save_llama_int8,
 )
 
-TINYGRAD_RUNNER_MAX_PARAMS = 50_000_000   # OnnxRunner took 376 s on SmolLM2-135M here: opt-in above this size
+TINYGRAD_RUNNER_MAX_PARAMS = 50_000_000   # OnnxRunner is slow on larger graphs (docs/export.md): opt-in above this
 
 
 def _weights_np(model) -> dict[str, np.ndarray]:

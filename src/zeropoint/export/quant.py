@@ -39,9 +39,8 @@ class QuantError(ZeropointError):
     pass
 
 
-# Measured on SmolLM2-135M (4 x 32 SOTU tokens): quantizing every projection gives top-1 48% / ppl +94% (the
-# down_proj inputs carry activation outliers that one uint8 scale per tensor cannot hold); leaving down_proj in
-# fp32 gives 76% / +3.1%. per_channel=True produced garbage logits (cosine -0.03) in onnxruntime 1.32.
+# down_proj's inputs carry activation outliers one uint8 scale per tensor cannot hold: it stays fp32 (figures in
+# docs/export.md, "Measurements behind the defaults")
 DEFAULT_EXCLUDE = ("down_proj",)
 
 
@@ -244,14 +243,9 @@ def quantize_onnx_int8_weights(src: str | Path, dst: str | Path, block_size: int
     weight is multiplied by s_k = mean|x_k|^alpha before rounding and the activation by 1/s_k (a Mul node), so the
     channels that carry large activations lose less precision; alpha is picked per MatMul from `alphas` by the
     output error on the calibration activations (alpha 0 = plain rounding, so it never does worse there).
-    Measured on SmolLM2-135M, 512 held-out tokens: top-1 agreement 97.85% -> 99.22% (base), 97.27% -> 98.63%
-    (a LoRA finetune).
 
     With `gptq` (and calibration tokens), the scaled weights are then rounded by GPTQ (`_gptq_q8`) against X^T X of
-    all calibration inputs instead of to nearest. Measured on SmolLM2-135M, 4096 held-out tokens (512 tokens
-    left the 99% gate to luck: the base model's 99.22% above is 98.66% there): AWQ alone 98.66% (base) / 98.83%
-    (LoRA finetune), AWQ + GPTQ with 8192 calibration tokens 99.05% / 99.10% (`zpctl export`, against the float64
-    oracle; the gate allows 40 of 4096 tokens to differ, these differ at 39 and 37: a thin margin, see docs/export.md).
+    all calibration inputs instead of to nearest. What each step buys on SmolLM2-135M: docs/export.md.
     -> {"files", "quantization"}."""
     src, dst = Path(src), Path(dst)
     m = onnx.load(str(src))                                   # loads external data too
