@@ -377,8 +377,9 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
         curve = []
         if r.loss_curve_path.exists():
             for row in csv.DictReader(r.loss_curve_path.open(encoding="utf-8")):
+                rate = next(k for k in row if k.endswith("_per_s"))   # tokens_per_s, or images_per_s for vision
                 curve.append({"step": int(row["step"]), "loss": float(row["loss"]), "step_ms": float(row["step_ms"]),
-                              "tokens_per_s": float(row["tokens_per_s"]) if row["tokens_per_s"] else None})
+                              rate: float(row[rate]) if row[rate] else None})
         ckpts = sorted(q.name for q in r.checkpoints_dir.iterdir()) if r.checkpoints_dir.is_dir() else []
         return {"run": dict(r.record, status=effective_status(r.record)), "loss_curve": curve,
                 "events": [m for m in metrics if m.get("event") != "step"], "checkpoints": ckpts}

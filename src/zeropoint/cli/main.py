@@ -85,7 +85,7 @@ def runs_ls(json_out: bool = JsonOpt):
 @handle_errors
 def runs_show(run: str = typer.Argument(..., help="Run id or run directory."), json_out: bool = JsonOpt):
     """Show a run's record and its last metrics."""
-    from ..evidence import effective_status, load_run, read_metrics
+    from ..evidence import effective_status, load_run, read_metrics, throughput
     r = load_run(run)
     rec = dict(r.record, status=effective_status(r.record))
     metrics = read_metrics(r)
@@ -105,13 +105,15 @@ def runs_show(run: str = typer.Argument(..., help="Run id or run directory."), j
     console.print(t)
     if steps:
         last = steps[-1]
+        rate, unit = throughput(last)
         console.print(f"{len(steps)} steps; last: step {last['step']} loss {last['loss']:.4f} "
-                      f"({last.get('tokens_per_s') or 0:.1f} tok/s)")
+                      f"({rate or 0:.1f} {'tok' if unit == 'tokens' else unit}/s)")
     if perf:
         pt = Table("perf (perf.json)", "value", show_header=True)
         ss = perf.get("steady_step_s") or {}
         fmt = lambda v, f="{:.3g}": "null" if v is None else f.format(v)   # noqa: E731
-        pt.add_row("tokens/s (steady median)", fmt(perf.get("tokens_per_s"), "{:.2f}"))
+        unit = "images" if "images_per_s" in perf else "tokens"
+        pt.add_row(f"{unit}/s (steady median)", fmt(perf.get(f"{unit}_per_s"), "{:.2f}"))
         pt.add_row("step s (steady median, min-max, n)", f"{fmt(ss.get('median'))} ({fmt(ss.get('min'))}-{fmt(ss.get('max'))}, {ss.get('n')})")
         pt.add_row("first step s / compile s", f"{fmt(perf.get('first_step_s'))} / {fmt(perf.get('compile_s'))}")
         pt.add_row("MFU", fmt(perf.get("mfu")) if perf.get("mfu") is not None else "null (no FLOP count or no peak)")

@@ -246,7 +246,7 @@ def run(cfg: CLIPContrastiveConfig, *, allow_simulated: bool = False, run_id: st
                                                     "tokenizer.json": tok.to_str().encode(), **(extra or {})})
 
         t0 = time.perf_counter()
-        hist = fit(trainer, get_batches, steps=steps, start_step=start, run=run, tokens_per_step=micro * accum,
+        hist = fit(trainer, get_batches, steps=steps, start_step=start, run=run, items_per_step=micro * accum, unit="images",
                    ckpt_every=t.ckpt_every, save_ckpt=save, progress=progress, hooks=PERF_HOOKS,
                    description=f"{cfg.model.config} {cfg.data.dataset}")
         wall = time.perf_counter() - t0

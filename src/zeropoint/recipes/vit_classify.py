@@ -211,7 +211,7 @@ def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | 
             return {"val_top1": V.topk_accuracy(predict(xval), yval, (1,))["top1"]}
 
         t0 = time.perf_counter()
-        hist = fit(trainer, get_batches, steps=steps, start_step=start, run=run, tokens_per_step=micro * accum,
+        hist = fit(trainer, get_batches, steps=steps, start_step=start, run=run, items_per_step=micro * accum, unit="images",
                    eval_every=t.eval_every, eval_fn=eval_fn if val_idx is not None else None,
                    ckpt_every=t.ckpt_every, save_ckpt=save, progress=progress, hooks=PERF_HOOKS,
                    description=f"{cfg.model.config} {cfg.data.dataset}")
