@@ -222,7 +222,7 @@ class Trainer:
             for b in batches:
                 vals.append(float(fn(*[fresh(x) for x in b]).item()))
         if not vals:
-            raise ZeropointError("no validation batches: raise data.val_fraction or lower seq_len")
+            raise ZeropointError("eval_loss got no batches: the validation split is empty (make it larger in the recipe's data section)")
         return float(np.mean(vals))
 
     # ---- state for checkpoints -------------------------------------------------------------------------
