@@ -31,8 +31,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from .. import __version__
-from ..appliance.diag import run_diag
-from ..appliance.health import run_health
 from ..appliance.identity import version_info
 from ..errors import ConfigError, ZeropointError
 from ..evidence import effective_status, list_runs, load_run, read_metrics
@@ -271,12 +269,14 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
     @app.get("/v1/status/health", tags=["status"])
     def status_health(p: Principal = viewer):
         with TINYGRAD_LOCK:   # tinygrad is not thread-safe: concurrent requests broke each other's device check
+            from ..appliance.health import run_health  # tinygrad: loaded when a check runs, not at server start
             return run_health()
 
     @app.get("/v1/status/diag", tags=["status"])
     def status_diag(parity: bool = Query(False, description="also run the matmul parity check (seconds of compute)"),
                     p: Principal = viewer):
         with TINYGRAD_LOCK:
+            from ..appliance.diag import run_diag  # tinygrad: loaded when a check runs, not at server start
             return run_diag(with_parity=parity)
 
     # -- jobs -------------------------------------------------------------------------------------------------

@@ -35,7 +35,6 @@ from ..governance import manifest as gov
 from ..governance.policy import load_policy
 from ..orchestrator.executor import find_runs
 from ..orchestrator.jobs import safe_name
-from ..scope import device_is_simulated, device_name
 from ..workspace import workspace
 from .auth import RANK
 from .runs import last_step, run_dir_or_404
@@ -182,6 +181,7 @@ def add_ui_routes(app, store, executor, *, viewer, approver) -> None:
 
     @app.get("/v1/overview", tags=["ui"])
     def overview(p=viewer):
+        from ..scope import device_is_simulated, device_name  # tinygrad: not at server start
         dev = device_name()
         running = []
         for job in store.running():

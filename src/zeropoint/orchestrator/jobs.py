@@ -24,7 +24,6 @@ from ..evidence import effective_status, load_run
 from ..export.formats import LLM_FORMATS
 from ..governance.manifest import get_dataset
 from ..hashing import sha256_json
-from ..recipes import recipe_entry
 from ..workspace import atomic_write_text, workspace
 from .store import Job, JobStore, new_job_id
 
@@ -86,6 +85,9 @@ def _recipe_config(raw: dict | None, overrides: list[str] | None, source: str):
     name = raw.get("recipe")
     if not name:
         raise ConfigError(f"{source} has no 'recipe' key; add e.g. 'recipe: llm_finetune'")
+    # the recipe table imports every recipe (tinygrad, the models, matplotlib): the API server and the job
+    # executor import this module at start, so the table is read only when a recipe job is validated
+    from ..recipes import recipe_entry
     cls, _ = recipe_entry(name)
     return validate(cls, raw, source)
 

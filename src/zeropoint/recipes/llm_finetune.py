@@ -191,8 +191,9 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
         evals: list[dict] = []
 
         def eval_fn(step):
-            evals.append({"step": step, **evaluate(step)})
-            return evals[-1]
+            ev = evaluate(step)
+            evals.append({"step": step, **ev})
+            return ev
         t0 = time.perf_counter()
         hist = fit(trainer, ds.batches, steps=t.steps, start_step=start, run=run, items_per_step=tokens_per_step, unit="tokens",
                    eval_every=t.eval_every, eval_fn=eval_fn, ckpt_every=t.ckpt_every, save_ckpt=save,
