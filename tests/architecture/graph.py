@@ -7,6 +7,7 @@ figures the architecture note quotes:
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import sys
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ def _import_module_arg(node: ast.Call) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)   # the layer tests share one parse of the tree
 def edges(src: Path = SRC) -> list[Edge]:
     modules = module_files(src)
     out: list[Edge] = []
