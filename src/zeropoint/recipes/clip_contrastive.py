@@ -36,17 +36,8 @@ from ..models.hf_vision import save_hf_clip
 from ..models.vit import apply_batched, num_params
 from ..perf.hooks import PERF_HOOKS
 from ..workspace import atomic_write_text
-from .common import (
-    ImageDataSection,
-    VisionTrainSection,
-    admit,
-    image_batches,
-    json_bytes,
-    load_arrays,
-    resume_from_checkpoint,
-    save_training_state,
-    throughput_summary,
-)
+from . import common
+from .common import ImageDataSection, VisionTrainSection
 
 
 class ModelSection(StrictModel):
@@ -149,11 +140,13 @@ def evaluate_heldout(cfg: CLIPContrastiveConfig, params, mcfg, dtype, tok, xte, 
 def model_card(cfg: CLIPContrastiveConfig, *, run, scope, mcfg, params, records, ev: dict, n_test: int,
                n_train: int, steps: int, wall: float, image_size: int) -> dict:
     """The model card: retrieval against the K/N random baseline, zero-shot against chance, use and risks."""
-    t, ret, zs, zs_ens, prompts = cfg.train, ev["retrieval"], ev["zero_shot"], ev["zero_shot_prompt_ensemble"], ev["prompts"]
+    t, ret, zs, prompts = cfg.train, ev["retrieval"], ev["zero_shot"], ev["prompts"]
+    zs_ens = ev["zero_shot_prompt_ensemble"]
     held = f"{cfg.data.dataset} held-out {n_test} pairs"
     rb = ret["random_baseline"]
     metrics = [{"name": f"{d}_{k}", "value": ret[d][k], "eval_set": held, "n": ret["n"], "baseline": rb[k],
-                "note": "random baseline K/N"} for d in ("image_to_text", "text_to_image") for k in ("R@1", "R@5", "R@10")]
+                "note": "random baseline K/N"}
+               for d in ("image_to_text", "text_to_image") for k in ("R@1", "R@5", "R@10")]
     metrics += [{"name": "zero_shot_top1", "value": zs["top1"], "eval_set": held, "n": zs["n"],
                  "baseline": zs["chance"], "note": f"{len(prompts)} labels, prompt {cfg.eval.prompt!r}; "
                                                    f"majority class {zs['majority_baseline']:.4f}"},
@@ -188,7 +181,7 @@ def model_card(cfg: CLIPContrastiveConfig, *, run, scope, mcfg, params, records,
 def run(cfg: CLIPContrastiveConfig, *, allow_simulated: bool = False, run_id: str | None = None, resume: bool = False,
         progress: bool = True, command: str = "zpctl train") -> dict:
     # 1. scope and governance first
-    scope, run_id, records = admit("clip_contrastive", cfg.data.datasets, allow_simulated=allow_simulated,
+    scope, run_id, records = common.admit("clip_contrastive", cfg.data.datasets, allow_simulated=allow_simulated,
                                    run_id=run_id, resume=resume)
     t = cfg.train
     base = C.CLIP_CONFIGS.get(cfg.model.config)
@@ -233,20 +226,22 @@ def run(cfg: CLIPContrastiveConfig, *, allow_simulated: bool = False, run_id: st
             if ck.extra.get("tokenizer.json", b"").decode() != tok.to_str():
                 raise ZeropointError(f"{ck.path}: the tokenizer learned now differs from the checkpoint's; the "
                                      "training captions changed - start a new run")
-            load_arrays(params, ck.weights)
-        start = resume_from_checkpoint(run, cfg, trainer, load_weights) if resume else 0
-        get_batches = image_batches(xtr, lambda idx: ids_tr[idx], micro=micro, accum=accum, seed=t.seed,
+            common.load_arrays(params, ck.weights)
+        start = common.resume_from_checkpoint(run, cfg, trainer, load_weights) if resume else 0
+        get_batches = common.image_batches(xtr, lambda idx: ids_tr[idx], micro=micro, accum=accum, seed=t.seed,
                                     crop_pad=cfg.data.crop_pad, flip=cfg.data.flip)
 
         def save(step: int, extra: dict | None = None) -> Path:
-            return save_training_state(run, step, cfg, trainer, weights={k: p.numpy() for k, p in params.items()},
-                                       state={"data": {"seed": t.seed, "samples_seen": step * micro * accum},
-                                              "normalize": {"mean": mean, "std": std}},
-                                       extra_files={"clip_config.json": json_bytes(mcfg.to_dict()),
-                                                    "tokenizer.json": tok.to_str().encode(), **(extra or {})})
+            return common.save_training_state(
+                run, step, cfg, trainer, weights={k: p.numpy() for k, p in params.items()},
+                state={"data": {"seed": t.seed, "samples_seen": step * micro * accum},
+                       "normalize": {"mean": mean, "std": std}},
+                extra_files={"clip_config.json": common.json_bytes(mcfg.to_dict()),
+                             "tokenizer.json": tok.to_str().encode(), **(extra or {})})
 
         t0 = time.perf_counter()
-        hist = fit(trainer, get_batches, steps=steps, start_step=start, run=run, items_per_step=micro * accum, unit="images",
+        hist = fit(trainer, get_batches, steps=steps, start_step=start, run=run, items_per_step=micro * accum,
+                   unit="images",
                    ckpt_every=t.ckpt_every, save_ckpt=save, progress=progress, hooks=PERF_HOOKS,
                    description=f"{cfg.model.config} {cfg.data.dataset}")
         wall = time.perf_counter() - t0
@@ -267,7 +262,8 @@ def run(cfg: CLIPContrastiveConfig, *, allow_simulated: bool = False, run_id: st
         atomic_write_text(hf_dir / "tokenizer.json", tok.to_str())
         final = save(steps, extra=card_files(card))
         summary = {
-            **throughput_summary(hist, steps=steps, start=start, wall=wall, per_step=micro * accum, unit="pairs"),
+            **common.throughput_summary(hist, steps=steps, start=start, wall=wall, per_step=micro * accum,
+                                        unit="pairs"),
             "epochs": t.epochs, "retrieval": ev["retrieval"], "zero_shot": ev["zero_shot_brief"],
             "zero_shot_prompt_ensemble": ev["zero_shot_prompt_ensemble"], "eval_s": round(eval_s, 3),
             "checkpoint": str(final), "hf_export": str(hf_dir), "params": num_params(params),

@@ -195,7 +195,8 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
             evals.append({"step": step, **ev})
             return ev
         t0 = time.perf_counter()
-        hist = fit(trainer, ds.batches, steps=t.steps, start_step=start, run=run, items_per_step=tokens_per_step, unit="tokens",
+        hist = fit(trainer, ds.batches, steps=t.steps, start_step=start, run=run, items_per_step=tokens_per_step,
+                   unit="tokens",
                    eval_every=t.eval_every, eval_fn=eval_fn, ckpt_every=t.ckpt_every, save_ckpt=save,
                    progress=progress, hooks=PERF_HOOKS, description=f"{cfg.model.config} {cfg.method}")
         wall = time.perf_counter() - t0

@@ -34,17 +34,8 @@ from ..modelcard import VISION_RISKS, build_card, card_files
 from ..models.hf_vision import save_hf_vit
 from ..models.vit import ViTConfig, apply_batched, init_vit, num_params, vit_config, vit_forward, vit_forward_numpy
 from ..perf.hooks import PERF_HOOKS
-from .common import (
-    ImageDataSection,
-    VisionTrainSection,
-    admit,
-    image_batches,
-    json_bytes,
-    load_arrays,
-    resume_from_checkpoint,
-    save_training_state,
-    throughput_summary,
-)
+from . import common
+from .common import ImageDataSection, VisionTrainSection
 
 
 # ---- typed config (the YAML schema) ------------------------------------------------------------------------
@@ -157,8 +148,8 @@ def model_card(cfg: ViTClassifyConfig, *, run, scope, mcfg, params, records, rep
 def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | None = None, resume: bool = False,
         progress: bool = True, command: str = "zpctl train") -> dict:
     # 1. scope and governance first
-    scope, run_id, records = admit("vit_classify", cfg.data.datasets, allow_simulated=allow_simulated, run_id=run_id,
-                                   resume=resume)
+    scope, run_id, records = common.admit("vit_classify", cfg.data.datasets, allow_simulated=allow_simulated,
+                                          run_id=run_id, resume=resume)
     t = cfg.train
 
     # 2. data, from the approved files only
@@ -192,18 +183,20 @@ def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | 
                 y, label_smoothing=t.label_smoothing)
 
         trainer = Trainer(params, loss_fn, t.engine_config(total_steps=steps))
-        start = resume_from_checkpoint(run, cfg, trainer, lambda ck: load_arrays(params, ck.weights)) if resume else 0
+        start = common.resume_from_checkpoint(run, cfg, trainer, lambda ck: common.load_arrays(
+            params, ck.weights)) if resume else 0
 
         # 6. batches and augmentation: pure functions of (seed, step)
-        get_batches = image_batches(xtr, lambda idx: ytr[idx].astype(np.int32), micro=micro, accum=accum,
+        get_batches = common.image_batches(xtr, lambda idx: ytr[idx].astype(np.int32), micro=micro, accum=accum,
                                     seed=t.seed, crop_pad=cfg.data.crop_pad, flip=cfg.data.flip)
 
         def save(step: int, extra: dict | None = None) -> Path:
             seen = step * micro * accum
-            return save_training_state(run, step, cfg, trainer, weights={k: p.numpy() for k, p in params.items()},
-                                       state={"data": {"seed": t.seed, "samples_seen": seen, "epoch": seen / len(xtr)},
-                                              "normalize": {"mean": mean, "std": std}, "classes": train.classes},
-                                       extra_files={"vit_config.json": json_bytes(mcfg.to_dict()), **(extra or {})})
+            return common.save_training_state(
+                run, step, cfg, trainer, weights={k: p.numpy() for k, p in params.items()},
+                state={"data": {"seed": t.seed, "samples_seen": seen, "epoch": seen / len(xtr)},
+                       "normalize": {"mean": mean, "std": std}, "classes": train.classes},
+                extra_files={"vit_config.json": common.json_bytes(mcfg.to_dict()), **(extra or {})})
 
         predict = make_predictor(params, mcfg, cfg.eval.batch_size, dtype)
 
@@ -211,7 +204,8 @@ def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | 
             return {"val_top1": V.topk_accuracy(predict(xval), yval, (1,))["top1"]}
 
         t0 = time.perf_counter()
-        hist = fit(trainer, get_batches, steps=steps, start_step=start, run=run, items_per_step=micro * accum, unit="images",
+        hist = fit(trainer, get_batches, steps=steps, start_step=start, run=run, items_per_step=micro * accum,
+                   unit="images",
                    eval_every=t.eval_every, eval_fn=eval_fn if val_idx is not None else None,
                    ckpt_every=t.ckpt_every, save_ckpt=save, progress=progress, hooks=PERF_HOOKS,
                    description=f"{cfg.model.config} {cfg.data.dataset}")
@@ -220,7 +214,8 @@ def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | 
         # 7. final evaluation on the test split
         te0 = time.perf_counter()
         rep = V.classification_report(predict(xte), yte, train.classes, tuple(cfg.eval.topk))
-        cm_png = V.save_confusion_png(np.array(rep["confusion_matrix"]), train.classes, run.dir / "confusion_matrix.png",
+        cm_png = V.save_confusion_png(np.array(rep["confusion_matrix"]), train.classes,
+                                      run.dir / "confusion_matrix.png",
                                       f"{cfg.model.config} on {cfg.data.dataset} test (n={len(yte)})")
         eval_s = time.perf_counter() - te0
         run.event("test_eval", **{k: v for k, v in rep.items() if k != "confusion_matrix"}, eval_s=round(eval_s, 3))
@@ -233,7 +228,8 @@ def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | 
         final = save(steps, extra={**card_files(card), "confusion_matrix.png": cm_png.read_bytes(),
                                    "hf_config.json": (hf_dir / "config.json").read_bytes()})
         summary = {
-            **throughput_summary(hist, steps=steps, start=start, wall=wall, per_step=micro * accum, unit="images"),
+            **common.throughput_summary(hist, steps=steps, start=start, wall=wall, per_step=micro * accum,
+                                        unit="images"),
             "epochs": t.epochs, "test": {k: v for k, v in rep.items() if k != "confusion_matrix"},
             "eval_s": round(eval_s, 3), "confusion_matrix_png": str(cm_png), "checkpoint": str(final),
             "hf_export": str(hf_dir), "params": num_params(params), "params_total": num_params(params),
