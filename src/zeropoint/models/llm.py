@@ -28,7 +28,6 @@ from .hf import save_hf_dir
 from .llama import PUBLISHED_PARAMS, Llama, LlamaConfig, get_config, param_count, state_dict
 from .lora import LoRASpec, apply_lora, count_lora_params, load_adapters, lora_modules, merge_lora
 from .registry import load_model, load_tokenizer, parse_dtype
-from .tokenizer import Tokenizer
 
 PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 
@@ -134,7 +133,7 @@ def checkpoint_model_spec(raw: dict, source: str) -> tuple[LLMSpec, str, LoRASpe
     method = raw.get("method", "lora")
     if method not in ("lora", "full"):
         raise ConfigError(f"{source}: method {method!r} is not lora or full")
-    lora = LoRASpec(**(raw.get("lora") or {}))
+    lora = LoRASpec(**{k: v for k, v in (raw.get("lora") or {}).items() if k != "init_from"})   # init_from: where training began
     return spec, method, lora, int((raw.get("train") or {}).get("seed", 0))
 
 
@@ -173,8 +172,7 @@ def merge_checkpoint_to_hf(checkpoint: str | Path, out: str | Path) -> dict:
     merged = merge_lora(lm.model)
     if lm.info["method"] == "lora" and merged == 0:
         raise ZeropointError(f"{checkpoint} has no LoRA adapters to merge")
-    # the byte tokenizer of tiny configs has no tokenizer.json form; the directory then holds weights only
-    save_hf_dir(lm.model, lm.config, lm.tokenizer if isinstance(lm.tokenizer, Tokenizer) else None, out)
+    save_hf_dir(lm.model, lm.config, lm.tokenizer, out)   # the byte tokenizer too: it has a tokenizer.json form
     return {"checkpoint": str(checkpoint), "out": str(out), "method": lm.info["method"], "merged_modules": merged,
             "adapted_modules": n_adapted, "config": lm.info["config"]}
 

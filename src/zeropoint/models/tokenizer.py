@@ -163,9 +163,28 @@ def render_chatml(messages: list[dict], add_generation_prompt: bool = True, defa
     return "".join(out)
 
 
+def _byte_chars() -> list[str]:
+    """GPT-2's byte-level alphabet: the printable character that stands for each byte 0..255 (printable bytes
+    stand for themselves, the rest for code points from 256 up, in byte order)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted = iter(range(256, 512))
+    return [chr(b) if b in keep else chr(next(shifted)) for b in range(256)]
+
+
+def byte_tokenizer_hf() -> HFTokenizer:
+    """`ByteTokenizer` as an HF `tokenizers` object (so as a tokenizer.json transformers loads): byte-level BPE
+    with the 256 byte symbols as ids 0..255 and no merges, so every byte is one token, and <|endoftext|> = 256."""
+    tok = HFTokenizer(models.BPE(vocab={c: b for b, c in enumerate(_byte_chars())}, merges=[], fuse_unk=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(ByteTokenizer.special_tokens[0], special=True, normalized=False)])
+    return tok
+
+
 class ByteTokenizer:
     """UTF-8 bytes as tokens 0..255 and EOS 256: lossless, no files, vocab 257. For tiny models, where a
-    49k-token vocabulary would make the output layer a hundred times the rest of the model."""
+    49k-token vocabulary would make the output layer a hundred times the rest of the model. `.hf` is the same
+    tokenizer in HF form (`byte_tokenizer_hf`), which is what an HF export writes as tokenizer.json."""
     bos_id = None
     eos_id = 256
     pad_id = 256
@@ -173,6 +192,10 @@ class ByteTokenizer:
     chat_template = None
     vocab_size = 257
     special_tokens = ["<|endoftext|>"]
+
+    @property
+    def hf(self) -> HFTokenizer:
+        return byte_tokenizer_hf()
 
     def encode(self, text: str, add_bos: bool = False) -> list[int]:
         return list(text.encode("utf-8"))

@@ -54,7 +54,7 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
     say = progress or (lambda msg: None)
 
     t_build = time.perf_counter()
-    lora = LoRASpec(**cfg.lora.model_dump())
+    lora = LoRASpec(**cfg.lora.model_dump(exclude={"init_from"}))
     lm = build_llm(cfg.model, precision=t.precision, seed=t.seed)
     model, mc = lm.model, lm.config
     params = trainable_params(model, cfg.method, lora, t.seed)

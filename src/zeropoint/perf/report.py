@@ -69,7 +69,8 @@ def llm_step_flops(config: dict):
     seq = int(d.get("seq_len", 128))
     tokens = int(t.get("micro_batch_size", 4)) * int(t.get("grad_accum", 1)) * seq
     method = config.get("method", "lora")
-    n_lora = count_lora_params(mc, LoRASpec(**config.get("lora", {}))) if method == "lora" else 0
+    n_lora = count_lora_params(mc, LoRASpec(**{k: v for k, v in config.get("lora", {}).items() if k != "init_from"})) \
+        if method == "lora" else 0
     return step_flops(mc, seq_len=seq, tokens_per_step=tokens, method=method, n_lora=n_lora)
 
 

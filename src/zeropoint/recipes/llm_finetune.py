@@ -30,7 +30,7 @@ from ..config import StrictModel
 from ..data.text import build_dataset, read_documents
 from ..engine import Trainer, fit
 from ..engine.train_section import TrainSection
-from ..errors import ZeropointError
+from ..errors import ConfigError, ZeropointError
 from ..evidence import read_metrics, start_run
 from ..governance.audit import default_actor
 from ..governance.gate import read_verified
@@ -46,6 +46,7 @@ from ..models.llm import (
     trainable_params,
 )
 from ..models.lora import LoRASpec
+from ..models.peft import init_adapters_from_peft
 from ..perf.hooks import PERF_HOOKS
 from .common import admit, json_bytes, resume_from_checkpoint, save_training_state, throughput_summary
 
@@ -56,6 +57,9 @@ class LoraSection(StrictModel):
     alpha: float = 16.0
     dropout: float = 0.0
     targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+    init_from: str | None = Field(None, description="PEFT adapter directory (adapter_model.safetensors + "
+                                  "adapter_config.json) the adapters start from instead of B = 0; its r, lora_alpha "
+                                  "and target_modules must equal rank, alpha and targets here")
 
 
 class DataSection(StrictModel):
@@ -87,13 +91,19 @@ class LLMFinetuneConfig(StrictModel):
 
 # ---- building blocks (also used by `zpctl model info` and the training-step bench) -------------------------
 def lora_spec(cfg: LLMFinetuneConfig) -> LoRASpec:
-    return LoRASpec(**cfg.lora.model_dump())
+    return LoRASpec(**cfg.lora.model_dump(exclude={"init_from"}))
 
 
 def build(cfg: LLMFinetuneConfig) -> tuple[LoadedLM, dict]:
-    """The model this config trains and its trainable tensors (LoRA adapters, or every weight)."""
+    """The model this config trains and its trainable tensors (LoRA adapters, or every weight); LoRA adapters
+    start from `lora.init_from` (a PEFT adapter directory) when it is set."""
     lm = build_llm(cfg.model, precision=cfg.train.precision, seed=cfg.train.seed)
-    return lm, trainable_params(lm.model, cfg.method, lora_spec(cfg), cfg.train.seed)
+    params = trainable_params(lm.model, cfg.method, lora_spec(cfg), cfg.train.seed)
+    if cfg.lora.init_from:
+        if cfg.method != "lora":
+            raise ConfigError("lora.init_from is a LoRA adapter; it needs method: lora")
+        init_adapters_from_peft(lm.model, cfg.lora.init_from, lora_spec(cfg))
+    return lm, params
 
 
 def model_info(cfg: LLMFinetuneConfig) -> dict:
