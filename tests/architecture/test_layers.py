@@ -29,7 +29,8 @@ def test_the_import_graph_has_no_circles():
 
 
 # imports a function body may make: the CLI's (so `zpctl --help` imports no library), and optional extras
-OPTIONAL_EXTRAS = ("torch", "ray", "pynvml", "lm_eval", "playwright", "presidio_analyzer", "spacy")
+OPTIONAL_EXTRAS = ("torch", "ray", "pynvml", "lm_eval", "playwright", "presidio_analyzer", "spacy", "transformers", "peft",
+                   "llama_cpp")
 # and these, so the API server (and the job executor inside it) starts without tinygrad, the models or
 # matplotlib: each is imported where it is first needed (docs/ARCHITECTURE.md)
 SERVER_START_LAZY = {("zeropoint.orchestrator.jobs", "..recipes"), ("zeropoint.api.app", "..appliance.health"),
