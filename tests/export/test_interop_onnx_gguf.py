@@ -56,15 +56,14 @@ def test_onnx_kv_export_generates_like_zpctl_generate(tmp_path, zp_home):
 
 @pytest.fixture(scope="module")
 def tiny_hf_dir(tmp_path_factory):
-    from zeropoint.data.assets import gpt2_encoder_dir
+    # the byte tokenizer in its HF form (byte-level BPE, no merges): GPT-2's 50k-token vocabulary made transformers'
+    # GGUF reader spend ~20 s parsing the tokenizer metadata, three times
     from zeropoint.models.hf import save_hf_dir
     from zeropoint.models.llama import get_config
-    from zeropoint.models.tokenizer import Tokenizer
+    from zeropoint.models.tokenizer import ByteTokenizer
     from tests.models.tiny import random_llama
-    d = gpt2_encoder_dir()
-    tok = Tokenizer.from_gpt2_files(d / "encoder.json", d / "vocab.bpe")
-    cfg = get_config("tiny", vocab_size=50257)
-    return save_hf_dir(random_llama(cfg, seed=3), cfg, tok, tmp_path_factory.mktemp("src") / "tiny-hf")
+    cfg = get_config("tiny", vocab_size=257)
+    return save_hf_dir(random_llama(cfg, seed=3), cfg, ByteTokenizer(), tmp_path_factory.mktemp("src") / "tiny-hf")
 
 
 def test_hf_dir_and_gguf_load_in_transformers(tiny_hf_dir, tmp_path, zp_home):
@@ -73,8 +72,9 @@ def test_hf_dir_and_gguf_load_in_transformers(tiny_hf_dir, tmp_path, zp_home):
     pytest.importorskip("gguf")
     from zeropoint.models.registry import load_model
     model, _, tok = load_model(str(tiny_hf_dir))
-    text = "Madam Speaker, Mr. Vice President, members of Congress"
+    text = "Q: 世界 👩\r\n"                     # 16 bytes: the parity shape (1, 16), so no new kernels compile
     ids = np.array([tok.encode(text)])
+    assert ids[0].tolist() == list(text.encode())
     ref = model(Tensor(ids.astype(np.int32))).numpy()
     r = runner.invoke(app, ["export", str(tiny_hf_dir), "--format", "gguf", "--out", str(tmp_path / "g"),
                             "--parity-seqs", "1", "--parity-len", "16", "--json"])
