@@ -119,23 +119,32 @@ def register(app: typer.Typer) -> None:
 
     @model_app.command("info")
     @handle_errors
-    def model_info_cmd(config: Path = typer.Argument(..., help="Recipe YAML, e.g. configs/llm/llama-3-8b_lora.yaml"),
+    def model_info_cmd(config: Path = typer.Argument(..., help="Recipe YAML, e.g. configs/llm/llama-3-8b_lora.yaml "
+                                                                "or configs/vision/vit-tiny_fashion-mnist.yaml"),
                        set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt):
-        """Parameter count (vs published), trainable count, memory per component at the configured batch."""
-        from ..errors import ConfigError
-        from ..recipes import load_config
-        from ..recipes.llm_finetune import LLMFinetuneConfig, model_info
+        """Parameter count (vs published), trainable count, memory per component at the configured batch.
+
+        For the vision recipes: FLOPs per image (per image-caption pair for CLIP) and the memory plan of
+        training every weight; no data is read and no weights are loaded."""
+        from ..recipes import MODEL_INFO, load_config
         cfg, _ = load_config(config, set_)
-        if not isinstance(cfg, LLMFinetuneConfig):
-            raise ConfigError(f"{config} is a {cfg.recipe} config; model info sizes llm_finetune configs")
-        info = model_info(cfg)
+        info = MODEL_INFO[cfg.recipe](cfg)
         if json_out:
             return print_json(info)
-        t = Table(title=f"{info['config']} ({info['method']}, {info['precision']}, batch {info['micro_batch_size']}"
-                        f" x {info['seq_len']} tokens)", show_header=False)
-        pub = info["published_params"]
-        t.add_row("parameters", f"{info['params']:,}" + (f" (published {pub:,}; {info['params_vs_published_pct']:+.3f}%)" if pub else ""))
-        t.add_row("trainable", f"{info['trainable_params']:,} ({info['trainable_pct']:.3f}%)")
+        if cfg.recipe == "llm_finetune":
+            t = Table(title=f"{info['config']} ({info['method']}, {info['precision']}, batch {info['micro_batch_size']}"
+                            f" x {info['seq_len']} tokens)", show_header=False)
+            pub = info["published_params"]
+            t.add_row("parameters", f"{info['params']:,}" + (f" (published {pub:,}; {info['params_vs_published_pct']:+.3f}%)" if pub else ""))
+            t.add_row("trainable", f"{info['trainable_params']:,} ({info['trainable_pct']:.3f}%)")
+        else:
+            fl = info["flops"]
+            t = Table(title=f"{info['model']} ({info['recipe']}, {info['precision']}, batch {info['micro_batch_size']}"
+                            f" x accum {info['grad_accum']})", show_header=False)
+            t.add_row("parameters", f"{info['params']:,} (all trainable)")
+            t.add_row(f"FLOPs per {fl['unit']}", f"{fl['forward_per_sample']:,} forward, {fl['train_per_sample']:,} "
+                                                 "training step")
+            t.add_row("FLOPs per optimizer step", f"{fl['per_step']:.3e}")
         for k, v in info["memory"].items():
             t.add_row(k.replace("_bytes", ""), _gib(v))
         console.print(t)

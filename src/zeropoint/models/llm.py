@@ -27,10 +27,9 @@ from ..errors import ConfigError, ZeropointError
 from .hf import save_hf_dir
 from .llama import PUBLISHED_PARAMS, Llama, LlamaConfig, get_config, param_count, state_dict
 from .lora import LoRASpec, apply_lora, count_lora_params, load_adapters, lora_modules, merge_lora
+from .memory import PRECISION_BYTES, training_memory
 from .registry import load_model, load_tokenizer, parse_dtype
 from .tokenizer import Tokenizer
-
-PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 
 
 class LLMSpec(StrictModel):
@@ -200,10 +199,8 @@ def llm_memory_plan(spec: LLMSpec, *, method: str, lora: LoRASpec, precision: st
     per_tok_layer = 4 * mc.dim * 2 + c * (2 * mc.dim + mc.n_heads * mc.head_dim + 2 * kv + mc.dim + 4 * mc.hidden_dim)
     attn = 2 * 4 * mc.n_heads * T * T * B + c * mc.n_heads * T * T * B
     act = mc.n_layers * (per_tok_layer * B * T + attn) + 2 * 4 * B * T * mc.vocab_size
-    weights = 4 * (n + n_lora) + (c * n if c != 4 else 0)
-    mem = {"weights_bytes": weights, "grads_bytes": 4 * trainable, "optimizer_bytes": 8 * trainable,
-           "activations_bytes": act}
-    mem["total_bytes"] = sum(mem.values())
+    plan = training_memory(master_params=n + n_lora, cast_params=n, trainable=trainable, precision=precision,
+                           activations=act)
     pub = PUBLISHED_PARAMS.get(spec.config)
     return {
         "config": spec.config, "method": method, "precision": precision,
@@ -214,7 +211,7 @@ def llm_memory_plan(spec: LLMSpec, *, method: str, lora: LoRASpec, precision: st
         "params_vs_published_pct": round(100.0 * (n - pub) / pub, 4) if pub else None,
         "lora_params": n_lora if method == "lora" else None,
         "trainable_params": trainable, "trainable_pct": round(100.0 * trainable / n, 4),
-        "memory": mem, "memory_gib": {k.replace("_bytes", ""): round(v / 2 ** 30, 3) for k, v in mem.items()},
+        **plan,
         "lora": asdict(lora) if method == "lora" else None,
         "note": "estimate from shapes; no weights loaded",
     }

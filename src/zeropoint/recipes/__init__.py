@@ -3,6 +3,7 @@ package, its YAML beside it under `configs/`.
 
     cfg, run = load_config("configs/llm/tiny_lora.yaml", ["train.steps=10"])
     run(cfg)
+    MODEL_INFO[cfg.recipe](cfg)      # sizing without weights (`zpctl model info`)
 """
 from __future__ import annotations
 
@@ -16,6 +17,13 @@ RECIPES = {
     "llm_finetune": (llm_finetune.LLMFinetuneConfig, llm_finetune.run),
     "vit_classify": (vit_classify.ViTClassifyConfig, vit_classify.run),
     "clip_contrastive": (clip_contrastive.CLIPContrastiveConfig, clip_contrastive.run),
+}
+
+# `zpctl model info`: parameters, memory plan (and FLOPs for the vision recipes) from a config, no weights loaded
+MODEL_INFO = {
+    "llm_finetune": llm_finetune.model_info,
+    "vit_classify": vit_classify.model_info,
+    "clip_contrastive": clip_contrastive.model_info,
 }
 
 

@@ -34,6 +34,7 @@ from ..modelcard import VISION_RISKS, build_card, card_files
 from ..models import clip as C
 from ..models.hf_vision import save_hf_clip
 from ..models.vit import apply_batched, num_params
+from ..perf.flops import clip_flops
 from ..perf.hooks import PERF_HOOKS
 from ..workspace import atomic_write_text
 from . import common
@@ -92,14 +93,30 @@ def load_pairs(cfg: CLIPContrastiveConfig, records: list[dict], image_size: int)
     return ds
 
 
-def model_config(cfg: CLIPContrastiveConfig, tok) -> C.CLIPConfig:
+def model_config(cfg: CLIPContrastiveConfig, tok=None) -> C.CLIPConfig:
+    """The CLIP this config trains. The text tower's vocabulary is the tokenizer's; without one (sizing before
+    any caption is read) it is the configured `model.vocab_size`, the most the BPE learns, with the specials
+    first as `train_caption_tokenizer` places them."""
     over = dict(cfg.model.overrides)
+    vocab, bos, eos = ((tok.get_vocab_size(), tok.token_to_id(C.BOS), tok.token_to_id(C.EOS)) if tok is not None
+                       else (cfg.model.vocab_size, 0, 1))
     try:
-        return C.clip_config(cfg.model.config, vocab_size=tok.get_vocab_size(), bos_id=tok.token_to_id(C.BOS),
-                             eos_id=tok.token_to_id(C.EOS), vision=over.pop("vision", None),
-                             text=over.pop("text", None), **over)
-    except TypeError as e:
-        raise ConfigError(f"model.overrides {cfg.model.overrides}: {e}") from None
+        return C.clip_config(cfg.model.config, vocab_size=vocab, bos_id=bos, eos_id=eos,
+                             vision=over.pop("vision", None), text=over.pop("text", None), **over)
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"model.config {cfg.model.config!r} / overrides {cfg.model.overrides}: {e}") from None
+
+
+def model_info(cfg: CLIPContrastiveConfig) -> dict:
+    """`zpctl model info`: parameters, FLOPs per image-caption pair and the memory plan at this config's batch,
+    from the config alone (no captions read, no weights built)."""
+    mcfg, t = model_config(cfg), cfg.train
+    plan = C.clip_memory_plan(mcfg, precision=t.precision, micro_batch_size=t.micro_batch_size,
+                              grad_accum=t.grad_accum)
+    fl = clip_flops(mcfg, batch=t.micro_batch_size, pairs_per_step=t.micro_batch_size * t.grad_accum)
+    return {"recipe": cfg.recipe, "model": cfg.model.config, **plan, "flops": fl.to_dict(),
+            "note": plan["note"] + f"; text vocabulary taken as model.vocab_size={cfg.model.vocab_size} (the BPE "
+                    "learned from the captions can be smaller)"}
 
 
 def make_embedders(params, mcfg, batch_size: int, dtype):
@@ -215,11 +232,7 @@ def run(cfg: CLIPContrastiveConfig, *, allow_simulated: bool = False, run_id: st
         dtype = compute_dtype(t.precision)
         run.event("model", config=cfg.model.config, clip=mcfg.to_dict(), params=num_params(params))
 
-        def loss_fn(x, ids):
-            img, txt = C.clip_embed(params, mcfg, x, ids, dtype=dtype)
-            return C.clip_loss(params, img, txt)
-
-        trainer = Trainer(params, loss_fn, t.engine_config(total_steps=steps))
+        trainer = Trainer(params, C.contrastive_loss(params, mcfg, dtype), t.engine_config(total_steps=steps))
 
         # 5. resume (the tokenizer learned now must be the checkpoint's); batches: pure functions of (seed, step)
         def load_weights(ck):

@@ -28,11 +28,24 @@ from ..checkpoint import load_checkpoint
 from ..config import StrictModel
 from ..data import images as I
 from ..engine import Trainer, compute_dtype, fit
+from ..errors import ConfigError
 from ..evals import vision as V
 from ..evidence import start_run
 from ..modelcard import VISION_RISKS, build_card, card_files
 from ..models.hf_vision import save_hf_vit
-from ..models.vit import ViTConfig, apply_batched, init_vit, num_params, vit_config, vit_forward, vit_forward_numpy
+from ..models.vit import (
+    VIT_CONFIGS,
+    ViTConfig,
+    apply_batched,
+    classification_loss,
+    init_vit,
+    num_params,
+    vit_config,
+    vit_forward,
+    vit_forward_numpy,
+    vit_memory_plan,
+)
+from ..perf.flops import vit_flops
 from ..perf.hooks import PERF_HOOKS
 from . import common
 from .common import ImageDataSection, VisionTrainSection
@@ -75,13 +88,35 @@ class ViTClassifyConfig(StrictModel):
 
 
 # ---- building blocks -----------------------------------------------------------------------------------------
-def model_config(cfg: ViTClassifyConfig, num_classes: int, channels: int) -> ViTConfig:
+def model_config(cfg: ViTClassifyConfig, num_classes: int | None = None, channels: int | None = None) -> ViTConfig:
+    """The ViT this config trains. Training passes the data's class count and channels; without them (sizing
+    and benchmarks, before any image is read) they come from the config: `data.classes` (digits: 10), the
+    format's channels (IDX and digits are grey), otherwise the named config's."""
+    d, base = cfg.data, VIT_CONFIGS.get(cfg.model.config)
+    if base is None:
+        raise ConfigError(f"unknown ViT config {cfg.model.config!r}; known: {', '.join(VIT_CONFIGS)}")
+    if num_classes is None:
+        num_classes = len(d.classes) if d.classes else 10 if d.format == "digits" else base.num_classes
+    if channels is None:
+        channels = 1 if d.format in ("idx", "digits") else cfg.model.overrides.get("channels", base.channels)
     over = dict(cfg.model.overrides)
     over.setdefault("num_classes", num_classes)
     over.setdefault("channels", channels)
-    if cfg.data.image_size:
-        over.setdefault("image_size", cfg.data.image_size)
-    return vit_config(cfg.model.config, **over)
+    if d.image_size:
+        over.setdefault("image_size", d.image_size)
+    try:
+        return vit_config(cfg.model.config, **over)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model.overrides {cfg.model.overrides}: {e}") from None
+
+
+def model_info(cfg: ViTClassifyConfig) -> dict:
+    """`zpctl model info`: parameters, FLOPs per image and the memory plan at this config's batch (no data read,
+    no weights built)."""
+    mcfg, t = model_config(cfg), cfg.train
+    plan = vit_memory_plan(mcfg, precision=t.precision, micro_batch_size=t.micro_batch_size, grad_accum=t.grad_accum)
+    return {"recipe": cfg.recipe, "model": cfg.model.config, **plan,
+            "flops": vit_flops(mcfg, images_per_step=t.micro_batch_size * t.grad_accum).to_dict()}
 
 
 def load_splits(cfg: ViTClassifyConfig, records: list[dict], seed: int):
@@ -178,10 +213,7 @@ def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | 
         dtype = compute_dtype(t.precision)
         run.event("model", config=cfg.model.config, vit=mcfg.to_dict(), params=num_params(params))
 
-        def loss_fn(x, y):
-            return vit_forward(params, mcfg, x, dtype=dtype).sparse_categorical_crossentropy(
-                y, label_smoothing=t.label_smoothing)
-
+        loss_fn = classification_loss(params, mcfg, label_smoothing=t.label_smoothing, dtype=dtype)
         trainer = Trainer(params, loss_fn, t.engine_config(total_steps=steps))
         start = common.resume_from_checkpoint(run, cfg, trainer, lambda ck: common.load_arrays(
             params, ck.weights)) if resume else 0
