@@ -32,6 +32,8 @@ def test_bench_vit_compare_torch(tmp_path, monkeypatch, zp_home):
     assert len(tg["losses"]) == len(th["losses"]) == 4 and rec["loss_max_abs_diff"] < 1e-4
     assert tg["losses"][-1] != tg["losses"][1] != tg["losses"][0]
     assert rec["flops"]["per_step"] == 8 * rec["flops"]["train_per_sample"] and tg["mfu"] > 0
+    mp = rec["memory_plan"]   # the model-info plan is in the right range of what tinygrad held
+    assert 0.5 < mp["measured_over_plan"] < 3, mp
     run_dir = zp_home / "runs" / rec["run_id"]
     for f in ("bench.json", "perf.json", "perf.png", "run.json"):
         assert (run_dir / f).is_file()

@@ -78,6 +78,10 @@ def _show_vision_bench(rec: dict) -> None:
         console.print(f"ratio tinygrad/torch {u}/s over {rec['repeats']} rounds: min {r['min']:.3f}x  median "
                       f"[bold]{r['median']:.3f}x[/]  max {r['max']:.3f}x; losses of all "
                       f"{len(tg['losses'])} steps agree within {rec['loss_max_abs_diff']:.2e}")
+    mp = rec["memory_plan"]
+    if mp["measured_over_plan"]:
+        console.print(f"memory plan (zpctl model info) {mp['plan_bytes']['total_bytes'] / 2**20:,.2f} MiB; tinygrad "
+                      f"allocator peak {mp['measured_peak_bytes'] / 2**20:,.2f} MiB ({mp['measured_over_plan']:.2f}x)")
     if rec.get("run_id"):
         console.print(f"run {rec['run_id']}: bench.json, perf.json, perf.png")
 

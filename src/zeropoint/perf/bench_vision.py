@@ -24,7 +24,7 @@ from tinygrad import Device
 
 from ..engine import Trainer, compute_dtype, lr_at
 from ..models import clip as C
-from ..models.vit import ViTConfig, classification_loss, init_vit_arrays, num_params, to_tensors
+from ..models.vit import ViTConfig, classification_loss, init_vit_arrays, num_params, to_tensors, vit_memory_plan
 from . import torch_ref
 from . import torch_vision as TV
 from .flops import clip_flops, vit_flops
@@ -147,6 +147,10 @@ def run_vision_bench(mcfg, train, *, label_smoothing: float = 0.0, steps: int = 
         k += steps
 
     perf = meter.finish()
+    # the plan `zpctl model info` prints, beside what tinygrad's allocator really held at its peak
+    plan = (vit_memory_plan if is_vit else C.clip_memory_plan)(mcfg, precision=t.precision, micro_batch_size=B,
+                                                               grad_accum=A)
+    measured = perf["memory"].get("device_mem_peak_bytes")
     rec = {
         "recipe": "vit_classify" if is_vit else "clip_contrastive", "unit": unit,
         "config": {"model": mcfg.to_dict(), "micro_batch_size": B, "grad_accum": A, "precision": t.precision,
@@ -162,6 +166,9 @@ def run_vision_bench(mcfg, train, *, label_smoothing: float = 0.0, steps: int = 
                      "peak": perf["peak"], "memory": perf["memory"], "energy": perf["energy"], "losses": tg_losses,
                      "env": {k: os.environ[k] for k in ("BEAM", "JIT", "DEV", "CACHELEVEL") if k in os.environ}},
         "rounds": rounds, "perf": perf,
+        "memory_plan": {"plan_bytes": plan["memory"], "measured_peak_bytes": measured,
+                        "measured_over_plan": measured / plan["memory"]["total_bytes"] if measured else None,
+                        "measured": "tinygrad allocator bytes held (GlobalCounters.mem_used), max over steps"},
     }
     if tw:
         med_th = float(np.median([r["torch_step_s"] for r in rounds]))
