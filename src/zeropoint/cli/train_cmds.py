@@ -19,7 +19,39 @@ def _gib(b) -> str:
     return f"{b / 2 ** 30:,.3f} GiB" if b >= 2 ** 27 else f"{b / 2 ** 20:,.2f} MiB"
 
 
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _show_vision_summary(out: dict) -> None:
+    """A vision run: what it learned (held-out accuracy or retrieval against its baselines) and how fast."""
+    t = Table(title=f"run {out['run_id']}", show_header=False)
+    unit = "images" if "images_per_s" in out else "pairs"
+    rows = [("run dir", out["run_dir"]), ("steps", f"{out['start_step']} -> {out['steps']} ({out['epochs']} epochs)"),
+            ("loss first/last", " / ".join("-" if x is None else f"{x:.4f}" for x in (out.get("first_loss"),
+                                                                                       out.get("last_loss"))))]
+    if "test" in out:
+        te = out["test"]
+        rows += [(f"test top-1 (n={te['n']})", f"[bold]{_pct(te.get('top1'))}[/] (chance {_pct(te['chance_top1'])}, "
+                                              f"majority class {_pct(te['majority_baseline'])})"),
+                 ("test top-5", _pct(te.get("top5"))), ("confusion matrix", out["confusion_matrix_png"])]
+    else:
+        r, zs = out["retrieval"], out["zero_shot"]
+        rows += [(f"image->text R@1/5/10 (n={r['n']})", " / ".join(_pct(r["image_to_text"][k]) for k in ("R@1", "R@5", "R@10"))
+                  + f" (random R@10 {_pct(r['random_baseline']['R@10'])})"),
+                 ("text->image R@1/5/10", " / ".join(_pct(r["text_to_image"][k]) for k in ("R@1", "R@5", "R@10"))),
+                 ("zero-shot top-1", f"{_pct(zs['top1'])} (chance {_pct(zs['chance'])})")]
+    rows += [(f"{unit}/s (steady)", str(out.get(f"{unit}_per_s"))), ("first step (compile) s", str(out.get("first_step_s"))),
+             ("train wall s", str(out.get("train_wall_s"))), ("params", f"{out['params']:,}"),
+             ("last checkpoint", str(out.get("checkpoint"))), ("HF export", str(out.get("hf_export")))]
+    for k, v in rows:
+        t.add_row(k, v)
+    console.print(t)
+
+
 def _show_summary(out: dict) -> None:
+    if "test" in out or "retrieval" in out:
+        return _show_vision_summary(out)
     t = Table(title=f"run {out['run_id']}", show_header=False)
     be, fe = out.get("base_eval") or {}, out.get("final_eval") or {}
     rows = [("run dir", out["run_dir"]), ("steps", f"{out['start_step']} -> {out['steps']}"),

@@ -82,6 +82,8 @@ VIT_CONFIGS: dict[str, ViTConfig] = {
     "vit-nano-28": ViTConfig(28, 7, 1, 48, 2, 2, 96, 10, pool="mean"),
     # sklearn digits 8x8 -> 16 patches of 2 px; seconds per epoch, used by tests
     "vit-micro-8": ViTConfig(8, 2, 1, 32, 2, 2, 64, 10, pool="mean"),
+    # sklearn digits 8x8 -> 4 patches of 4x4 px + cls: the digits recipe's model (its YAML says why not 2x2 px)
+    "vit-digits-8": ViTConfig(8, 4, 1, 32, 2, 2, 64, 10, pool="mean"),
 }
 
 
