@@ -39,3 +39,8 @@ def test_bench_vit_compare_torch(tmp_path, monkeypatch, zp_home):
         assert (run_dir / f).is_file()
     summary = json.loads((run_dir / "run.json").read_text())["summary"]
     assert summary["tinygrad_images_per_s"] == tg["images_per_s"]["median"]
+
+
+def test_tune_names_what_it_can_search():
+    res = CliRunner().invoke(app, ["tune", str(REPO / "configs/vision/vit-micro_digits.yaml")])
+    assert res.exit_code == 2 and "searches llm_finetune" in res.output and "zpctl bench" in res.output

@@ -195,6 +195,10 @@ def register(app: typer.Typer) -> None:
         from ..scope import require_real_compute
         require_real_compute(allow_simulated)
         cfg, _ = load_config(config, set_)
+        if cfg.recipe != "llm_finetune":
+            from ..errors import ConfigError
+            raise ConfigError(f"zpctl tune searches llm_finetune training steps; {config} is a {cfg.recipe} config "
+                              f"(time it with zpctl bench {config} [--beam K])")
         from ..perf.tune import run_tune
         say = (lambda m: err_console.print(f"[dim]{m}[/]")) if not json_out else None
         rec = run_tune(cfg, beam=beam, steps=steps, force=force, progress=say)
