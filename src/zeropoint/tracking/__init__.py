@@ -1,0 +1,11 @@
+"""Runs side by side, and in the trackers teams already use.
+
+- `series`: a run's evidence as per-step series (train rows, eval rows), final figures and a flattened config;
+  what every other module here reads, so a comparison, an MLflow run and a TensorBoard log show the same numbers.
+- `compare`: `compare_runs(ids)`: overlaid curves, a final-metrics table, the config diff and the data check.
+- `mlflow_export`: `export_mlflow(run)` through the MLflow client; idempotent (one MLflow run per Zeropoint run).
+- `tensorboard_export`: `export_tensorboard(run, logdir)` with tensorboardX.
+- `live`: `--track mlflow|tensorboard` on `zpctl train`: observers of the run's metrics.jsonl rows.
+
+MLflow and tensorboardX are the optional `track` extra; they are imported only where used.
+"""

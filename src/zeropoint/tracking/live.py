@@ -1,0 +1,125 @@
+"""`zpctl train --track mlflow|tensorboard`: stream a run's metrics to a tracker while it trains.
+
+A tracker is an observer of the run's evidence (`evidence.observe_runs`): it sees each metrics.jsonl row right
+after `Run.log_step` / `Run.event` wrote it, the same rows `runs export` reads later, so a live log and an export
+agree (and a later `runs export --mlflow` into the same store finds the live MLflow run and only adds what it
+lacks). A tracker that raises is dropped by the run, which records a `tracker_warning` row and a `warnings` entry
+in run.json and trains on.
+
+    with live_tracking("mlflow", "file:/srv/mlruns"):
+        recipe_run(cfg)
+"""
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..evidence import Run, observe_runs
+from .series import NOT_SERIES, is_number
+
+KINDS = ("mlflow", "tensorboard")
+FLUSH_S = 5.0          # MLflow: send buffered points at most this long after they were logged (and at each eval)
+
+
+class MLflowTracker:
+    name = "mlflow"
+
+    def __init__(self, run: Run, uri: str | None, experiment: str):
+        from . import mlflow_export as M
+        self.M = M
+        self.c, self.uri = M.client(uri)
+        exp = M.experiment_id(self.c, experiment)
+        ml_run, _ = M.open_run(self.c, exp, run, "running")
+        self.mid = ml_run.info.run_id
+        if ml_run.info.status != "RUNNING":           # a resumed run reopens its MLflow run
+            self.c.update_run(self.mid, status="RUNNING")
+        M.log_params(self.c, ml_run, run)
+        self.run, self.pending, self.last_flush = run, [], time.monotonic()
+
+    def on_row(self, row: dict) -> None:
+        from mlflow.entities import Metric
+        from .series import ts_ms
+        prefix = {"step": "train", "eval": "eval"}.get(row.get("event"))
+        if prefix is None or not isinstance(row.get("step"), int):
+            return
+        ts = ts_ms(row.get("ts")) or int(time.time() * 1000)
+        self.pending += [Metric(f"{prefix}/{k}", float(v), ts, row["step"]) for k, v in row.items()
+                         if k not in NOT_SERIES and is_number(v)]
+        if prefix == "eval" or time.monotonic() - self.last_flush > FLUSH_S or len(self.pending) >= 900:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.c.log_batch(self.mid, metrics=self.pending)
+        self.pending, self.last_flush = [], time.monotonic()
+
+    def close(self, status: str | None) -> None:
+        from mlflow.entities import RunTag
+        self.flush()
+        self.c.log_batch(self.mid, tags=[RunTag(k, v) for k, v in self.M.run_tags(self.run, status or "unknown").items()])
+        if status in self.M.STATUS:
+            self.c.set_terminated(self.mid, self.M.STATUS[status])
+
+
+class TensorBoardTracker:
+    name = "tensorboard"
+
+    def __init__(self, run: Run, logdir: str | None):
+        from .tensorboard_export import run_text, summary_writer
+        self.dir = Path(logdir).expanduser().resolve() / run.id if logdir else run.dir / "tensorboard"
+        self.w = summary_writer(self.dir)
+        for tag, text in run_text(run).items():
+            self.w.add_text(tag, text, global_step=0)
+
+    def on_row(self, row: dict) -> None:
+        from .series import ts_ms
+        prefix = {"step": "train", "eval": "eval"}.get(row.get("event"))
+        if prefix is None or not isinstance(row.get("step"), int):
+            return
+        ts = ts_ms(row.get("ts"))
+        for k, v in row.items():
+            if k not in NOT_SERIES and is_number(v):
+                self.w.add_scalar(f"{prefix}/{k}", float(v), global_step=row["step"], walltime=ts / 1000 if ts else None)
+        if prefix == "eval":
+            self.w.flush()
+
+    def close(self, status: str | None) -> None:
+        self.w.close()
+
+
+class _Factory:
+    """Called by `start_run` for each run it opens; `name` labels a failure in the run's warnings."""
+
+    def __init__(self, kind: str, uri: str | None, experiment: str):
+        self.name, self.uri, self.experiment = kind, uri, experiment
+
+    def __call__(self, run: Run):
+        if self.name == "mlflow":
+            return MLflowTracker(run, self.uri, self.experiment)
+        return TensorBoardTracker(run, self.uri)
+
+
+def check_available(kind: str) -> None:
+    """Refuse before any compute when the tracker's library is missing: a flag the user gave is not silently dropped."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown --track {kind!r}; choose one of {', '.join(KINDS)}")
+    try:
+        if kind == "mlflow":
+            import mlflow.tracking  # noqa: F401
+        else:
+            import tensorboardX  # noqa: F401
+    except ImportError:
+        from .mlflow_export import INSTALL as ML
+        from .tensorboard_export import INSTALL as TB
+        raise ConfigError(f"--track {kind} needs its client library: {ML if kind == 'mlflow' else TB}") from None
+
+
+def live_tracking(kind: str | None, uri: str | None = None, experiment: str = "zeropoint"):
+    """A context in which every run started streams to `kind`; a no-op context when kind is None."""
+    if kind is None:
+        return nullcontext()
+    check_available(kind)
+    return observe_runs(_Factory(kind, uri, experiment))
+
