@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import time
 
 import numpy as np
 import pytest
@@ -241,6 +243,14 @@ def test_failing_tracker_never_fails_the_run(runs, tmp_path):
     assert [w["tracker"] for w in warns] == ["mlflow", "flaky"]
     assert "Not a directory" in warns[0]["message"] and "tracking server went away" in warns[1]["message"]
     assert len(rec["warnings"]) == 2
+
+    with socket.socket() as sock:                 # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    t0 = time.monotonic()                          # a clear error in seconds, not MLflow's 4-minute retry loop
+    r = runner.invoke(app, ["runs", "export", runs["a"], "--mlflow", "--tracking-uri", dead])
+    assert r.exit_code == 2 and "MLflow export to" in r.output and "Traceback" not in r.output
+    assert time.monotonic() - t0 < 60
 
     bad = runner.invoke(app, ["train", "configs/llm/tiny_full.yaml", "--track", "wandb"])
     assert bad.exit_code == 2 and "unknown --track 'wandb'" in bad.output

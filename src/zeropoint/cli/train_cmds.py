@@ -66,7 +66,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     @handle_errors
     def resume(run: str = typer.Argument(..., help="Run id (runs/<id>) or run directory"),
-               json_out: bool = JsonOpt, allow_simulated: bool = AllowSimOpt, no_progress: bool = NoProgressOpt):
+               json_out: bool = JsonOpt, allow_simulated: bool = AllowSimOpt, no_progress: bool = NoProgressOpt,
+               track: Optional[str] = TrackOpt, track_uri: Optional[str] = TrackUriOpt):
         """Continue a run from its newest checkpoint that verifies (same config, same batches, same losses)."""
         from ..config import validate
         from ..errors import ZeropointError
@@ -80,8 +81,10 @@ def register(app: typer.Typer) -> None:
         raw = r.record.get("config") or {}
         cls, run_fn = recipe_entry(raw.get("recipe", ""))
         cfg = validate(cls, raw, f"{r.dir}/run.json")
-        out = run_fn(cfg, allow_simulated=allow_simulated, run_id=r.id, resume=True,
-                     progress=not no_progress and not json_out, command=f"zpctl resume {run}")
+        from ..tracking.live import live_tracking
+        with live_tracking(track, track_uri):   # mlflow: the run's MLflow run is found by its tag and continued
+            out = run_fn(cfg, allow_simulated=allow_simulated, run_id=r.id, resume=True,
+                         progress=not no_progress and not json_out, command=f"zpctl resume {run}")
         return print_json(out) if json_out else _show_summary(out)
 
     @ckpt_app.command("verify")

@@ -36,6 +36,8 @@ STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 PERF = ("tokens_per_s", "steady_step_s", "compile_s", "mfu", "energy_j", "rss_peak_bytes")
 MAX_PARAM_LEN = 6000        # MLflow's limit on a param value
 BATCH = 1000                # MLflow's limit on metrics per log_batch
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 INSTALL = "pip install 'mlflow-skinny==3.18.0' (the `track` extra: pip install -e '.[track]')"
 
 
@@ -55,11 +57,18 @@ def client(uri: str | None = None):
     uri = tracking_uri(uri)
     if urlparse(uri).scheme == "file":
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    # MLflow's own HTTP defaults retry an unreachable server for about four minutes (measured: 247 s) before they
+    # fail: an export would hang and a live tracker would stall training. Fail in seconds unless the user chose.
+    for var, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(var, value)
     try:
         return MlflowClient(tracking_uri=uri), uri
     except Exception as e:
-        raise ZeropointError(f"cannot open the MLflow tracking store {uri}: {type(e).__name__}: {e}; "
-                             "check --tracking-uri (a file: path, or http(s)://your-mlflow-server)") from None
+        sql = urlparse(uri).scheme.split("+")[0] in ("sqlite", "postgresql", "mysql", "mssql")
+        raise ZeropointError(f"cannot open the MLflow tracking store {uri}: {type(e).__name__}: {e}; " + (
+            "a database store needs the full MLflow package (pip install mlflow==3.18.0), or use a file: path or "
+            "your MLflow server's http(s) URI" if sql else
+            "check --tracking-uri (a file: path, or http(s)://your-mlflow-server)")) from None
 
 
 def experiment_id(c, name: str) -> str:
@@ -185,6 +194,15 @@ def log_artifacts(c, mlflow_run_id: str, run: Run, rs: RunSeries) -> tuple[list[
 
 def export_mlflow(run: Run, *, tracking_uri: str | None = None, experiment: str = EXPERIMENT) -> dict:
     c, uri = client(tracking_uri)
+    from mlflow.exceptions import MlflowException
+    try:
+        return _export(c, uri, run, experiment)
+    except (MlflowException, OSError) as e:
+        raise ZeropointError(f"MLflow export to {uri} failed: {type(e).__name__}: {str(e)[:400]}; check that the "
+                             "tracking server is up and --tracking-uri is right (exporting again resumes safely)") from None
+
+
+def _export(c, uri: str, run: Run, experiment: str) -> dict:
     from mlflow.entities import RunTag
     rs = run_series(run)
     status = rs.status

@@ -94,14 +94,13 @@ def perf_summary(run: Run) -> dict | None:
 def _evals_of(run: Run) -> list[dict]:
     """`zpctl eval` results (evals/<id>/results.json) whose model is a checkpoint of this run."""
     root, out = workspace().evals, []
-    marker = f"{run.id}"
     for f in sorted(root.glob("*/results.json")) if root.is_dir() else []:
         try:
             rec = json.loads(f.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        model = str((rec.get("config") or {}).get("model") or rec.get("model") or "")
-        if marker in Path(model).parts or f"/{marker}/" in model:
+        model = str((rec.get("config") or {}).get("model") or "")   # the model reference the eval was given
+        if run.id in Path(model).parts:                               # runs/<id>/checkpoints/step-N or runs/<id>
             out.append(rec)
     return out
 
