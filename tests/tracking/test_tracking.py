@@ -20,6 +20,7 @@ from tests.recipes.llm_helpers import approve_sotu_slice
 from zeropoint.cli.main import app
 from zeropoint.evidence import load_run, read_metrics
 
+pytestmark = pytest.mark.slow   # the module's fixture trains two real tiny runs
 runner = CliRunner()
 SETS = ["--set", "train.steps=6", "--set", "train.eval_every=3", "--set", "train.ckpt_every=6"]
 LR = {"a": 3e-3, "b": 1e-3}
