@@ -69,6 +69,8 @@ def test_compare_two_runs_in_the_browser(zp_home, chromium_path, playwright_api,
         page.get_by_label(f"Select run {ids[1]} for comparison").check()
         page.wait_for_timeout(3500)                                    # the runs table refreshes: ticks survive it
         assert page.get_by_label(f"Select run {ids[0]} for comparison").is_checked()
+        assert button.inner_text() == "Compare selected (2)"
+        shot(page, artifacts, "19-runs-picked")
         button.click()
 
         page.wait_for_selector("main[data-page=runs] #cmp-loss-chart polyline")
@@ -85,6 +87,8 @@ def test_compare_two_runs_in_the_browser(zp_home, chromium_path, playwright_api,
         assert page.locator(".compare-warning").count() == 0           # same (no) data, same device
         shot(page, artifacts, "20-compare-runs")
         page.set_viewport_size({"width": 390, "height": 844})
+        page.wait_for_timeout(300)
+        assert page.evaluate("document.documentElement.scrollWidth <= innerWidth + 1"), "the compare page scrolls sideways at 390 px"
         shot(page, artifacts, "20-compare-runs-390")
         hosts = {urlparse(u).hostname for u in requests if not u.startswith(("data:", "blob:"))}
         assert hosts == {"127.0.0.1"} and not errors, (hosts, errors)

@@ -273,7 +273,8 @@ async function runsPage(main, ctx) {
   }, ctx, 3000);
   // runs ticked for comparison survive the table's refreshes
   const picked = new Set();
-  const compareBtn = h("button", { class: "btn btn-small", type: "button", id: "compare-runs", disabled: true,
+  const compareBtn = h("button", { class: "btn btn-small btn-compare", type: "button", id: "compare-runs", disabled: true,
+    title: "Tick two or more runs to compare them",
     onclick: () => { location.hash = `#/compare/${[...picked].join(",")}`; } }, "Compare selected");
   const syncCompare = () => {
     compareBtn.disabled = picked.size < 2;
