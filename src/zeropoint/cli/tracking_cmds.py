@@ -41,8 +41,9 @@ def runs_compare(runs: List[str] = typer.Argument(..., help="Two or more run ids
     t = Table("metric", *ids, title="final metrics")
     why_null: dict[tuple, None] = {}   # each (metric, reason) once, however many runs share it
     for row in cmp["metrics"]:
-        t.add_row(row["metric"], *["null*" if v is None and why else _fmt(v) for v, why in zip(row["values"], row["null_reasons"])])
-        why_null.update({(row["metric"], why): None for v, why in zip(row["values"], row["null_reasons"]) if v is None and why})
+        pairs = list(zip(row["values"], row["null_reasons"]))
+        t.add_row(row["metric"], *["null*" if v is None and why else _fmt(v) for v, why in pairs])
+        why_null.update({(row["metric"], why): None for v, why in pairs if v is None and why})
     console.print(t)
     for metric, why in why_null:
         console.print(f"[dim]* {metric} null: {escape(why)}[/]", soft_wrap=True)
@@ -52,7 +53,8 @@ def runs_compare(runs: List[str] = typer.Argument(..., help="Two or more run ids
     console.print(d if cmp["config_diff"] else "[green]configs are identical[/]")
     ds = Table("run", "datasets (name, version, sha256)", title="data")
     for r in cmp["runs"]:
-        ds.add_row(r["id"], "\n".join(f"{x['name']} v{x['version']} {(x['sha256'] or '')[:16]}" for x in r["datasets"]) or "—")
+        names = [f"{x['name']} v{x['version']} {(x['sha256'] or '')[:16]}" for x in r["datasets"]]
+        ds.add_row(r["id"], "\n".join(names) or "—")
     console.print(ds)
     console.print("[green]same data in every run[/]" if cmp["data"]["same"] else "[bold red]DIFFERENT DATA[/]")
     if png is not None:
@@ -61,9 +63,11 @@ def runs_compare(runs: List[str] = typer.Argument(..., help="Two or more run ids
 
 @handle_errors
 def runs_export(run: str = typer.Argument(..., help="Run id or run directory."),
-                mlflow: bool = typer.Option(False, "--mlflow", help="Log the run to MLflow (params, metrics, tags, artifacts)."),
+                mlflow: bool = typer.Option(False, "--mlflow",
+                                            help="Log the run to MLflow (params, metrics, tags, artifacts)."),
                 tracking_uri: Optional[str] = typer.Option(
-                    None, "--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else $ZP_HOME/mlruns)."),
+                    None, "--tracking-uri",
+                    help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else $ZP_HOME/mlruns)."),
                 experiment: str = typer.Option("zeropoint", "--experiment", help="MLflow experiment name."),
                 tensorboard: Optional[Path] = typer.Option(
                     None, "--tensorboard", help="Write TensorBoard event files under DIR/<run id>/.", metavar="DIR"),

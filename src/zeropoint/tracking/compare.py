@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from ..errors import ZeropointError
 from ..evidence import load_run
 from ..workspace import atomic_write_bytes
@@ -91,7 +93,6 @@ def _label(run_id: str, diff: dict, i: int) -> str:
 
 def compare_figure(cmp: dict):
     """Two panels, training loss and validation loss per step; one line per run in each, the legend naming runs."""
-    from matplotlib.figure import Figure
     fig = Figure(figsize=(11, 4.2))
     titles = {"train_loss": "training loss", "val_loss": "validation loss (held out)"}
     for ax, (curve, title) in zip(fig.subplots(1, 2), titles.items()):
@@ -121,7 +122,6 @@ def save_png(fig, path: Path | str) -> Path:
 
 def run_loss_png(rs, path: Path | str) -> Path:
     """One run's training and validation loss per step (the loss-curve artifact of an export)."""
-    from matplotlib.figure import Figure
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
     for name, label, marker in (("train/loss", "train loss", None), ("eval/val_loss", "validation loss", "o")):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..evidence import Run, observe_runs
-from .series import NOT_SERIES, is_number
+from .series import row_points
 
 KINDS = ("mlflow", "tensorboard")
 FLUSH_S = 5.0          # MLflow: send buffered points at most this long after they were logged (and at each eval)
@@ -40,14 +40,9 @@ class MLflowTracker:
 
     def on_row(self, row: dict) -> None:
         from mlflow.entities import Metric
-        from .series import ts_ms
-        prefix = {"step": "train", "eval": "eval"}.get(row.get("event"))
-        if prefix is None or not isinstance(row.get("step"), int):
-            return
-        ts = ts_ms(row.get("ts")) or int(time.time() * 1000)
-        self.pending += [Metric(f"{prefix}/{k}", float(v), ts, row["step"]) for k, v in row.items()
-                         if k not in NOT_SERIES and is_number(v)]
-        if prefix == "eval" or time.monotonic() - self.last_flush > FLUSH_S or len(self.pending) >= 900:
+        now = int(time.time() * 1000)
+        self.pending += [Metric(name, p.value, p.ts_ms or now, p.step) for name, p in row_points(row)]
+        if row.get("event") == "eval" or time.monotonic() - self.last_flush > FLUSH_S or len(self.pending) >= 900:
             self.flush()
 
     def flush(self) -> None:
@@ -58,7 +53,8 @@ class MLflowTracker:
     def close(self, status: str | None) -> None:
         from mlflow.entities import RunTag
         self.flush()
-        self.c.log_batch(self.mid, tags=[RunTag(k, v) for k, v in self.M.run_tags(self.run, status or "unknown").items()])
+        tags = self.M.run_tags(self.run, status or "unknown")
+        self.c.log_batch(self.mid, tags=[RunTag(k, v) for k, v in tags.items()])
         if status in self.M.STATUS:
             self.c.set_terminated(self.mid, self.M.STATUS[status])
 
@@ -74,15 +70,9 @@ class TensorBoardTracker:
             self.w.add_text(tag, text, global_step=0)
 
     def on_row(self, row: dict) -> None:
-        from .series import ts_ms
-        prefix = {"step": "train", "eval": "eval"}.get(row.get("event"))
-        if prefix is None or not isinstance(row.get("step"), int):
-            return
-        ts = ts_ms(row.get("ts"))
-        for k, v in row.items():
-            if k not in NOT_SERIES and is_number(v):
-                self.w.add_scalar(f"{prefix}/{k}", float(v), global_step=row["step"], walltime=ts / 1000 if ts else None)
-        if prefix == "eval":
+        for name, p in row_points(row):
+            self.w.add_scalar(name, p.value, global_step=p.step, walltime=p.ts_ms / 1000 if p.ts_ms else None)
+        if row.get("event") == "eval":
             self.w.flush()
 
     def close(self, status: str | None) -> None:

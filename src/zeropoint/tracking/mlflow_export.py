@@ -28,12 +28,12 @@ from ..errors import ZeropointError
 from ..evidence import Run
 from ..hashing import sha256_json
 from ..workspace import workspace
-from .series import RunSeries, final_metrics, flatten, model_card, perf_summary, run_series, ts_ms
+from .series import (PERF_FIGURES, RunSeries, dataset_ids, final_metrics, flatten, model_card, perf_summary,
+                     run_series, ts_ms)
 
 EXPERIMENT = "zeropoint"
 RUN_TAG = "zeropoint.run_id"
 STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
-PERF = ("tokens_per_s", "steady_step_s", "compile_s", "mfu", "energy_j", "rss_peak_bytes")
 MAX_PARAM_LEN = 6000        # MLflow's limit on a param value
 BATCH = 1000                # MLflow's limit on metrics per log_batch
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -82,11 +82,12 @@ def experiment_id(c, name: str) -> str:
 
 def run_tags(run: Run, status: str) -> dict[str, str]:
     rec = run.record
-    ds = [{"name": d.get("name"), "version": d.get("version"), "sha256": d.get("sha256")} for d in rec.get("datasets") or []]
+    ds = dataset_ids(run)
+    data_sha = sha256_json(sorted((d["name"] or "", d["sha256"] or "") for d in ds)) if ds else None
     tags = {RUN_TAG: run.id, "zeropoint.kind": rec.get("kind"), "zeropoint.status": status,
             "zeropoint.device": rec.get("device"), "zeropoint.tinygrad_version": rec.get("tinygrad_version"),
             "zeropoint.config_sha256": rec.get("config_sha256"),
-            "zeropoint.data_sha256": sha256_json(sorted((d["name"] or "", d["sha256"] or "") for d in ds)) if ds else None,
+            "zeropoint.data_sha256": data_sha,
             "zeropoint.datasets": json.dumps(ds) if ds else None,
             "zeropoint.git_commit": rec.get("git_commit"), "mlflow.source.git.commit": rec.get("git_commit"),
             "zeropoint.hardware_fingerprint": rec.get("hardware_fingerprint"), "zeropoint.seed": rec.get("seed"),
@@ -156,7 +157,7 @@ def metric_points(rs: RunSeries) -> dict[str, list[tuple[int, float, int]]]:
     fin = final_metrics(rs)
     last = fin.get("steps") or 0
     end = ts_ms(rs.run.record.get("ended_at"))
-    for k in PERF:
+    for k in PERF_FIGURES:
         if isinstance(fin.get(k), (int, float)):
             pts[f"perf/{k}"] = [(last, float(fin[k]), end)]
     for k, v in fin.items():
@@ -199,7 +200,8 @@ def export_mlflow(run: Run, *, tracking_uri: str | None = None, experiment: str 
         return _export(c, uri, run, experiment)
     except (MlflowException, OSError) as e:
         raise ZeropointError(f"MLflow export to {uri} failed: {type(e).__name__}: {str(e)[:400]}; check that the "
-                             "tracking server is up and --tracking-uri is right (exporting again resumes safely)") from None
+                             "tracking server is up and --tracking-uri is right (exporting again resumes safely)"
+                             ) from None
 
 
 def _export(c, uri: str, run: Run, experiment: str) -> dict:

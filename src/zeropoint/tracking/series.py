@@ -15,6 +15,8 @@ from ..evidence import Run, effective_status, read_metrics
 from ..workspace import workspace
 
 NOT_SERIES = {"ts", "event", "step"}
+# the perf summary's figures that go to the trackers as `perf/<name>` (only where measured)
+PERF_FIGURES = ("tokens_per_s", "steady_step_s", "compile_s", "mfu", "energy_j", "rss_peak_bytes")
 
 
 def is_number(v) -> bool:
@@ -52,20 +54,24 @@ class RunSeries:
         return [[p.step, p.value] for p in self.points(name)]
 
 
+def row_points(row: dict) -> list[tuple[str, Point]]:
+    """A metrics.jsonl row as named points: a step row's numbers as `train/<field>`, an eval row's as
+    `eval/<field>`; any other row has none. What the exports and the live trackers all log."""
+    prefix = {"step": "train", "eval": "eval"}.get(row.get("event"))
+    if prefix is None or not isinstance(row.get("step"), int):
+        return []
+    ts = ts_ms(row.get("ts"))
+    return [(f"{prefix}/{k}", Point(row["step"], float(v), ts)) for k, v in row.items()
+            if k not in NOT_SERIES and is_number(v)]
+
+
 def run_series(run: Run) -> RunSeries:
     out = RunSeries(run=run, status=effective_status(run.record))
     for row in read_metrics(run):
-        kind = row.get("event")
-        prefix = "train" if kind == "step" else "eval" if kind == "eval" else None
-        if prefix is None or not isinstance(row.get("step"), int):
-            if kind != "step":
-                out.events.append(row)
-            continue
-        if kind == "eval":
+        if row.get("event") != "step":
             out.events.append(row)
-        for k, v in row.items():
-            if k not in NOT_SERIES and is_number(v):
-                out.series.setdefault(f"{prefix}/{k}", {})[row["step"]] = Point(row["step"], float(v), ts_ms(row.get("ts")))
+        for name, p in row_points(row):
+            out.series.setdefault(name, {})[p.step] = p
     return out
 
 

@@ -17,10 +17,9 @@ from pathlib import Path
 
 from ..errors import ZeropointError
 from ..evidence import Run
-from .series import RunSeries, final_metrics, run_series
+from .series import PERF_FIGURES, RunSeries, final_metrics, run_series
 
 MARKER = "zeropoint-export.json"
-PERF = ("tokens_per_s", "steady_step_s", "compile_s", "mfu", "energy_j", "rss_peak_bytes")
 INSTALL = "pip install 'tensorboardX==2.6.5' (the `track` extra: pip install -e '.[track]')"
 
 
@@ -51,7 +50,7 @@ def write_scalars(w, rs: RunSeries) -> int:
             w.add_scalar(name, p.value, global_step=p.step, walltime=p.ts_ms / 1000 if p.ts_ms else None)
             n += 1
     fin = final_metrics(rs)
-    for k in PERF:
+    for k in PERF_FIGURES:
         if isinstance(fin.get(k), (int, float)):
             w.add_scalar(f"perf/{k}", float(fin[k]), global_step=fin.get("steps") or 0)
             n += 1
