@@ -67,7 +67,7 @@ def eval_rows(run_id: str) -> dict[int, dict]:
 
 # ---- compare ----------------------------------------------------------------------------------------------------
 def test_compare_json_diff_losses_and_figure(runs, tmp_path):
-    from zeropoint.tracking.compare import compare_figure
+    from zeropoint.tracking.plots import compare_figure
     png = tmp_path / "cmp.png"
     r = runner.invoke(app, ["runs", "compare", runs["a"], runs["b"], "--json", "--png", str(png)])
     assert r.exit_code == 0, r.output

@@ -28,7 +28,8 @@ def runs_compare(runs: List[str] = typer.Argument(..., help="Two or more run ids
     """Overlay loss and validation curves, tabulate final metrics, and list the config keys that differ.
 
     Says loudly when the runs did not read the same data (dataset names and SHA-256)."""
-    from ..tracking.compare import compare_figure, compare_runs, save_png
+    from ..tracking.compare import compare_runs
+    from ..tracking.plots import compare_figure, save_png
     cmp = compare_runs(runs)
     if png is not None:
         save_png(compare_figure(cmp), png)

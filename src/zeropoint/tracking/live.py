@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..evidence import Run, observe_runs
+from . import mlflow_export, tensorboard_export
 from .series import row_points
 
 KINDS = ("mlflow", "tensorboard")
@@ -27,15 +28,13 @@ class MLflowTracker:
     name = "mlflow"
 
     def __init__(self, run: Run, uri: str | None, experiment: str):
-        from . import mlflow_export as M
-        self.M = M
-        self.c, self.uri = M.client(uri)
-        exp = M.experiment_id(self.c, experiment)
-        ml_run, _ = M.open_run(self.c, exp, run, "running")
+        self.c, self.uri = mlflow_export.client(uri)
+        exp = mlflow_export.experiment_id(self.c, experiment)
+        ml_run, _ = mlflow_export.open_run(self.c, exp, run, "running")
         self.mid = ml_run.info.run_id
         if ml_run.info.status != "RUNNING":           # a resumed run reopens its MLflow run
             self.c.update_run(self.mid, status="RUNNING")
-        M.log_params(self.c, ml_run, run)
+        mlflow_export.log_params(self.c, ml_run, run)
         self.run, self.pending, self.last_flush = run, [], time.monotonic()
 
     def on_row(self, row: dict) -> None:
@@ -53,20 +52,19 @@ class MLflowTracker:
     def close(self, status: str | None) -> None:
         from mlflow.entities import RunTag
         self.flush()
-        tags = self.M.run_tags(self.run, status or "unknown")
+        tags = mlflow_export.run_tags(self.run, status or "unknown")
         self.c.log_batch(self.mid, tags=[RunTag(k, v) for k, v in tags.items()])
-        if status in self.M.STATUS:
-            self.c.set_terminated(self.mid, self.M.STATUS[status])
+        if status in mlflow_export.STATUS:
+            self.c.set_terminated(self.mid, mlflow_export.STATUS[status])
 
 
 class TensorBoardTracker:
     name = "tensorboard"
 
     def __init__(self, run: Run, logdir: str | None):
-        from .tensorboard_export import run_text, summary_writer
         self.dir = Path(logdir).expanduser().resolve() / run.id if logdir else run.dir / "tensorboard"
-        self.w = summary_writer(self.dir)
-        for tag, text in run_text(run).items():
+        self.w = tensorboard_export.summary_writer(self.dir)
+        for tag, text in tensorboard_export.run_text(run).items():
             self.w.add_text(tag, text, global_step=0)
 
     def on_row(self, row: dict) -> None:
@@ -101,9 +99,8 @@ def check_available(kind: str) -> None:
         else:
             import tensorboardX  # noqa: F401
     except ImportError:
-        from .mlflow_export import INSTALL as ML
-        from .tensorboard_export import INSTALL as TB
-        raise ConfigError(f"--track {kind} needs its client library: {ML if kind == 'mlflow' else TB}") from None
+        raise ConfigError(f"--track {kind} needs its client library: "
+                          f"{mlflow_export.INSTALL if kind == 'mlflow' else tensorboard_export.INSTALL}") from None
 
 
 def live_tracking(kind: str | None, uri: str | None = None, experiment: str = "zeropoint"):

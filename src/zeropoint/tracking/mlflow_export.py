@@ -28,8 +28,18 @@ from ..errors import ZeropointError
 from ..evidence import Run
 from ..hashing import sha256_json
 from ..workspace import workspace
-from .series import (PERF_FIGURES, RunSeries, dataset_ids, final_metrics, flatten, model_card, perf_summary,
-                     run_series, ts_ms)
+from .plots import run_loss_png
+from .series import (
+    PERF_FIGURES,
+    RunSeries,
+    dataset_ids,
+    final_metrics,
+    flatten,
+    model_card,
+    perf_summary,
+    run_series,
+    ts_ms,
+)
 
 EXPERIMENT = "zeropoint"
 RUN_TAG = "zeropoint.run_id"
@@ -168,7 +178,6 @@ def metric_points(rs: RunSeries) -> dict[str, list[tuple[int, float, int]]]:
 
 def log_artifacts(c, mlflow_run_id: str, run: Run, rs: RunSeries) -> tuple[list[str], str | None, str | None]:
     """Upload the evidence files; returns (artifact paths, model card checkpoint, reason when there is no card)."""
-    from .compare import run_loss_png
     logged = []
     card, card_ckpt, card_reason = model_card(run)
     with tempfile.TemporaryDirectory(prefix="zp-mlflow-") as tmp:

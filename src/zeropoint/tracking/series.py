@@ -6,6 +6,7 @@ checkpoint); the later row wins, as in `loss_curve.csv`, which the resume trims.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -169,7 +170,6 @@ CARD_FILES = ("model_card.json", "MODEL_CARD.md")
 def model_card(run: Run) -> tuple[dict[str, bytes], str | None, str | None]:
     """The model card of the run's newest checkpoint that has one: ({name: bytes}, checkpoint dir, None), each file
     checked against the checkpoint manifest's SHA-256; or ({}, None, reason)."""
-    import hashlib
     ckpts = sorted(run.checkpoints_dir.glob("step-*")) if run.checkpoints_dir.is_dir() else []
     for ck in reversed(ckpts):
         if not (ck / CARD_FILES[0]).is_file():
