@@ -237,7 +237,7 @@ def test_failing_tracker_never_fails_the_run(runs, tmp_path):
     tr = Trainer({"w": w}, lambda x, y: ((x @ w - y) ** 2).mean(), EngineConfig(lr=1e-2, total_steps=4))
     with live_tracking("mlflow", (tmp_path / "a-file" / "mlruns").as_uri()), observe_runs(_Breaks):
         with start_run("test", {"train": {"lr": 1e-2}}, kind="test") as run:
-            fit(tr, lambda s: [data[s]], steps=4, run=run, tokens_per_step=8, progress=False)
+            fit(tr, lambda s: [data[s]], steps=4, run=run, items_per_step=8, progress=False)
     rec = load_run(run.id).record
     assert rec["status"] == "succeeded" and len(step_rows(run.id)) == 4
     warns = [r for r in read_metrics(run) if r["event"] == "tracker_warning"]

@@ -38,7 +38,7 @@ def train_linear_runs() -> list[str]:
             return {"val_loss": float(((x @ w.numpy() - y) ** 2).mean())}
         with start_run("test: linear regression", {"model": "linear-4x1", "train": {"lr": lr, "steps": 6}},
                        kind="linear_test", seed=0) as run:
-            fit(tr, lambda s: [data[s]], steps=6, run=run, tokens_per_step=8, progress=False,
+            fit(tr, lambda s: [data[s]], steps=6, run=run, items_per_step=8, progress=False,
                 eval_every=3, eval_fn=val)
         ids.append(run.id)
     return ids

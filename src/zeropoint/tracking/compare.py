@@ -14,8 +14,8 @@ from .series import dataset_ids, final_metrics, flatten, run_series
 ABSENT = "(absent)"
 CURVES = {"train_loss": "train/loss", "val_loss": "eval/val_loss"}
 # the table's rows, in this order when present; anything else a run measured follows
-TABLE_FIRST = ["steps", "final_train_loss", "heldout_val_loss", "heldout_val_ppl", "tokens_per_s", "steady_step_s",
-               "compile_s", "mfu", "energy_j", "rss_peak_bytes"]
+TABLE_FIRST = ["steps", "final_train_loss", "heldout_val_loss", "heldout_val_ppl", "tokens_per_s", "images_per_s",
+               "steady_step_s", "compile_s", "mfu", "energy_j", "rss_peak_bytes"]
 
 
 def config_diff(configs: list[dict]) -> dict[str, list]:

@@ -17,7 +17,7 @@ from ..workspace import workspace
 
 NOT_SERIES = {"ts", "event", "step"}
 # the perf summary's figures that go to the trackers as `perf/<name>` (only where measured)
-PERF_FIGURES = ("tokens_per_s", "steady_step_s", "compile_s", "mfu", "energy_j", "rss_peak_bytes")
+PERF_FIGURES = ("tokens_per_s", "images_per_s", "steady_step_s", "compile_s", "mfu", "energy_j", "rss_peak_bytes")
 
 
 def is_number(v) -> bool:
@@ -137,11 +137,12 @@ def final_metrics(rs: RunSeries) -> dict:
                 if is_number(v):
                     out[f"eval:{task}/{m}"] = v
     perf = perf_summary(rs.run)
+    figures = summ if perf is None else perf
+    rate = "images_per_s" if "images_per_s" in figures else "tokens_per_s"   # the engine names its unit
+    out[rate] = figures.get(rate)
     if perf is None:
         reasons["perf"] = "no perf.json (the run ended before its perf report, or is still going)"
-        out["tokens_per_s"] = summ.get("tokens_per_s")
     else:
-        out["tokens_per_s"] = perf.get("tokens_per_s")
         out["steady_step_s"] = (perf.get("steady_step_s") or {}).get("median")
         out["compile_s"] = perf.get("compile_s")
         out["mfu"] = perf.get("mfu")
