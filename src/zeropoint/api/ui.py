@@ -15,7 +15,9 @@ Routes added here (all behind the same bearer auth and roles as the rest of the 
 - `/v1/datasets/{name}/checks`: the approval policy applied to a dataset now (license and PII decisions), so
   an approver sees why approval would pass or fail before pressing the button;
 - `/v1/redteam`: red-team summaries (ASR per family with bootstrap CIs, the gate);
-- `/v1/drift`: eval-vs-baseline drift reports and data drift reports.
+- `/v1/drift`: eval-vs-baseline drift reports and data drift reports;
+- `/v1/compare?runs=A&runs=B`: runs side by side (curves, final metrics, config diff, data check), as
+  `zpctl runs compare --json` prints it.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from ..governance import manifest as gov
 from ..governance.policy import load_policy
 from ..orchestrator.executor import find_runs
 from ..orchestrator.jobs import safe_name
+from ..tracking.compare import compare_runs
 from ..workspace import workspace
 from .auth import RANK
 from .runs import last_step, run_dir_or_404
@@ -236,6 +239,12 @@ def add_ui_routes(app, store, executor, *, viewer, approver) -> None:
             return {"run": d.name, "perf": None, "reason": why}
         doc.pop("per_step", None)
         return {"run": d.name, "perf": doc, "reason": None}
+
+    @app.get("/v1/compare", tags=["runs"])
+    def runs_compare(runs: list[str] = Query(..., description="two or more run ids (repeat the parameter)"), p=viewer):
+        if not 2 <= len(runs) <= 8:
+            raise HTTPException(422, "compare takes 2 to 8 runs: /v1/compare?runs=A&runs=B")
+        return compare_runs([run_dir_or_404(r).name for r in runs])
 
     @app.get("/v1/datasets/{name}/checks", tags=["datasets"])
     def datasets_checks(name: str, p=viewer):

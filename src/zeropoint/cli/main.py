@@ -19,6 +19,7 @@ from . import (
     release_cmds,
     safety_cmds,
     serve_cmds,
+    tracking_cmds,
     train_cmds,
 )
 from .common import JsonOpt, SetOpt, console, handle_errors, print_json
@@ -169,6 +170,7 @@ COMMANDS: list[tuple[object, tuple[str, ...]]] = [
     (release_cmds, ("release", "keys")),
     (safety_cmds, ("redteam", "data canary")),
     (serve_cmds, ("serve", "token", "jobs")),
+    (tracking_cmds, ("runs compare", "runs export")),
     (train_cmds, ("train", "resume", "ckpt", "lora", "model")),
 ]
 for _module, _ in COMMANDS[1:]:

@@ -13,6 +13,10 @@ ckpt_app = typer.Typer(help="Training checkpoints: verify integrity.", no_args_i
 lora_app = typer.Typer(help="LoRA adapters: merge into the base weights.", no_args_is_help=True)
 model_app = typer.Typer(help="Model sizing and facts (no weights loaded).", no_args_is_help=True)
 NoProgressOpt = typer.Option(False, "--no-progress", help="No progress bar (logs still go to the run directory).")
+TrackOpt = typer.Option(None, "--track", help="Also stream metrics live to `mlflow` or `tensorboard` (the `track` "
+                        "extra); a tracker that fails leaves a warning in the run and never stops it.")
+TrackUriOpt = typer.Option(None, "--track-uri", help="--track mlflow: tracking URI (default $MLFLOW_TRACKING_URI, else "
+                           "$ZP_HOME/mlruns); --track tensorboard: log dir (default runs/<id>/tensorboard).")
 
 
 def _gib(b) -> str:
@@ -78,20 +82,24 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def train(config: Path = typer.Argument(..., help="Recipe YAML, e.g. configs/llm/tiny_full.yaml"),
               set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt, allow_simulated: bool = AllowSimOpt,
-              no_progress: bool = NoProgressOpt):
+              no_progress: bool = NoProgressOpt, track: Optional[str] = TrackOpt, track_uri: Optional[str] = TrackUriOpt):
         """Train a recipe config on approved data; evidence, loss curve and checkpoints go to runs/<id>/.
 
         Short run: --set train.steps=10. Every step is logged; checkpoints every train.ckpt_every steps."""
         from ..recipes import load_config
+        from ..tracking.live import live_tracking
         cfg, run_fn = load_config(config, set_)
-        out = run_fn(cfg, allow_simulated=allow_simulated, progress=not no_progress and not json_out,
-                     command=f"zpctl train {config}" + "".join(f" --set {s}" for s in set_ or []))
+        with live_tracking(track, track_uri):
+            out = run_fn(cfg, allow_simulated=allow_simulated, progress=not no_progress and not json_out,
+                         command=f"zpctl train {config}" + "".join(f" --set {s}" for s in set_ or [])
+                         + (f" --track {track}" if track else ""))
         return print_json(out) if json_out else _show_summary(out)
 
     @app.command()
     @handle_errors
     def resume(run: str = typer.Argument(..., help="Run id (runs/<id>) or run directory"),
-               json_out: bool = JsonOpt, allow_simulated: bool = AllowSimOpt, no_progress: bool = NoProgressOpt):
+               json_out: bool = JsonOpt, allow_simulated: bool = AllowSimOpt, no_progress: bool = NoProgressOpt,
+               track: Optional[str] = TrackOpt, track_uri: Optional[str] = TrackUriOpt):
         """Continue a run from its newest checkpoint that verifies (same config, same batches, same losses)."""
         from ..config import validate
         from ..errors import ZeropointError
@@ -105,8 +113,10 @@ def register(app: typer.Typer) -> None:
         raw = r.record.get("config") or {}
         cls, run_fn = recipe_entry(raw.get("recipe", ""))
         cfg = validate(cls, raw, f"{r.dir}/run.json")
-        out = run_fn(cfg, allow_simulated=allow_simulated, run_id=r.id, resume=True,
-                     progress=not no_progress and not json_out, command=f"zpctl resume {run}")
+        from ..tracking.live import live_tracking
+        with live_tracking(track, track_uri):   # mlflow: the run's MLflow run is found by its tag and continued
+            out = run_fn(cfg, allow_simulated=allow_simulated, run_id=r.id, resume=True,
+                         progress=not no_progress and not json_out, command=f"zpctl resume {run}")
         return print_json(out) if json_out else _show_summary(out)
 
     @ckpt_app.command("verify")

@@ -8,7 +8,8 @@ Read top to bottom, like a torchtune recipe:
   5. tokenise the corpus, split by document, pack to seq_len
   6. the engine: AdamW on fp32 masters, precision, accumulation, clipping, warm-up + cosine
   7. resume: load the newest valid checkpoint (verified) and continue at its step
-  8. validation loss/perplexity of the starting model, train with eval + checkpoint cadence, final eval
+  8. validation loss/perplexity of the starting model, train with eval + checkpoint cadence, final eval; the
+     final checkpoint carries the model card (held-out loss and perplexity against the starting model)
   9. record the summary (ppl before/after, tok/s, first-step time) in run.json
 
     zpctl train configs/llm/smollm2-135m_lora.yaml [--set train.steps=20]
@@ -34,6 +35,7 @@ from ..errors import ZeropointError
 from ..evidence import read_metrics, start_run
 from ..governance.audit import default_actor
 from ..governance.gate import read_verified
+from ..modelcard import LLM_INTENDED_USE, LLM_OUT_OF_SCOPE, LLM_RISKS, build_card, card_files
 from ..models.llama import state_dict
 from ..models.llm import (
     LLMSpec,
@@ -127,6 +129,29 @@ def base_fingerprint(model) -> str:
     return h.hexdigest()
 
 
+def model_card(cfg: LLMFinetuneConfig, *, run, scope, mc, params_total: int, datasets: list[dict],
+               base_eval: dict | None, final_eval: dict, n_val_tokens: int) -> dict:
+    """The card of the final checkpoint: held-out loss and perplexity against the model this run started from."""
+    t, d = cfg.train, cfg.data
+    eval_set = (f"held-out {d.val_fraction:.0%} of {', '.join(d.datasets)} "
+                f"({d.val_batches} batches of {t.micro_batch_size} x {d.seq_len} tokens)")
+    note = "baseline: the same split scored by the model before this run's training (step 0)"
+    metrics = [{"name": f"heldout_{k}", "value": final_eval[k], "eval_set": eval_set, "n": n_val_tokens,
+                "baseline": (base_eval or {}).get(k), "note": note} for k in ("val_loss", "val_ppl")]
+    arch = {k: v for k, v in mc.to_dict().items()
+            if k in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim", "vocab_size", "max_seq_len")}
+    return build_card(
+        name=f"{cfg.model.config}-{cfg.method}-{run.id}", task="causal language modelling (finetune)",
+        run_id=run.id, simulated=scope.simulated, architecture=arch or {"config": cfg.model.config},
+        params=params_total, datasets=datasets, metrics=metrics,
+        training={"method": cfg.method, "base_weights": cfg.model.weights, "steps": t.steps, "lr": t.lr,
+                  "micro_batch_size": t.micro_batch_size, "grad_accum": t.grad_accum, "precision": t.precision,
+                  "seed": t.seed},
+        intended_use=LLM_INTENDED_USE, out_of_scope=LLM_OUT_OF_SCOPE, risks=LLM_RISKS,
+        limitations=[f"Measured on {n_val_tokens:,} held-out tokens of the training corpus only; "
+                     "no downstream task was evaluated (run `zpctl eval` or `zpctl release` for that)."])
+
+
 # ---- the recipe --------------------------------------------------------------------------------------------
 def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | None = None, resume: bool = False,
         progress: bool = True, command: str = "zpctl train") -> dict:
@@ -173,11 +198,16 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
             extra_files["adapter_config.json"] = json_bytes(adapter_config(cfg.model, lora_spec(cfg)))
 
         def save(step: int) -> Path:
+            # the final checkpoint carries the model card (fit evaluates the last step before saving it)
+            card = (card_files(model_card(cfg, run=run, scope=scope, mc=mc, params_total=n_total, datasets=datasets,
+                                          base_eval=base_eval, final_eval=evals[-1],
+                                          n_val_tokens=len(val) * t.micro_batch_size * ds.seq_len))
+                    if step == t.steps and evals and evals[-1]["step"] == step else {})
             return save_training_state(run, step, cfg, trainer, weights={k: p.numpy() for k, p in params.items()},
                                        weights_kind="adapter" if cfg.method == "lora" else "model",
                                        state={"data": ds.position(step),
                                               "rng": {"seed": t.seed, "tinygrad_seed": Tensor._seed}},
-                                       extra_files=extra_files)
+                                       extra_files={**extra_files, **card})
 
         # 8. evaluate the starting point (logged before an interruption when resuming), train, evaluate
         if start == 0:

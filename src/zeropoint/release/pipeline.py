@@ -23,7 +23,7 @@ from ..errors import ZeropointError
 from ..evals.harness import load_baseline
 from ..evidence import new_run_id, start_run
 from ..governance.audit import append_event, default_actor
-from ..modelcard import build_card, card_files
+from ..modelcard import LLM_INTENDED_USE, LLM_OUT_OF_SCOPE, LLM_RISKS, build_card, card_files
 from ..scope import require_real_compute
 from ..workspace import workspace
 from .bundle import audit_segment, relevant_first_seq, write_bundle
@@ -41,20 +41,9 @@ from .gates import (
 from .keys import load_private_key
 from .policy import load_release_policy
 
-LLM_INTENDED_USE = [
-    "Text continuation in the style and domain of the finetuning corpus, for research and evaluation.",
-    "A starting point for further finetuning and evaluation on the team's own approved data.",
-]
-LLM_OUT_OF_SCOPE = [
-    "Factual question answering or advice (medical, legal, financial): small models state falsehoods fluently.",
-    "Decisions about people, and any use without human review of the output.",
-]
-LLM_RISKS = [
-    "Generates plausible but false statements; the held-out perplexity measures fit to the corpus, not truth.",
-    "Reproduces the views, biases and period language of its training corpus.",
-    "Red-team figures come from a small probe suite with few tokens per output: a low attack success rate "
-    "there does not show robustness to other attacks.",
-]
+# the card's generic LLM text lives in modelcard.py (the training recipe's card says the same); a release adds this
+REDTEAM_RISK = ("Red-team figures come from a small probe suite with few tokens per output: a low attack success rate "
+                "there does not show robustness to other attacks.")
 
 
 def resolve_checkpoint(ref: str | Path) -> tuple[Path, Path]:
@@ -116,7 +105,7 @@ def _model_card(ctx: ReleaseContext, gates: list[GateResult], passed: bool, rele
         name=f"{model.get('config')}-{cfg.get('method')}-{ctx.run_id}", task="causal language modelling (finetune)",
         architecture=arch or {"config": model.get("config")}, params=int(summ.get("params_total") or 0),
         datasets=rec.get("datasets") or [], metrics=metrics, intended_use=LLM_INTENDED_USE,
-        out_of_scope=LLM_OUT_OF_SCOPE, risks=LLM_RISKS,
+        out_of_scope=LLM_OUT_OF_SCOPE, risks=[*LLM_RISKS, REDTEAM_RISK],
         limitations=[f"Evaluated on {ctx.policy.eval.limit or 'all'} held-out document(s) per task with a "
                      f"{ctx.policy.eval.max_length}-token window; wide uncertainty on small sets."],
         training={"method": cfg.get("method"), "base_weights": model.get("weights"), "steps": summ.get("steps"),

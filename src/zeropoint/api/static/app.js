@@ -93,6 +93,7 @@ const ROUTES = [
   [/^runs$/, runsPage, "runs", "Runs & jobs"],
   [/^runs\/([\w.-]+)$/, runPage, "runs", "Run"],
   [/^jobs\/([\w.-]+)$/, jobPage, "runs", "Job"],
+  [/^compare\/([\w.,-]+)$/, comparePage, "runs", "Compare runs"],
   [/^data$/, dataPage, "data", "Data"],
   [/^data\/([\w.-]+)$/, dataPage, "data", "Dataset"],
   [/^evals$/, evalsPage, "evals", "Evals & drift"],
@@ -270,17 +271,29 @@ async function runsPage(main, ctx) {
     return card("Jobs", jobsTable(r.jobs, ctx, () => jobsBox.refresh()), { actions: h("span", { class: "muted small" },
       Object.entries(r.counts).filter(([, v]) => v).map(([k, v]) => `${k} ${v}`).join(" · ")) });
   }, ctx, 3000);
+  // runs ticked for comparison survive the table's refreshes
+  const picked = new Set();
+  const compareBtn = h("button", { class: "btn btn-small btn-compare", type: "button", id: "compare-runs", disabled: true,
+    title: "Tick two or more runs to compare them",
+    onclick: () => { location.hash = `#/compare/${[...picked].join(",")}`; } }, "Compare selected");
+  const syncCompare = () => {
+    compareBtn.disabled = picked.size < 2;
+    compareBtn.textContent = picked.size ? `Compare selected (${picked.size})` : "Compare selected";
+  };
   const runsBox = live(async () => {
     const r = await api("/v1/runs", { signal: ctx.signal });
     const runs = r.runs.slice().reverse();
     return card("Runs", table("Evidence runs, newest first", [
+      { label: "Compare", render: (x) => h("input", { type: "checkbox", id: `pick-${x.id}`, checked: picked.has(x.id),
+          "aria-label": `Select run ${x.id} for comparison`, "data-run": x.id,
+          onchange: (ev) => { if (ev.target.checked) picked.add(x.id); else picked.delete(x.id); syncCompare(); } }) },
       { label: "Run", render: (x) => h("a", { href: `#/runs/${x.id}` }, x.id) },
       { label: "Kind", key: "kind" }, { label: "Status", render: (x) => pill(x.status) },
       { label: "Started", render: (x) => h("span", { title: when(x.started_at) }, ago(x.started_at)) },
       { label: "Duration", render: (x) => duration(x.started_at, x.ended_at) },
       { label: "Device", render: (x) => h("span", {}, x.device || "—", x.simulated ? [" ", pill("simulated", "bad")] : null) },
       { label: "Config", render: (x) => hash(x.config_sha256) },
-    ], runs, { empty: "No runs yet." }));
+    ], runs, { empty: "No runs yet." }), { actions: compareBtn });
   }, ctx, 3000);
   main.append(jobsBox, runsBox);
 }
@@ -467,6 +480,43 @@ async function runPanel(box, runId, ctx, withHeader = false) {
       loadCheckpoints(); loadPerf();
     } else if (event === "error") { streamState.textContent = `stream error: ${data}`; }
   }, ctx.signal);
+}
+
+// ---- compare runs ---------------------------------------------------------------------------------------------------
+async function comparePage(main, ctx, idList) {
+  const ids = idList.split(",").filter(Boolean);
+  main.append(pageHeader("Compare runs", `${ids.length} runs side by side: curves, final figures, the settings that differ and the data each read.`,
+    h("a", { class: "btn", href: "#/runs" }, "Back to runs")));
+  const c = await api(`/v1/compare?${ids.map((r) => `runs=${encodeURIComponent(r)}`).join("&")}`, { signal: ctx.signal });
+  for (const w of c.warnings) main.append(h("div", { class: "notice notice-bad compare-warning", role: "alert" }, h("strong", {}, "Warning: "), w));
+  const series = (curve, dots) => c.runs.map((r, i) => ({ name: r.label, points: r.curves[curve], cls: `cmp-${i % 6}`, dots }));
+  const loss = lineChart({ label: "Training loss per step, one line per run", yLabel: "loss", yFormat: (v) => num(v, 4) });
+  const val = lineChart({ label: "Validation loss per step, one line per run", yLabel: "loss", yFormat: (v) => num(v, 4) });
+  loss.el.id = "cmp-loss-chart"; val.el.id = "cmp-val-chart";
+  const runHead = c.runs.map((r) => h("a", { href: `#/runs/${r.id}`, class: "mono" }, r.id));
+  const cols = (render) => c.runs.map((r, i) => ({ label: runHead[i].cloneNode(true), render: (row) => render(row, i) }));
+  const metricCell = (row, i) => row.values[i] === null ? h("span", { class: "muted", title: row.null_reasons[i] || "" }, "null")
+    : (typeof row.values[i] === "number" ? num(row.values[i], 4) : String(row.values[i]));
+  const show = (v) => v === null ? "null" : typeof v === "object" ? JSON.stringify(v) : String(v);
+  const diffRows = Object.entries(c.config_diff).map(([key, values]) => ({ key, values }));
+  const whyNull = [...new Set(c.metrics.flatMap((row) => row.values.map((v, i) => v === null && row.null_reasons[i] ? `${row.metric}: ${row.null_reasons[i]}` : null)).filter(Boolean))];
+  const noData = c.runs.every((r) => !r.datasets.length);
+  main.append(
+    h("div", { class: "grid grid-2" }, card("Training loss", loss.el), card("Validation loss", val.el)),
+    card("Final metrics", h("div", {}, table("Final metrics per run", [{ label: "Metric", render: (row) => h("code", {}, row.metric) }, ...cols(metricCell)],
+      c.metrics, { empty: "No metrics recorded.", rowHeader: true, class: "compare-metrics" }),
+      whyNull.length ? h("ul", { class: "help null-reasons" }, whyNull.map((w) => h("li", {}, `null — ${w}`))) : null)),
+    h("div", { class: "grid grid-2" },
+      card("Config diff", h("div", { id: "config-diff" }, diffRows.length
+        ? table("Config keys whose values differ", [{ label: "Key", render: (row) => h("code", {}, row.key) },
+            ...cols((row, i) => show(row.values[i]))], diffRows, { rowHeader: true })
+        : notice("The configs are identical.", "muted"))),
+      card("Data", h("div", {}, noData ? notice("None of these runs read a governed dataset.", "muted") : c.data.same ? notice("Same data in every run (dataset names and SHA-256).", "info") : notice("DIFFERENT DATA: see the warning above.", "bad"),
+        table("Datasets each run read", [{ label: "Run", render: (r) => h("a", { href: `#/runs/${r.id}`, class: "mono" }, r.id) },
+          { label: "Datasets", render: (r) => r.datasets.length ? h("span", {}, r.datasets.map((d) => h("span", { class: "mr" }, `${d.name} v${d.version} `, hash(d.sha256, 12)))) : "none" }],
+          c.runs, { rowHeader: true })))));
+  loss.update(series("train_loss", false));
+  val.update(series("val_loss", true));
 }
 
 // ---- data ---------------------------------------------------------------------------------------------------------
