@@ -36,7 +36,8 @@ os.environ.setdefault("NULL_ALLOW_COPYOUT", "1")   # NULL device: .item() reads 
 
 class Phases:
     def __init__(self):
-        self.t = Counter()
+        self.t = Counter()     # wall seconds per phase
+        self.c = Counter()     # this process's CPU seconds per phase (all threads; stable on a shared box)
         self.n = Counter()
         self.kernel_names: Counter = Counter()
         self.src_bytes = 0
@@ -47,11 +48,12 @@ class Phases:
         ph = self
 
         def timed(*a, **kw):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 out = orig(*a, **kw)
             finally:
                 ph.t[phase] += time.perf_counter() - t0
+                ph.c[phase] += time.process_time() - c0
                 ph.n[phase] += 1
             if hook:
                 hook(a, out)
@@ -107,21 +109,20 @@ def main() -> int:
     model, mc, _ = build_model(cfg)
     params = trainable_params(model, cfg)
     build_s = time.perf_counter() - t0
-    before = Counter(ph.t), Counter(ph.n)
     B, T = t.micro_batch_size, cfg.data.seq_len
     trainer = Trainer(params, lm_loss(model), EngineConfig(lr=t.lr, total_steps=10, grad_clip=t.grad_clip,
                                                            precision=t.precision, weight_decay=t.weight_decay))
     batches = make_batches(1, 1, B, T, mc.vocab_size)
-    ph.t.clear(), ph.n.clear(), ph.kernel_names.clear()
+    ph.t.clear(), ph.c.clear(), ph.n.clear(), ph.kernel_names.clear()
     scheduled.clear()
     ph.src_bytes = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     err = None
     try:
         trainer.step(batches[0])
     except Exception as e:   # NULL reads zeros: a non-finite check may trip; the phases are still measured
         err = f"{type(e).__name__}: {str(e)[:200]}"
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     lower = ph.t["lower_and_compile"] - ph.t["compile"]
     rec = {
         "device": Device.DEFAULT, "config": cfg.model.config, "n_layers": mc.n_layers, "method": cfg.method,
@@ -130,6 +131,10 @@ def main() -> int:
         "schedule_s": round(ph.t["schedule"], 2), "schedule_calls": ph.n["schedule"],
         "lower_s": round(lower, 2), "compile_s": round(ph.t["compile"], 2),
         "graph_build_and_other_s": round(wall - ph.t["schedule"] - ph.t["lower_and_compile"], 2),
+        "cpu_s": {"first_step": round(cpu, 2), "schedule": round(ph.c["schedule"], 2),
+                  "lower": round(ph.c["lower_and_compile"] - ph.c["compile"], 2), "compile": round(ph.c["compile"], 2),
+                  "graph_build_and_other": round(cpu - ph.c["schedule"] - ph.c["lower_and_compile"], 2)},
+        "load_average_1m": round(os.getloadavg()[0], 1),
         "kernels_scheduled": sum(scheduled), "kernels_per_schedule": scheduled,
         "programs_lowered": ph.n["lower_and_compile"], "programs_compiled": ph.n["compile"],
         "source_bytes_compiled": ph.src_bytes,
@@ -137,7 +142,6 @@ def main() -> int:
         "step_error": err, "executes": not Device.DEFAULT.startswith("NULL"),
         "env": {k: os.environ[k] for k in ("DEV", "CACHELEVEL", "BEAM", "PARALLEL", "EMULATED_DTYPES") if k in os.environ},
     }
-    del before
     print(json.dumps(rec), flush=True)
     if a.out:
         a.out.write_text(json.dumps(rec, indent=1) + "\n")

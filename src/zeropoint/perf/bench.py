@@ -100,9 +100,11 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
     weights_note = {"kind": "configured", "source": cfg.model.weights} if cfg.model.weights else {
         "kind": "random", "source": None, "note": f"random init (seed {t.seed}) of the config's shapes: model.weights is null"}
     if random_weights:
+        shapes = (f"the exact shapes of {cfg.model.config}" if not cfg.model.overrides else
+                  f"{cfg.model.config} with overrides {cfg.model.overrides} (not its published shapes)")
         weights_note = {"kind": "random", "source": None, "configured": cfg.model.weights,
-                        "note": f"random init (seed {t.seed}) of the exact shapes of {cfg.model.config}, not its "
-                                "published weights (--random-weights): speed and memory only, not quality"}
+                        "note": f"random init (seed {t.seed}) of {shapes}, not its published weights "
+                                "(--random-weights): speed and memory only, not quality"}
         cfg = cfg.model_copy(deep=True)
         cfg.model.weights, cfg.model.tokenizer = None, "bytes"   # token ids are random draws: no tokenizer needed
 
