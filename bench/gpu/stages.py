@@ -52,6 +52,10 @@ def _bench_case(config: str, sets: list[str], dry: bool, *, steps: int, repeats:
         "tinygrad_tok_s": tg["tokens_per_s"]["median"], "torch_tok_s": (th.get("tokens_per_s") or {}).get("median"),
         "ratio_median": (rec.get("ratio_tinygrad_over_torch") or {}).get("median"),
         "tinygrad_first_step_s": tg["first_step_s"], "torch_first_step_s": th.get("first_step_s"),
+        # where the cold first step's wall time went (perf/phases.py): the question of the GPU issue's item 3
+        "tinygrad_first_step_wall_s_by_phase": {k: v["wall_s"] for k, v in tg["warmup_phases"][0].items()
+                                                if k != "total"} if tg.get("warmup_phases") else None,
+        "tinygrad_first_step_kernels": tg["warmup_phases"][0]["schedule"]["kernels"] if tg.get("warmup_phases") else None,
         "tinygrad_mfu": tg["mfu"], "torch_mfu": th.get("mfu"),
         "tinygrad_peak_bytes": tg["memory"]["allocator"]["peak_bytes"],
         "torch_peak_bytes": (th.get("memory") or {}).get("max_allocated_bytes"),

@@ -97,3 +97,20 @@ def test_allocator_peak_sees_what_a_step_frees_before_returning():
     assert peak.peak - start >= 2 * 256 * 256 * 4
     from tinygrad.device import Buffer
     assert Buffer.allocate is peak._orig                      # tinygrad's own method is back
+
+
+def test_first_step_phases_add_up_and_put_tinygrad_back():
+    import tinygrad.engine.jit as jit
+    import tinygrad.engine.realize as realize
+    from tinygrad import Tensor
+
+    from zeropoint.perf.phases import TinygradPhases
+    before = (Tensor.linear_with_vars, realize.lower_and_compile, realize.run_linear, jit.run_linear)
+    with TinygradPhases() as ph:
+        (Tensor.rand(32, 32) @ Tensor.rand(32, 32) + 3.25).realize()   # a shape/constant no other test compiles
+    d = ph.to_dict()
+    assert d["schedule"]["kernels"] >= 1 and d["schedule"]["calls"] >= 1 and d["run"]["calls"] >= 1
+    assert d["lower_compile"]["calls"] >= 1
+    # lowering happens inside run_linear: counted once (in lower_compile), so nothing is left negative
+    assert min(d[k]["wall_s"] for k in ("schedule", "lower_compile", "run", "other")) >= -0.005
+    assert (Tensor.linear_with_vars, realize.lower_and_compile, realize.run_linear, jit.run_linear) == before

@@ -29,6 +29,7 @@ from .flops import step_flops
 from .matmul import check_peak, matmul_flops
 from .meter import PerfMeter
 from .peak import device_peak
+from .phases import TinygradPhases
 
 
 def make_batches(n: int, grad_accum: int, batch: int, seq_len: int, vocab: int, seed: int = 0) -> list[list[tuple]]:
@@ -173,13 +174,16 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
 
         # warm-up: tinygrad's first calls build graphs, compile kernels and capture the JIT
         tg_losses, th_losses, tg_warm, th_warm = [], [], [], []
+        warm_phases = []
         for i in range(warmup):
             say(f"tinygrad warm-up step {i + 1}/{warmup}")
             tg_sync()
             t0 = time.perf_counter()
-            st = trainer.step(batches[i])
-            tg_sync()
+            with TinygradPhases() as ph:   # where a cold step's time goes: schedule, lower+compile, run, the rest
+                st = trainer.step(batches[i])
+                tg_sync()
             dt = time.perf_counter() - t0
+            warm_phases.append(ph.to_dict())
             meter.step(tokens_per_step, dt, st.loss)
             tg_warm.append(dt)
             tg_losses.append(st.loss)
@@ -234,6 +238,7 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
         "build_s": build_s, "flops": fl.to_dict(), "peak": peak,
         "tinygrad": {"device": dev, "first_step_s": tg_warm[0] if tg_warm else None,
                      "compile_s": sum(tg_warm), "warmup_step_s": tg_warm, "sync": tg_sync_how,
+                     "warmup_phases": warm_phases,
                      "tokens_per_s": _stats(tg_tps), "mfu": perf["mfu"], "peak": perf["peak"],
                      "memory": {**perf["memory"], "allocator": alloc.to_dict(),
                                 "after_build_bytes": after_build_bytes},
