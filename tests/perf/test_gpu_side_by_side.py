@@ -99,7 +99,7 @@ def test_allocator_peak_sees_what_a_step_frees_before_returning():
     assert Buffer.allocate is peak._orig                      # tinygrad's own method is back
 
 
-def test_first_step_phases_add_up_and_put_tinygrad_back():
+def test_phases_split_a_step_and_put_tinygrad_back():
     import tinygrad.engine.jit as jit
     import tinygrad.engine.realize as realize
     from tinygrad import Tensor
