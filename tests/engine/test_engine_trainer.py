@@ -180,3 +180,48 @@ def test_weights_not_passed_stay_bit_identical():
         tr.step([batch(rng)])
     assert np.array_equal(m.w["emb"].numpy(), emb) and np.array_equal(m.w["out"].numpy(), out)
     assert not np.array_equal(m.w["w1"].numpy(), w1)
+
+
+def _opt_kernels(n_params: int) -> int:
+    """Kernels tinygrad schedules for one optimizer step over n_params weight matrices (counted, not timed)."""
+    from tinygrad.helpers import Context
+    from tinygrad.uop.ops import Ops
+    params = {f"w{i}": Tensor.ones(8, 4).contiguous().realize() for i in range(n_params)}
+    tr = Trainer(params, lambda x: sum((w * x).sum() for w in params.values()), EngineConfig(weight_decay=0.1))
+    seen = []
+    orig = Tensor.linear_with_vars
+
+    def count(self, *lst):
+        linear, var_vals = orig(self, *lst)
+        seen.append(sum(1 for c in linear.src if c.op is Ops.CALL))
+        return linear, var_vals
+    Tensor.linear_with_vars = count
+    try:
+        with Context(TRAINING=1):
+            tr._opt_step()
+    finally:
+        Tensor.linear_with_vars = orig
+    return sum(seen)
+
+
+def test_optimizer_step_kernels_grow_by_about_two_per_parameter():
+    # per-parameter moment buffers cost ~8 kernels per parameter tensor (130 for 16); flat groups: m and v of a
+    # group in one kernel each, one update per parameter. The step's scheduling time is linear in kernels.
+    k4, k16 = _opt_kernels(4), _opt_kernels(16)
+    assert (k16 - k4) / 12 <= 2.5 and k16 <= 45, (k4, k16)
+
+
+def test_flat_groups_of_any_size_train_alike(monkeypatch):
+    import zeropoint.engine.trainer as T
+    assert [g["index"] for g in T._flat_groups([5, 5, 20, 3], limit=10)] == [[0, 1], [2], [3]]
+    _, one, a = _train(steps=3, weight_decay=0.1)
+    monkeypatch.setattr(T, "_flat_groups", _split)
+    _, many, b = _train(steps=3, weight_decay=0.1)
+    assert len(many.groups) > len(one.groups) == 1
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    for (ka, va), (kb, vb) in zip(one.param_arrays().items(), many.param_arrays().items()):
+        np.testing.assert_allclose(va, vb, rtol=1e-5, atol=1e-7)
+
+
+def _split(sizes):   # one group per parameter
+    return [{"index": [i], "offset": [0], "size": n} for i, n in enumerate(sizes)]
