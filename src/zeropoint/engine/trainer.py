@@ -95,26 +95,6 @@ def fresh(x) -> Tensor:
     return Tensor(np.ascontiguousarray(x)).realize()
 
 
-# Parameters per flat optimizer buffer: at most 2^26 fp32 elements (256 MiB) each, a larger tensor gets a buffer of
-# its own. The step materialises one group's update at a time and tinygrad reuses that buffer across groups: on the
-# CPU, 16 x 256^2 weights peaked 3.6 MB (0.9x the weights) above per-parameter buffers as one group and 0.2 MB as four.
-# Each group costs a few kernels of its own, so groups stay large; index arithmetic stays far from 32-bit limits.
-FLAT_GROUP_ELEMENTS = 1 << 26
-
-
-def _flat_groups(sizes: list[int], limit: int = FLAT_GROUP_ELEMENTS) -> list[dict]:
-    """Consecutive parameters packed into groups of at most `limit` elements: {index, offset, size} each."""
-    groups: list[dict] = []
-    for i, n in enumerate(sizes):
-        if not groups or groups[-1]["size"] + n > limit:
-            groups.append({"index": [], "offset": [], "size": 0})
-        grp = groups[-1]
-        grp["index"].append(i)
-        grp["offset"].append(grp["size"])
-        grp["size"] += n
-    return groups
-
-
 @dataclass
 class StepStats:
     step: int                 # 1-based index of the optimizer step just taken
@@ -140,17 +120,9 @@ class Trainer:
         self.cfg, self.loss_fn = cfg, loss_fn
         self.names = list(params)
         self.params = [params[n].realize() for n in self.names]
-        # moments and gradient buffers live in a few flat fp32 buffers (groups of consecutive parameters), each
-        # parameter's m, v and grad a view into them: the optimizer step then updates m and v of a whole group in
-        # one kernel each instead of ~8 kernels per parameter tensor (see _opt_step)
-        self.groups = _flat_groups([p.numel() for p in self.params])
-        self.m, self.v, self.grads = [None] * len(self.params), [None] * len(self.params), [None] * len(self.params)
-        for grp in self.groups:
-            for key, views in (("m", self.m), ("v", self.v), ("g", self.grads)):
-                flat = grp[key] = Tensor.zeros(grp["size"], dtype=dtypes.float32).contiguous().realize()
-                for i, off in zip(grp["index"], grp["offset"]):
-                    n = self.params[i].numel()
-                    views[i] = (flat if n == grp["size"] else flat[off:off + n]).reshape(self.params[i].shape)
+        self.m = [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous().realize() for p in self.params]
+        self.v = [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous().realize() for p in self.params]
+        self.grads = [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous().realize() for p in self.params]
         self.decay = [p.ndim >= 2 and cfg.weight_decay > 0 for p in self.params]
         # host-controlled scalars live on the device so the JIT reads their current values
         self.lr_t = Tensor([lr_at(0, cfg)], dtype=dtypes.float32).contiguous().realize()
@@ -175,13 +147,11 @@ class Trainer:
         return loss
 
     def _opt_step(self) -> Tensor:
-        """AdamW over each flat group: m and v of all its parameters in one kernel each, then one update kernel per
-        parameter. Per-parameter buffers made tinygrad schedule ~8 kernels per parameter tensor (2,390 of the 3,880
-        kernels of a 30-layer SmolLM2 full-finetune step; see docs/perf.md), and scheduling time is linear in kernels."""
         cfg = self.cfg
         b1, b2 = cfg.betas
         inv = 1.0 / self.scale_t
-        norm = Tensor.stack(*[((grp["g"] * inv) * (grp["g"] * inv)).sum() for grp in self.groups]).sum().sqrt().reshape(1)
+        gs = [g * inv for g in self.grads]
+        norm = Tensor.stack(*[(g * g).sum() for g in gs]).sum().sqrt().reshape(1)
         ok = norm.isfinite()
         coef = (cfg.grad_clip / (norm + 1e-6)).minimum(1.0) if cfg.grad_clip > 0 else Tensor.ones(1)
         t = self.adam_t + ok.cast(dtypes.float32)
@@ -189,23 +159,18 @@ class Trainer:
         bc2 = 1.0 - (t * math.log(b2)).exp()
         lr = self.lr_t
         out = []
-        for grp in self.groups:
-            g = (grp["g"] * inv) * coef
-            m_new = grp["m"] * b1 + g * (1.0 - b1)
-            v_new = grp["v"] * b2 + (g * g) * (1.0 - b2)
+        for p, m, v, g, buf, decay in zip(self.params, self.m, self.v, gs, self.grads, self.decay):
+            g = g * coef
+            m_new = m * b1 + g * (1.0 - b1)
+            v_new = v * b2 + (g * g) * (1.0 - b2)
             upd = (m_new / bc1) / ((v_new / bc2).sqrt() + cfg.eps)
-            for i, off in zip(grp["index"], grp["offset"]):
-                p = self.params[i]
-                n = p.numel()
-                u = (upd if n == grp["size"] else upd[off:off + n]).reshape(p.shape)
-                if self.decay[i]:
-                    u = u + cfg.weight_decay * p
-                p.assign(ok.where(p - lr * u, p))
-                out.append(p)
-            grp["m"].assign(ok.where(m_new, grp["m"]))
-            grp["v"].assign(ok.where(v_new, grp["v"]))
-            grp["g"].assign(grp["g"].zeros_like())
-            out += [grp["m"], grp["v"], grp["g"]]
+            if decay:
+                upd = upd + cfg.weight_decay * p
+            p.assign(ok.where(p - lr * upd, p))
+            m.assign(ok.where(m_new, m))
+            v.assign(ok.where(v_new, v))
+            buf.assign(buf.zeros_like())
+            out += [p, m, v, buf]
         self.adam_t.assign(t)
         Tensor.realize(norm, self.adam_t, *out)
         return norm
