@@ -43,7 +43,8 @@ def _bench_case(config: str, sets: list[str], dry: bool, *, steps: int, repeats:
     if dry:
         over += [f"model.overrides.{k}={v}" for k, v in TINY.items()]
     cfg, _ = load_config(ROOT / config, over)
-    say = lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", file=sys.stderr, flush=True)
+    def say(m):
+        print(f"[{time.strftime('%H:%M:%S')}] {m}", file=sys.stderr, flush=True)
     rec = run_bench(cfg, steps=1 if dry else steps, repeats=1 if dry else repeats, warmup=2, compare_torch=compare,
                     random_weights=True, progress=say, torch_threads=1 if dry else None)
     tg, th = rec["tinygrad"], rec.get("torch", {})
