@@ -79,10 +79,11 @@ def main() -> int:
     import tinygrad.engine.realize as realize
     from tinygrad import Device, Tensor
 
-    from zeropoint.config import load_config
     from zeropoint.engine import EngineConfig, Trainer
+    from zeropoint.models.llm import build_llm, lm_loss, trainable_params
+    from zeropoint.models.lora import LoRASpec
     from zeropoint.perf.bench import make_batches
-    from zeropoint.recipes.llm_finetune import build_model, lm_loss, trainable_params
+    from zeropoint.recipes import load_config
 
     over = list(a.overrides) + ([f"model.overrides.n_layers={a.layers}"] if a.layers else [])
     cfg, _ = load_config(a.config, over)
@@ -106,8 +107,9 @@ def main() -> int:
     ph.wrap(tdev.Compiler, "compile_cached", "compile", on_compile)
 
     t0 = time.perf_counter()
-    model, mc, _ = build_model(cfg)
-    params = trainable_params(model, cfg)
+    lm = build_llm(cfg.model, precision=t.precision, seed=t.seed)
+    model, mc = lm.model, lm.config
+    params = trainable_params(model, cfg.method, LoRASpec(**cfg.lora.model_dump()), t.seed)
     build_s = time.perf_counter() - t0
     B, T = t.micro_batch_size, cfg.data.seq_len
     trainer = Trainer(params, lm_loss(model), EngineConfig(lr=t.lr, total_steps=10, grad_clip=t.grad_clip,

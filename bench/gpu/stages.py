@@ -36,8 +36,8 @@ TINY = {"dim": 64, "n_layers": 1, "n_heads": 4, "n_kv_heads": 2, "head_dim": 16,
 
 def _bench_case(config: str, sets: list[str], dry: bool, *, steps: int, repeats: int, batch: int, seq: int,
                 compare: bool = True) -> dict:
-    from zeropoint.config import load_config
     from zeropoint.perf.bench import run_bench
+    from zeropoint.recipes import load_config
     over = list(sets) + [f"train.micro_batch_size={2 if dry else batch}", f"data.seq_len={16 if dry else seq}",
                          "train.grad_accum=1"]
     if dry:
@@ -140,12 +140,16 @@ def stage_matmul(dry: bool) -> dict:
 
 def stage_plans(dry: bool) -> dict:
     """zpctl model info's memory plan for the 8B and 13B LoRA configs, against 80 GB and 141 GB cards."""
-    from zeropoint.config import load_config
-    from zeropoint.recipes.llm_finetune import model_info
+    from zeropoint.models.llm import llm_memory_plan
+    from zeropoint.models.lora import LoRASpec
+    from zeropoint.recipes import load_config
     out, figs = {}, {}
     for name in ("llama-3-8b_lora", "llama-2-13b_lora"):
         cfg, _ = load_config(ROOT / "configs" / "llm" / f"{name}.yaml", ["train.grad_accum=1"])
-        info = model_info(cfg)
+        t = cfg.train
+        info = llm_memory_plan(cfg.model, method=cfg.method, lora=LoRASpec(**cfg.lora.model_dump()),
+                               precision=t.precision, micro_batch_size=t.micro_batch_size, seq_len=cfg.data.seq_len,
+                               grad_accum=t.grad_accum)
         tot = info["memory"]["total_bytes"]
         out[name] = info
         figs[f"{name}_plan_gib"] = round(tot / 2**30, 2)
@@ -178,11 +182,12 @@ def stage_qlora(dry: bool) -> dict:
     """The memory issue's quantised-base LoRA, once this checkout has it (a `lora.base_quant` setting)."""
     import typing
 
-    from zeropoint.recipes.llm_finetune import LoraSection
-    field = LoraSection.model_fields.get("base_quant")
+    from zeropoint.recipes import load_config
+    cfg, _ = load_config(ROOT / "configs" / "llm" / "llama-3-8b_lora.yaml")
+    field = type(cfg.lora).model_fields.get("base_quant")
     if field is None:
-        return {"status": "skipped", "reason": "QLoRA is not in this checkout (LoraSection has no base_quant; "
-                "the memory issue adds it)", "figures": {}}
+        return {"status": "skipped", "reason": "QLoRA is not in this checkout (the llm_finetune lora section has no "
+                "base_quant; the memory issue adds it)", "figures": {}}
     kinds = [a for a in typing.get_args(field.annotation) if isinstance(a, str) and a != "none"]
     if not kinds:
         return {"status": "skipped", "reason": f"lora.base_quant allows no quantised kind ({field.annotation})",
