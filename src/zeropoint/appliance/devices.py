@@ -19,6 +19,9 @@ import threading
 import time
 from pathlib import Path
 
+from tinygrad import Device
+from tinygrad.device import ALL_DEVICES
+
 from .nvml import error_text
 
 # Compute backends, in tinygrad's own preference order (tinygrad.device.ALL_DEVICES) then the rest it ships.
@@ -29,7 +32,6 @@ PROBE_TIMEOUT_S = 60.0
 
 
 def backends() -> list[str]:
-    from tinygrad.device import ALL_DEVICES, Device
     shipped = [d for d in Device._devices if d not in NOT_COMPUTE]
     return [d for d in ALL_DEVICES if d in shipped] + sorted(d for d in shipped if d not in ALL_DEVICES)
 
@@ -42,7 +44,6 @@ def describe_error(e: BaseException) -> dict:
 
 
 def _open(name: str):
-    from tinygrad import Device
     return Device[name]
 
 

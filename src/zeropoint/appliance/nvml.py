@@ -17,7 +17,7 @@ def load_nvml(module=None):
     """(initialised NVML module, None) or (None, reason)."""
     if module is None:
         try:
-            import pynvml as module   # nvidia-ml-py
+            import pynvml as module  # nvidia-ml-py
         except ImportError:
             return None, "nvidia-ml-py (pynvml) is not installed"
     try:

@@ -18,6 +18,14 @@ def _fmt(x, spec=",.0f"):
     return "-" if x is None else format(x, spec)
 
 
+def _mib(b) -> str:
+    return "-" if b is None else f"{b / 2**20:,.0f} MiB" if b >= 2**24 else f"{b / 2**10:,.0f} KiB"
+
+
+def _energy_per_step(side: dict) -> str:
+    return _fmt((side.get("energy_timed") or {}).get("energy_per_step_j"), ",.1f")
+
+
 def _show_bench(rec: dict) -> None:
     c = rec["config"]
     t = Table(title=f"bench {c['model']} {c['method']}  B={c['micro_batch_size']} T={c['seq_len']} "
@@ -36,23 +44,21 @@ def _show_bench(rec: dict) -> None:
         row(f"tokens/s {k}", _fmt(tg["tokens_per_s"][k]), _fmt(th["tokens_per_s"][k]) if has_torch else None)
     row("first step s (compile)", _fmt(tg["first_step_s"], ".2f"), _fmt(th.get("first_step_s"), ".3f") if has_torch else None)
     row("MFU", _fmt(tg["mfu"], ".2%"), _fmt(th.get("mfu"), ".2%") if has_torch else None)
-    mib = lambda b: "-" if b is None else f"{b / 2**20:,.0f} MiB" if b >= 2**24 else f"{b / 2**10:,.0f} KiB"
-    row("peak device memory", mib(tg["memory"].get("allocator", {}).get("peak_bytes")),
-        mib(th.get("memory", {}).get("max_allocated_bytes")) if has_torch else None)
-    ej = lambda side: _fmt((side.get("energy_timed") or {}).get("energy_per_step_j"), ",.1f")
-    row("energy per step J", ej(tg), ej(th) if has_torch else None)
+    row("peak device memory", _mib(tg["memory"].get("allocator", {}).get("peak_bytes")),
+        _mib(th.get("memory", {}).get("max_allocated_bytes")) if has_torch else None)
+    row("energy per step J", _energy_per_step(tg), _energy_per_step(th) if has_torch else None)
     if has_torch:
         row("first loss", f"{rec['first_loss']['tinygrad']:.5f}", f"{rec['first_loss']['torch']:.5f}")
     console.print(t)
     nv = tg["memory"].get("nvml")
     if isinstance(nv, list):
         for g in nv:
-            console.print(f"NVML {g['device']}: used peak {mib(g.get('used_peak_bytes'))} of {mib(g['total_bytes'])} "
+            console.print(f"NVML {g['device']}: used peak {_mib(g.get('used_peak_bytes'))} of {_mib(g['total_bytes'])} "
                           "(whole card, both frameworks)")
     mp = rec.get("memory_plan")
     if mp and mp.get("measured_over_plan"):
-        console.print(f"memory plan (zpctl model info) {mib(mp['plan_bytes']['total_bytes'])}; measured tinygrad peak "
-                      f"{mib(mp['measured_peak_bytes'])} ({mp['measured_over_plan']:.2f}x the plan)")
+        console.print(f"memory plan (zpctl model info) {_mib(mp['plan_bytes']['total_bytes'])}; measured tinygrad peak "
+                      f"{_mib(mp['measured_peak_bytes'])} ({mp['measured_over_plan']:.2f}x the plan)")
     if has_torch:
         r = rec["ratio_tinygrad_over_torch"]
         console.print(f"ratio tinygrad/torch tokens/s over {rec['repeats']} rounds: "

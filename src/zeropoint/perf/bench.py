@@ -23,8 +23,15 @@ from ..models.llama import param_count, state_dict
 from ..models.llm import build_llm, llm_memory_plan, lm_loss, trainable_params
 from ..models.lora import LoRASpec, count_lora_params
 from . import torch_ref
-from .devices import (AllocatorPeak, check_torch_device, tinygrad_sync, torch_device_for, torch_info, torch_memory,
-                      torch_sync)
+from .devices import (
+    AllocatorPeak,
+    check_torch_device,
+    tinygrad_sync,
+    torch_device_for,
+    torch_info,
+    torch_memory,
+    torch_sync,
+)
 from .flops import step_flops
 from .matmul import check_peak, matmul_flops
 from .meter import PerfMeter

@@ -6,6 +6,10 @@ tinygrad CUDA/NV -> torch `cuda`; AMD/HIP -> `cuda` (ROCm builds of PyTorch call
 """
 from __future__ import annotations
 
+from tinygrad import Device
+from tinygrad.device import Buffer
+from tinygrad.helpers import GlobalCounters
+
 from ..errors import ZeropointError
 
 TORCH_DEVICE = {"CUDA": "cuda", "NV": "cuda", "AMD": "cuda", "HIP": "cuda", "METAL": "mps", "CPU": "cpu"}
@@ -44,7 +48,6 @@ def torch_sync(torch, device: str):
 
 
 def tinygrad_sync(device: str):
-    from tinygrad import Device
     return (lambda: Device[device].synchronize()), (f"Device[{device!r}].synchronize() before each clock read "
                                                     "(each step also reads its loss and grad norm with .item())")
 
@@ -83,8 +86,6 @@ class AllocatorPeak:
         self._orig = None
 
     def __enter__(self) -> "AllocatorPeak":
-        from tinygrad.device import Buffer
-        from tinygrad.helpers import GlobalCounters
         self._orig = orig = Buffer.allocate
         self.peak = GlobalCounters.mem_used
         tracker = self
@@ -102,7 +103,6 @@ class AllocatorPeak:
         return self
 
     def __exit__(self, *exc) -> None:
-        from tinygrad.device import Buffer
         Buffer.allocate = self._orig
 
     def to_dict(self) -> dict:

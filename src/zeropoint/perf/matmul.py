@@ -8,6 +8,13 @@ from __future__ import annotations
 
 import time
 
+from tinygrad import Device, Tensor, TinyJit
+
+from ..appliance.nvml import error_text
+from ..engine import compute_dtype, precision_context
+from .devices import check_torch_device, torch_sync
+from .torch_ref import require_torch
+
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 
@@ -23,9 +30,6 @@ def _best(fn, sync, repeats: int) -> float:
 
 def matmul_flops(n: int, precision: str = "fp32", repeats: int = 5, device: str | None = None) -> dict:
     """FLOP/s of tinygrad's n x n @ n x n in `precision` on `device` (default device), best of `repeats`."""
-    from tinygrad import Device, Tensor, TinyJit
-
-    from ..engine import compute_dtype, precision_context
     dev = device or Device.DEFAULT
     dt = compute_dtype(precision)
     with precision_context(precision):
@@ -46,8 +50,6 @@ def matmul_flops(n: int, precision: str = "fp32", repeats: int = 5, device: str 
 
 
 def torch_matmul_flops(n: int, precision: str, device: str, repeats: int = 5) -> dict:
-    from .devices import check_torch_device, torch_sync
-    from .torch_ref import require_torch
     torch = require_torch()
     check_torch_device(torch, device)
     dt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
@@ -71,13 +73,11 @@ def matmul_table(n: int, precisions=PRECISIONS, torch_device: str | None = None,
         try:
             row["tinygrad"] = matmul_flops(n, p, repeats)
         except Exception as e:   # a dtype a backend cannot compile is a row with its reason, not a dead table
-            from ..appliance.nvml import error_text
             row["tinygrad"] = {"flops": None, "reason": error_text(e)}
         if torch_device:
             try:
                 row["torch"] = torch_matmul_flops(n, p, torch_device, repeats)
             except Exception as e:
-                from ..appliance.nvml import error_text
                 row["torch"] = {"flops": None, "reason": error_text(e)}
             a, b = row["tinygrad"].get("flops"), row["torch"].get("flops")
             row["ratio_tinygrad_over_torch"] = a / b if a and b else None

@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tinygrad import Device
+
+from ..appliance.nvml import gpu_inventory_cached
 
 # Dense (no sparsity) peaks from the vendors' datasheets, FLOP/s: fp32 is the non-tensor (vector) rate, tf32/bf16/
 # fp16 the tensor/matrix-core rate with fp32 accumulation. The datasheets print the sparse figure first for
@@ -58,7 +61,6 @@ def gpu_name_for(device: str) -> tuple[str | None, str | None]:
     """(name to look up in GPU_PEAKS, None) or (None, why not) for a tinygrad device string."""
     kind = device.split(":")[0].upper()
     if kind in ("CUDA", "NV"):
-        from ..appliance.nvml import gpu_inventory_cached
         inv = gpu_inventory_cached()
         if not inv["available"]:
             return None, f"no GPU name for {device}: {inv['reason']}"
@@ -67,7 +69,6 @@ def gpu_name_for(device: str) -> tuple[str | None, str | None]:
         return (gpus[idx]["name"], None) if idx < len(gpus) and gpus[idx]["name"] else (None, f"NVML has no GPU {idx}")
     if kind in ("AMD", "HIP"):
         try:
-            from tinygrad import Device
             arch = str(getattr(Device[device].renderer, "arch", "") or getattr(Device[device], "arch", "")).split(":")[0]
         except Exception as e:
             return None, f"{device} does not open: {type(e).__name__}"

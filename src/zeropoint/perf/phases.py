@@ -14,7 +14,12 @@ CPU seconds are this process's (a worker pool's are not in them); wall seconds a
 """
 from __future__ import annotations
 
+import sys
 import time
+
+import tinygrad.engine.realize as realize
+from tinygrad import Tensor
+from tinygrad.uop.ops import Ops
 
 
 class TinygradPhases:
@@ -50,9 +55,6 @@ class TinygradPhases:
         setattr(owner, attr, timed)
 
     def __enter__(self) -> "TinygradPhases":
-        import tinygrad.engine.realize as realize
-        from tinygrad import Tensor
-        from tinygrad.uop.ops import Ops
         self._nested_w = self._nested_c = 0.0
 
         def count_kernels(args, out):
@@ -80,7 +82,6 @@ class TinygradPhases:
                 ph.calls["run"] += 1
         realize.run_linear = run_linear
         # tensor.py and engine/jit.py import run_linear by name: point those names at the wrapper too
-        import sys
         for name, mod in list(sys.modules.items()):
             if name.startswith("tinygrad.") and mod is not realize and getattr(mod, "run_linear", None) is orig_run:
                 self._saved.append((mod, "run_linear", orig_run))
