@@ -1,7 +1,8 @@
 """Run evidence: every recipe and compute command records its run under `runs/<run_id>/`.
 
 - `run.json`: command, typed config and its SHA-256, seed, datasets and hashes, device, tinygrad version,
-  hardware fingerprint, git commit, start/end, status, `simulated` (and why). Rewritten atomically.
+  hardware fingerprint, the NVIDIA GPU inventory from NVML (`gpus`: `available: false` + reason without one),
+  git commit, start/end, status, `simulated` (and why). Rewritten atomically.
 - `metrics.jsonl`: one JSON object per step or event, appended.
 - `loss_curve.csv`: `step,step_ms,<unit>_per_s,loss` (tokens_per_s for language models, images_per_s for vision).
 
@@ -33,6 +34,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from .appliance.identity import git_commit, hardware_fingerprint, tinygrad_version
+from .appliance.nvml import gpu_inventory
 from .clock import utcnow
 from .config import config_dict, config_hash
 from .errors import ZeropointError
@@ -236,7 +238,7 @@ def start_run(command: str, config: BaseModel | dict | None = None, *, kind: str
                                              else sha256_json(cfg) if cfg is not None else None),
             "seed": seed, "datasets": datasets or [],
             "device": getattr(scope, "device", None), "tinygrad_version": tinygrad_version(),
-            "hardware_fingerprint": hardware_fingerprint(), "git_commit": git_commit(),
+            "hardware_fingerprint": hardware_fingerprint(), "gpus": gpu_inventory(), "git_commit": git_commit(),
             "started_at": utcnow(), "ended_at": None, "status": "running",
             "simulated": bool(getattr(scope, "simulated", False)),
             "simulated_reasons": list(getattr(scope, "reasons", ())),

@@ -28,10 +28,22 @@ def render_diag(r: dict) -> None:
     acc = hw["accelerators"]
     opens = [d["device"] for d in acc["tinygrad"] if d["opens"]]
     t.add_row("tinygrad devices", f"default {acc['default_device']}; open: {', '.join(opens) or 'none'}")
-    for g in acc["nvidia_smi"] or []:
-        t.add_row("nvidia gpu", ", ".join(f"{k}={v}" for k, v in g.items()))
+    nv = acc.get("nvml") or {}
+    for g in nv.get("gpus", []):
+        t.add_row(f"gpu {g['index']}", f"{g['name']} {_gib(g['memory_total_bytes'])}, cc {g['compute_capability']}, "
+                  f"ECC {(g['ecc'] or {}).get('current')}, {g['power_limit_w']} W, {g['uuid']}")
+    if nv.get("available"):
+        t.add_row("nvidia driver", f"{nv['driver_version']} (CUDA {nv['cuda_driver_version']})")
+    else:
+        t.add_row("nvml", str(nv.get("reason")))
     t.add_row("fingerprint", hw["fingerprint"])
     console.print(t)
+    bt = Table("backend", "opens", "renderer / error", title="tinygrad backends")
+    for d in acc["tinygrad"]:
+        note = d.get("renderer") or "" if d["opens"] else d["error"]
+        bt.add_row(d["device"] + (" (simulated)" if d.get("simulated") else ""),
+                   "[green]yes[/]" if d["opens"] else "[red]no[/]", note)
+    console.print(bt)
     lt = Table("library", "version", "path", "sha256", title="Libraries")
     for lib in r["libraries"]:
         lt.add_row(lib["name"], str(lib.get("version")), str(lib.get("path")), str(lib.get("sha256") or lib.get("reason")))

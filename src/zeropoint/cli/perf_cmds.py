@@ -18,15 +18,24 @@ def _fmt(x, spec=",.0f"):
     return "-" if x is None else format(x, spec)
 
 
+def _mib(b) -> str:
+    return "-" if b is None else f"{b / 2**20:,.0f} MiB" if b >= 2**24 else f"{b / 2**10:,.0f} KiB"
+
+
+def _energy_per_step(side: dict) -> str:
+    return _fmt((side.get("energy_timed") or {}).get("energy_per_step_j"), ",.1f")
+
+
 def _show_bench(rec: dict) -> None:
     c = rec["config"]
     t = Table(title=f"bench {c['model']} {c['method']}  B={c['micro_batch_size']} T={c['seq_len']} "
-                    f"accum={c['grad_accum']} {c['precision']}  ({rec['tokens_per_step']} tok/step)")
+                    f"accum={c['grad_accum']} {c['precision']}  ({rec['tokens_per_step']} tok/step)"
+                    + ("  RANDOM WEIGHTS" if (rec.get("weights") or {}).get("kind") == "random" else ""))
     t.add_column("")
-    t.add_column("tinygrad (Zeropoint)", justify="right")
+    t.add_column(f"tinygrad (Zeropoint) on {rec['tinygrad']['device']}", justify="right")
     has_torch = "torch" in rec
     if has_torch:
-        t.add_column(f"PyTorch {rec['torch']['version']} eager", justify="right")
+        t.add_column(f"PyTorch {rec['torch']['version']} eager on {rec['torch']['device']}", justify="right")
     tg, th = rec["tinygrad"], rec.get("torch", {})
 
     def row(name, a, b=None):
@@ -35,9 +44,21 @@ def _show_bench(rec: dict) -> None:
         row(f"tokens/s {k}", _fmt(tg["tokens_per_s"][k]), _fmt(th["tokens_per_s"][k]) if has_torch else None)
     row("first step s (compile)", _fmt(tg["first_step_s"], ".2f"), _fmt(th.get("first_step_s"), ".3f") if has_torch else None)
     row("MFU", _fmt(tg["mfu"], ".2%"), _fmt(th.get("mfu"), ".2%") if has_torch else None)
+    row("peak device memory", _mib(tg["memory"].get("allocator", {}).get("peak_bytes")),
+        _mib(th.get("memory", {}).get("max_allocated_bytes")) if has_torch else None)
+    row("energy per step J", _energy_per_step(tg), _energy_per_step(th) if has_torch else None)
     if has_torch:
         row("first loss", f"{rec['first_loss']['tinygrad']:.5f}", f"{rec['first_loss']['torch']:.5f}")
     console.print(t)
+    nv = tg["memory"].get("nvml")
+    if isinstance(nv, list):
+        for g in nv:
+            console.print(f"NVML {g['device']}: used peak {_mib(g.get('used_peak_bytes'))} of {_mib(g['total_bytes'])} "
+                          "(whole card, both frameworks)")
+    mp = rec.get("memory_plan")
+    if mp and mp.get("measured_over_plan"):
+        console.print(f"memory plan (zpctl model info) {_mib(mp['plan_bytes']['total_bytes'])}; measured tinygrad peak "
+                      f"{_mib(mp['measured_peak_bytes'])} ({mp['measured_over_plan']:.2f}x the plan)")
     if has_torch:
         r = rec["ratio_tinygrad_over_torch"]
         console.print(f"ratio tinygrad/torch tokens/s over {rec['repeats']} rounds: "
@@ -135,6 +156,12 @@ def register(app: typer.Typer) -> None:
               torch_threads: Optional[int] = typer.Option(None, "--torch-threads", min=1, help="torch.set_num_threads "
                                                           "(default: torch's choice); on a busy box OpenMP threads that "
                                                           "wait on each other make torch's times erratic"),
+              torch_device: Optional[str] = typer.Option(None, "--torch-device", help="the twin's PyTorch device "
+                                                         "(default: the one matching tinygrad's: CUDA/NV -> cuda, "
+                                                         "CPU -> cpu, METAL -> mps)"),
+              random_weights: bool = typer.Option(False, "--random-weights", help="random init of the model's exact "
+                                                  "shapes instead of model.weights (weights not installed); the "
+                                                  "record says so"),
               set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt, allow_simulated: bool = AllowSimOpt):
         """Tokens/s (images/s for vision) of the recipe's training step; with --compare torch, beside PyTorch.
 
@@ -146,6 +173,8 @@ def register(app: typer.Typer) -> None:
         from ..scope import require_real_compute
         if compare not in (None, "torch"):
             raise ConfigError(f"--compare {compare!r} is not supported; the only reference is 'torch'")
+        if torch_device and compare != "torch":
+            raise ConfigError("--torch-device names the twin's device; it needs --compare torch")
         scope = require_real_compute(allow_simulated)
         cfg, _ = load_config(config, set_)
         if cfg.recipe in ("vit_classify", "clip_contrastive"):
@@ -157,7 +186,7 @@ def register(app: typer.Typer) -> None:
         say = (lambda m: err_console.print(f"[dim]{m}[/]")) if not json_out else None
         with start_run(f"zpctl bench {config}", cfg, kind="bench", seed=cfg.train.seed, scope=scope) as run:
             kw = dict(steps=steps, repeats=repeats, compare_torch=compare == "torch", warmup=warmup, progress=say,
-                      torch_threads=torch_threads)
+                      torch_threads=torch_threads, torch_device=torch_device, random_weights=random_weights)
             if beam is not None:
                 from tinygrad.helpers import Context
                 with Context(BEAM=beam):
