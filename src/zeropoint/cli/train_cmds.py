@@ -121,7 +121,8 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def model_info_cmd(config: Path = typer.Argument(..., help="Recipe YAML, e.g. configs/llm/llama-3-8b_lora.yaml"),
                        set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt):
-        """Parameter count (vs published), trainable count, memory per component at the configured batch."""
+        """Parameter count (vs published), trainable count, and the memory plan of one training step at the
+        configured batch, sequence length, precision, lora.base_quant and train.activation_checkpointing."""
         from ..errors import ConfigError
         from ..recipes import load_config
         from ..recipes.llm_finetune import LLMFinetuneConfig, model_info
@@ -131,8 +132,11 @@ def register(app: typer.Typer) -> None:
         info = model_info(cfg)
         if json_out:
             return print_json(info)
+        ck = info["activation_checkpointing"]
         t = Table(title=f"{info['config']} ({info['method']}, {info['precision']}, batch {info['micro_batch_size']}"
-                        f" x {info['seq_len']} tokens)", show_header=False)
+                        f" x {info['seq_len']} tokens, base {info['base_quant']}, checkpointing {ck}"
+                        + (f" k={info['activation_checkpointing_k']}" if ck == "every_k" else "") + ")",
+                  show_header=False)
         pub = info["published_params"]
         t.add_row("parameters", f"{info['params']:,}" + (f" (published {pub:,}; {info['params_vs_published_pct']:+.3f}%)" if pub else ""))
         t.add_row("trainable", f"{info['trainable_params']:,} ({info['trainable_pct']:.3f}%)")

@@ -19,8 +19,9 @@ full-precision is stored. Both lookups (NF4 level, 8-bit absmax) are elementwise
 from __future__ import annotations
 
 import numpy as np
-from tinygrad import Tensor, dtypes
+from tinygrad import Device, Tensor, dtypes
 from tinygrad.dtype import DType
+from tinygrad.helpers import Context
 
 from ..errors import ZeropointError
 
@@ -214,6 +215,14 @@ def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
     bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
     rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
     return np.where(np.isnan(x), np.uint16(0x7FC0), rounded).astype(np.uint16)
+
+
+def bf16_tensor(bits: np.ndarray, device: str | None = None) -> Tensor:
+    """A realized bf16 tensor holding these bf16 bit patterns (uint16)."""
+    t = Tensor(np.ascontiguousarray(bits, dtype=np.uint16), device=device).bitcast(dtypes.bfloat16)
+    on_cpu = (device or Device.DEFAULT).split(":")[0] == "CPU"
+    with Context(EMULATED_DTYPES="bfloat16") if on_cpu else Context():   # clang 14 has no __bf16
+        return t.contiguous().realize()
 
 
 def weight_numpy_f32(w) -> np.ndarray:

@@ -106,6 +106,13 @@ def param_count(cfg: LlamaConfig) -> int:
     return cfg.n_layers * per_layer + emb + d
 
 
+def projection_shapes(cfg: LlamaConfig) -> dict[str, tuple[int, int]]:
+    """(out, in) of each of the seven projections of one decoder layer."""
+    d, hd, kv = cfg.dim, cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    return {"q_proj": (cfg.n_heads * hd, d), "k_proj": (kv, d), "v_proj": (kv, d), "o_proj": (d, cfg.n_heads * hd),
+            "gate_proj": (cfg.hidden_dim, d), "up_proj": (cfg.hidden_dim, d), "down_proj": (d, cfg.hidden_dim)}
+
+
 # ---- RoPE -------------------------------------------------------------------------------------------------
 def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None) -> np.ndarray:
     """Inverse frequencies (head_dim/2,) in float64, with HF's `llama3` or `linear` scaling applied."""

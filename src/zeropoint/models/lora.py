@@ -17,7 +17,7 @@ import numpy as np
 from tinygrad import Tensor, dtypes, nn
 
 from ..errors import ZeropointError
-from .basequant import BASE_QUANTS, f32_to_bf16_bits, quantize_weight, weight_numpy_f32
+from .basequant import BASE_QUANTS, bf16_tensor, f32_to_bf16_bits, quantize_weight, weight_numpy_f32
 from .llama import Linear
 
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -31,8 +31,11 @@ class LoRASpec:
     alpha: float = 16.0
     dropout: float = 0.0
     targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    base_quant: str = "none"          # how freeze_base stores the frozen projections: none | nf4 | int8
 
     def __post_init__(self):
+        if self.base_quant not in BASE_QUANTS:
+            raise ZeropointError(f"lora.base_quant {self.base_quant!r} is not supported; use one of {', '.join(BASE_QUANTS)}")
         if self.rank < 1:
             raise ZeropointError(f"lora.rank must be >= 1 (got {self.rank})")
         if not 0.0 <= self.dropout < 1.0:
@@ -74,7 +77,7 @@ class LoRALinear:
         a, b = self.lora_A.numpy(), self.lora_B.numpy()
         if isinstance(self.weight, Tensor) and self.weight.dtype == dtypes.bfloat16:
             merged = w + np.float32(self.scale) * (b @ a)
-            return Tensor(f32_to_bf16_bits(merged)).bitcast(dtypes.bfloat16).realize()
+            return bf16_tensor(f32_to_bf16_bits(merged), self.weight.device)
         if isinstance(self.weight, Tensor) and self.weight.dtype == dtypes.float16:
             return Tensor((w + np.float32(self.scale) * (b @ a)).astype(np.float16)).realize()
         merged = w.astype(np.float64) + self.scale * (b.astype(np.float64) @ a.astype(np.float64))
@@ -143,16 +146,18 @@ def load_adapters(model, arrays: dict[str, np.ndarray]) -> None:
 
 
 def merge_lora(model) -> int:
-    """Fold every adapter into its base weight and unwrap it back to a plain projection. Returns how many."""
+    """Fold every adapter into its base weight and unwrap it back to a plain projection. Returns how many.
+    Projections left quantised (NF4/int8, no adapter) are dequantised to fp32 too: a merged model is plain."""
     n = 0
     for prefix, owner, attr in _sites(model, list(ATTN + MLP) + ([] if getattr(model.cfg, "tie_embeddings", False) else ["lm_head"])):
         m = getattr(owner, attr, None)
-        if not isinstance(m, LoRALinear):
-            continue
-        lin = Linear.__new__(Linear)
-        lin.weight = m.merged_weight()
-        setattr(owner, attr, lin)
-        n += 1
+        if isinstance(m, LoRALinear):
+            lin = Linear.__new__(Linear)
+            lin.weight = m.merged_weight()
+            setattr(owner, attr, lin)
+            n += 1
+        elif m is not None and not isinstance(m.weight, Tensor):
+            m.weight = Tensor(weight_numpy_f32(m.weight)).realize()
     return n
 
 
@@ -184,7 +189,8 @@ def freeze_base(model, dtype, base_quant: str = "none") -> dict:
             continue
         t.replace(t.cast(dtype).contiguous())
         frozen.append(t)
-    Tensor.realize(*frozen)
+    if frozen:
+        Tensor.realize(*frozen)
     nbytes = sum(t.nbytes() for t in nn.state.get_state_dict(model).values() if id(t) not in adapters)
     return {"frozen_bytes": int(nbytes), "quantised_projections": quantised, "base_quant": base_quant,
             "frozen_dtype": str(dtype)}

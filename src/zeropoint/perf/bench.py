@@ -19,6 +19,8 @@ import numpy as np
 from tinygrad import Device
 
 from ..engine import EngineConfig, Trainer, lr_at
+from ..errors import ConfigError
+from ..models.basequant import weight_numpy_f32
 from ..models.llama import param_count, state_dict
 from ..models.llm import build_llm, lm_loss, trainable_params
 from ..models.lora import LoRASpec, count_lora_params
@@ -53,11 +55,14 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
     tokens_per_step = B * T * A
     say = progress or (lambda msg: None)
 
-    t_build = time.perf_counter()
     lora = LoRASpec(**cfg.lora.model_dump())
+    if compare_torch and cfg.method == "lora" and lora.base_quant != "none":
+        raise ConfigError(f"--compare-torch builds a plain PyTorch twin; it has no lora.base_quant {lora.base_quant} "
+                          "base. Benchmark without --compare-torch, or set lora.base_quant: none")
+    t_build = time.perf_counter()
     lm = build_llm(cfg.model, precision=t.precision, seed=t.seed)
     model, mc = lm.model, lm.config
-    params = trainable_params(model, cfg.method, lora, t.seed)
+    params = trainable_params(model, cfg.method, lora, t.seed, precision=t.precision)   # the base as the recipe keeps it
     build_s = time.perf_counter() - t_build
     n_lora = count_lora_params(mc, lora) if cfg.method == "lora" else 0
     fl = step_flops(mc, seq_len=T, tokens_per_step=tokens_per_step, method=cfg.method, n_lora=n_lora)
@@ -73,7 +78,7 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
         threads_before = torch.get_num_threads()
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        base = {k: v.numpy() for k, v in state_dict(model).items()}
+        base = {k: weight_numpy_f32(v) for k, v in state_dict(model).items()}   # a bf16 frozen base, exactly
         adapters = {k: v.numpy() for k, v in params.items()} if cfg.method == "lora" else None
         lora = ({"rank": cfg.lora.rank, "alpha": cfg.lora.alpha, "targets": cfg.lora.targets}
                 if cfg.method == "lora" else None)
@@ -85,7 +90,7 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
                     for mbs in batches]
         tw = {"model": tmodel, "params": tparams, "opt": topt, "batches": tbatches}
 
-    trainer = Trainer(params, lm_loss(model), ecfg)
+    trainer = Trainer(params, lm_loss(model, t.activation_checkpointing, t.activation_checkpointing_k), ecfg)
     meter = PerfMeter(flops_per_step=fl.per_step, tokens_per_step=tokens_per_step, device=Device.DEFAULT,
                       precision=t.precision, warmup_steps=warmup).start()
 
