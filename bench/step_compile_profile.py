@@ -109,11 +109,12 @@ def main() -> int:
     t0 = time.perf_counter()
     lm = build_llm(cfg.model, precision=t.precision, seed=t.seed)
     model, mc = lm.model, lm.config
-    params = trainable_params(model, cfg.method, LoRASpec(**cfg.lora.model_dump()), t.seed)
+    params = trainable_params(model, cfg.method, LoRASpec(**cfg.lora.model_dump()), t.seed, precision=t.precision)
     build_s = time.perf_counter() - t0
     B, T = t.micro_batch_size, cfg.data.seq_len
-    trainer = Trainer(params, lm_loss(model), EngineConfig(lr=t.lr, total_steps=10, grad_clip=t.grad_clip,
-                                                           precision=t.precision, weight_decay=t.weight_decay))
+    trainer = Trainer(params, lm_loss(model, t.activation_checkpointing, t.activation_checkpointing_k),
+                      EngineConfig(lr=t.lr, total_steps=10, grad_clip=t.grad_clip, precision=t.precision,
+                                   weight_decay=t.weight_decay))
     batches = make_batches(1, 1, B, T, mc.vocab_size)
     ph.t.clear(), ph.c.clear(), ph.n.clear(), ph.kernel_names.clear()
     scheduled.clear()

@@ -149,7 +149,8 @@ def stage_plans(dry: bool) -> dict:
         t = cfg.train
         info = llm_memory_plan(cfg.model, method=cfg.method, lora=LoRASpec(**cfg.lora.model_dump()),
                                precision=t.precision, micro_batch_size=t.micro_batch_size, seq_len=cfg.data.seq_len,
-                               grad_accum=t.grad_accum)
+                               grad_accum=t.grad_accum, activation_checkpointing=t.activation_checkpointing,
+                               activation_checkpointing_k=t.activation_checkpointing_k)
         tot = info["memory"]["total_bytes"]
         out[name] = info
         figs[f"{name}_plan_gib"] = round(tot / 2**30, 2)
@@ -169,8 +170,8 @@ def stage_smollm2_full_bf16(dry: bool) -> dict:
 
 
 # The 8B step runs at 512 tokens, not the config's 2048: both frameworks hold their model in one process on one
-# card, and at 2048 the plan alone is 98 GiB for tinygrad's side (attention scores dominate) before the twin's
-# fp32 copy (32 GB) and activations. The plan for 2048 and for the 13B config is the `plans` stage.
+# card, and at 2048 the plan alone is 51 GiB for tinygrad's side (activations dominate; docs/memory.md) before the
+# twin's fp32 copy (32 GB) and its own activations. The plan for 2048 and for the 13B config is the `plans` stage.
 EIGHT_B_SEQ = 512
 
 
@@ -179,21 +180,10 @@ def stage_llama3_8b_lora(dry: bool) -> dict:
 
 
 def stage_qlora(dry: bool) -> dict:
-    """The memory issue's quantised-base LoRA, once this checkout has it (a `lora.base_quant` setting)."""
-    import typing
-
-    from zeropoint.recipes import load_config
-    cfg, _ = load_config(ROOT / "configs" / "llm" / "llama-3-8b_lora.yaml")
-    field = type(cfg.lora).model_fields.get("base_quant")
-    if field is None:
-        return {"status": "skipped", "reason": "QLoRA is not in this checkout (the llm_finetune lora section has no "
-                "base_quant; the memory issue adds it)", "figures": {}}
-    kinds = [a for a in typing.get_args(field.annotation) if isinstance(a, str) and a != "none"]
-    if not kinds:
-        return {"status": "skipped", "reason": f"lora.base_quant allows no quantised kind ({field.annotation})",
-                "figures": {}}
-    return _bench_case("configs/llm/llama-3-8b_lora.yaml", [f"lora.base_quant={kinds[0]}"], dry,
-                       steps=2, repeats=1, batch=1, seq=EIGHT_B_SEQ)
+    """The memory issue's QLoRA config (NF4 base, LoRA on every projection, checkpointed layers) at the 8B step's
+    shapes. No twin: PyTorch here has no NF4 base (run_bench refuses --compare-torch with lora.base_quant)."""
+    return _bench_case("configs/llm/llama-3-8b_qlora.yaml", [], dry, steps=2, repeats=1, batch=1, seq=EIGHT_B_SEQ,
+                       compare=False)
 
 
 def run_stage(name: str, out: Path, dry: bool) -> int:

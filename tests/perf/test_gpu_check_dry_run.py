@@ -43,6 +43,8 @@ def test_dry_run_writes_every_stage_with_figures(tmp_path, zp_home):
         assert "tinygrad_energy_per_step_j" in f                    # null here (no meter), a figure on a GPU
         assert st[name]["record"]["weights"]["kind"] == "random"
     assert st["smollm2_full_bf16"]["record"]["config"]["precision"] == "bf16"
-    q = st["qlora"]
-    assert q["status"] == "ok" or q["reason"]                      # skipped with the reason until QLoRA exists
+    q = st["qlora"]                                                # NF4 base, checkpointed layers, no twin
+    assert q["status"] == "ok" and q["record"]["config"]["lora"]["base_quant"] == "nf4"
+    assert q["record"]["config"]["activation_checkpointing"] == "layers" and "torch" not in q["record"]
+    assert q["figures"]["tinygrad_tok_s"] > 0 and q["figures"]["measured_over_plan"] > 0
     assert "GPU check" in r.stdout or "DRY RUN" in r.stdout

@@ -88,15 +88,21 @@ def test_nvml_meter_keeps_the_used_memory_peak():
 
 
 def test_allocator_peak_sees_what_a_step_frees_before_returning():
-    from tinygrad import Tensor
-    with D.AllocatorPeak() as peak:
-        start = peak.peak
-        a = Tensor.ones(256, 256).contiguous().realize()     # 256 KiB
-        b = (a + 1).contiguous().realize()                    # another 256 KiB
-        del a, b                                              # freed before the peak is read
-    assert peak.peak - start >= 2 * 256 * 256 * 4
+    from tinygrad import Device, Tensor
     from tinygrad.device import Buffer
-    assert Buffer.allocate is peak._orig                      # tinygrad's own method is back
+    from tinygrad.helpers import GlobalCounters
+
+    from zeropoint.perf.memory import AllocatorPeak
+    allocate, on_device = Buffer.allocate, GlobalCounters.mem_used_per_device[Device.DEFAULT]
+    with AllocatorPeak() as peak:
+        with AllocatorPeak() as inner:                        # nested: both see every allocation, one wrapper
+            a = Tensor.ones(256, 256).contiguous().realize()     # 256 KiB
+            b = (a + 1).contiguous().realize()                    # another 256 KiB
+            del a, b                                              # freed before the peak is read
+    assert peak.above_start >= 2 * 256 * 256 * 4 and inner.above_start >= 2 * 256 * 256 * 4
+    assert peak.per_device[Device.DEFAULT] - on_device >= 2 * 256 * 256 * 4      # the device's own high-water mark
+    assert peak.to_dict()["peak_bytes"] == peak.bytes
+    assert Buffer.allocate is allocate                        # tinygrad's own method is back
 
 
 def test_phases_split_a_step_and_put_tinygrad_back():

@@ -164,18 +164,23 @@ def register(app: typer.Typer) -> None:
     def model_info_cmd(config: Path = typer.Argument(..., help="Recipe YAML, e.g. configs/llm/llama-3-8b_lora.yaml "
                                                                 "or configs/vision/vit-tiny_fashion-mnist.yaml"),
                        set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt):
-        """Parameter count (vs published), trainable count, memory per component at the configured batch.
+        """Parameter count (vs published), trainable count, and the memory plan of one training step.
 
-        For the vision recipes: FLOPs per image (per image-caption pair for CLIP) and the memory plan of
-        training every weight; no data is read and no weights are loaded."""
+        LLM configs: the plan at the configured batch, sequence length, precision, lora.base_quant and
+        train.activation_checkpointing (docs/memory.md). For the vision recipes: FLOPs per image (per
+        image-caption pair for CLIP) and the memory plan of training every weight; no data is read and no
+        weights are loaded."""
         from ..recipes import MODEL_INFO, load_config
         cfg, _ = load_config(config, set_)
         info = MODEL_INFO[cfg.recipe](cfg)
         if json_out:
             return print_json(info)
         if cfg.recipe == "llm_finetune":
+            ck = info["activation_checkpointing"]
             t = Table(title=f"{info['config']} ({info['method']}, {info['precision']}, batch {info['micro_batch_size']}"
-                            f" x {info['seq_len']} tokens)", show_header=False)
+                            f" x {info['seq_len']} tokens, base {info['base_quant']}, checkpointing {ck}"
+                            + (f" k={info['activation_checkpointing_k']}" if ck == "every_k" else "") + ")",
+                      show_header=False)
             pub = info["published_params"]
             t.add_row("parameters", f"{info['params']:,}" + (f" (published {pub:,}; {info['params_vs_published_pct']:+.3f}%)" if pub else ""))
             t.add_row("trainable", f"{info['trainable_params']:,} ({info['trainable_pct']:.3f}%)")

@@ -4,7 +4,17 @@ See `engine/trainer.py` for the contract: a dict of trainable fp32 tensors, a lo
 micro-batch, and batches. LLM and vision recipes use the same API.
 """
 from .loop import NO_HOOKS, RunHooks, fit, make_progress
-from .trainer import PRECISIONS, EngineConfig, StepStats, Trainer, compute_dtype, fresh, lr_at, precision_context
+from .trainer import (
+    PRECISIONS,
+    EngineConfig,
+    SegmentedLoss,
+    StepStats,
+    Trainer,
+    compute_dtype,
+    fresh,
+    lr_at,
+    precision_context,
+)
 
-__all__ = ["EngineConfig", "Trainer", "StepStats", "fit", "make_progress", "RunHooks", "NO_HOOKS", "lr_at", "fresh",
-           "compute_dtype", "precision_context", "PRECISIONS"]
+__all__ = ["EngineConfig", "SegmentedLoss", "Trainer", "StepStats", "fit", "make_progress", "RunHooks", "NO_HOOKS",
+           "lr_at", "fresh", "compute_dtype", "precision_context", "PRECISIONS"]

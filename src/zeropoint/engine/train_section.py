@@ -21,8 +21,13 @@ RENAMED_KEYS = {"batch_size": "micro_batch_size"}
 
 
 class TrainSection(StrictModel):
-    """Engine settings (one field per `EngineConfig` field but `total_steps`), batch shape, checkpoint cadence and
-    seed. Defaults are the LLM recipe's; a recipe redeclares a field to change its default."""
+    """Engine settings (one field per `EngineConfig` field but `total_steps`), batch shape, checkpoint cadence,
+    seed, and where the recipe cuts its model for activation checkpointing. Defaults are the LLM recipe's; a recipe
+    redeclares a field to change its default.
+
+    `activation_checkpointing` is not an `EngineConfig` field: the engine checkpoints whatever `SegmentedLoss` it is
+    handed, and only the recipe knows its model's blocks, so the recipe builds that loss from these two keys (a
+    recipe whose model cannot be cut refuses any value but none)."""
     micro_batch_size: int = Field(4, ge=1, description="samples per micro-batch (one forward/backward)")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     lr: float = 3.0e-4
@@ -36,6 +41,10 @@ class TrainSection(StrictModel):
     loss_scale: float = Field(32768.0, description="initial dynamic loss scale (fp16 only)")
     growth_interval: int = Field(200, ge=1, description="good fp16 steps before the loss scale doubles")
     jit: bool = True
+    activation_checkpointing: Literal["none", "layers", "every_k"] = Field(
+        "none", description="recompute transformer blocks in the backward pass: none, every layer, or k layers at a "
+                            "time (every_k); saves activation memory for about one more forward pass")
+    activation_checkpointing_k: int = Field(2, ge=1, description="layers per recomputed segment with every_k")
     ckpt_every: int = Field(100, ge=0, description="checkpoint every N steps (and always at the last)")
     keep_ckpts: int = Field(2, ge=1, description="newest checkpoints kept")
     seed: int = 0

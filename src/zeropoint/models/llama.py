@@ -106,6 +106,13 @@ def param_count(cfg: LlamaConfig) -> int:
     return cfg.n_layers * per_layer + emb + d
 
 
+def projection_shapes(cfg: LlamaConfig) -> dict[str, tuple[int, int]]:
+    """(out, in) of each of the seven projections of one decoder layer."""
+    d, hd, kv = cfg.dim, cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    return {"q_proj": (cfg.n_heads * hd, d), "k_proj": (kv, d), "v_proj": (kv, d), "o_proj": (d, cfg.n_heads * hd),
+            "gate_proj": (cfg.hidden_dim, d), "up_proj": (cfg.hidden_dim, d), "down_proj": (d, cfg.hidden_dim)}
+
+
 # ---- RoPE -------------------------------------------------------------------------------------------------
 def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None) -> np.ndarray:
     """Inverse frequencies (head_dim/2,) in float64, with HF's `llama3` or `linear` scaling applied."""
@@ -323,6 +330,34 @@ class Llama:
         for i, layer in enumerate(self.model.layers):
             x = layer(x, self.compute_dtype, cos, sin, start_pos, cache.layers[i] if cache is not None else None, mask)
         return self.model.norm(x)
+
+    def hidden_segments(self, every: int = 1) -> list:
+        """`hidden(tokens)` (training: no cache) cut into a chain for activation checkpointing.
+
+        Stage 0 embeds the tokens; then one stage per `every` decoder layers, the last also applying the final
+        norm. Each stage is `f(h, tokens, *rest) -> h` (stage 0 ignores h), so a loss head can be appended and
+        the whole passed to `engine.SegmentedLoss`; the chain computes exactly what `hidden` computes."""
+        if every < 1:
+            raise ValueError(f"checkpoint every {every} layers: must be >= 1")
+        n = self.cfg.n_layers
+
+        def context(tokens):
+            T = tokens.shape[1]
+            cos_all, sin_all = rope_tables(self.cfg, self.model.embed_tokens.weight.device)
+            mask = Tensor.full((1, 1, T, T), float("-inf"), dtype=dtypes.float32).triu(1) if T > 1 else None
+            return cos_all[0:T], sin_all[0:T], mask
+
+        def embed(h, tokens, *_):
+            return self.model.embed_tokens(tokens).float()
+
+        def blocks(lo, hi):
+            def run(h, tokens, *_):
+                cos, sin, mask = context(tokens)
+                for layer in self.model.layers[lo:hi]:
+                    h = layer(h, self.compute_dtype, cos, sin, 0, None, mask)
+                return self.model.norm(h) if hi == n else h
+            return run
+        return [embed] + [blocks(lo, min(lo + every, n)) for lo in range(0, n, every)]
 
     def logits_from_hidden(self, h: Tensor) -> Tensor:
         w = self.model.embed_tokens.weight if self.cfg.tie_embeddings else self.lm_head.weight

@@ -19,12 +19,13 @@ import numpy as np
 from tinygrad import Device
 
 from ..engine import EngineConfig, Trainer, lr_at
+from ..errors import ConfigError
+from ..models.basequant import weight_numpy_f32
 from ..models.llama import param_count, state_dict
 from ..models.llm import build_llm, llm_memory_plan, lm_loss, trainable_params
 from ..models.lora import LoRASpec, count_lora_params
 from . import torch_ref
 from .devices import (
-    AllocatorPeak,
     check_torch_device,
     tinygrad_sync,
     torch_device_for,
@@ -34,6 +35,7 @@ from .devices import (
 )
 from .flops import step_flops
 from .matmul import check_peak, matmul_flops
+from .memory import AllocatorPeak
 from .meter import PerfMeter
 from .peak import device_peak
 from .phases import TinygradPhases
@@ -116,6 +118,10 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
         cfg = cfg.model_copy(deep=True)
         cfg.model.weights, cfg.model.tokenizer = None, "bytes"   # token ids are random draws: no tokenizer needed
 
+    lora_spec = LoRASpec(**cfg.lora.model_dump())
+    if compare_torch and cfg.method == "lora" and lora_spec.base_quant != "none":
+        raise ConfigError(f"--compare-torch builds a plain PyTorch twin; it has no lora.base_quant "
+                          f"{lora_spec.base_quant} base. Benchmark without --compare-torch, or set lora.base_quant: none")
     if compare_torch:   # a twin device this PyTorch cannot use is refused before anything is built
         torch = torch_ref.require_torch()
         th_dev = torch_device or torch_device_for(dev)
@@ -125,13 +131,12 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
     alloc = AllocatorPeak().__enter__()
     try:
         t_build = time.perf_counter()
-        lora_spec = LoRASpec(**cfg.lora.model_dump())
         lm = build_llm(cfg.model, precision=t.precision, seed=t.seed)
         model, mc = lm.model, lm.config
-        params = trainable_params(model, cfg.method, lora_spec, t.seed)
+        params = trainable_params(model, cfg.method, lora_spec, t.seed, precision=t.precision)  # the base as the recipe keeps it
         tg_sync()
         build_s = time.perf_counter() - t_build
-        after_build_bytes = alloc.peak
+        after_build_bytes = alloc.bytes
         n_lora = count_lora_params(mc, lora_spec) if cfg.method == "lora" else 0
         fl = step_flops(mc, seq_len=T, tokens_per_step=tokens_per_step, method=cfg.method, n_lora=n_lora)
         total_steps = warmup + steps * repeats
@@ -158,7 +163,7 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
                 torch.set_num_threads(torch_threads)
             if th_dev.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats(th_dev)
-            base = {k: v.numpy() for k, v in state_dict(model).items()}
+            base = {k: weight_numpy_f32(v) for k, v in state_dict(model).items()}   # a bf16 frozen base, exactly
             adapters = {k: v.numpy() for k, v in params.items()} if cfg.method == "lora" else None
             lora = ({"rank": cfg.lora.rank, "alpha": cfg.lora.alpha, "targets": cfg.lora.targets}
                     if cfg.method == "lora" else None)
@@ -173,7 +178,7 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
             th_sync, th_sync_how = torch_sync(torch, th_dev)
             tw = {"model": tmodel, "params": tparams, "opt": topt, "batches": tbatches, "device": th_dev}
 
-        trainer = Trainer(params, lm_loss(model), ecfg)
+        trainer = Trainer(params, lm_loss(model, t.activation_checkpointing, t.activation_checkpointing_k), ecfg)
         meter = PerfMeter(flops_per_step=fl.per_step, tokens_per_step=tokens_per_step, device=dev,
                           precision=t.precision, warmup_steps=warmup, peak=peak).start()
         tg_side = _Side(meter.energy, tg_sync)
@@ -232,12 +237,14 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
         alloc.__exit__(None, None, None)
     tg_tps = [r["tinygrad_tokens_per_s"] for r in rounds]
     plan = llm_memory_plan(cfg.model, method=cfg.method, lora=lora_spec, precision=t.precision, micro_batch_size=B,
-                           seq_len=T, grad_accum=A)["memory"]
-    measured = alloc.peak
+                           seq_len=T, grad_accum=A, activation_checkpointing=t.activation_checkpointing,
+                           activation_checkpointing_k=t.activation_checkpointing_k)["memory"]
+    measured = alloc.bytes
     rec = {
         "config": {"model": cfg.model.config, "weights": cfg.model.weights, "method": cfg.method,
                    "lora": cfg.lora.model_dump() if cfg.method == "lora" else None,
-                   "micro_batch_size": B, "seq_len": T, "grad_accum": A, "precision": t.precision, "jit": t.jit},
+                   "micro_batch_size": B, "seq_len": T, "grad_accum": A, "precision": t.precision, "jit": t.jit,
+                   "activation_checkpointing": t.activation_checkpointing},
         "weights": weights_note,
         "params_total": param_count(mc) + n_lora, "params_trainable": n_lora if cfg.method == "lora" else param_count(mc),
         "tokens_per_step": tokens_per_step, "steps": steps, "repeats": repeats, "warmup_steps": warmup,

@@ -1,5 +1,6 @@
 """Both sides of a side-by-side on one device: tinygrad's device, the PyTorch device that matches it, how each
-is synchronised before a clock is read, and each side's device-memory high-water mark.
+is synchronised before a clock is read, and PyTorch's device-memory high-water mark (tinygrad's:
+`perf.memory.AllocatorPeak`).
 
 tinygrad CUDA/NV -> torch `cuda`; AMD/HIP -> `cuda` (ROCm builds of PyTorch call the GPU `cuda` too); METAL ->
 `mps`; CPU -> `cpu`. Any other backend has no PyTorch counterpart and is refused with the fix.
@@ -7,8 +8,6 @@ tinygrad CUDA/NV -> torch `cuda`; AMD/HIP -> `cuda` (ROCm builds of PyTorch call
 from __future__ import annotations
 
 from tinygrad import Device
-from tinygrad.device import Buffer
-from tinygrad.helpers import GlobalCounters
 
 from ..errors import ZeropointError
 
@@ -70,41 +69,3 @@ def torch_memory(torch, device: str) -> dict:
                 "source": "torch.cuda.max_memory_allocated / max_memory_reserved"}
     return {"max_allocated_bytes": None, "reason": f"PyTorch keeps no allocator high-water mark for {device}; "
             "the process's peak RSS covers both sides"}
-
-
-class AllocatorPeak:
-    """tinygrad's allocator high-water mark while inside `with`: the largest `GlobalCounters.mem_used` (bytes
-    held in tinygrad buffers) seen right after any buffer allocation, total and per device.
-
-    tinygrad keeps only the current figure; sampling it between steps misses the activations a step frees
-    before it returns, which is most of a training step's peak. Buffers served from the LRU cache of freed
-    ones count as allocated too (they are held for this process either way)."""
-
-    def __init__(self):
-        self.peak = 0
-        self.per_device: dict[str, int] = {}
-        self._orig = None
-
-    def __enter__(self) -> "AllocatorPeak":
-        self._orig = orig = Buffer.allocate
-        self.peak = GlobalCounters.mem_used
-        tracker = self
-
-        def allocate(buf, *a, **kw):
-            out = orig(buf, *a, **kw)
-            if GlobalCounters.mem_used > tracker.peak:
-                tracker.peak = GlobalCounters.mem_used
-            d = buf.device if isinstance(buf.device, str) else str(buf.device)
-            now = GlobalCounters.mem_used_per_device.get(d, 0)
-            if now > tracker.per_device.get(d, 0):
-                tracker.per_device[d] = now
-            return out
-        Buffer.allocate = allocate
-        return self
-
-    def __exit__(self, *exc) -> None:
-        Buffer.allocate = self._orig
-
-    def to_dict(self) -> dict:
-        return {"peak_bytes": self.peak, "per_device_peak_bytes": dict(self.per_device),
-                "source": "tinygrad GlobalCounters.mem_used, max after every buffer allocation"}

@@ -31,6 +31,14 @@ class VisionTrainSection(TrainSection):
     warmup_steps: int = 20
     min_lr_ratio: float = 0.05
 
+    @field_validator("activation_checkpointing")
+    @classmethod
+    def _no_checkpointing(cls, v: str) -> str:
+        if v != "none":
+            raise ValueError("activation checkpointing is built for llm_finetune only (the vision recipes do not "
+                             "cut their models into segments yet); set train.activation_checkpointing: none")
+        return v
+
 
 class ImageDataSection(StrictModel):
     """What the vision recipes' `data:` sections share: one governed dataset, random crop and flip."""

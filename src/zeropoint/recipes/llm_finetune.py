@@ -4,7 +4,8 @@ Read top to bottom, like a torchtune recipe:
   1. refuse simulated compute, ask governance for the approved datasets (before any data is read)
   2. open the run (evidence) and seed everything
   3. build the model: named config, base weights (named model | .gguf | HF dir | none = random init)
-  4. LoRA: wrap target projections, train only the adapters; full: train every weight
+  4. LoRA: wrap target projections, train only the adapters, store the frozen base without fp32 masters (compute
+     dtype, or NF4/int8 with lora.base_quant); full: train every weight
   5. tokenise the corpus, split by document, pack to seq_len
   6. the engine: AdamW on fp32 masters, precision, accumulation, clipping, warm-up + cosine
   7. resume: load the newest valid checkpoint (verified) and continue at its step
@@ -24,8 +25,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
-from tinygrad import Tensor
+from pydantic import Field, model_validator
+from tinygrad import Tensor, dtypes
 
 from ..config import StrictModel
 from ..data.text import build_dataset, read_documents
@@ -36,8 +37,9 @@ from ..evidence import read_metrics, start_run
 from ..governance.audit import default_actor
 from ..governance.gate import read_verified
 from ..modelcard import LLM_INTENDED_USE, LLM_OUT_OF_SCOPE, LLM_RISKS, build_card, card_files
-from ..models.llama import state_dict
+from ..models.llama import LlamaConfig, param_count, state_dict
 from ..models.llm import (
+    DROPOUT_WITH_CHECKPOINTING,
     LLMSpec,
     LoadedLM,
     adapter_config,
@@ -58,6 +60,8 @@ class LoraSection(StrictModel):
     alpha: float = 16.0
     dropout: float = 0.0
     targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+    base_quant: Literal["none", "nf4", "int8"] = Field(
+        "none", description="frozen base projections: none (compute dtype) | nf4 (QLoRA) | int8 (per-row)")
 
 
 class DataSection(StrictModel):
@@ -86,6 +90,15 @@ class LLMFinetuneConfig(StrictModel):
     data: DataSection
     train: LLMTrainSection = Field(default_factory=LLMTrainSection)
 
+    @model_validator(mode="after")
+    def _memory_options_agree(self):
+        if self.method == "full" and self.lora.base_quant != "none":
+            raise ValueError(f"lora.base_quant {self.lora.base_quant} quantises a frozen base; method full trains "
+                             "every weight. Use method: lora, or lora.base_quant: none")
+        if self.train.activation_checkpointing != "none" and self.method == "lora" and self.lora.dropout > 0:
+            raise ValueError(DROPOUT_WITH_CHECKPOINTING)
+        return self
+
 
 # ---- building blocks (also used by `zpctl model info` and the training-step bench) -------------------------
 def lora_spec(cfg: LLMFinetuneConfig) -> LoRASpec:
@@ -94,15 +107,18 @@ def lora_spec(cfg: LLMFinetuneConfig) -> LoRASpec:
 
 def build(cfg: LLMFinetuneConfig) -> tuple[LoadedLM, dict]:
     """The model this config trains and its trainable tensors (LoRA adapters, or every weight)."""
-    lm = build_llm(cfg.model, precision=cfg.train.precision, seed=cfg.train.seed)
-    return lm, trainable_params(lm.model, cfg.method, lora_spec(cfg), cfg.train.seed)
+    t = cfg.train
+    lm = build_llm(cfg.model, precision=t.precision, seed=t.seed)
+    return lm, trainable_params(lm.model, cfg.method, lora_spec(cfg), t.seed, precision=t.precision)
 
 
 def model_info(cfg: LLMFinetuneConfig) -> dict:
     """`zpctl model info`: parameter counts and memory per component at this config's batch (no weights)."""
     t = cfg.train
     return llm_memory_plan(cfg.model, method=cfg.method, lora=lora_spec(cfg), precision=t.precision,
-                           micro_batch_size=t.micro_batch_size, seq_len=cfg.data.seq_len, grad_accum=t.grad_accum)
+                           micro_batch_size=t.micro_batch_size, seq_len=cfg.data.seq_len, grad_accum=t.grad_accum,
+                           activation_checkpointing=t.activation_checkpointing,
+                           activation_checkpointing_k=t.activation_checkpointing_k)
 
 
 def governed_documents(cfg: LLMFinetuneConfig, records: list[dict]) -> list[dict]:
@@ -112,11 +128,11 @@ def governed_documents(cfg: LLMFinetuneConfig, records: list[dict]) -> list[dict
     return read_documents(sorted(by_path), cfg.data.format, read=lambda p: read_verified(by_path[str(p)]))
 
 
-def param_counts(model, params: dict, method: str) -> tuple[int, int]:
-    """(total, trainable): the base plus, under LoRA, its adapters."""
+def param_counts(mc: LlamaConfig, params: dict, method: str) -> tuple[int, int]:
+    """(total, trainable): the base (counted from shapes: an NF4 base packs two weights a byte) plus, under LoRA,
+    its adapters."""
     n_train = sum(int(np.prod(p.shape)) for p in params.values())
-    n_base = sum(int(np.prod(p.shape)) for k, p in state_dict(model).items() if ".lora_" not in k)
-    return n_base + (n_train if method == "lora" else 0), n_train
+    return param_count(mc) + (n_train if method == "lora" else 0), n_train
 
 
 def base_fingerprint(model) -> str:
@@ -125,7 +141,7 @@ def base_fingerprint(model) -> str:
     for k, t in sorted(state_dict(model).items()):
         if ".lora_" not in k:
             h.update(k.encode())
-            h.update(t.numpy().tobytes())
+            h.update((t.bitcast(dtypes.uint16) if t.dtype == dtypes.bfloat16 else t).numpy().tobytes())  # no bf16 on CPU
     return h.hexdigest()
 
 
@@ -168,10 +184,11 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
         t_load = time.perf_counter()
         lm, params = build(cfg)
         model, mc, tok = lm.model, lm.config, lm.tokenizer
-        n_total, n_train = param_counts(model, params, cfg.method)
+        n_total, n_train = param_counts(mc, params, cfg.method)
         run.event("model", config=cfg.model.config, weights=cfg.model.weights, method=cfg.method,
                   params_total=n_total, params_trainable=n_train, load_s=round(time.perf_counter() - t_load, 3),
-                  load_info=getattr(model, "load_info", None))
+                  load_info=getattr(model, "load_info", None), frozen_base=getattr(model, "freeze_info", None),
+                  activation_checkpointing=t.activation_checkpointing)
 
         # 5. data
         ds = build_dataset(docs, tok, seq_len=cfg.data.seq_len, val_fraction=cfg.data.val_fraction, seed=t.seed,
@@ -184,7 +201,7 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
                                  f"{t.micro_batch_size}; raise data.val_fraction or lower data.seq_len")
 
         # 6. engine; 7. resume from the newest checkpoint that verifies
-        loss_fn = lm_loss(model)
+        loss_fn = lm_loss(model, t.activation_checkpointing, t.activation_checkpointing_k)
         trainer = Trainer(params, loss_fn, t.engine_config(total_steps=t.steps))
         start = resume_from_checkpoint(run, cfg, trainer, lambda ck: load_trained_weights(
             model, params, ck, cfg.method)) if resume else 0
