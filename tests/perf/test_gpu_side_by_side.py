@@ -43,12 +43,13 @@ def test_peak_from_the_gpu_name_and_checked_against_a_matmul(monkeypatch):
     from zeropoint.appliance import nvml
     from zeropoint.perf import peak as P
     from zeropoint.perf.matmul import check_peak
-    monkeypatch.setattr(nvml, "gpu_inventory_cached", lambda: nvml.gpu_inventory(FakeNVML()))
+    # perf.peak imported the function at its top (issue 21's rule): patch the name it calls
+    monkeypatch.setattr(P, "gpu_inventory_cached", lambda: nvml.gpu_inventory(FakeNVML()))
     p = P.device_peak("CUDA", "bf16")
     assert p["flops"] == 989.5e12 and p["source"] == "table"
     assert check_peak(p, 790e12, "matmul")["check"]["verdict"] == "consistent"
     assert check_peak(p, 1.2e15, "matmul")["check"]["verdict"].startswith("WRONG PEAK")
-    monkeypatch.setattr(nvml, "gpu_inventory_cached", lambda: {"available": False, "reason": "no NVML", "gpus": []})
+    monkeypatch.setattr(P, "gpu_inventory_cached", lambda: {"available": False, "reason": "no NVML", "gpus": []})
     assert P.device_peak("NV", "bf16")["flops"] is None and "no NVML" in P.device_peak("NV", "bf16")["reason"]
     assert P.gpu_peak("NVIDIA L40S", "bf16")["flops"] == 362e12       # "l4" must not match L40S
     assert P.gpu_peak("NVIDIA A10G", "fp32")["flops"] == 31.2e12 and P.gpu_peak("NVIDIA RTX A4000") is None
