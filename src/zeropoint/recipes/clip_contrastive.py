@@ -19,49 +19,50 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field
 
-from ..config import StrictModel, config_dict, config_hash
+from ..config import (BatchSize, Count, DatasetName, Fraction, LearningRate, LossScale, NonNegative, PositiveCount,
+                      Seed, SplitFraction, StrictModel, config_dict, config_hash)
 
 
 class ModelSection(StrictModel):
     config: str = Field("clip-emoji-tiny", description="named config in models.clip.CLIP_CONFIGS")
     vision: dict = Field(default_factory=dict, description="ViTConfig fields to change in the image tower")
     text: dict = Field(default_factory=dict, description="TextConfig fields to change in the text tower")
-    vocab_size: int = Field(1024, description="BPE vocabulary learned from the training captions")
+    vocab_size: Annotated[PositiveCount, Field(ge=8, le=1 << 21)] = Field(1024, description="BPE vocabulary learned from the training captions")
 
 
 class DataSection(StrictModel):
-    dataset: str = Field(description="governed dataset name (approved with `zpctl data approve`)")
+    dataset: DatasetName = Field(description="governed dataset name (approved with `zpctl data approve`)")
     format: Literal["emoji", "caption_jsonl"] = "emoji"
-    test_fraction: float = Field(0.12, description="held-out pairs for retrieval / zero-shot evaluation")
-    max_pairs: int | None = Field(None, description="use only N pairs, spread evenly over the data (tests)")
-    crop_pad: int = 0
+    test_fraction: SplitFraction = Field(0.12, description="held-out pairs for retrieval / zero-shot evaluation")
+    max_pairs: PositiveCount | None = Field(None, description="use only N pairs, spread evenly over the data (tests)")
+    crop_pad: Annotated[Count, Field(le=1024)] = 0
     flip: bool = False
 
 
 class TrainSection(StrictModel):
-    epochs: float = 20.0
-    batch_size: int = 128
-    grad_accum: int = 1
-    lr: float = 2e-3
-    warmup_steps: int = 20
-    min_lr_ratio: float = 0.05
-    weight_decay: float = 0.1
+    epochs: Annotated[float, Field(gt=0, le=1e6)] = 20.0
+    batch_size: BatchSize = 128
+    grad_accum: BatchSize = 1
+    lr: LearningRate = 2e-3
+    warmup_steps: Count = 20
+    min_lr_ratio: Fraction = 0.05
+    weight_decay: NonNegative = 0.1
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
-    loss_scale: float = 32768.0
-    grad_clip: float = 1.0
-    ckpt_every: int = 100
-    keep_ckpts: int = 2
-    seed: int = 0
+    loss_scale: LossScale = 32768.0
+    grad_clip: NonNegative = 1.0
+    ckpt_every: Count = 100
+    keep_ckpts: Count = 2
+    seed: Seed = 0
     jit: bool = True
 
 
 class EvalSection(StrictModel):
-    batch_size: int = 256
+    batch_size: BatchSize = 256
     prompt: str = Field("{}", description="zero-shot prompt template; {} is the lower-cased label")
     class_prompts: dict[str, list[str]] = Field(
         default_factory=dict, description="hand-written prompts per label, averaged (CLIP-style prompt ensembling); "

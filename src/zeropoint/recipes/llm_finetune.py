@@ -19,12 +19,13 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field
 
-from ..config import StrictModel, config_dict, config_hash
+from ..config import (BatchSize, Count, DatasetName, Fraction, LearningRate, LossScale, NonNegative, PositiveCount,
+                      Seed, SeqLen, SplitFraction, StrictModel, config_dict, config_hash)
 
 # ---- typed config (the YAML schema) ------------------------------------------------------------------------
 
@@ -37,38 +38,38 @@ class ModelSection(StrictModel):
 
 
 class LoraSection(StrictModel):
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
+    rank: Annotated[PositiveCount, Field(le=65536)] = 8
+    alpha: Annotated[float, Field(gt=0, le=1e6)] = 16.0
+    dropout: SplitFraction = 0.0
     targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
 
 
 class DataSection(StrictModel):
-    datasets: list[str] = Field(description="governed dataset names (approved with `zpctl data approve`)")
+    datasets: list[DatasetName] = Field(min_length=1, description="governed dataset names (approved with `zpctl data approve`)")
     format: Literal["text", "jsonl"] = "text"
-    seq_len: int = 128
-    val_fraction: float = 0.05
+    seq_len: SeqLen = 128
+    val_fraction: SplitFraction = 0.05
     packing: bool = True
-    max_docs: int | None = Field(None, description="use only the first N documents (bounded runs, tests)")
-    max_chars: int | None = Field(None, description="truncate each text document to N characters")
-    val_batches: int = Field(8, description="validation batches per evaluation (fixed set)")
+    max_docs: PositiveCount | None = Field(None, description="use only the first N documents (bounded runs, tests)")
+    max_chars: PositiveCount | None = Field(None, description="truncate each text document to N characters")
+    val_batches: Count = Field(8, description="validation batches per evaluation (fixed set)")
 
 
 class TrainSection(StrictModel):
-    steps: int = 60
-    micro_batch_size: int = 4
-    grad_accum: int = 1
-    lr: float = 3.0e-4
-    warmup_steps: int = 5
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.0
+    steps: PositiveCount = 60
+    micro_batch_size: BatchSize = 4
+    grad_accum: BatchSize = 1
+    lr: LearningRate = 3.0e-4
+    warmup_steps: Count = 5
+    min_lr_ratio: Fraction = 0.1
+    weight_decay: NonNegative = 0.0
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
-    loss_scale: float = 32768.0
-    grad_clip: float = 1.0
-    eval_every: int = 20
-    ckpt_every: int = 20
-    keep_ckpts: int = 2
-    seed: int = 0
+    loss_scale: LossScale = 32768.0
+    grad_clip: NonNegative = 1.0
+    eval_every: Count = 20
+    ckpt_every: Count = 20
+    keep_ckpts: Count = 2
+    seed: Seed = 0
     jit: bool = True
 
 

@@ -18,12 +18,13 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field
 
-from ..config import StrictModel, config_dict, config_hash
+from ..config import (BatchSize, Count, DatasetName, Fraction, LearningRate, LossScale, NonNegative, PositiveCount,
+                      Seed, SplitFraction, StrictModel, config_dict, config_hash)
 
 
 # ---- typed config (the YAML schema) ------------------------------------------------------------------------
@@ -33,41 +34,41 @@ class ModelSection(StrictModel):
 
 
 class DataSection(StrictModel):
-    dataset: str = Field(description="governed dataset name (approved with `zpctl data approve`)")
+    dataset: DatasetName = Field(description="governed dataset name (approved with `zpctl data approve`)")
     classes: list[str] | None = Field(None, description="class names in label order (IDX files carry none)")
     format: Literal["idx", "digits", "image_folder"] = "idx"
-    image_size: int | None = Field(None, description="resize to this size; default: the model's image_size")
-    test_fraction: float = Field(0.2, description="held-out test split when the data has no test files "
+    image_size: Annotated[PositiveCount, Field(le=4096)] | None = Field(None, description="resize to this size; default: the model's image_size")
+    test_fraction: SplitFraction = Field(0.2, description="held-out test split when the data has no test files "
                                                   "(digits, image folders)")
-    val_fraction: float = Field(0.0, description="validation split carved from train for the eval cadence")
-    max_train: int | None = Field(None, description="use only the first N training images (bounded runs, tests)")
-    max_test: int | None = Field(None, description="evaluate on only the first N test images (tests)")
-    crop_pad: int = Field(0, description="random crop: pad by this many pixels, crop back at a random offset")
+    val_fraction: SplitFraction = Field(0.0, description="validation split carved from train for the eval cadence")
+    max_train: PositiveCount | None = Field(None, description="use only the first N training images (bounded runs, tests)")
+    max_test: PositiveCount | None = Field(None, description="evaluate on only the first N test images (tests)")
+    crop_pad: Annotated[Count, Field(le=1024)] = Field(0, description="random crop: pad by this many pixels, crop back at a random offset")
     flip: bool = Field(False, description="random horizontal flip (off for digits: a flipped 2 is not a 2)")
 
 
 class TrainSection(StrictModel):
-    epochs: float = Field(1.0, description="passes over the training set (fractions allowed)")
-    batch_size: int = 128
-    grad_accum: int = 1
-    lr: float = 2e-3
-    warmup_steps: int = 20
-    min_lr_ratio: float = 0.05
-    weight_decay: float = 0.05
+    epochs: Annotated[float, Field(gt=0, le=1e6)] = Field(1.0, description="passes over the training set (fractions allowed)")
+    batch_size: BatchSize = 128
+    grad_accum: BatchSize = 1
+    lr: LearningRate = 2e-3
+    warmup_steps: Count = 20
+    min_lr_ratio: Fraction = 0.05
+    weight_decay: NonNegative = 0.05
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
-    loss_scale: float = 32768.0
-    grad_clip: float = 1.0
-    label_smoothing: float = 0.0
-    eval_every: int = Field(0, description="evaluate on the validation split every N steps (0: only at the end)")
-    ckpt_every: int = 100
-    keep_ckpts: int = 2
-    seed: int = 0
+    loss_scale: LossScale = 32768.0
+    grad_clip: NonNegative = 1.0
+    label_smoothing: SplitFraction = 0.0
+    eval_every: Count = Field(0, description="evaluate on the validation split every N steps (0: only at the end)")
+    ckpt_every: Count = 100
+    keep_ckpts: Count = 2
+    seed: Seed = 0
     jit: bool = True
 
 
 class EvalSection(StrictModel):
-    batch_size: int = 500
-    topk: list[int] = Field(default_factory=lambda: [1, 5])
+    batch_size: BatchSize = 500
+    topk: list[Annotated[PositiveCount, Field(le=1000)]] = Field(default_factory=lambda: [1, 5])
 
 
 class ViTClassifyConfig(StrictModel):
