@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from ..errors import ZeropointError
 from ..orchestrator.executor import Executor, LocalExecutor
@@ -28,10 +29,15 @@ def make_executor(store: SqliteStore, kind: str | None = None, *, max_concurrent
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080, *, executor: str | None = None, max_concurrent: int | None = None,
-          ray_address: str | None = None, log_level: str = "info") -> None:
+          ray_address: str | None = None, log_level: str = "info", data_root: Path | str | None = None) -> None:
     import uvicorn
 
     from .app import create_app
+    if data_root is not None:
+        root = Path(data_root).expanduser().resolve()
+        if not root.is_dir():
+            raise ZeropointError(f"--data-root {data_root} is not a directory; create it or pass another one")
+        os.environ["ZP_DATA_ROOT"] = str(root)   # the jobs this server starts inherit it
     store = open_store()
     app = create_app(store, make_executor(store, executor, max_concurrent=max_concurrent, ray_address=ray_address))
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
