@@ -33,6 +33,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, *, executor: str | None = N
     import uvicorn
 
     from .app import create_app
+    from .connections import guarded_h11
     if data_root is not None:
         root = Path(data_root).expanduser().resolve()
         if not root.is_dir():
@@ -40,5 +41,19 @@ def serve(host: str = "127.0.0.1", port: int = 8080, *, executor: str | None = N
         os.environ["ZP_DATA_ROOT"] = str(root)   # the jobs this server starts inherit it
     store = open_store()
     app = create_app(store, make_executor(store, executor, max_concurrent=max_concurrent, ray_address=ray_address))
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
-                timeout_graceful_shutdown=10, limit_concurrency=1000)
+    protocol = guarded_h11(header_timeout_s=_env_float("ZP_API_HEADER_TIMEOUT_S", 10.0),
+                           body_idle_s=_env_float("ZP_API_BODY_IDLE_S", 30.0),
+                           max_per_ip=int(_env_float("ZP_API_MAX_CONN_PER_IP", 64)))
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, http=protocol,
+                timeout_keep_alive=5, timeout_graceful_shutdown=10, limit_concurrency=1000)
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = float("nan")
+    if not (0 < value < 1e6):
+        raise ZeropointError(f"{name}={raw!r} must be a positive number (default {default:g})")
+    return value

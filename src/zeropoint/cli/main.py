@@ -152,6 +152,8 @@ _register_all()
 
 
 def main() -> None:
+    from ..orchestrator.lifeline import die_with_supervisor
+    die_with_supervisor()   # a job started by `zpctl serve` ends with the server (no-op otherwise)
     app()
 
 
