@@ -99,13 +99,14 @@ def _resolve(ref: str):
     return getattr(importlib.import_module(mod), attr)
 
 
-def recipe_entry(name: str):
+def recipe_entry(name: str, source: str | None = None):
     _load_builtin_recipes()
+    where = f"{source}: " if source else ""
     if not isinstance(name, str):
-        raise ConfigError(f"'recipe' must be a recipe name such as llm_finetune, not {_short(name)}; known recipes: "
-                          f"{', '.join(sorted(RECIPES))}")
+        raise ConfigError(f"{where}'recipe' must be a recipe name such as llm_finetune, not {_short(name)}; known "
+                          f"recipes: {', '.join(sorted(RECIPES))}")
     if name not in RECIPES:
-        raise ConfigError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES)) or '(none)'}")
+        raise ConfigError(f"{where}unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES)) or '(none)'}")
     cfg_ref, run_ref = RECIPES[name]
     return _resolve(cfg_ref), _resolve(run_ref)
 
@@ -293,7 +294,7 @@ def load_config(path: Path | str, overrides: list[str] | None = None):
     name = raw.get("recipe")
     if not name:
         raise ConfigError(f"config {path} has no 'recipe' key; add e.g. 'recipe: llm_finetune'")
-    cls, run_fn = recipe_entry(name)
+    cls, run_fn = recipe_entry(name, f"config {path}")
     return validate(cls, raw, str(path)), run_fn
 
 

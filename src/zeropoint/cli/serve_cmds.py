@@ -33,13 +33,13 @@ def _store():
 
 
 def _kv(items: list[str] | None) -> dict:
-    import yaml
+    from ..config import load_yaml_text
     out = {}
     for it in items or []:
         if "=" not in it:
             raise typer.BadParameter(f"--arg {it!r}: expected key=value")
         k, v = it.split("=", 1)
-        out[k] = yaml.safe_load(v) if v else ""
+        out[k] = load_yaml_text(v, f"--arg {k}") if v else ""
     return out
 
 

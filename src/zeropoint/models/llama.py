@@ -38,6 +38,22 @@ class LlamaConfig:
     head_dim: int | None = None        # None = dim // n_heads (every named config)
 
     def __post_init__(self):
+        # every loader (named configs + overrides, GGUF metadata, HF config.json) ends here: bound the shapes before
+        # anything is sized by them (0 heads was a ZeroDivisionError, 1e9 layers a hang)
+        for name, hi in _INT_LIMITS.items():
+            v = getattr(self, name)
+            if name == "head_dim" and v is None:
+                continue
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= hi:
+                raise ValueError(f"{name} must be an integer from 1 to {hi:,}, not {v!r}")
+        for name, (lo, hi) in _FLOAT_LIMITS.items():
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not (lo < v <= hi):
+                raise ValueError(f"{name} must be a number in ({lo:g}, {hi:g}], not {v!r}")
+        if self.n_kv_heads > self.n_heads:
+            raise ValueError(f"n_kv_heads {self.n_kv_heads} is more than n_heads {self.n_heads}")
+        if self.rope_scaling is not None and not isinstance(self.rope_scaling, dict):
+            raise ValueError(f"rope_scaling must be a mapping or null, not {self.rope_scaling!r}")
         if self.head_dim is None:
             if self.dim % self.n_heads:
                 raise ValueError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}; set head_dim explicitly")
@@ -56,6 +72,11 @@ class LlamaConfig:
             raise ValueError(f"unknown LlamaConfig keys {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
 
+
+# far above any published model, far below what would hang a CPU sizing or building it
+_INT_LIMITS = {"dim": 1 << 17, "n_layers": 1024, "n_heads": 1024, "n_kv_heads": 1024, "hidden_dim": 1 << 20,
+               "vocab_size": 1 << 22, "max_seq_len": 1 << 21, "head_dim": 4096}
+_FLOAT_LIMITS = {"norm_eps": (0.0, 1.0), "rope_theta": (0.0, 1e12)}
 
 _LLAMA3_SCALING = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                    "original_max_position_embeddings": 8192}

@@ -115,7 +115,7 @@ def _recipe_config(raw: dict | None, overrides: list[str] | None, source: str):
     name = raw.get("recipe")
     if not name:
         raise ConfigError(f"{source} has no 'recipe' key; add e.g. 'recipe: llm_finetune'")
-    cls, _ = recipe_entry(name)
+    cls, _ = recipe_entry(name, source)
     return validate(cls, raw, source)
 
 
