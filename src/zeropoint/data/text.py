@@ -13,7 +13,6 @@ document (a held-out speech is really held out), shuffled with the seed. Batches
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,44 +218,11 @@ def build_dataset(docs: list[dict], tok, *, seq_len: int, val_fraction: float, s
 
 
 # ---- tokenizer without loading weights ---------------------------------------------------------------------
-_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-
-
 def gguf_metadata(path: Path | str) -> dict:
-    """Only the key/value header of a GGUF file (tokenizer vocab, merges, ids): milliseconds, not a full load."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        if f.read(4) != b"GGUF":
-            raise DataError(f"{path} is not a GGUF file (bad magic)")
-        version, = struct.unpack("<I", f.read(4))
-        if version < 2:
-            raise DataError(f"{path}: GGUF version {version} is not supported")
-        _n_tensors, n_kv = struct.unpack("<QQ", f.read(16))
-
-        def rstr():
-            n, = struct.unpack("<Q", f.read(8))
-            return f.read(n).decode("utf-8", errors="replace")
-
-        def rval(ty):
-            if ty == 8:
-                return rstr()
-            if ty == 9:
-                sub, n = struct.unpack("<IQ", f.read(12))
-                if sub in _GGUF_SCALARS:
-                    fmt = _GGUF_SCALARS[sub]
-                    return list(struct.unpack("<" + fmt[1] * n, f.read(struct.calcsize(fmt) * n)))
-                return [rval(sub) for _ in range(n)]
-            if ty not in _GGUF_SCALARS:
-                raise DataError(f"{path}: unknown GGUF value type {ty}")
-            fmt = _GGUF_SCALARS[ty]
-            return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
-
-        kv = {}
-        for _ in range(n_kv):
-            k = rstr()
-            ty, = struct.unpack("<I", f.read(4))
-            kv[k] = rval(ty)
-    return kv
+    """Only the key/value header of a GGUF file (tokenizer vocab, merges, ids): milliseconds, not a full load.
+    Read by the models' bounded GGUF reader (a corrupt header is a GGUFError naming the file and field)."""
+    from ..models.gguf import read_metadata
+    return read_metadata(path)
 
 
 class ByteTokenizer:

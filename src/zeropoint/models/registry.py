@@ -9,8 +9,8 @@ from tinygrad import dtypes
 from tinygrad.dtype import DType
 
 from ..errors import ZeropointError
-from .llama import Llama, LlamaConfig, from_weights
-from .tokenizer import Tokenizer
+from .llama import Llama, LlamaConfig, WeightsMismatch, from_weights
+from .tokenizer import Tokenizer, TokenizerError
 
 
 class ModelNotFound(ZeropointError):
@@ -57,7 +57,11 @@ def load_weights_any(ref: str | Path, max_seq_len: int | None = None):
     if p.is_file() and p.suffix == ".gguf":
         from .gguf import load_gguf
         cfg, weights, meta = load_gguf(p, max_seq_len=max_seq_len)
-        return cfg, weights, Tokenizer.from_gguf_metadata(meta), {"format": "gguf", "path": str(p), "name": meta.get("general.name")}
+        try:
+            tok = Tokenizer.from_gguf_metadata(meta)
+        except TokenizerError as e:
+            raise TokenizerError(f"{p}: {e}") from None
+        return cfg, weights, tok, {"format": "gguf", "path": str(p), "name": meta.get("general.name")}
     if p.is_dir() and (p / "config.json").is_file():
         from .hf import load_hf_dir
         cfg, weights, tok = load_hf_dir(p, max_seq_len=max_seq_len)
@@ -72,6 +76,9 @@ def load_model(ref: str | Path, compute_dtype: str | DType = "float32",
     where it came from and how long loading took."""
     t0 = time.perf_counter()
     cfg, weights, tok, info = load_weights_any(ref, max_seq_len=max_seq_len)
-    model = from_weights(cfg, weights, parse_dtype(compute_dtype))
+    try:
+        model = from_weights(cfg, weights, parse_dtype(compute_dtype))
+    except WeightsMismatch as e:
+        raise WeightsMismatch(f"{info.get('path', ref)}: {e}") from None
     model.load_info = dict(info, ref=str(ref), load_s=round(time.perf_counter() - t0, 3))
     return model, cfg, tok
