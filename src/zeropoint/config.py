@@ -243,8 +243,9 @@ def load_yaml_text(text: str | bytes, source: str = "<yaml>") -> Any:
         text = _decode(text, source)
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{source} is {len(text):,} characters; a config is at most {MAX_CONFIG_BYTES:,}")
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)   # its reader refuses control characters at once
         node = loader.get_single_node()
         if node is None:
             return None
@@ -257,7 +258,8 @@ def load_yaml_text(text: str | bytes, source: str = "<yaml>") -> Any:
     except (ValueError, TypeError, RecursionError) as e:   # e.g. an int of 5,000 digits, an unhashable key
         raise ConfigError(f"{source} is not a usable YAML config: {type(e).__name__}: {e}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _decode(data: bytes, source: str) -> str:
