@@ -33,6 +33,7 @@ import anyio
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, Field
 
 from .. import __version__
@@ -296,8 +297,8 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
         problems = "; ".join(f"{'.'.join(str(x) for x in err.get('loc', ()))}: {err.get('msg')}" for err in e.errors())
         return JSONResponse({"error": f"invalid request: {problems}"}, status_code=422)
 
-    @app.exception_handler(HTTPException)
-    async def _http(request: Request, e: HTTPException):
+    @app.exception_handler(StarletteHTTPException)   # also the router's own 404/405: every error is {"error": ...}
+    async def _http(request: Request, e: StarletteHTTPException):
         return JSONResponse({"error": e.detail}, status_code=e.status_code, headers=getattr(e, "headers", None))
 
     # -- health (no auth) -------------------------------------------------------------------------------------

@@ -225,18 +225,22 @@ class LocalExecutor(Executor):
         if terminate_running:
             self._shutting_down = True
             for job_id, (p, log) in list(self._procs.items()):
-                _kill_group(p.pid, self.term_grace_s)
+                _kill_group(p.pid, self.term_grace_s, p)
                 p.wait()
             self.reap()
 
 
-def _kill_group(pid: int, grace: float) -> None:
+def _kill_group(pid: int, grace: float, proc: subprocess.Popen | None = None) -> None:
+    """SIGTERM the process group, SIGKILL whatever is left of it after `grace` seconds. `proc`: the group leader
+    when it is our child - it must be reaped, or its zombie keeps the group alive for the whole grace period."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
+        if proc is not None:
+            proc.poll()
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:
