@@ -109,6 +109,20 @@ def test_nan_override_of_a_train_config_is_refused_naming_the_key(srv):
     assert st == 200
 
 
+def test_a_store_poisoned_before_validation_still_lists(srv):
+    """A job row with NaN written by an older build (the store refuses new ones) must not take listing down."""
+    import sqlite3
+    s, t = srv
+    st, job, _ = s.request("POST", "/v1/jobs", {"kind": "status", "dry_run": True}, token=t["submitter"])
+    with sqlite3.connect(s.home / "jobs" / "jobs.db") as db:
+        db.execute("UPDATE jobs SET resources=? WHERE id=?", ('{"num_cpus": NaN, "memory": Infinity}', job["id"]))
+    st, listing, _ = s.request("GET", "/v1/jobs?limit=1000", token=t["viewer"])
+    assert st == 200, listing
+    got = next(j for j in listing["jobs"] if j["id"] == job["id"])
+    assert got["resources"] == {"num_cpus": "NaN", "memory": "Infinity"}
+    assert s.request("GET", f"/v1/jobs/{job['id']}", token=t["viewer"])[0] == 200
+
+
 def test_validation_errors_on_query_numbers_are_4xx_not_500(srv):
     s, t = srv
     st, job, _ = s.request("POST", "/v1/jobs", {"kind": "status", "dry_run": True}, token=t["submitter"])

@@ -49,3 +49,10 @@ def test_a_log_with_no_head_recorded_still_verifies_with_a_note(tmp_path):
     p.write_bytes(b"".join(lines))
     r = audit.verify_chain(p)
     assert r.ok and any("no head" in x for x in r.problems), r
+
+
+def test_an_event_with_a_lone_surrogate_or_nan_is_recorded_not_lost():
+    """Issue 25 #5: the append failed, so the request it recorded was missing from the chain."""
+    ev = audit.append_event("user\udcff", "dataset_add", "dataset:\ud800x", {"n": float("nan"), "k\udfff": ["\ud800"]})
+    assert ev["resource"] == "dataset:\\ud800x" and ev["details"]["n"] == "nan" and ev["actor"] == "user\\udcff"
+    assert audit.read_events()[-1]["hash"] == ev["hash"] and audit.verify_chain().ok

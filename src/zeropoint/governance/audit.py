@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 from collections import deque
 import json
+import math
 import os
 import socket
 from contextlib import contextmanager
@@ -49,6 +50,25 @@ def log_path(path: Path | str | None = None) -> Path:
 
 def _head_path(path: Path) -> Path:
     return path.with_name(path.name + ".head")
+
+
+def _recordable(value):
+    """The value with what JSON/UTF-8 cannot hold made visible instead of fatal: a lone surrogate (e.g. from a
+    non-UTF-8 command-line argument) becomes its backslash escape, NaN/inf their names. An event that could not be
+    written would leave the chain without the request it was for."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {_recordable(str(k)): _recordable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_recordable(v) for v in value]
+    return value
 
 
 def event_hash(event: dict) -> str:
@@ -107,8 +127,9 @@ def append_event(actor: str | None, action: str, resource: str, details: dict | 
                 raise AuditError(f"the last line of {p} is not a valid audit event; run `zpctl audit verify` "
                                  "to find the damage, and restore the log from a backup") from None
         event = {"seq": seq, "ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-                 "actor": actor or default_actor(), "action": action, "resource": resource,
-                 "details": json.loads(canonical_json(details or {})), "outcome": outcome, "prev_hash": prev}
+                 "actor": _recordable(actor or default_actor()), "action": _recordable(action),
+                 "resource": _recordable(resource), "details": json.loads(canonical_json(_recordable(details or {}))),
+                 "outcome": _recordable(outcome), "prev_hash": prev}
         event["hash"] = event_hash(event)
         line = canonical_json(event) + b"\n"
         fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

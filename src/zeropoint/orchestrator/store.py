@@ -180,8 +180,8 @@ class SqliteStore:
     @staticmethod
     def _job(row: sqlite3.Row) -> Job:
         d = {k: row[k] for k in _COLUMNS}
-        for k in _JSON_FIELDS:
-            d[k] = json.loads(d[k]) if d[k] is not None else None
+        for k in _JSON_FIELDS:   # NaN/Infinity a store from before validation may hold come back as strings
+            d[k] = json.loads(d[k], parse_constant=str) if d[k] is not None else None
         d["args"] = d["args"] or {}
         d["resources"] = d["resources"] or {}
         d["run_ids"] = d["run_ids"] or []
