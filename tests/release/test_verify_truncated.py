@@ -28,13 +28,24 @@ def tar_path(tmp_path):
     return p
 
 
-@pytest.mark.parametrize("cut", [100, 700, 3000, 6656, 12000, 25000, 27648])   # 6656, 27648: member boundaries
-def test_truncated_tar_is_named_as_truncated(tar_path, cut):
+CUTS = [100, 700, 3000, 6656, 12000, 25000, 27648]   # 6656 and 27648 are member boundaries
+
+
+def test_truncated_tar_is_named_as_truncated(tar_path, tmp_path):
+    from typer.testing import CliRunner
+    from zeropoint.cli.main import app
     data = tar_path.read_bytes()
-    tar_path.write_bytes(data[:cut])
-    with pytest.raises(BundleError, match="truncated"):
-        verify_bundle(tar_path)
-    r = zpctl("release", "verify", tar_path)
+    for cut in CUTS:
+        p = tmp_path / f"cut{cut}.tar"
+        p.write_bytes(data[:cut])
+        with pytest.raises(BundleError, match="truncated"):
+            verify_bundle(p)
+        r = CliRunner().invoke(app, ["release", "verify", str(p)])
+        crashed = r.exception is not None and not isinstance(r.exception, SystemExit)
+        assert r.exit_code == 2 and "truncated" in r.output and not crashed, (cut, r.output, r.exception)
+    # as a user runs them: the CLI entry point, and verify.py on its own (stdlib + cryptography)
+    p = tmp_path / "cut12000.tar"
+    r = zpctl("release", "verify", p)
     assert r.returncode == 2 and "truncated" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
-    r = subprocess.run([sys.executable, str(VERIFY_PY), str(tar_path)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, str(VERIFY_PY), str(p)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "truncated" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
