@@ -182,3 +182,21 @@ def test_wrong_shaped_hf_directories_are_clean_errors(tmp_path):
     good = C.write_hf_dir(tmp_path / "good")
     ok = run_guarded(_load, [good])[0]
     assert ok.kind == "ok" and ok.detail == sorted(C.hf_parts()[1]), ok.detail
+
+
+def test_counts_the_file_could_hold_are_still_capped(tmp_path):
+    """Lengths a big (here: sparse) file has the bytes for are bounded too: a GGUF array of 17M strings (over the
+    16M-value budget) and a 17 MiB safetensors header (over the 16 MiB cap) are refused before being read."""
+    from zeropoint.models.hf import read_safetensors
+    data, f = C.mini_gguf()
+    g = tmp_path / "many.gguf"
+    g.write_bytes(C.patch(data, f[("arrlen", "tokenizer.ggml.tokens")], "<Q", 17 << 20))
+    st = tmp_path / "big_header.safetensors"
+    st.write_bytes(struct.pack("<Q", 17 << 20) + b"{")
+    for p in (g, st):
+        with open(p, "r+b") as fh:
+            fh.truncate(200 << 20)
+    outcomes = run_guarded(lambda p: _load(p) if p.suffix == ".gguf" else read_safetensors(p), [g, st])
+    assert not failures(outcomes), failures(outcomes)
+    assert outcomes[0].kind == "clean" and "over the limit" in outcomes[0].detail, outcomes[0].detail
+    assert outcomes[1].kind == "clean" and "impossible" in outcomes[1].detail, outcomes[1].detail

@@ -120,7 +120,9 @@ _NP_SCALARS = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<
                12: "<f8"}
 MAX_KEY_BYTES = 65_535                 # the GGUF spec's key limit
 MAX_STRING_BYTES = 16 << 20            # a metadata string (chat templates are kilobytes)
-MAX_ITEMS = 1 << 26                    # metadata array length, metadata keys, tensors (also bounded by file size)
+MAX_KEYS = 1 << 16                     # metadata keys (real files: ~50)
+MAX_TENSORS = 1 << 20                  # tensor infos (real files: hundreds to a few thousand)
+MAX_VALUES = 1 << 24                   # array elements in the whole header (a 128k-token vocab: ~400k)
 MAX_ARRAY_DEPTH = 4
 MAX_DIMS = 4                           # GGML_MAX_DIMS
 MAX_ELEMENTS = 1 << 40
@@ -130,7 +132,7 @@ class _Reader:
     """Sequential reads over a GGUF header that never ask for more bytes than the file has left."""
 
     def __init__(self, f, path: Path, size: int):
-        self.f, self.path, self.size, self.pos = f, path, size, 0
+        self.f, self.path, self.size, self.pos, self.values = f, path, size, 0, 0
 
     def fail(self, msg: str) -> GGUFError:
         return GGUFError(f"{self.path}: {msg}; the file is corrupt or not a GGUF file")
@@ -149,11 +151,13 @@ class _Reader:
         fmt = _SCALARS[typ]
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))[0]
 
-    def count(self, what: str, min_item_bytes: int) -> int:
+    def count(self, what: str, min_item_bytes: int, cap: int) -> int:
         n = self.scalar(10, what)
         left = self.size - self.pos
-        if n > MAX_ITEMS or n * min_item_bytes > left:
+        if n * min_item_bytes > left:
             raise self.fail(f"{what} is {n:,}, more than the {left:,} bytes left in the file can hold")
+        if n > cap:
+            raise self.fail(f"{what} is {n:,}, over the limit of {cap:,}")
         return n
 
     def string(self, what: str, limit: int, strict: bool) -> str:
@@ -178,7 +182,8 @@ class _Reader:
             if sub not in _SCALARS and sub not in (STR, ARR):
                 raise self.fail(f"{what} is an array of value type {sub}, which is not a GGUF type (0-12)")
             item = struct.calcsize(_SCALARS[sub]) if sub in _SCALARS else 8 if sub == STR else 12
-            n = self.count(f"the length of {what}", item)
+            n = self.count(f"the length of {what}", item, MAX_VALUES - self.values)   # before any is allocated
+            self.values += n
             if sub in _NP_SCALARS:
                 return np.frombuffer(self.take(n * item, what), dtype=_NP_SCALARS[sub]).tolist()
             return [self.value(sub, what, depth + 1) for _ in range(n)]
@@ -201,8 +206,8 @@ def _parse(path: str | Path, tensors: bool) -> tuple[dict, list, int]:
         version = r.scalar(4, "the version")
         if version not in (2, 3):
             raise GGUFError(f"{path} is GGUF version {version}; only versions 2 and 3 are supported")
-        n_tensors = r.count("the tensor count", 24)     # name length, dim count, type, offset
-        n_kv = r.count("the metadata key count", 13)    # key length, value type, one byte of value
+        n_tensors = r.count("the tensor count", 24, MAX_TENSORS)   # name length, dim count, type, offset
+        n_kv = r.count("the metadata key count", 13, MAX_KEYS)     # key length, value type, one byte of value
         kv: dict = {}
         for i in range(n_kv):
             key = r.string(f"metadata key {i}", MAX_KEY_BYTES, strict=True)

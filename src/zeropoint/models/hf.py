@@ -28,6 +28,9 @@ class HFFormatError(ZeropointError):
 
 
 SUPPORTED_TYPES = ("llama", "mistral")
+# a safetensors header: the format allows 100 MB, but parsing that much hostile JSON can take gigabytes; real
+# headers are kilobytes (a 405B model's ~1,200 tensors: ~200 KB)
+MAX_HEADER_BYTES = 16 << 20
 _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64, "I64": np.int64,
               "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
 _SAVE_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
@@ -84,7 +87,7 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, tuple[str, tupl
             if len(head) < 8:
                 raise HFFormatError(f"{path} is too short to be a safetensors file")
             (n,) = struct.unpack("<Q", head)
-            if n > min(size - 8, 100 << 20):
+            if n > min(size - 8, MAX_HEADER_BYTES):
                 raise HFFormatError(f"{path}: header length {n} is impossible for a {size}-byte file; the file is corrupt")
             raw = f.read(n)
     except OSError as e:
