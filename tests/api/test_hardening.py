@@ -256,14 +256,16 @@ def test_anonymous_denials_are_coalesced_without_losing_the_count(srv):
     p = s.home / "datasets" / "audit.jsonl"
     size0, n0 = p.stat().st_size, len(audit_events(s.home))
     n = 300
+    t0 = time.monotonic()
     for i in range(n):
         token = None if i % 2 else "zp_000000000000_not-a-real-secret"
         assert s.request("GET" if i % 3 else "POST", "/v1/jobs", body={} if i % 3 == 0 else None, token=token)[0] == 401
+    windows = (time.monotonic() - t0) / WINDOW_S + 2     # per actor: one event opening each window, one summary
     time.sleep(WINDOW_S * 2.5)
     s.request("GET", "/healthz")
     new = audit_events(s.home)[n0:]
-    assert len(new) <= 8, [e["action"] for e in new]
-    assert p.stat().st_size - size0 < 8000
+    assert len(new) <= 2 * 2 * windows and len(new) < n / 4, (len(new), windows, [e["action"] for e in new])
+    assert p.stat().st_size - size0 < len(new) * 1000
     counted = sum(e["details"].get("count", 1) for e in new if e["actor"] in ("anonymous", "invalid-token"))
     assert counted == n, new
     summaries = [e for e in new if e["action"] == "api.denied_coalesced"]

@@ -27,17 +27,19 @@ class DenialCoalescer:
     def __init__(self, window_s: float, write: Callable[[str, str, str, dict, str], None]):
         self.window_s, self.write = float(window_s), write
         self._open: dict[tuple[str, str], dict] = {}
+        self._closed: list[tuple[tuple[str, str], dict]] = []   # windows ended by a new denial, written by flush
         self._lock = threading.Lock()
 
     def admit(self, actor: str, client: str | None, method: str, path: str, status: int) -> bool:
-        """True: write this request's own event now (it opens a window). False: it was counted in the window."""
+        """True: write this request's own event now (it opens a window). False: it was counted in the window.
+        Never writes itself (it runs on the server's event loop); `flush` does, from a worker thread."""
         key = (actor, client or "unknown")
         now = time.monotonic()
         with self._lock:
             w = self._open.get(key)
             if w is None or now - w["opened"] >= self.window_s:
                 if w is not None:
-                    self._close(key, w)
+                    self._closed.append((key, w))
                 self._open[key] = {"opened": now, "count": 0, "first_at": None, "last_at": None,
                                    "statuses": Counter(), "paths": Counter(), "methods": Counter()}
                 return True
@@ -57,6 +59,7 @@ class DenialCoalescer:
             due = [(k, w) for k, w in self._open.items() if everything or now - w["opened"] >= self.window_s]
             for k, _ in due:
                 del self._open[k]
+            due, self._closed = self._closed + due, []
         return sum(self._close(k, w) for k, w in due)
 
     def _close(self, key: tuple[str, str], w: dict) -> int:

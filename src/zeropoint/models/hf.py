@@ -45,9 +45,10 @@ def config_from_hf(c: dict, max_seq_len: int | None = None, source: str = "confi
         raise HFFormatError(f"{source}: model_type is {mt!r}; only Llama-family decoders ({', '.join(SUPPORTED_TYPES)}) "
                             "are supported here")
     if c.get("hidden_act", "silu") != "silu":
-        raise HFFormatError(f"hidden_act {c.get('hidden_act')!r} is not supported (Llama uses silu)")
+        raise HFFormatError(f"{source}: hidden_act {_short(c.get('hidden_act'))} is not supported (Llama uses silu)")
     if c.get("attention_bias") or c.get("mlp_bias"):
-        raise HFFormatError("attention_bias / mlp_bias checkpoints are not supported (Llama projections are bias-free)")
+        raise HFFormatError(f"{source}: attention_bias / mlp_bias checkpoints are not supported (Llama projections "
+                            "are bias-free)")
     try:
         ctx = int(c.get("max_position_embeddings", 2048))
         return LlamaConfig(dim=c["hidden_size"], n_layers=c["num_hidden_layers"], n_heads=c["num_attention_heads"],

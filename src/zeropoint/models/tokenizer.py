@@ -93,10 +93,10 @@ class Tokenizer:
         # checked here: the GGUF reader bounds sizes, not what a tokenizer needs them to be
         if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
             raise TokenizerError("GGUF tokenizer.ggml.tokens must be a non-empty list of strings; the metadata is corrupt")
-        if not isinstance(types, list) or len(types) != len(tokens) or \
+        if not isinstance(types, list) or len(types) > len(tokens) or \
                 not all(isinstance(t, int) and not isinstance(t, bool) for t in types):
-            raise TokenizerError(f"GGUF tokenizer.ggml.token_type must list one integer per token ({len(tokens)}); "
-                                 "the metadata is corrupt")
+            raise TokenizerError(f"GGUF tokenizer.ggml.token_type must list at most one integer per token "
+                                 f"({len(tokens)}); the metadata is corrupt")
         if not isinstance(merges, list) or not all(isinstance(m, str) and m.count(" ") == 1 for m in merges):
             raise TokenizerError("GGUF tokenizer.ggml.merges must be a list of 'a b' strings; the metadata is corrupt")
         for key in ("bos_token_id", "eos_token_id", "padding_token_id"):
