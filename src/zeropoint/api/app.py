@@ -33,8 +33,8 @@ import anyio
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..config import MAX_DEPTH, check_values
@@ -227,7 +227,12 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
     async def flush_denials():
         while True:
             await asyncio.sleep(min(1.0, window / 2))
-            await anyio.to_thread.run_sync(denials.flush)
+            try:
+                await anyio.to_thread.run_sync(denials.flush)
+            except Exception as e:   # keep flushing; the failure is the audit log's, and it is loud there too
+                import sys
+                print(f"zeropoint api: AUDIT APPEND FAILED for a coalesced denial summary: {type(e).__name__}: {e}",
+                      file=sys.stderr)
 
     async def lifespan(app):
         if executor is not None and manage_executor:

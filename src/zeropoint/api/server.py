@@ -40,7 +40,8 @@ def serve(host: str = "127.0.0.1", port: int = 8080, *, executor: str | None = N
             raise ZeropointError(f"--data-root {data_root} is not a directory; create it or pass another one")
         os.environ["ZP_DATA_ROOT"] = str(root)   # the jobs this server starts inherit it
     store = open_store()
-    app = create_app(store, make_executor(store, executor, max_concurrent=max_concurrent, ray_address=ray_address))
+    app = create_app(store, make_executor(store, executor, max_concurrent=max_concurrent, ray_address=ray_address),
+                     denial_window_s=_env_float("ZP_API_DENIAL_WINDOW_S", 10.0))
     protocol = guarded_h11(header_timeout_s=_env_float("ZP_API_HEADER_TIMEOUT_S", 10.0),
                            body_idle_s=_env_float("ZP_API_BODY_IDLE_S", 30.0),
                            max_per_ip=int(_env_float("ZP_API_MAX_CONN_PER_IP", 64)))
