@@ -1,10 +1,12 @@
 """Issue 25 regressions against a real `zpctl serve` on 127.0.0.1: who the audit log names, what may be stored,
-offsets, ownership, confinement of every file in a registered folder, and the anonymous-denial flood."""
+offsets, ownership, confinement of every file in a registered folder, the anonymous-denial flood - and, last, the
+seeded API fuzz (api_fuzz.py) on the same server."""
 from __future__ import annotations
 
 import http.client
 import json
 import os
+import random
 import time
 from pathlib import Path
 
@@ -14,15 +16,18 @@ import yaml
 pytest.importorskip("fastapi", reason="fastapi not installed: pip install fastapi==0.165.0 uvicorn==0.54.0")
 pytest.importorskip("uvicorn", reason="uvicorn not installed: pip install uvicorn==0.54.0")
 
+from api_fuzz import N as N_FUZZ, SEED as FUZZ_SEED, requests_for  # noqa: E402
 from zp_server import Server, free_port, make_token, store_of  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-WINDOW_S = 1.0   # the server's anonymous-denial coalescing window in this module
+WINDOW_S = 0.5   # the server's anonymous-denial coalescing window in this module
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     home = tmp_path_factory.mktemp("zphome-hard")
+    (home / "corpus").mkdir()                        # a registrable folder for the API fuzz's dataset requests
+    (home / "corpus" / "a.txt").write_text("We hold these truths to be self-evident.\n")
     s = Server(home, free_port(), extra_env={"ZP_API_DENIAL_WINDOW_S": str(WINDOW_S)}).start()
     toks = {r: make_token(r, home=home) for r in ("viewer", "submitter", "approver", "admin")}
     yield s, toks
@@ -272,3 +277,27 @@ def test_anonymous_denials_are_coalesced_without_losing_the_count(srv):
     assert summaries and all(e["details"]["client"] == "127.0.0.1" and e["details"]["first_at"] for e in summaries)
     st, rep, _ = s.request("GET", "/v1/audit/verify", token=t["approver"])
     assert rep["ok"]
+
+
+# ---- API fuzz --------------------------------------------------------------------------------------------------
+def test_api_survives_320_seeded_hostile_requests(srv):
+    """The API fuzz (api_fuzz.py), last in this module: it leaves jobs and a dataset behind."""
+    s, toks = srv
+    rng = random.Random(FUZZ_SEED)
+    statuses, problems = {}, []
+    for method, path, body, token in requests_for(rng, toks):
+        try:
+            st, resp, _ = s.request(method, path, token=token, raw=body, timeout=60)
+        except OSError as e:
+            problems.append(f"{method} {path}: connection failed: {e}")
+            continue
+        statuses[st] = statuses.get(st, 0) + 1
+        if st >= 500 or (st >= 400 and not (isinstance(resp, dict) and isinstance(resp.get("error"), str))):
+            problems.append(f"{method} {path} {body[:200] if body else None!r}: {st} {str(resp)[:300]}")
+    assert not problems, f"{len(problems)} bad answers:\n" + "\n".join(problems[:15])
+    print(f"\n{N_FUZZ} requests: statuses {dict(sorted(statuses.items()))}")
+    assert s.request("GET", "/healthz")[0] == 200
+    assert s.request("GET", "/v1/jobs?limit=1000", token=toks["viewer"])[0] == 200
+    st, rep, _ = s.request("GET", "/v1/audit/verify", token=toks["approver"])
+    assert st == 200 and rep["ok"], rep
+    assert sum(v for k, v in statuses.items() if 400 <= k < 500) > N_FUZZ // 2   # most of it was refused, as it should be

@@ -1,7 +1,6 @@
-"""A SIGKILLed `zpctl serve` takes its running jobs with it; the next start marks them interrupted."""
+"""A SIGKILLed `zpctl serve` takes its running jobs with it (they used to run on, unsupervised)."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_jobs_die_with_a_killed_server_and_are_marked_on_restart(zp_home):
+def test_jobs_die_with_a_killed_server(zp_home):
     s = Server(zp_home, free_port()).start()
     sub, viewer = make_token("submitter", home=zp_home), make_token("viewer", home=zp_home)
     st, job, _ = s.request("POST", "/v1/jobs", {"kind": "status", "dry_run": True, "dry_run_hold_s": 30}, token=sub)
@@ -41,10 +40,4 @@ def test_jobs_die_with_a_killed_server_and_are_marked_on_restart(zp_home):
         time.sleep(0.05)
     assert not alive(pid), f"job process {pid} outlived its server by 10 s"
     print(f"\njob process {pid} ended {time.monotonic() - t0:.2f}s after the server's SIGKILL")
-    s2 = Server(zp_home, s.port).start()
-    try:
-        j = s2.request("GET", f"/v1/jobs/{job['id']}", token=viewer)[1]
-        assert j["state"] == "interrupted" and "server stopped" in j["error"], j
-    finally:
-        s2.stop()
-    assert os.environ.get("ZP_SUPERVISOR_PID") is None
+    # the next start marks the job interrupted (tests/api/test_load.py, tests/orchestrator/test_executor.py)

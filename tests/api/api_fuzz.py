@@ -1,4 +1,5 @@
-"""Seeded fuzzing of the HTTP API against a real `zpctl serve` on 127.0.0.1: 320 requests built from valid bodies
+"""Seeded fuzzing of the HTTP API (run against a real `zpctl serve` by tests/api/test_hardening.py): 320 requests
+built from valid bodies
 and queries of every mutating route and the offset/limit/timeout queries of the read routes, mutated as JSON
 trees (hostile values, deleted and added keys), as raw bytes (NaN, Infinity, 1e400, lone surrogates, deep
 nesting, broken UTF-8) and as query strings. Every answer must be a 2xx or 4xx with a JSON error, never a 5xx
@@ -10,27 +11,12 @@ import json
 import random
 from urllib.parse import quote
 
-import pytest
 import yaml
 
-pytest.importorskip("uvicorn", reason="uvicorn not installed: pip install uvicorn==0.54.0")
-
-from tests.fuzz.corpus import REPO, _mutate_tree, mutate_bytes  # noqa: E402
-from zp_server import Server, free_port, make_token  # noqa: E402
+from tests.fuzz.corpus import REPO, _mutate_tree, mutate_bytes
 
 N = 320
 SEED = 2500
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    home = tmp_path_factory.mktemp("zphome-fuzz")
-    (home / "corpus").mkdir()
-    (home / "corpus" / "a.txt").write_text("We hold these truths to be self-evident.\n")
-    s = Server(home, free_port(), max_concurrent=1).start()
-    toks = {r: make_token(r, home=home) for r in ("viewer", "submitter", "approver", "admin")}
-    yield s, toks
-    s.stop()
 
 
 def seeds() -> list[tuple[str, str, object]]:
@@ -86,25 +72,3 @@ def requests_for(rng: random.Random, toks: dict) -> list[tuple[str, str, bytes |
             jid = quote(rng.choice(["job-x", "..", "a" * 300, "%00", "\u00e9"]), safe="%")
             out.append(("POST", f"/v1/jobs/{jid}/{rng.choice(['cancel', 'resume'])}", b"{}", token))
     return out
-
-
-def test_api_survives_320_seeded_hostile_requests(srv):
-    s, toks = srv
-    rng = random.Random(SEED)
-    statuses, problems = {}, []
-    for method, path, body, token in requests_for(rng, toks):
-        try:
-            st, resp, _ = s.request(method, path, token=token, raw=body, timeout=60)
-        except OSError as e:
-            problems.append(f"{method} {path}: connection failed: {e}")
-            continue
-        statuses[st] = statuses.get(st, 0) + 1
-        if st >= 500 or (st >= 400 and not (isinstance(resp, dict) and isinstance(resp.get("error"), str))):
-            problems.append(f"{method} {path} {body[:200] if body else None!r}: {st} {str(resp)[:300]}")
-    assert not problems, f"{len(problems)} bad answers:\n" + "\n".join(problems[:15])
-    print(f"\n{N} requests: statuses {dict(sorted(statuses.items()))}")
-    assert s.request("GET", "/healthz")[0] == 200
-    assert s.request("GET", "/v1/jobs?limit=1000", token=toks["viewer"])[0] == 200
-    st, rep, _ = s.request("GET", "/v1/audit/verify", token=toks["approver"])
-    assert st == 200 and rep["ok"], rep
-    assert sum(v for k, v in statuses.items() if 400 <= k < 500) > N // 2   # most of it was refused, as it should be
