@@ -328,7 +328,7 @@ def mutate_yaml(seed: int) -> bytes:
     src = (REPO / rng.choice(YAML_SEEDS)).read_text()
     r = rng.random()
     if r < 0.5:   # one value, at any depth, becomes something hostile (written as YAML text, so it parses)
-        tree = yaml.safe_load(src)
+        tree = yaml.load(src, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         paths = []
         stack = [((), tree)]
         while stack:
@@ -354,5 +354,6 @@ def _yaml_set(tree, path: tuple, value_text: str) -> bytes:
         node = node[k]
     marker = "__ZP_FUZZ_VALUE__"
     node[path[-1]] = marker
-    text = yaml.safe_dump(tree, sort_keys=False, default_flow_style=True, width=10**6)
+    text = yaml.dump(tree, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False,
+                     default_flow_style=True, width=10**6)
     return text.replace(marker, value_text).encode()
