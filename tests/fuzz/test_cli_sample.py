@@ -75,7 +75,7 @@ def test_cli_exit_codes_and_messages_on_20_fuzz_cases(tmp_path, zp_home):
     assert not problems, "\n".join(problems)
     codes = [o.detail[0] for o in outcomes]
     assert codes.count(2) >= 10, codes                    # the sample exercises the error paths
-    args, where = cases[0]                                # the real entry point, as a user runs it
+    args, where = cases[3]                                # the real entry point, as a user runs it (a YAML case)
     r = zpctl(*args, timeout=300)
     assert check(r.returncode, r.stderr if r.returncode else r.stdout, where) is None, (args, r.returncode,
                                                                                          r.stderr[-1500:])
