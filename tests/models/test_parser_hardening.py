@@ -4,11 +4,8 @@ never a struct.error, MemoryError, OverflowError, KeyError, ZeroDivisionError, U
 or a hang. Every case runs under the fuzz guard (10 s, 1 GiB)."""
 from __future__ import annotations
 
-import json
 import struct
 from pathlib import Path
-
-import pytest
 
 from tests.fuzz import corpus as C
 from tests.fuzz.guard import failures, run_guarded

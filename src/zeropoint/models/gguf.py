@@ -26,7 +26,7 @@ import numpy as np
 from tinygrad import Tensor
 
 from ..errors import ZeropointError
-from .llama import LlamaConfig, WeightsMismatch, expected_shapes
+from .llama import LlamaConfig, expected_shapes
 
 _LAYER_NAMES = {
     "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
