@@ -1,7 +1,7 @@
-"""Typed configs: recipe YAML -> pydantic models where unknown keys and wrong types are errors.
+"""Typed configs: YAML -> pydantic models where unknown keys and wrong types are errors.
 
-Every recipe config is a `StrictModel` subclass with a `recipe` field naming it; `RECIPES` maps that name to
-the config class and the recipe's entry point (imported lazily so `zpctl --help` stays fast).
+Every recipe config is a `StrictModel` subclass with a `recipe` field naming it; the recipe table and
+`load_config` live in `recipes/__init__.py` (this module knows no recipe).
 
 This module is also the one validation layer for values that enter the appliance from outside (config files,
 `--set`, API bodies, job arguments), in two steps, both before anything is stored:
@@ -15,8 +15,8 @@ YAML is read with `load_yaml_text` / `read_yaml`: size, nesting depth and alias 
 from __future__ import annotations
 
 import difflib
-import importlib
 import math
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,6 +43,9 @@ Fraction = Annotated[float, Field(ge=0, le=1)]
 SplitFraction = Annotated[float, Field(ge=0, lt=1)]                       # a held-out share: some data must remain
 NonNegative = Annotated[float, Field(ge=0, le=1e6)]                      # weight decay, grad clip (0 = off), smoothing
 LossScale = Annotated[float, Field(gt=0, le=2.0**40)]
+Epochs = Annotated[float, Field(gt=0, le=1e6)]                          # passes over the data (fractions allowed)
+AdamBeta = Annotated[float, Field(ge=0, lt=1)]
+AdamEps = Annotated[float, Field(gt=0, le=1)]
 DatasetName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]   # governance.manifest.NAME_RE
 
 
@@ -86,41 +89,36 @@ def _check_text(s: str, source: str, path: tuple) -> None:
                           "valid Unicode text; send UTF-8 text") from None
 
 
-# recipe name -> (config class, run function), as "module:attr" so nothing heavy is imported up front
-RECIPES: dict[str, tuple[str, str]] = {}
-
-
-def register_recipe(name: str, config_cls: str, run_fn: str) -> None:
-    RECIPES[name] = (config_cls, run_fn)
-
-
-def _resolve(ref: str):
-    mod, attr = ref.split(":")
-    return getattr(importlib.import_module(mod), attr)
-
-
-def recipe_entry(name: str, source: str | None = None):
-    _load_builtin_recipes()
-    where = f"{source}: " if source else ""
-    if not isinstance(name, str):
-        raise ConfigError(f"{where}'recipe' must be a recipe name such as llm_finetune, not {_short(name)}; known "
-                          f"recipes: {', '.join(sorted(RECIPES))}")
-    if name not in RECIPES:
-        raise ConfigError(f"{where}unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES)) or '(none)'}")
-    cfg_ref, run_ref = RECIPES[name]
-    return _resolve(cfg_ref), _resolve(run_ref)
-
-
-def _load_builtin_recipes() -> None:
-    # recipes register themselves in zeropoint.recipes.__init__ (a table, not an import of each recipe)
-    importlib.import_module("zeropoint.recipes")
+def rename_deprecated(raw, renames: dict, section: str):
+    """Rewrite old spellings of a config section's keys to the current ones, with a deprecation message each.
+    `renames`: old key -> new key (dotted for a key inside a sub-mapping: "overrides.vision"), or old key ->
+    (new key, function turning the old value into the new one). Old spellings are accepted for one release
+    (issue 21), then they become unknown keys."""
+    if not isinstance(raw, dict):
+        return raw
+    out = dict(raw)
+    for old, new in renames.items():
+        new, convert = new if isinstance(new, tuple) else (new, lambda v: v)
+        if old not in out:
+            continue
+        *parents, leaf = new.split(".")
+        node = out
+        for p in parents:
+            node[p] = dict(node.get(p) or {})
+            node = node[p]
+        if leaf in node:
+            raise ValueError(f"{section}.{old} and {section}.{new} are the same setting; keep only {section}.{new}")
+        warnings.warn(f"config key {section}.{old} is deprecated; write {section}.{new} (the old spelling is "
+                      "accepted until the next release)", FutureWarning, stacklevel=2)
+        node[leaf] = convert(out.pop(old))
+    return out
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
     if not isinstance(item, str):
-        raise ConfigError(f"--set {_short(item)}: expected a string key.sub=value (for example --set optim.lr=3e-4)")
+        raise ConfigError(f"--set {short_repr(item)}: expected a string key.sub=value (for example --set optim.lr=3e-4)")
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key.sub=value (for example --set optim.lr=3e-4)")
+        raise ConfigError(f"--set {item!r}: expected key.sub=value (for example --set train.lr=3e-4)")
     key, val = item.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
@@ -131,7 +129,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
     if overrides is not None and not isinstance(overrides, list):
-        raise ConfigError(f"overrides must be a list of key=value strings, not {_short(overrides)}")
+        raise ConfigError(f"overrides must be a list of key=value strings, not {short_repr(overrides)}")
     for item in overrides or []:
         path, val = parse_override(item)
         node = raw
@@ -170,13 +168,13 @@ def format_validation_error(err: ValidationError, cls: type[BaseModel], source: 
         elif e["type"] == "missing":
             lines.append(f"  missing required key {key!r}")
         elif e["type"] == "finite_number":
-            lines.append(f"  {key}: got {_short(e.get('input'))}, not a finite number; give a finite value")
+            lines.append(f"  {key}: got {short_repr(e.get('input'))}, not a finite number; give a finite value")
         else:
-            lines.append(f"  {key}: {e['msg']} (got {_short(e.get('input'))})")
+            lines.append(f"  {key}: {e['msg']} (got {short_repr(e.get('input'))})")
     return "\n".join(lines)
 
 
-def _short(v: Any, n: int = 80) -> str:
+def short_repr(v: Any, n: int = 80) -> str:
     r = repr(v)
     return r if len(r) <= n else r[:n] + f"... ({len(r)} characters)"
 
@@ -256,7 +254,7 @@ def load_yaml_text(text: str | bytes, source: str = "<yaml>") -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        if (n := _expanded_size(node)) > MAX_YAML_NODES:
+        if _expanded_size(node) > MAX_YAML_NODES:
             raise yaml.YAMLError(f"its aliases expand to more than {MAX_YAML_NODES:,} values (a 'billion laughs' "
                                  "document?); write the values out instead")
         return loader.construct_document(node)
@@ -296,16 +294,6 @@ def read_yaml(path: Path | str) -> dict:
         raise ConfigError(f"config file {path} must be a mapping of keys to values, not a {type(raw).__name__}")
     check_values(raw, f"config file {path}")
     return raw
-
-
-def load_config(path: Path | str, overrides: list[str] | None = None):
-    """Load a recipe YAML into its typed config. Returns (config object, recipe run function)."""
-    raw = apply_overrides(read_yaml(path), overrides)
-    name = raw.get("recipe")
-    if not name:
-        raise ConfigError(f"config {path} has no 'recipe' key; add e.g. 'recipe: llm_finetune'")
-    cls, run_fn = recipe_entry(name, f"config {path}")
-    return validate(cls, raw, str(path)), run_fn
 
 
 def config_dict(cfg: BaseModel) -> dict:

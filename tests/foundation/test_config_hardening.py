@@ -50,7 +50,7 @@ def hostile_files(d: Path) -> dict[str, tuple[Path, str]]:
 
 
 def test_hostile_yaml_configs_are_clean_errors(tmp_path):
-    from zeropoint.config import load_config
+    from zeropoint.recipes import load_config
     files = hostile_files(tmp_path)
     names = list(files)
     outcomes = run_guarded(lambda name: load_config(files[name][0]), names)

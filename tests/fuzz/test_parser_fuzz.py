@@ -53,7 +53,7 @@ def run_case(case: tuple[str, int, Path]):
         return len(read_safetensors(p))
     if kind == "hf_dir":
         return _load_model(_hf_dir_case(root, seed))
-    from zeropoint.config import load_config
+    from zeropoint.recipes import load_config
     p = root / "case.yaml"
     p.write_bytes(C.mutate_yaml(seed))
     cfg, _ = load_config(p)

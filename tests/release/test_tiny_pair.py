@@ -10,14 +10,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("config", ["tiny_lora.yaml", "tiny_full.yaml"])
 def test_every_red_team_prompt_of_the_tiny_policy_fits_the_tiny_models(config):
-    from zeropoint.config import load_config
-    from zeropoint.data.text import load_tokenizer
-    from zeropoint.recipes.llm_finetune import model_config
+    from zeropoint.models.llm import arch_config
+    from zeropoint.models.registry import load_tokenizer
+    from zeropoint.recipes import load_config
     from zeropoint.release.policy import load_release_policy
     from zeropoint.safety.runner import suite_probes
     cfg, _ = load_config(REPO / "configs" / "llm" / config)
     pol, _, _ = load_release_policy(REPO / "configs" / "release" / "tiny.yaml")
-    ctx = model_config(cfg).max_seq_len
+    ctx = arch_config(cfg.model).max_seq_len
     tok = load_tokenizer(cfg.model.tokenizer)
     probes, settings = suite_probes(pol.redteam.suite)
     need = pol.redteam.max_tokens or settings["max_tokens"]

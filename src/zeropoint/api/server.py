@@ -4,9 +4,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import uvicorn
+
 from ..errors import ZeropointError
 from ..orchestrator.executor import Executor, LocalExecutor
+from ..orchestrator.ray_executor import RayExecutor
 from ..orchestrator.store import SqliteStore, open_store
+from .app import create_app
+from .connections import guarded_h11
 
 
 def make_executor(store: SqliteStore, kind: str | None = None, *, max_concurrent: int | None = None,
@@ -19,7 +24,6 @@ def make_executor(store: SqliteStore, kind: str | None = None, *, max_concurrent
     if kind == "local":
         return LocalExecutor(store, max_concurrent=n, term_grace_s=grace)
     if kind == "ray":
-        from ..orchestrator.ray_executor import RayExecutor
         address = ray_address or os.environ.get("ZP_RAY_ADDRESS")
         if not address:
             raise ZeropointError("ZP_EXECUTOR=ray needs the Ray dashboard address: set ZP_RAY_ADDRESS=http://HOST:8265 "
@@ -30,10 +34,6 @@ def make_executor(store: SqliteStore, kind: str | None = None, *, max_concurrent
 
 def serve(host: str = "127.0.0.1", port: int = 8080, *, executor: str | None = None, max_concurrent: int | None = None,
           ray_address: str | None = None, log_level: str = "info", data_root: Path | str | None = None) -> None:
-    import uvicorn
-
-    from .app import create_app
-    from .connections import guarded_h11
     if data_root is not None:
         root = Path(data_root).expanduser().resolve()
         if not root.is_dir():

@@ -62,10 +62,11 @@ def register(app: typer.Typer) -> None:
         """Run the HTTP API and the job executor. Every route but /healthz and /readyz needs a bearer token
         (`zpctl token create`); the schema is at /openapi.json.
 
-        Paths in requests must lie under the data root (--data-root, $ZP_DATA_ROOT, else $ZP_HOME), never in
-        $ZP_HOME's keys/, jobs/ or datasets/; bodies are capped at $ZP_API_MAX_BODY bytes (1 MiB); jobs and tokens
-        live in $ZP_HOME/jobs/jobs.db (SQLite, WAL). Connections: request headers must arrive within
-        $ZP_API_HEADER_TIMEOUT_S (10 s), at most $ZP_API_MAX_CONN_PER_IP (64) open per client address."""
+        Paths in requests must lie under the data root (--data-root, $ZP_DATA_ROOT, else $ZP_HOME),
+        never in $ZP_HOME's keys/, jobs/ or datasets/; bodies are capped at $ZP_API_MAX_BODY bytes
+        (1 MiB); jobs and tokens live in $ZP_HOME/jobs/jobs.db (SQLite, WAL). Connections: request
+        headers must arrive within $ZP_API_HEADER_TIMEOUT_S (10 s), at most $ZP_API_MAX_CONN_PER_IP (64)
+        open per client address."""
         from ..api.server import serve as run
         run(host, port, executor=executor, max_concurrent=max_concurrent, ray_address=ray_address, log_level=log_level,
             data_root=data_root)

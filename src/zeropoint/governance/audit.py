@@ -16,11 +16,11 @@ one `write` on an O_APPEND descriptor followed by fsync, so a reader never sees 
 from __future__ import annotations
 
 import fcntl
-from collections import deque
 import json
 import math
 import os
 import socket
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -207,7 +207,7 @@ def verify_chain(path: Path | str | None = None) -> ChainReport:
                            f"{head_file.name} is missing, but the chain records it since seq {head_since}: lines may "
                            "have been deleted from the end; restore the log and its head from a backup", head)
     if head is None and n:
-        problems.append(f"no head file and none recorded in the chain: deleting lines from the end of this log "
+        problems.append("no head file and none recorded in the chain: deleting lines from the end of this log "
                         "would not be noticed")
     if head is not None:
         hs = head.get("seq")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from tinygrad import Tensor
+from tinygrad.llm.gguf import _GGML_NATIVE, _GGML_QUANT, gguf_load  # pinned tinygrad 0.14: its loader's tables
 
 from ..errors import ZeropointError
 from .llama import LlamaConfig, expected_shapes
@@ -41,6 +42,18 @@ class GGUFError(ZeropointError):
     pass
 
 
+def gguf_name(hf: str) -> str | None:
+    """GGUF name of an HF tensor name (the inverse of `hf_name`); None when llama.cpp has no such tensor."""
+    top = {v: k for k, v in _TOP_NAMES.items()}
+    if hf in top:
+        return top[hf]
+    m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)\.weight", hf)
+    layer = {v: k for k, v in _LAYER_NAMES.items()}
+    if m and m.group(2) in layer:
+        return f"blk.{m.group(1)}.{layer[m.group(2)]}.weight"
+    return None
+
+
 def hf_name(gguf_name: str) -> str | None:
     """HF key for a GGUF tensor name; None for tensors the model does not use (e.g. `rope_freqs.weight`)."""
     if gguf_name in _TOP_NAMES:
@@ -51,18 +64,22 @@ def hf_name(gguf_name: str) -> str | None:
     return None
 
 
-def unpermute_rope(w: Tensor, n_heads: int) -> Tensor:
-    """Undo llama.cpp's q/k permutation: per head, rows (pair i, half j) go back to HF's (half j, index i)."""
-    out, dim = w.shape
-    hd = out // n_heads
-    return w.reshape(n_heads, hd // 2, 2, dim).transpose(1, 2).reshape(out, dim)
+def rope_rows(n_rows: int, n_heads: int) -> np.ndarray:
+    """The q/k row order llama.cpp's converter writes: per head, GGUF row (pair i, half j) holds HF row
+    (half j, index i), so its interleaved-pair RoPE equals HF's rotate_half RoPE. The one definition of the
+    permutation: the writer applies it, the loader undoes it."""
+    hd = n_rows // n_heads
+    return np.arange(n_rows).reshape(n_heads, 2, hd // 2).transpose(0, 2, 1).reshape(-1)
 
 
-def permute_rope(w: Tensor, n_heads: int) -> Tensor:
-    """HF -> GGUF layout (what llama.cpp's converter does); the inverse of `unpermute_rope`."""
-    out, dim = w.shape
-    hd = out // n_heads
-    return w.reshape(n_heads, 2, hd // 2, dim).transpose(1, 2).reshape(out, dim)
+def permute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """HF -> GGUF row order (what llama.cpp's converter does)."""
+    return w[rope_rows(w.shape[0], n_heads)]
+
+
+def unpermute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """GGUF -> HF row order: the inverse of `permute_rope`."""
+    return w[np.argsort(rope_rows(w.shape[0], n_heads))]
 
 
 def config_from_gguf(kv: dict, max_seq_len: int | None = None, source: str = "GGUF metadata") -> LlamaConfig:
@@ -109,8 +126,6 @@ def _short(v, n: int = 60) -> str:
 
 # ---- header --------------------------------------------------------------------------------------------------
 # ggml type id -> (elements per block, bytes per block): the types tinygrad can dequantize, so the set we can load
-from tinygrad.llm.gguf import _GGML_NATIVE, _GGML_QUANT  # noqa: E402  (pinned tinygrad 0.14; its loader's tables)
-
 GGML_TYPE_SIZES: dict[int, tuple[int, int]] = {t: (1, dt.itemsize) for t, dt in _GGML_NATIVE.items()} | dict(_GGML_QUANT)
 _NUMPY_TYPES = {0: (1, 4), 1: (1, 2), 30: (1, 2), 2: (32, 18), 3: (32, 20), 8: (32, 34)}
 
@@ -192,8 +207,14 @@ class _Reader:
         return self.scalar(typ, what)
 
 
-def _parse(path: str | Path, tensors: bool) -> tuple[dict, list, int]:
+def read_header(path: str | Path, tensors: bool = True) -> tuple[dict, list[tuple[str, tuple[int, ...], int, int]], int]:
+    """-> (metadata kv, [(name, dims (ggml order), ggml type, offset)], data start): the one GGUF header reader,
+    every length, count, type and tensor extent checked before anything is allocated. `tensors=False` stops after
+    the metadata (milliseconds: what reading a tokenizer or a file's name needs); the tensor list is then empty
+    and the data start 0."""
     path = Path(path)
+    if not path.is_file():
+        raise GGUFError(f"GGUF file {path} does not exist; pass a .gguf path, an HF directory or a named model")
     try:
         f = open(path, "rb")
         size = path.stat().st_size
@@ -201,7 +222,7 @@ def _parse(path: str | Path, tensors: bool) -> tuple[dict, list, int]:
         raise GGUFError(f"cannot read {path}: {e.strerror or e}") from None
     with f:
         r = _Reader(f, path, size)
-        if size < 24 or (magic := r.take(4, "the magic")) != b"GGUF":
+        if size < 24 or r.take(4, "the magic") != b"GGUF":
             raise GGUFError(f"{path} is not a GGUF file (it does not start with the GGUF magic); pass a llama.cpp .gguf")
         version = r.scalar(4, "the version")
         if version not in (2, 3):
@@ -248,16 +269,6 @@ def _parse(path: str | Path, tensors: bool) -> tuple[dict, list, int]:
     return kv, infos, data_start
 
 
-def read_header(path: str | Path) -> tuple[dict, list[tuple[str, tuple[int, ...], int, int]], int]:
-    """-> (metadata kv, [(name, dims (ggml order), ggml type, offset)], data start), every field checked."""
-    return _parse(path, tensors=True)
-
-
-def read_metadata(path: str | Path) -> dict:
-    """Only the key/value metadata (tokenizer vocab, merges, ids): milliseconds, not a full load."""
-    return _parse(path, tensors=False)[0]
-
-
 def dequant_numpy(buf: np.ndarray, n: int, typ: int) -> np.ndarray:
     """fp32 values of `n` elements of ggml type `typ` stored at the start of uint8 `buf` (ggml block layouts)."""
     if typ == 0:
@@ -285,9 +296,8 @@ def _load_numpy(path: Path, infos, data_start: int, n_heads: int, n_kv_heads: in
     for name, dims, typ, off in infos:
         n = int(np.prod(dims))
         arr = dequant_numpy(mm[data_start + off:], n, typ).reshape(tuple(reversed(dims)))
-        if name.endswith("attn_q.weight") or name.endswith("attn_k.weight"):   # same math as unpermute_rope
-            h = n_heads if name.endswith("attn_q.weight") else n_kv_heads
-            arr = arr.reshape(h, arr.shape[0] // h // 2, 2, arr.shape[1]).transpose(0, 2, 1, 3).reshape(arr.shape)
+        if name.endswith("attn_q.weight") or name.endswith("attn_k.weight"):
+            arr = unpermute_rope(arr, n_heads if name.endswith("attn_q.weight") else n_kv_heads)
         out[name] = Tensor(np.ascontiguousarray(arr, dtype=np.float32))
     return out
 
@@ -307,10 +317,7 @@ def load_gguf(path: str | Path, max_seq_len: int | None = None) -> tuple[LlamaCo
     """-> (config, HF-named fp32 weights (lazy: realized when loaded into a model), tokenizer metadata).
 
     The metadata dict holds every `tokenizer.*` key of the file (vocab, merges, special ids, chat template)."""
-    from tinygrad.llm.gguf import gguf_load
     path = Path(path)
-    if not path.is_file():
-        raise GGUFError(f"GGUF file {path} does not exist; pass a .gguf path, an HF directory or a named model")
     kv, infos, data_start = read_header(path)
     cfg = config_from_gguf(kv, max_seq_len, str(path))
     _check_shapes(path, cfg, infos)
@@ -323,7 +330,8 @@ def load_gguf(path: str | Path, max_seq_len: int | None = None) -> tuple[LlamaCo
             raise GGUFError(f"cannot read {path}: {type(e).__name__}: {e}") from None
         for name in raw:
             if name.endswith("attn_q.weight") or name.endswith("attn_k.weight"):
-                raw[name] = unpermute_rope(raw[name], cfg.n_heads if name.endswith("attn_q.weight") else cfg.n_kv_heads)
+                h = cfg.n_heads if name.endswith("attn_q.weight") else cfg.n_kv_heads
+                raw[name] = Tensor(unpermute_rope(raw[name].numpy(), h))
     weights: dict[str, Tensor] = {}
     for name, t in raw.items():
         key = hf_name(name)
@@ -331,7 +339,12 @@ def load_gguf(path: str | Path, max_seq_len: int | None = None) -> tuple[LlamaCo
             weights[key] = t.float()
     # tied models (SmolLM2, Llama 3.2) ship no output.weight: the head is the embedding
     cfg.tie_embeddings = "lm_head.weight" not in weights
+    return cfg, weights, tokenizer_metadata(kv)
+
+
+def tokenizer_metadata(kv: dict) -> dict:
+    """The keys a tokenizer and a model card need: every `tokenizer.*` key, the name and the license."""
     meta = {k: v for k, v in kv.items() if k.startswith("tokenizer.")}
     meta["general.name"] = kv.get("general.name")
     meta["general.license"] = kv.get("general.license")
-    return cfg, weights, meta
+    return meta

@@ -23,7 +23,6 @@ from tinygrad.dtype import DType
 
 from ..errors import ZeropointError
 
-
 _ROPE_KEYS = {"linear": ("factor",), "llama3": ("factor", "low_freq_factor", "high_freq_factor",
                                                  "original_max_position_embeddings"), "default": (), None: ()}
 
@@ -397,7 +396,7 @@ class WeightsMismatch(ZeropointError, ValueError):
 
 def expected_shapes(cfg: LlamaConfig) -> dict[str, tuple[int, ...]]:
     """HF name -> shape of every parameter of `Llama(cfg)`, from the config alone (nothing is allocated)."""
-    d, hd, q, kv = cfg.dim, cfg.head_dim, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    d, q, kv = cfg.dim, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
     out = {"model.embed_tokens.weight": (cfg.vocab_size, d), "model.norm.weight": (d,)}
     if not cfg.tie_embeddings:
         out["lm_head.weight"] = (cfg.vocab_size, d)

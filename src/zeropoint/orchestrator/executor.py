@@ -13,7 +13,6 @@ any process of such a job that is still alive and marks the job `interrupted`; q
 from __future__ import annotations
 
 import abc
-
 import json
 import os
 import platform
@@ -23,11 +22,12 @@ import threading
 import time
 from pathlib import Path
 
+from ..clock import utcnow
 from ..evidence import effective_status
 from ..workspace import workspace
 from . import lifeline
 from .jobs import dry_run_argv, zpctl_argv
-from .store import Job, SqliteStore, utcnow
+from .store import Job, SqliteStore
 
 SRC_ROOT = Path(__file__).resolve().parents[2]   # .../src, so `-m zeropoint.cli.main` works uninstalled
 
