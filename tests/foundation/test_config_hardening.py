@@ -85,3 +85,25 @@ def test_model_info_refuses_nonsense_numbers_naming_the_key():
         args, key = cases[o.index]
         assert code == 2 and exc is None and key in output and "Traceback" not in output, (args, code, output, exc)
     assert ok.kind == "ok" and ok.detail[0] == 0, ok.detail
+
+
+SHARED_TRAIN_NONSENSE = {"micro_batch_size": 0, "grad_accum": 0, "lr": -1, "warmup_steps": -1, "min_lr_ratio": 2,
+                         "weight_decay": -1, "betas": (0.9, 1.5), "eps": 0, "grad_clip": float("nan"), "loss_scale": 0,
+                         "growth_interval": 0, "ckpt_every": -1, "keep_ckpts": 0, "seed": -1}
+OWN_TRAIN_NONSENSE = {"steps": 0, "epochs": 0, "eval_every": -1, "label_smoothing": 1}
+
+
+def test_every_recipes_train_section_keeps_the_shared_ranges():
+    """The shared TrainSection's number types hold in every recipe's `train:` section, including the fields a
+    recipe redeclares with its own default (a redeclared annotation replaces the base one, range and all)."""
+    import pytest
+    from pydantic import ValidationError
+
+    from zeropoint.recipes import RECIPES
+    for recipe, (cfg_cls, _) in RECIPES.items():
+        train = cfg_cls.model_fields["train"].annotation
+        train()   # the defaults are valid
+        nonsense = SHARED_TRAIN_NONSENSE | {k: v for k, v in OWN_TRAIN_NONSENSE.items() if k in train.model_fields}
+        for key, value in nonsense.items():
+            with pytest.raises(ValidationError, match=key):
+                train(**{key: value})

@@ -197,3 +197,26 @@ def test_counts_the_file_could_hold_are_still_capped(tmp_path):
     assert not failures(outcomes), failures(outcomes)
     assert outcomes[0].kind == "clean" and "over the limit" in outcomes[0].detail, outcomes[0].detail
     assert outcomes[1].kind == "clean" and "impossible" in outcomes[1].detail, outcomes[1].detail
+
+
+def test_metadata_only_reads_go_through_the_same_bounded_reader(tmp_path):
+    """Reading only a GGUF's metadata (a tokenizer, `zpctl export`'s model name) is the one header reader
+    stopping early (`read_header(path, tensors=False)`): the corruptions in the metadata are the same clean
+    errors naming the file, and no other module parses a GGUF header of its own."""
+    from zeropoint.models.registry import load_tokenizer
+    cases = gguf_cases()
+    names = ["empty", "cut_in_fixed_header", "cut_in_a_key", "cut_mid_token_string", "cut_mid_utf8_character",
+             "bad_magic", "version_99", "huge_key_length", "huge_kv_count", "huge_tensor_count", "huge_array_length",
+             "huge_string_length", "value_type_99", "array_element_type_99", "key_not_utf8", "tokens_not_strings",
+             "bos_id_out_of_range"]
+    paths = []
+    for n in names:
+        paths.append(tmp_path / f"{n}.gguf")
+        paths[-1].write_bytes(cases[n])
+    outcomes = run_guarded(lambda p: load_tokenizer(p).vocab_size, paths)
+    assert not failures(outcomes, names), "\n".join(failures(outcomes, names))
+    for o in outcomes:
+        assert o.kind == "clean" and str(paths[o.index]) in o.detail, (names[o.index], o.kind, o.detail)
+    src = Path(__file__).resolve().parents[2] / "src" / "zeropoint"
+    readers = sorted(str(p.relative_to(src)) for p in src.rglob("*.py") if 'b"GGUF"' in p.read_text(encoding="utf-8"))
+    assert readers == ["export/gguf_writer.py", "models/gguf.py"], readers   # the writer writes the magic
