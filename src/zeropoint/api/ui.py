@@ -40,7 +40,7 @@ from ..orchestrator.jobs import safe_name
 from ..tracking.compare import compare_runs
 from ..workspace import workspace
 from .auth import RANK
-from .runs import last_step, run_dir_or_404
+from .runs import MAX_OFFSET, last_step, run_dir_or_404
 
 STATIC = Path(__file__).resolve().parent / "static"
 TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -204,11 +204,14 @@ def add_ui_routes(app, store, executor, *, viewer, approver) -> None:
 
     @app.get("/v1/runs/{run_id}/metrics", tags=["runs"],
              responses={200: {"content": {"application/json": {}, "text/event-stream": {}}}})
-    async def run_metrics(run_id: str, request: Request, offset: int = Query(0, ge=0),
+    async def run_metrics(run_id: str, request: Request, offset: int = Query(0, ge=0, le=MAX_OFFSET),
                           follow: bool = Query(False, description="stream rows as server-sent events until the run ends"),
                           timeout_s: float = Query(3600, gt=0, le=86400), p=viewer):
         d = run_dir_or_404(run_id)
         path = d / "metrics.jsonl"
+        if not _row_start(path, offset):
+            raise HTTPException(400, f"offset {offset} is not at the start of a row of {d.name}/metrics.jsonl; pass 0, "
+                                     "a next_offset this route returned, or the id of the last event received")
         if not follow:
             data = b""
             if path.exists():
@@ -261,6 +264,16 @@ def add_ui_routes(app, store, executor, *, viewer, approver) -> None:
     @app.get("/v1/drift", tags=["ui"])
     def drift_list(p=viewer):
         return drift_rows()
+
+
+def _row_start(path: Path, offset: int) -> bool:
+    """Is `offset` 0, past the end, or just after a newline of the file (where a row starts)?"""
+    if offset == 0 or not path.exists():
+        return True
+    with open(path, "rb") as f:
+        f.seek(offset - 1)
+        prev = f.read(1)
+    return prev in (b"", b"\n")
 
 
 async def _follow_metrics(d: Path, offset: int, timeout_s: float, request: Request):

@@ -178,6 +178,8 @@ for _module, _ in COMMANDS[1:]:
 
 
 def main() -> None:
+    from ..orchestrator.lifeline import die_with_supervisor
+    die_with_supervisor()   # a job started by `zpctl serve` ends with the server (no-op otherwise)
     app()
 
 

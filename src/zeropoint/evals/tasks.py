@@ -20,9 +20,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from jinja2 import BaseLoader, Environment, StrictUndefined, TemplateError
 
+from ..config import load_yaml_text
 from ..errors import ConfigError
 from ..hashing import sha256_file
 from .metrics import DEFAULT_METRICS, METRICS
@@ -170,10 +170,7 @@ def _load_yaml(path: Path, seen=()) -> dict:
     if "!function" in text:
         raise ConfigError(f"task file {path} uses `!function` (custom Python hooks); zeropoint does not run "
                           "Python from task files. Express the prompt as a Jinja template instead.")
-    try:
-        cfg = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"task file {path} is not valid YAML: {e}") from None
+    cfg = load_yaml_text(text, f"task file {path}") or {}
     if not isinstance(cfg, dict):
         raise ConfigError(f"task file {path} must be a YAML mapping")
     if "include" in cfg:

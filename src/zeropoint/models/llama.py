@@ -21,6 +21,26 @@ import numpy as np
 from tinygrad import Tensor, dtypes, nn
 from tinygrad.dtype import DType
 
+from ..errors import ZeropointError
+
+_ROPE_KEYS = {"linear": ("factor",), "llama3": ("factor", "low_freq_factor", "high_freq_factor",
+                                                 "original_max_position_embeddings"), "default": (), None: ()}
+
+
+def _check_rope_scaling(scaling) -> None:
+    """What `rope_inv_freq` will read is there, numeric, finite and positive (checked when the config is made)."""
+    if not isinstance(scaling, dict):
+        raise ValueError(f"rope_scaling must be a mapping or null, not {scaling!r}")
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind not in _ROPE_KEYS:
+        raise ValueError(f"rope_scaling type {kind!r} is not supported (supported: llama3, linear)")
+    for k in _ROPE_KEYS[kind]:
+        v = scaling.get(k)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (0 < v < 1e12):
+            raise ValueError(f"rope_scaling.{k} must be a positive number, not {v!r}")
+    if kind == "llama3" and scaling["high_freq_factor"] <= scaling["low_freq_factor"]:
+        raise ValueError("rope_scaling.high_freq_factor must be above low_freq_factor")
+
 
 @dataclass
 class LlamaConfig:
@@ -38,6 +58,22 @@ class LlamaConfig:
     head_dim: int | None = None        # None = dim // n_heads (every named config)
 
     def __post_init__(self):
+        # every loader (named configs + overrides, GGUF metadata, HF config.json) ends here: bound the shapes before
+        # anything is sized by them (0 heads was a ZeroDivisionError, 1e9 layers a hang)
+        for name, hi in _INT_LIMITS.items():
+            v = getattr(self, name)
+            if name == "head_dim" and v is None:
+                continue
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= hi:
+                raise ValueError(f"{name} must be an integer from 1 to {hi:,}, not {v!r}")
+        for name, (lo, hi) in _FLOAT_LIMITS.items():
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not (lo < v <= hi):
+                raise ValueError(f"{name} must be a number in ({lo:g}, {hi:g}], not {v!r}")
+        if self.n_kv_heads > self.n_heads:
+            raise ValueError(f"n_kv_heads {self.n_kv_heads} is more than n_heads {self.n_heads}")
+        if self.rope_scaling is not None:
+            _check_rope_scaling(self.rope_scaling)
         if self.head_dim is None:
             if self.dim % self.n_heads:
                 raise ValueError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}; set head_dim explicitly")
@@ -56,6 +92,11 @@ class LlamaConfig:
             raise ValueError(f"unknown LlamaConfig keys {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
 
+
+# far above any published model, far below what would hang a CPU sizing or building it
+_INT_LIMITS = {"dim": 1 << 17, "n_layers": 1024, "n_heads": 1024, "n_kv_heads": 1024, "hidden_dim": 1 << 20,
+               "vocab_size": 1 << 22, "max_seq_len": 1 << 21, "head_dim": 4096}
+_FLOAT_LIMITS = {"norm_eps": (0.0, 1.0), "rope_theta": (0.0, 1e12)}
 
 _LLAMA3_SCALING = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                    "original_max_position_embeddings": 8192}
@@ -384,6 +425,26 @@ def expected_keys(cfg: LlamaConfig) -> list[str]:
     return keys
 
 
+class WeightsMismatch(ZeropointError, ValueError):
+    """Weights whose names or shapes do not fit the config (a corrupt file, or metadata that lies)."""
+
+
+def expected_shapes(cfg: LlamaConfig) -> dict[str, tuple[int, ...]]:
+    """HF name -> shape of every parameter of `Llama(cfg)`, from the config alone (nothing is allocated)."""
+    d, q, kv = cfg.dim, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    out = {"model.embed_tokens.weight": (cfg.vocab_size, d), "model.norm.weight": (d,)}
+    if not cfg.tie_embeddings:
+        out["lm_head.weight"] = (cfg.vocab_size, d)
+    for i in range(cfg.n_layers):
+        p = f"model.layers.{i}."
+        out |= {p + "self_attn.q_proj.weight": (q, d), p + "self_attn.k_proj.weight": (kv, d),
+                p + "self_attn.v_proj.weight": (kv, d), p + "self_attn.o_proj.weight": (d, q),
+                p + "mlp.gate_proj.weight": (cfg.hidden_dim, d), p + "mlp.up_proj.weight": (cfg.hidden_dim, d),
+                p + "mlp.down_proj.weight": (d, cfg.hidden_dim), p + "input_layernorm.weight": (d,),
+                p + "post_attention_layernorm.weight": (d,)}
+    return out
+
+
 def load_weights(model: Llama, weights: dict[str, Tensor], strict: bool = True) -> None:
     """Copy HF-named weights into the model as fp32, checking names and shapes first with a clear error."""
     have = state_dict(model)
@@ -392,14 +453,14 @@ def load_weights(model: Llama, weights: dict[str, Tensor], strict: bool = True) 
     if model.cfg.tie_embeddings:
         extra = [k for k in extra if k != "lm_head.weight"]   # some tied exports still carry the copy
     if strict and (missing or extra):
-        raise ValueError(f"weights do not match the config: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+        raise WeightsMismatch(f"weights do not match the config: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                          f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}")
     for k, t in have.items():
         if k not in weights:
             continue
         w = weights[k]
         if tuple(w.shape) != tuple(t.shape):
-            raise ValueError(f"shape of {k} is {tuple(w.shape)} but the config needs {tuple(t.shape)}")
+            raise WeightsMismatch(f"shape of {k} is {tuple(w.shape)} but the config needs {tuple(t.shape)}")
         t.replace(w.to(t.device).float().contiguous())
     Tensor.realize(*state_dict(model).values())
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 from tinygrad import TinyJit
 
-from ..config import StrictModel, rename_deprecated
+from ..config import BatchSize, Epochs, NonNegative, PositiveCount, SplitFraction, StrictModel, rename_deprecated
 from ..data import images as I
 from ..engine import Trainer, compute_dtype, fit
 from ..errors import ConfigError, ZeropointError
@@ -45,7 +45,7 @@ class ModelSection(StrictModel):
     config: str = Field("clip-emoji-tiny", description="named config in models.clip.CLIP_CONFIGS")
     overrides: dict = Field(default_factory=dict, description="CLIPConfig fields to change; `vision` and `text` "
                                                               "hold the ViTConfig / TextConfig fields of each tower")
-    vocab_size: int = Field(1024, description="BPE vocabulary learned from the training captions")
+    vocab_size: Annotated[PositiveCount, Field(ge=8, le=1 << 21)] = Field(1024, description="BPE vocabulary learned from the training captions")
 
     @model_validator(mode="before")
     @classmethod
@@ -55,17 +55,17 @@ class ModelSection(StrictModel):
 
 class DataSection(ImageDataSection):
     format: Literal["emoji", "caption_jsonl"] = "emoji"
-    test_fraction: float = Field(0.12, description="held-out pairs for retrieval / zero-shot evaluation")
-    max_pairs: int | None = Field(None, description="use only N pairs, spread evenly over the data (tests)")
+    test_fraction: SplitFraction = Field(0.12, description="held-out pairs for retrieval / zero-shot evaluation")
+    max_pairs: PositiveCount | None = Field(None, description="use only N pairs, spread evenly over the data (tests)")
 
 
 class CLIPTrainSection(VisionTrainSection):
-    epochs: float = 20.0
-    weight_decay: float = 0.1
+    epochs: Epochs = 20.0
+    weight_decay: NonNegative = 0.1
 
 
 class EvalSection(StrictModel):
-    batch_size: int = 256
+    batch_size: BatchSize = 256
     prompt: str = Field("{}", description="zero-shot prompt template; {} is the lower-cased label")
     class_prompts: dict[str, list[str]] = Field(
         default_factory=dict, description="hand-written prompts per label, averaged (CLIP-style prompt ensembling); "

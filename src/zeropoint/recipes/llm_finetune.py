@@ -22,13 +22,13 @@ import hashlib
 import math
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 from tinygrad import Tensor, dtypes
 
-from ..config import StrictModel
+from ..config import Count, DatasetName, PositiveCount, SeqLen, SplitFraction, StrictModel
 from ..data.text import build_dataset, read_documents
 from ..engine import Trainer, fit
 from ..engine.train_section import TrainSection
@@ -56,30 +56,30 @@ from .common import admit, json_bytes, resume_from_checkpoint, save_training_sta
 
 # ---- typed config (the YAML schema) ------------------------------------------------------------------------
 class LoraSection(StrictModel):
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
+    rank: Annotated[PositiveCount, Field(le=65536)] = 8
+    alpha: Annotated[float, Field(gt=0, le=1e6)] = 16.0
+    dropout: SplitFraction = 0.0
     targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
     base_quant: Literal["none", "nf4", "int8"] = Field(
         "none", description="frozen base projections: none (compute dtype) | nf4 (QLoRA) | int8 (per-row)")
 
 
 class DataSection(StrictModel):
-    datasets: list[str] = Field(description="governed dataset names (approved with `zpctl data approve`)")
+    datasets: list[DatasetName] = Field(min_length=1, description="governed dataset names (approved with `zpctl data approve`)")
     format: Literal["text", "jsonl"] = "text"
-    seq_len: int = 128
-    val_fraction: float = 0.05
+    seq_len: SeqLen = 128
+    val_fraction: SplitFraction = 0.05
     packing: bool = True
-    max_docs: int | None = Field(None, description="use only the first N documents (bounded runs, tests)")
-    max_chars: int | None = Field(None, description="truncate each text document to N characters")
-    val_batches: int = Field(8, description="validation batches per evaluation (fixed set)")
+    max_docs: PositiveCount | None = Field(None, description="use only the first N documents (bounded runs, tests)")
+    max_chars: PositiveCount | None = Field(None, description="truncate each text document to N characters")
+    val_batches: Count = Field(8, description="validation batches per evaluation (fixed set)")
 
 
 class LLMTrainSection(TrainSection):
-    steps: int = 60
-    warmup_steps: int = 5
-    eval_every: int = Field(20, ge=0, description="validation loss every N steps (and at the last)")
-    ckpt_every: int = 20
+    steps: PositiveCount = 60
+    warmup_steps: Count = 5
+    eval_every: Count = Field(20, description="validation loss every N steps (and at the last)")
+    ckpt_every: Count = 20
 
 
 class LLMFinetuneConfig(StrictModel):

@@ -18,14 +18,14 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field
 from tinygrad import TinyJit
 
 from ..checkpoint import load_checkpoint
-from ..config import StrictModel
+from ..config import BatchSize, Count, NonNegative, PositiveCount, SplitFraction, StrictModel
 from ..data import images as I
 from ..engine import Trainer, compute_dtype, fit
 from ..errors import ConfigError
@@ -60,23 +60,23 @@ class ModelSection(StrictModel):
 class DataSection(ImageDataSection):
     classes: list[str] | None = Field(None, description="class names in label order (IDX files carry none)")
     format: Literal["idx", "digits", "image_folder"] = "idx"
-    image_size: int | None = Field(None, description="resize to this size; default: the model's image_size")
-    test_fraction: float = Field(0.2, description="held-out test split when the data has no test files "
+    image_size: Annotated[PositiveCount, Field(le=4096)] | None = Field(None, description="resize to this size; default: the model's image_size")
+    test_fraction: SplitFraction = Field(0.2, description="held-out test split when the data has no test files "
                                                   "(digits, image folders)")
-    val_fraction: float = Field(0.0, description="validation split carved from train for the eval cadence")
-    max_train: int | None = Field(None, description="use only the first N training images (bounded runs, tests)")
-    max_test: int | None = Field(None, description="evaluate on only the first N test images (tests)")
+    val_fraction: SplitFraction = Field(0.0, description="validation split carved from train for the eval cadence")
+    max_train: PositiveCount | None = Field(None, description="use only the first N training images (bounded runs, tests)")
+    max_test: PositiveCount | None = Field(None, description="evaluate on only the first N test images (tests)")
 
 
 class ViTTrainSection(VisionTrainSection):
-    weight_decay: float = 0.05
-    label_smoothing: float = 0.0
-    eval_every: int = Field(0, ge=0, description="evaluate on the validation split every N steps (0: only at the end)")
+    weight_decay: NonNegative = 0.05
+    label_smoothing: SplitFraction = 0.0
+    eval_every: Count = Field(0, description="evaluate on the validation split every N steps (0: only at the end)")
 
 
 class EvalSection(StrictModel):
-    batch_size: int = 500
-    topk: list[int] = Field(default_factory=lambda: [1, 5])
+    batch_size: BatchSize = 500
+    topk: list[Annotated[PositiveCount, Field(le=1000)]] = Field(default_factory=lambda: [1, 5])
 
 
 class ViTClassifyConfig(StrictModel):

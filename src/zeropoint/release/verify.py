@@ -62,33 +62,58 @@ def safe_relpath(name: str) -> PurePosixPath:
 
 def extract_tar(tar_path: Path, dest: Path) -> Path:
     """Copy regular files out of a bundle tar into dest, refusing links, devices and escaping names."""
-    total = 0
-    seen = set()
     try:
         tf = tarfile.open(tar_path, "r:*")
-    except (tarfile.TarError, OSError) as e:
-        raise BundleError(f"{tar_path} is not a readable tar ({e})") from None
-    with tf:
-        for m in tf.getmembers():
-            rel = safe_relpath(m.name.rstrip("/") if m.isdir() else m.name)
-            if m.issym() or m.islnk():
-                raise BundleError(f"tar member {m.name!r} is a link; bundles hold regular files only")
-            if m.isdir():
-                continue
-            if not m.isreg():
-                raise BundleError(f"tar member {m.name!r} is not a regular file (device, fifo...); refusing it")
-            if str(rel) in seen:
-                raise BundleError(f"tar member {m.name!r} appears twice; refusing an ambiguous bundle")
-            seen.add(str(rel))
-            total += m.size
-            if total > MAX_TAR_BYTES:
-                raise BundleError(f"{tar_path} unpacks to more than {MAX_TAR_BYTES >> 30} GiB; refusing it")
-            out = dest.joinpath(*rel.parts)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            src = tf.extractfile(m)
-            with open(out, "wb") as f:
-                while chunk := src.read(1 << 20):
-                    f.write(chunk)
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise BundleError(f"{tar_path} is not a readable tar ({_tar_problem(tar_path, e)})") from None
+    try:
+        with tf:
+            root = _extract_members(tf, tar_path, dest)
+            end = tf.offset
+    except (tarfile.TarError, EOFError) as e:   # e.g. cut short by a failed copy: "unexpected end of data"
+        raise BundleError(f"{tar_path} is not a readable tar ({_tar_problem(tar_path, e)})") from None
+    with open(tar_path, "rb") as f:   # an uncompressed tar cut at a member boundary reads as a shorter archive
+        magic = f.read(6)
+        f.seek(end)
+        tail = f.read(1024)
+    compressed = magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic == b"\xfd7zXZ\x00"
+    if not compressed and tail != bytes(1024):
+        raise BundleError(f"{tar_path} is not a readable tar (it is truncated: the end-of-archive marker after the "
+                          f"last member, at byte {end}, is missing; copy the whole bundle again)")
+    return root
+
+
+def _tar_problem(tar_path: Path, e: Exception) -> str:
+    msg = str(e) or type(e).__name__
+    if "end of data" in msg or "truncated" in msg or isinstance(e, EOFError) or \
+            (tar_path.is_file() and tar_path.stat().st_size % 512):
+        return f"it is truncated: {msg}; copy the whole bundle again"
+    return msg
+
+
+def _extract_members(tf: tarfile.TarFile, tar_path: Path, dest: Path) -> Path:
+    total = 0
+    seen = set()
+    for m in tf.getmembers():
+        rel = safe_relpath(m.name.rstrip("/") if m.isdir() else m.name)
+        if m.issym() or m.islnk():
+            raise BundleError(f"tar member {m.name!r} is a link; bundles hold regular files only")
+        if m.isdir():
+            continue
+        if not m.isreg():
+            raise BundleError(f"tar member {m.name!r} is not a regular file (device, fifo...); refusing it")
+        if str(rel) in seen:
+            raise BundleError(f"tar member {m.name!r} appears twice; refusing an ambiguous bundle")
+        seen.add(str(rel))
+        total += m.size
+        if total > MAX_TAR_BYTES:
+            raise BundleError(f"{tar_path} unpacks to more than {MAX_TAR_BYTES >> 30} GiB; refusing it")
+        out = dest.joinpath(*rel.parts)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        src = tf.extractfile(m)
+        with open(out, "wb") as f:
+            while chunk := src.read(1 << 20):
+                f.write(chunk)
     tops = {n.split("/", 1)[0] for n in seen}
     # a bundle tar holds one directory (NAME/bundle.json ...); accept files at the top level too
     if len(tops) == 1 and not (dest / MANIFEST).exists() and (dest / next(iter(tops)) / MANIFEST).exists():
