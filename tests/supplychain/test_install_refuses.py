@@ -29,15 +29,28 @@ def run_install(bundle, pubkey, prefix, *extra, installer=None):
 def sealed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sealed")
     key, pub = new_key(tmp, "packer")
-    return make_bundle(tmp, key), pub
+    return make_bundle(tmp, key), pub, key
 
 
 @pytest.fixture
 def bundle(sealed, tmp_path):
-    src, pub = sealed
+    src, pub, _ = sealed
     dst = tmp_path / "bundle"
     shutil.copytree(src, dst)
     return dst, pub
+
+
+def repacked(sealed, tmp_path, **env):
+    """The sealed bundle with other platform facts in bundle.env, sealed again by the same packer."""
+    src, pub, key = sealed
+    b = tmp_path / "bundle"
+    shutil.copytree(src, b)
+    text = (b / "bundle.env").read_text()
+    for k, v in env.items():
+        text = "".join(f"{k}={v}\n" if line.startswith(f"{k}=") else line + "\n" for line in text.splitlines())
+    (b / "bundle.env").write_text(text)
+    seal.seal(b, key)
+    return b, pub
 
 
 def test_intact_bundle_verifies_and_installs_nothing_with_verify_only(bundle, tmp_path):
@@ -138,18 +151,16 @@ def test_symlink_in_bundle_is_refused(bundle, tmp_path):
     assert r.returncode == REFUSED and "wheels/link.whl : symbolic link" in r.stderr
 
 
-def test_wrong_machine_is_a_clear_error_before_anything(tmp_path):
-    key, pub = new_key(tmp_path, "packer")
-    b = make_bundle(tmp_path, key, machine="aarch64")
+def test_wrong_machine_is_a_clear_error_before_anything(sealed, tmp_path):
+    b, pub = repacked(sealed, tmp_path, MACHINE="aarch64")
     r = run_install(b, pub, tmp_path / "prefix")
     assert r.returncode == 2, r.stdout + r.stderr
     assert "this bundle is for aarch64" in r.stderr and "Pack a bundle on a" in r.stderr
     assert not (tmp_path / "prefix").exists()
 
 
-def test_wrong_python_is_a_clear_error_before_anything(tmp_path):
-    key, pub = new_key(tmp_path, "packer")
-    b = make_bundle(tmp_path, key, python_version="3.99", python_tag="cp399")
+def test_wrong_python_is_a_clear_error_before_anything(sealed, tmp_path):
+    b, pub = repacked(sealed, tmp_path, PYTHON_VERSION="3.99", PYTHON_TAG="cp399")
     r = run_install(b, pub, tmp_path / "prefix", "--python", shutil.which("python3"))
     assert r.returncode == 2, r.stdout + r.stderr
     assert "wheels are for CPython 3.99 (cp399)" in r.stderr and "Pass --python" in r.stderr
@@ -158,7 +169,7 @@ def test_wrong_python_is_a_clear_error_before_anything(tmp_path):
 
 def test_tar_is_reproducible_and_holds_exactly_the_bundle(sealed, tmp_path):
     import tarfile
-    src, _ = sealed
+    src, _, _ = sealed
     a, b = tmp_path / "a.tar", tmp_path / "b.tar"
     seal.write_tar(src, a)
     seal.write_tar(src, b)

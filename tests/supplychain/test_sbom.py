@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from importlib import metadata
 from pathlib import Path
 
@@ -33,6 +32,9 @@ def installed(tmp_path_factory):
     r = zpctl("appliance", "sbom", "--out", out, env=env)
     assert r.returncode == 0, r.stderr
     assert "valid" in r.stderr
+    first = out.read_bytes()
+    r = zpctl("appliance", "sbom", "--out", out, env=env)     # same contents: the file (and its hash) stays put
+    assert r.returncode == 0 and "unchanged" in r.stderr and out.read_bytes() == first
     return out, json.loads(out.read_text()), env
 
 
@@ -80,16 +82,13 @@ def test_smollm2_weights_are_listed_with_the_hash_of_the_gguf(installed):
     assert m["licenses"][0]["license"]["id"] == "Apache-2.0"
 
 
-def test_debian_packages_and_governed_datasets_are_listed(installed):
+def test_debian_packages_and_governed_datasets_are_listed(installed, monkeypatch):
     _, doc, env = installed
     clang = [c for c in doc["components"] if c.get("purl", "").startswith("pkg:deb/debian/clang-")]
     assert clang and all(c["version"] for c in clang)
     from zeropoint.governance.manifest import get_dataset
-    os.environ["ZP_HOME"], old = env["ZP_HOME"], os.environ["ZP_HOME"]
-    try:
-        ds = get_dataset("sotu-slice")
-    finally:
-        os.environ["ZP_HOME"] = old
+    monkeypatch.setenv("ZP_HOME", env["ZP_HOME"])
+    ds = get_dataset("sotu-slice")
     g = _component(doc, "sotu-slice", "data")
     assert g["hashes"][0]["content"] == ds["sha256"]
     assert g["licenses"][0]["expression"] == "CC0-1.0 AND PDDL-1.0"
@@ -97,14 +96,15 @@ def test_debian_packages_and_governed_datasets_are_listed(installed):
     assert props["zeropoint:approval"] == "pending"
 
 
-def test_diag_reports_the_recorded_sbom_hash(installed):
+def test_diag_reports_the_recorded_sbom_hash(installed, monkeypatch):
     out, doc, env = installed
     r, d = zpctl_json("diag", "--json", "--no-parity", env=dict(env, ZP_SBOM=str(out)))
     assert r.returncode == 0, r.stderr
     assert d["sbom"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert d["sbom"]["serial"] == doc["serialNumber"] and d["sbom"]["matches"] is True
-    r, d = zpctl_json("diag", "--json", "--no-parity", env=dict(env, ZP_SBOM=str(out.with_name("none.json"))))
-    assert d["sbom"]["sha256"] is None and "no SBOM recorded" in d["sbom"]["reason"]
+    monkeypatch.setenv("ZP_SBOM", str(out.with_name("none.json")))
+    st = sbom.sbom_status()
+    assert st["sha256"] is None and "no SBOM recorded" in st["reason"]
 
 
 def test_bundle_sbom_hashes_the_bundle_files(tmp_path):

@@ -170,9 +170,15 @@ def sbom_cmd(
         text = sbom.installed_sbom()
     if out is None:
         return print(text, end="")
+    s = sbom.summary(text)
+    if sbom.same_contents(out, text):
+        # the serial number is derived from the components: same contents, same file, so its hash stays put
+        kept = sbom.summary(out.read_text(encoding="utf-8"))["sha256"]
+        err_console.print(f"SBOM {out}: unchanged (same components as recorded); sha256 {kept}", highlight=False,
+                          soft_wrap=True)
+        return
     from ..workspace import atomic_write_text
     atomic_write_text(out, text)
-    s = sbom.summary(text)
     err_console.print(f"SBOM {out}: CycloneDX {s['spec_version']}, valid; "
                       + ", ".join(f"{n} {k}" for k, n in sorted(s["components"].items()))
                       + f"; sha256 {s['sha256']}", highlight=False, soft_wrap=True)

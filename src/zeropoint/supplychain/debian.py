@@ -74,6 +74,20 @@ def download(packages: list[str], workdir: Path) -> list[tuple[Deb, Path]]:
     return out
 
 
+def control(path: Path) -> str:
+    """The control stanza of a .deb, as dpkg-deb prints it."""
+    return _run(["dpkg-deb", "--field", str(path)], f"reading {path.name}").rstrip("\n")
+
+
+def packages_index(debs: list[tuple[Path, str]]) -> str:
+    """A `Packages` index of (file, name in the repository) pairs: what `apt-get update` reads from a flat
+    repository (`deb [trusted=yes] file:/DIR ./`). Size and SHA256 let apt check each file it installs."""
+    from ..hashing import sha256_file
+    stanzas = [f"{control(p)}\nFilename: ./{name}\nSize: {p.stat().st_size}\nSHA256: {sha256_file(p)}\n"
+               for p, name in debs]
+    return "\n".join(stanzas)
+
+
 def deb_fields(path: Path) -> dict[str, str]:
     out = _run(["dpkg-deb", "--field", str(path), "Package", "Version", "Architecture", "Homepage", "Source"],
                f"reading {path.name}")

@@ -7,7 +7,7 @@
 # 1. verifies the bundle before anything else runs: the Ed25519 signature on MANIFEST.sha256 with the public key
 #    given here (never one from the bundle), the SHA-256 of every file, and that no file was added;
 # 2. checks the platform (machine, OS release, dpkg architecture) and the Python version;
-# 3. installs the bundle's Debian packages with dpkg (those not already installed at that version or newer);
+# 3. installs the bundle's Debian packages: apt, with the bundle as its only source, drives dpkg;
 # 4. creates PREFIX/venv with `pip --no-index --find-links` from the bundle's wheels (hash-checked again by pip);
 # 5. unpacks the data packs into PREFIX/assets, copies the recipe configs, writes PREFIX/bin/zpctl;
 # 6. records the install and its SBOM, and runs `zpctl health`.
@@ -158,7 +158,7 @@ if [ -n "$PYTHON" ]; then
 elif command -v "python$WANT_PY" >/dev/null; then
   PYTHON=$(command -v "python$WANT_PY")
   check_python "$PYTHON"
-elif [ "$DEBS" = 1 ] && grep -q "^python$WANT_PY	" "$BUNDLE/debs/index.tsv" 2>/dev/null; then
+elif [ "$DEBS" = 1 ] && [[ " $(envget DEB_ROOTS) " == *" python$WANT_PY "* ]]; then
   PYTHON=/usr/bin/python$WANT_PY   # comes with the bundle's Debian packages
 else
   die "no python$WANT_PY on PATH and the bundle carries none; install CPython $WANT_PY or pass --python EXE"
@@ -167,25 +167,35 @@ say "platform: $HAVE_MACHINE, $HAVE_OS; Python $WANT_PY ($PYTHON)"
 if [ "$VERIFY_ONLY" = 1 ]; then say "verified; --verify-only: nothing installed"; exit 0; fi
 
 # ---- 3. Debian packages ---------------------------------------------------------------------------------------
-if [ "$DEBS" = 1 ] && [ -s "$BUNDLE/debs/index.tsv" ]; then
-  installed=$(mktemp)
-  dpkg-query -W -f='${Package}\t${Version}\t${db:Status-Abbrev}\n' 2>/dev/null > "$installed" || true
-  need=()
-  while IFS=$'\t' read -r pkg ver _arch path _; do
-    have=$(awk -F'\t' -v p="$pkg" '$1 == p && $3 ~ /^ii/ {print $2}' "$installed")
-    if [ -n "$have" ] && dpkg --compare-versions "$have" ge "$ver"; then continue; fi
-    need+=("$BUNDLE/$path")
-  done < "$BUNDLE/debs/index.tsv"
-  rm -f "$installed"
-  if [ ${#need[@]} -gt 0 ]; then
-    [ "$(id -u)" = 0 ] || die "${#need[@]} Debian packages from the bundle need installing, which needs root: rerun with sudo (or pass --no-debs)"
-    say "dpkg: installing ${#need[@]} of $(wc -l < "$BUNDLE/debs/index.tsv") Debian packages from the bundle"
-    log=$(mktemp /tmp/zeropoint-dpkg.XXXXXX.log)
-    DEBIAN_FRONTEND=noninteractive dpkg --install --force-confold "${need[@]}" >"$log" 2>&1 \
-      || { tail -n 20 "$log" >&2; die "dpkg failed (full log: $log)"; }
-    rm -f "$log"
+# apt orders the work (Pre-Depends, triggers) and dpkg installs; the only source apt sees is the bundle's debs/ as a
+# flat repository, with its own lists and cache in a temporary directory ([trusted=yes]: the bundle's signed
+# manifest already vouches for debs/Packages and every .deb, and apt checks each .deb against Packages).
+DEB_ROOTS=$(envget DEB_ROOTS)
+if [ "$DEBS" = 1 ] && [ -n "$DEB_ROOTS" ]; then
+  missing=()
+  for pkg in $DEB_ROOTS; do
+    want=$(awk -F'\t' -v p="$pkg" '$1 == p { print $2 }' "$BUNDLE/debs/index.tsv")
+    have=$(dpkg-query -W -f='${db:Status-Abbrev} ${Version}' "$pkg" 2>/dev/null | awk '$1 == "ii" { print $2 }' || true)
+    if [ -z "$have" ] || ! dpkg --compare-versions "$have" ge "$want"; then missing+=("$pkg"); fi
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || die "Debian packages ${missing[*]} need installing, which needs root: rerun with sudo (or pass --no-debs)"
+    say "debs: installing ${missing[*]} and what they need from the bundle's $(wc -l < "$BUNDLE/debs/index.tsv") packages (apt, dpkg; no network)"
+    apt_dir=$(mktemp -d /tmp/zeropoint-apt.XXXXXX)
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial"
+    echo "deb [trusted=yes] file:$BUNDLE/debs ./" > "$apt_dir/sources.list"
+    apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=$apt_dir/none"
+              -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache::archives=$apt_dir/archives"
+              -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=" -o "APT::Install-Recommends=false"
+              -o "Dpkg::Options::=--force-confold" -o "Acquire::Languages=none")
+    log=$apt_dir/apt.log
+    if ! { apt-get -q "${apt_opts[@]}" update && DEBIAN_FRONTEND=noninteractive apt-get -q -y "${apt_opts[@]}" \
+           install "${missing[@]}"; } > "$log" 2>&1; then
+      tail -n 25 "$log" >&2; die "apt/dpkg could not install the bundle's Debian packages (full log: $log)"
+    fi
+    rm -rf "$apt_dir"
   else
-    say "dpkg: all $(wc -l < "$BUNDLE/debs/index.tsv") Debian packages already installed at these versions or newer"
+    say "debs: $DEB_ROOTS already installed at the bundle's versions or newer"
   fi
   check_python "$PYTHON"
 fi
@@ -256,6 +266,8 @@ mkdir -p "$PREFIX/workspace"
 REC=$VENV/share/zeropoint
 mkdir -p "$REC"
 for f in "$MANIFEST" "$SIG" bundle.json; do cp "$BUNDLE/$f" "$REC/$f.new" && mv "$REC/$f.new" "$REC/$f"; done
+# the verified installer, for the next bundle: bash PREFIX/install.sh --bundle NEW --pubkey appliance.pub
+cp "$BUNDLE/install.sh" "$PREFIX/install.sh.new" && chmod 755 "$PREFIX/install.sh.new" && mv "$PREFIX/install.sh.new" "$PREFIX/install.sh"
 if [ -f "$BUNDLE/debs/index.tsv" ]; then cp "$BUNDLE/debs/index.tsv" "$REC/debs.tsv"; else rm -f "$REC/debs.tsv"; fi
 "$PREFIX/bin/zpctl" appliance sbom --out "$REC/sbom.cdx.json" >/dev/null \
   || die "writing the installed appliance's SBOM failed (see the error above)"

@@ -194,7 +194,9 @@ def fetch_debs(groups: list[str], cache: Path, dest: Path, say: Callable[[str], 
     for (d, path), text in zip(debs, texts):
         _link_or_copy(path, dest / d.filename)
         rows.append({"package": d.package, "version": d.version, "arch": d.arch, "path": f"debs/{d.filename}",
-                     "licenses": debian.copyright_licenses(text or "")})
+                     "licenses": debian.copyright_licenses(text or ""), "root": d.package in roots})
+    # install.sh hands the bundle to apt as a flat repository: apt orders the unpacking (Pre-Depends) and dpkg installs
+    (dest / "Packages").write_text(debian.packages_index([(dest / d.filename, d.filename) for d, _ in debs]))
     return rows
 
 
@@ -234,6 +236,7 @@ def pack(opts: PackOptions, say: Callable[[str], None] = lambda m: None) -> dict
     t0 = time.perf_counter()
     try:
         with atomic_dir(out) as root:
+            os.chmod(root, 0o755)                  # mkdtemp made it 0700; a bundle is meant to be read
             stage("project_wheel"); say("building the project wheel")
             wheel = build_project_wheel(repo, root / "wheels")
             done("project_wheel")
@@ -314,4 +317,5 @@ def bundle_env(meta: dict) -> str:
     keys = {"FORMAT": "format", "ZEROPOINT_VERSION": "zeropoint_version", "MACHINE": "machine",
             "PYTHON_VERSION": "python_version", "PYTHON_TAG": "python_tag", "OS_ID": "os_id",
             "OS_VERSION_CODENAME": "os_version_codename", "DPKG_ARCH": "dpkg_arch", "PROJECT_WHEEL": "project_wheel"}
-    return "".join(f"{k}={meta.get(v) or ''}\n" for k, v in keys.items())
+    roots = " ".join(p for g in meta.get("deb_groups") or [] for p in DEB_GROUPS[g])
+    return "".join(f"{k}={meta.get(v) or ''}\n" for k, v in keys.items()) + f"DEB_ROOTS={roots}\n"

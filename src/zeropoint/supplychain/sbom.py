@@ -157,6 +157,14 @@ def summary(text: str) -> dict:
             "sha256": hashlib.sha256(text.encode()).hexdigest(), "bytes": len(text.encode())}
 
 
+def same_contents(path: Path, text: str) -> bool:
+    """Does the SBOM at path list the same components as `text` (equal serial numbers)?"""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8")).get("serialNumber") == json.loads(text)["serialNumber"]
+    except (OSError, ValueError):
+        return False
+
+
 def _pypi(name: str, version: str) -> str:
     return f"pkg:pypi/{normalize(name)}@{version}"
 
