@@ -50,7 +50,8 @@ cp -al "$BUNDLE" "$WORK/context/bundle"
 cp "$PUB" "$WORK/context/appliance.pub"
 say "build: buildah bud -f container/Containerfile -t $IMG (unshare -n, vfs, chroot isolation)"
 t=$(now)
-unshare --net "${B[@]}" bud --isolation chroot --layers=false --pull=never \
+# docker format: the OCI image format has no HEALTHCHECK
+unshare --net "${B[@]}" bud --isolation chroot --layers=false --pull=never --format docker \
   -f "$REPO/container/Containerfile" -t "$IMG" "$WORK/context" 2>&1 | tee "$WORK/build.log"
 build_s=$(secs "$t" "$(now)")
 size=$("${B[@]}" images --format '{{.Size}}' "$IMG" | head -n1)

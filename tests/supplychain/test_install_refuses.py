@@ -178,3 +178,11 @@ def test_tar_is_reproducible_and_holds_exactly_the_bundle(sealed, tmp_path):
         names = {m.name for m in tf.getmembers() if m.isfile()}
         assert all(m.isfile() or m.isdir() for m in tf.getmembers())
     assert names == {f"{src.name}/{n}" for n in [*seal.bundle_files(src), *seal.UNLISTED]}
+
+
+def test_many_symlinks_are_refused_with_a_message(bundle, tmp_path):
+    b, pub = bundle
+    for i in range(8):                       # more than the message lists
+        (b / f"link{i}").symlink_to(b / "requirements.txt")
+    r = run_install(b, pub, tmp_path / "prefix")
+    assert r.returncode == REFUSED and "symbolic link or special file" in r.stderr

@@ -112,7 +112,7 @@ FP=$(key_fingerprint "$PUBKEY_REAL")
 [ ${#FP} -eq 64 ] || die "--pubkey $PUBKEY is not a PEM Ed25519 public key (export it with \`zpctl keys export-public\`)"
 [ "$(head -n1 "$BUNDLE/$MANIFEST")" = "# $FORMAT" ] || refuse "$MANIFEST does not start with '# $FORMAT': not an appliance bundle manifest"
 if ! signature_ok; then
-  claimed=$(sed -n 's/^# signer-ed25519-sha256: \([0-9a-f]\{64\}\)$/\1/p' "$BUNDLE/$MANIFEST" | head -n1)
+  claimed=$(sed -n 's/^# signer-ed25519-sha256: \([0-9a-f]\{64\}\)$/\1/p' "$BUNDLE/$MANIFEST" | awk 'NR == 1')
   refuse "the signature on $MANIFEST does not verify with key ${FP:0:16} ($PUBKEY); the manifest names signer ${claimed:0:16}: the bundle was signed by another key, or $MANIFEST or $SIG was changed"
 fi
 say "signature: $MANIFEST verifies with key ${FP:0:16} ($PUBKEY)"
@@ -124,7 +124,8 @@ if grep -Ev '^[0-9a-f]{64}  [A-Za-z0-9._+~@=%-][A-Za-z0-9._+~@=%/-]*$' "$listing
    || cut -c67- "$listing" | grep -Eq '(^|/)\.\.?(/|$)'; then
   refuse "$MANIFEST has a line that is not '<sha256>  <relative path>'"
 fi
-specials=$(cd "$BUNDLE" && find . ! -type f ! -type d -printf '%P\n' | head -n5)
+# (awk, not head: with pipefail, head closing the pipe early would end the script silently)
+specials=$(cd "$BUNDLE" && find . ! -type f ! -type d -printf '%P\n' | awk 'NR <= 5')
 [ -z "$specials" ] || refuse "$(echo "$specials" | paste -sd' ') : symbolic link or special file; bundles hold regular files only"
 (cd "$BUNDLE" && find . -type f -printf '%P\n' | { grep -vxF -e "$MANIFEST" -e "$SIG" || true; } | sort) > "$present"
 extra=$(cut -c67- "$listing" | sort | comm -13 - "$present")
@@ -134,7 +135,7 @@ bad=$(cd "$BUNDLE" && sha256sum --check --quiet "$listing" 2>/dev/null | sed -n 
 say "files: all $(wc -l < "$listing") listed files match their SHA-256; no file added"
 
 # ---- 2. platform ----------------------------------------------------------------------------------------------
-envget() { sed -n "s/^$1=//p" "$BUNDLE/bundle.env" | head -n1; }
+envget() { sed -n "s/^$1=//p" "$BUNDLE/bundle.env" | awk 'NR == 1'; }
 [ "$(envget FORMAT)" = "$FORMAT" ] || die "bundle.env is not a $FORMAT description"
 WANT_MACHINE=$(envget MACHINE); WANT_OS=$(envget OS_ID); WANT_CODENAME=$(envget OS_VERSION_CODENAME)
 WANT_ARCH=$(envget DPKG_ARCH); WANT_PY=$(envget PYTHON_VERSION); WANT_TAG=$(envget PYTHON_TAG)
