@@ -109,8 +109,10 @@ def pack_cmd(
                                                                "debs, data packs; every one is hash-checked)."),
     json_out: bool = JsonOpt,
 ):
-    """Pack the appliance for an offline install: wheels, weights, data packs, Debian packages, install.sh, an SBOM,
-    and a SHA-256 manifest signed with this appliance's Ed25519 key (`zpctl keys init`). Needs the network."""
+    """Pack the appliance into a signed bundle that installs with no network (packing needs the network).
+
+    The bundle holds wheels, weights, data packs, Debian packages, install.sh, an SBOM, and a SHA-256 manifest
+    signed with this appliance's Ed25519 key (`zpctl keys init`)."""
     from ..supplychain.pack import PackOptions, pack
     say = (lambda m: None) if json_out else (lambda m: err_console.print(f"[bold]pack[/] {escape(m)}", highlight=False))
     res = pack(PackOptions(out=out, with_=_split(with_), without=_split(without), cache=cache), say=say)
@@ -156,9 +158,10 @@ def sbom_cmd(
                                                                  "installation's."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the CycloneDX JSON here (default: print it)."),
 ):
-    """CycloneDX 1.6 JSON SBOM of the appliance installed here (or of --bundle DIR), validated against the schema:
-    every Python and Debian package, the weights, the data packs and the governed datasets, with hashes and
-    licenses."""
+    """CycloneDX 1.6 JSON SBOM of the appliance installed here (or of --bundle DIR), validated against the schema.
+
+    It lists every Python and Debian package, the weights, the data packs and the governed datasets, with hashes
+    and licenses."""
     from ..supplychain import sbom
     if bundle is not None:
         p = Path(bundle) / sbom.SBOM_NAME

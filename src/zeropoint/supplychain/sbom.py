@@ -22,6 +22,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import os
 import platform
 import re
 import sys
@@ -32,8 +33,21 @@ from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
+from cyclonedx.contrib.license.factories import LicenseFactory
+from cyclonedx.contrib.this.builders import this_component
+from cyclonedx.model import HashAlgorithm, HashType, Property
+from cyclonedx.model.bom import Bom
+from cyclonedx.model.component import Component, ComponentType
+from cyclonedx.model.license import LicenseAcknowledgement
+from cyclonedx.output.json import JsonV1Dot6
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
+from packageurl import PackageURL
+
 from .. import __version__
+from ..data import assets as data_assets
 from ..errors import ZeropointError
+from ..governance.manifest import list_datasets
 from ..hashing import sha256_file
 from . import debian
 from .assets import ASSETS
@@ -83,8 +97,6 @@ def python_licenses(meta) -> list[str]:
 
 
 def _cdx_licenses(names: list[str]):
-    from cyclonedx.contrib.license.factories import LicenseFactory
-    from cyclonedx.model.license import LicenseAcknowledgement
     f, ack = LicenseFactory(), LicenseAcknowledgement.DECLARED
     if len(names) == 1:
         return [f.make_from_string(names[0], license_acknowledgement=ack)]
@@ -106,12 +118,6 @@ def serial_for(items: list[Item]) -> str:
 
 def to_json(items: list[Item], root_name: str, root_version: str, properties: dict[str, str],
             timestamp: datetime | None = None) -> str:
-    from cyclonedx.contrib.this.builders import this_component
-    from cyclonedx.model import HashAlgorithm, HashType, Property
-    from cyclonedx.model.bom import Bom
-    from cyclonedx.model.component import Component, ComponentType
-    from cyclonedx.output.json import JsonV1Dot6
-    from packageurl import PackageURL
     types = {"python": ComponentType.LIBRARY, "deb": ComponentType.LIBRARY,
              "model": ComponentType.MACHINE_LEARNING_MODEL, "dataset": ComponentType.DATA}
     bom = Bom(serial_number=uuid.UUID(serial_for(items)))
@@ -136,8 +142,6 @@ def to_json(items: list[Item], root_name: str, root_version: str, properties: di
 
 @functools.cache
 def _validator():
-    from cyclonedx.schema import SchemaVersion
-    from cyclonedx.validation.json import JsonStrictValidator
     return JsonStrictValidator(SchemaVersion.V1_6)
 
 
@@ -170,7 +174,6 @@ def _pypi(name: str, version: str) -> str:
 
 
 def _deb_purl(pkg: str, version: str, arch: str) -> str:
-    from packageurl import PackageURL
     return PackageURL(type="deb", namespace="debian", name=pkg, version=version,
                       qualifiers={"arch": arch, "distro": f"debian-{_debian_version()}"}).to_string()
 
@@ -307,7 +310,6 @@ def _default_deb_roots() -> list[str]:
 def installed_items(workspace_manifest: Path | None = None) -> tuple[list[Item], dict]:
     """Components of this installation: the Python distributions importable here, the Debian packages the
     appliance needs as dpkg has them, the weights and data packs it uses, the governed datasets."""
-    from ..data import assets as data_assets
     rec_files, rec_meta = _record()
     wheel_hash = {}
     for path, h in rec_files.items():
@@ -390,7 +392,6 @@ def installed_items(workspace_manifest: Path | None = None) -> tuple[list[Item],
 
 def governed_items(manifest: Path | None = None) -> list[Item]:
     """Datasets registered in the workspace's governance manifest: their SHA-256, license and approval."""
-    from ..governance.manifest import list_datasets
     items = []
     for ds in list_datasets(manifest):
         appr = ds.get("approval") or {}
@@ -421,7 +422,6 @@ def installed_sbom(workspace_manifest: Path | None = None) -> str:
 
 def recorded_sbom() -> Path:
     """The SBOM on record for this installation: $ZP_SBOM, else the one install.sh wrote into the venv."""
-    import os
     return Path(os.environ.get("ZP_SBOM") or RECORD_DIR / SBOM_NAME)
 
 

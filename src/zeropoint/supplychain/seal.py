@@ -20,6 +20,10 @@ import re
 import tarfile
 from pathlib import Path, PurePosixPath
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from ..errors import ZeropointError
 from ..hashing import sha256_file
 
@@ -63,7 +67,6 @@ def bundle_files(root: Path) -> list[str]:
 
 
 def public_key_fingerprint(pub) -> str:
-    from cryptography.hazmat.primitives import serialization
     return hashlib.sha256(pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).hexdigest()
 
 
@@ -85,8 +88,6 @@ def seal(root: Path, private_key) -> dict:
 
 
 def load_public_key(path: Path):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     try:
         key = serialization.load_pem_public_key(Path(path).read_bytes())
     except (OSError, ValueError) as e:
@@ -119,7 +120,6 @@ def parse_manifest(text: str) -> tuple[dict, dict[str, str]]:
 def verify(root: Path, pubkey_path: Path) -> dict:
     """The checks install.sh makes, in Python: signature with the given key, every file's hash, no extra file.
     Raises BundleRejected naming the key or the files; returns a summary when the bundle is intact."""
-    from cryptography.exceptions import InvalidSignature
     root = Path(root).resolve()
     pub = Path(pubkey_path).resolve()
     if pub == root or root in pub.parents:
