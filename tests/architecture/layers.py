@@ -12,6 +12,7 @@ LAYERS: list[tuple[str, list[str]]] = [
                   "zeropoint.tracking"]),
     ("recipes", ["zeropoint.recipes"]),
     ("release", ["zeropoint.release", "zeropoint.orchestrator"]),
+    ("supplychain", ["zeropoint.supplychain"]),   # signs with release/keys.py
     ("surface", ["zeropoint.cli", "zeropoint.api", "zeropoint.demo"]),
 ]
 

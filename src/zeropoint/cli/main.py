@@ -161,7 +161,7 @@ def config_show(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool
 # tests/cli/test_command_table.py keeps this table and the app in sync.
 COMMANDS: list[tuple[object, tuple[str, ...]]] = [
     (sys.modules[__name__], ("version", "scope", "runs", "config")),
-    (appliance_cmds, ("diag", "health")),
+    (appliance_cmds, ("diag", "health", "appliance")),
     (eval_cmds, ("eval", "drift")),
     (export_cmds, ("export", "parity")),
     (governance_cmds, ("data", "pii", "audit")),
