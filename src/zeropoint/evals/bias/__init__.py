@@ -346,12 +346,17 @@ def write_task(task: str, name: str, docs: list[dict], what: str = "all categori
     return yml
 
 
+def ref_docs(ref: str) -> list[dict]:
+    """The documents a task reference scores (what a cache of its results must be keyed on)."""
+    task, cats, cap = parse_ref(ref)
+    return pair_docs(cats, cap) if task == "bias_pairs" else prompt_docs(cats, cap)
+
+
 def build_task(ref: str) -> Path:
     """Materialise a task reference (see `parse_ref`); returns the task YAML's path. The files depend only on the
     pack, so a baseline and a finetune scored on the same reference share their hashes."""
     task, cats, cap = parse_ref(ref)
-    docs = pair_docs(cats, cap) if task == "bias_pairs" else prompt_docs(cats, cap)
-    return write_task(task, task_name(task, cats, cap), docs, ", ".join(cats or ["all categories"]))
+    return write_task(task, task_name(task, cats, cap), ref_docs(ref), ", ".join(cats or ["all categories"]))
 
 
 def review_listing() -> str:
