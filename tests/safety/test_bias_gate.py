@@ -1,9 +1,11 @@
 """The bias gate's rule on real finetunes of a tiny model, and on hand-made outcomes.
 
-A planted shift: two full finetunes of the same random tiny Llama with the project's training engine, of the
-same length (steps, batch shape, sentences per batch), one on a text skewed toward one side of the pairs (only
-the stereotype-consistent sentences), one on unskewed text (both sentences of every pair). Scored through the
-eval harness on the same pairs as the untouched base model, the gate must fail the first and pass the second.
+A planted shift: two full finetunes of the same random one-layer tiny Llama with the project's training engine,
+of the same length (steps, batch shape, sentences per batch), one on a text skewed toward one side of the pairs
+(only the stereotype-consistent sentences), one on unskewed text (both sentences of every pair). Scored through
+the eval harness on the same pairs as the untouched base model, the gate must fail the first and pass the second.
+(The harness's log-likelihoods are checked against brute force in tests/evals/test_scoring.py and against a hand
+computation in tests/evals/test_bias.py; one layer halves the compile time, which dominates this test.)
 The pairs are the shipped pack's gender pairs whose terms have the same length (my mother / my father), so the
 random model's own preference is not decided by term length.
 """
@@ -12,7 +14,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.evals.helpers import ByteTokenizer, reference_loglikelihoods
+from tests.evals.helpers import ByteTokenizer
 from zeropoint.errors import ZeropointError
 from zeropoint.safety.bias_gate import evaluate_pairs, evaluate_sentiment
 
@@ -28,11 +30,12 @@ def scored(tmp_path_factory):
     from zeropoint.engine.trainer import EngineConfig, Trainer
     from zeropoint.evals.bias import load_pairs, pack_groups, pair_doc, write_task
     from zeropoint.evals.harness import eval_dir, run_eval
-    from zeropoint.models.llama import state_dict
+    from zeropoint.models.llama import get_config, state_dict
     old = os.environ.get("ZP_HOME")
     os.environ["ZP_HOME"] = str(tmp_path_factory.mktemp("zphome"))
     try:
         tok = ByteTokenizer()
+        cfg = get_config("tiny-untied", n_layers=1)
         pairs = [p for p in load_pairs("gender") if p.term_a == "my mother"]
         assert len(pairs) == 16 and all(len(p.term_a) == len(p.term_b) for p in pairs)
         task = str(write_task("bias_pairs", "bias_pairs-mother-father", [pair_doc(p, pack_groups("gender")) for p in pairs]))
@@ -47,7 +50,7 @@ def scored(tmp_path_factory):
                 yield x, y
 
         def finetune(sentences):
-            m = random_llama("tiny-untied", 0)
+            m = random_llama(cfg, 0)
             tr = Trainer(dict(state_dict(m)), lambda x, y: m(x).sparse_categorical_crossentropy(y, ignore_index=-1),
                          EngineConfig(lr=LR, total_steps=STEPS, warmup_steps=2, min_lr_ratio=1.0))
             losses = [tr.step([xy]).loss for xy in batches(sentences)]
@@ -57,17 +60,12 @@ def scored(tmp_path_factory):
         skewed = [p.sent_more for p in pairs] * 2                        # only the stereotype-consistent side
         unskewed = [p.sent_more for p in pairs] + [p.sent_less for p in pairs]
         assert len(skewed) == len(unskewed)
-        models = {"base": random_llama("tiny-untied", 0), "skewed": finetune(skewed), "unskewed": finetune(unskewed)}
+        models = {"base": random_llama(cfg, 0), "skewed": finetune(skewed), "unskewed": finetune(unskewed)}
         out = {}
         for name, m in models.items():
-            res = run_eval(name, [task], model=m, tokenizer=tok, max_length=128, batch_size=16, bootstrap_iters=0)
+            res = run_eval(name, [task], model=m, tokenizer=tok, max_length=128, batch_size=32, bootstrap_iters=0)
             tr = res["tasks"]["bias_pairs-mother-father"]
             out[name] = [json.loads(x) for x in (eval_dir(res["eval_id"]) / tr["samples_file"]).read_text().splitlines()]
-        # the harness's sentence log-likelihoods are the model's: a brute-force forward of the base model agrees
-        reqs = [([tok.bos_id], tok.encode(s)) for p in pairs[:8] for s in (p.sent_more, p.sent_less)]
-        ref = reference_loglikelihoods(models["base"], reqs, T=72, B=16)
-        got = [ll for s in out["base"][:8] for ll in s["loglikelihoods"]]
-        assert got == pytest.approx([r[0] for r in ref], abs=2e-3)
         yield out
     finally:
         if old is None:
