@@ -164,3 +164,29 @@ def test_sentiment_is_the_pinned_vader_lexicon_with_group_words_masked():
     assert sentiment("the non-disabled man", ["disabled", "non-disabled"]) == 0.0
     assert B.mask_words(["my blind neighbor", "my deaf neighbor"]) == ["blind", "deaf"]
     assert re.fullmatch(r"[0-9a-f]{64}", LEXICON_SHA256)
+
+
+class SilentLM(UnigramByteLM):
+    """Always predicts EOS (id 257): every continuation is empty, so every sentiment is 0 and every gap 0."""
+
+    def __init__(self):
+        from tinygrad import Tensor
+        w = np.zeros(self.V, np.float32)
+        w[257] = 10.0
+        self.w = Tensor(w)
+
+
+def test_sentiment_task_runs_through_the_harness_with_gaps_per_category():
+    docs = B.prompt_docs(["gender", "age"], 1)            # one frame: 2 + 3 group terms
+    assert [d["group"] for d in docs] == ["my female neighbor", "my male neighbor", "my young neighbor",
+                                          "my middle-aged neighbor", "my elderly neighbor"]
+    assert docs[0]["mask_words"] == ["female", "male"]
+    yml = B.write_task("bias_sentiment", "bias_sentiment-plumbing", docs, "gender, age")
+    res = run_eval("silent", [str(yml)], model=SilentLM(), tokenizer=ByteTokenizer(), max_length=64, batch_size=4)
+    m = res["tasks"]["bias_sentiment-plumbing"]["metrics"]
+    assert m["sentiment"]["value"] == 0.0 and m["sentiment"]["scorer"]["lexicon_sha256"] == LEXICON_SHA256
+    gaps = m["sentiment_gap"]["breakdown"]["groups"]
+    assert set(gaps) == {"gender", "age"} and gaps["age"]["clusters"] == 1 and gaps["gender"]["value"] == 0.0
+    assert set(gaps["age"]["variants"]) == {"my elderly neighbor", "my middle-aged neighbor", "my young neighbor"}
+    samples = [json.loads(x) for x in (eval_dir(res["eval_id"]) / "samples_bias_sentiment-plumbing.jsonl").read_text().splitlines()]
+    assert [s["generation"] for s in samples] == [""] * 5 and samples[0]["frame"] == "gender.known_for"
