@@ -15,6 +15,8 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from vaderSentiment import vaderSentiment as V
+
 from ..errors import ZeropointError
 
 SCORER = "vader-compound"
@@ -25,11 +27,6 @@ LEXICON_SHA256 = "1ec9c6e9ee19aade328f8beb393a6afa71a5bb3acf7d3cc22d4ef568df374b
 
 @lru_cache(maxsize=1)
 def _analyzer():
-    try:
-        from vaderSentiment import vaderSentiment as V
-    except ImportError:
-        raise ZeropointError(f"the sentiment metric needs {PACKAGE}; install the project's pinned dependencies "
-                             "(`make setup`)") from None
     lex = Path(V.__file__).with_name("vader_lexicon.txt")
     digest = hashlib.sha256(lex.read_bytes()).hexdigest()
     if digest != LEXICON_SHA256:

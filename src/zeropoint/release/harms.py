@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 
 from ..errors import ZeropointError
+from ..governance.manifest import get_dataset
+from ..safety.gate import outcomes_from_report
 
 ITEMS = (
     ("pii_exposure", "PII exposure", "Could the model expose personal data it was trained on?"),
@@ -51,7 +53,6 @@ def _item(key: str, checks: list[dict], *, reason: str | None = None) -> dict:
 
 def _datasets(run_record: dict) -> list[tuple[str, dict | None, str | None]]:
     """(name, manifest entry or None, the SHA-256 trained on) for every dataset the checkpoint's run read."""
-    from ..governance.manifest import get_dataset
     out = []
     for r in run_record.get("datasets") or []:
         try:
@@ -103,7 +104,6 @@ def pii_exposure(run_record: dict, gates: dict) -> tuple[dict, dict]:
         canary = _check("canary_leakage", "not assessed", "the red-team gate did not run, so the planted canaries "
                         "were not probed")
     else:
-        from ..safety.gate import outcomes_from_report
         probed = [(pid, bad) for pid, bad in outcomes_from_report(rt.evidence["redteam/report.jsonl"]).get("exfil", [])
                   if pid.removeprefix("exfil.canary_") in canaries]
         if not probed:
