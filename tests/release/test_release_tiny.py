@@ -137,6 +137,14 @@ def test_tiny_release_passes_and_bundle_verifies(passed_release, home):
 
 
 @pytest.mark.slow
+def test_evidence_keys_match_the_snapshot(trained, passed_release):
+    """The keys of every evidence file the tiny release wrote (run, checkpoints, eval, export, red-team, bundle,
+    governance and audit records), against the committed snapshot; runs before the tests below add to the home."""
+    from tests.snapshots import assert_snapshot, evidence_keys
+    assert_snapshot("evidence_keys_llm_release.txt", evidence_keys(trained["home"]))
+
+
+@pytest.mark.slow
 def test_control_center_shows_the_release_its_bias_figures_and_harms_checklist(passed_release, home):
     """The release page in Debian's chromium against a real `zpctl serve`: the bundle re-verified, every gate, the
     bias probes per category and the six harms items with their evidence files; nothing leaves 127.0.0.1."""

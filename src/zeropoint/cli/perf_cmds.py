@@ -68,9 +68,9 @@ def register(app: typer.Typer) -> None:
 
         Same model and weights, batch, sequence length and precision on both sides; the first-step loss of
         both is printed as a check that they compute the same thing. The record goes to runs/<id>/."""
-        from ..config import load_config
         from ..errors import ConfigError
         from ..evidence import start_run
+        from ..recipes import load_config
         from ..scope import require_real_compute
         if compare not in (None, "torch"):
             raise ConfigError(f"--compare {compare!r} is not supported; the only reference is 'torch'")
@@ -118,7 +118,7 @@ def register(app: typer.Typer) -> None:
 
         Winners land in tinygrad's persistent compile cache; the record (baseline vs tuned tokens/s,
         search time) in ~/.cache/zeropoint/tune.json. Use them with BEAM=<k> or zpctl bench --beam <k>."""
-        from ..config import load_config
+        from ..recipes import load_config
         from ..scope import require_real_compute
         require_real_compute(allow_simulated)
         cfg, _ = load_config(config, set_)

@@ -3,8 +3,8 @@
 See `engine/trainer.py` for the contract: a dict of trainable fp32 tensors, a loss function over one
 micro-batch, and batches. LLM and vision recipes use the same API.
 """
-from .loop import fit, make_progress, summarize
+from .loop import NO_HOOKS, RunHooks, fit, make_progress
 from .trainer import PRECISIONS, EngineConfig, StepStats, Trainer, compute_dtype, fresh, lr_at, precision_context
 
-__all__ = ["EngineConfig", "Trainer", "StepStats", "fit", "make_progress", "summarize", "lr_at", "fresh",
+__all__ = ["EngineConfig", "Trainer", "StepStats", "fit", "make_progress", "RunHooks", "NO_HOOKS", "lr_at", "fresh",
            "compute_dtype", "precision_context", "PRECISIONS"]

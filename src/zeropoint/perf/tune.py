@@ -14,12 +14,16 @@ import json
 import os
 import time
 
+import tinygrad
+from tinygrad import Device
+from tinygrad.helpers import Context
+
 from ..hashing import sha256_json
+from .bench import run_bench
 from .peak import cache_dir, cpu_model
 
 
 def tune_key(cfg, device: str) -> str:
-    import tinygrad
     shape = {"model": cfg.model.config, "overrides": cfg.model.overrides, "method": cfg.method,
              "lora": cfg.lora.model_dump() if cfg.method == "lora" else None, "B": cfg.train.micro_batch_size,
              "T": cfg.data.seq_len, "accum": cfg.train.grad_accum, "precision": cfg.train.precision}
@@ -46,10 +50,7 @@ def save_record(key: str, rec: dict) -> None:
 
 
 def run_tune(cfg, *, beam: int = 2, steps: int = 3, force: bool = False, progress=None) -> dict:
-    from tinygrad import Device
-    from tinygrad.helpers import Context
 
-    from .bench import run_bench
     key = tune_key(cfg, Device.DEFAULT)
     if not force and key in load_records():
         return {**load_records()[key], "key": key, "searched_now": False,
