@@ -89,6 +89,11 @@ def render_markdown(card: dict) -> str:
     for title, key in (("Intended use", "intended_use"), ("Out of scope", "out_of_scope"), ("Risks", "risks"),
                        ("Limitations", "limitations")):
         L += ["", f"## {title}", ""] + [f"- {x}" for x in card[key]]
+    if card.get("harms_checklist"):
+        L += ["", "## Harms checklist", "", "| item | status | evidence or reason |", "|---|---|---|"]
+        for i in card["harms_checklist"]:
+            shown = ", ".join(f"`{e}`" for e in i["evidence"]) if i["status"] != "not assessed" else i["reason"]
+            L.append(f"| {i['title']} | {i['status']} | {shown} |")
     return "\n".join(L) + "\n"
 
 

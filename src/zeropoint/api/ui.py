@@ -18,6 +18,8 @@ Routes added here (all behind the same bearer auth and roles as the rest of the 
 - `/v1/drift`: eval-vs-baseline drift reports and data drift reports;
 - `/v1/compare?runs=A&runs=B`: runs side by side (curves, final metrics, config diff, data check), as
   `zpctl runs compare --json` prints it.
+- `/v1/releases`: release bundles: the decision, every gate, the bias gate's per-category figures and the harms
+  checklist; with `verify=true` each bundle is re-verified (signature, file hashes, audit chain) first.
 """
 from __future__ import annotations
 
@@ -37,6 +39,8 @@ from ..governance import manifest as gov
 from ..governance.policy import load_policy
 from ..orchestrator.executor import find_runs
 from ..orchestrator.jobs import safe_name
+from ..release.keys import key_paths
+from ..release.verify import BundleError, verify_bundle
 from ..tracking.compare import compare_runs
 from ..workspace import workspace
 from .auth import RANK
@@ -145,6 +149,42 @@ def drift_rows() -> dict:
                                   for x in doc.get("features") or [] if isinstance(x, dict)]})
     return {"model": sorted(model, key=lambda r: r.get("modified_at") or 0, reverse=True),
             "data": sorted(data, key=lambda r: r.get("modified_at") or 0, reverse=True)}
+
+
+RELEASE_DIRS_SKIPPED = {"cache", "work", "bench"}
+
+
+def release_rows(verify: bool = False) -> list[dict]:
+    """Every bundle under $ZP_HOME/releases/ (a directory with release.json), newest first."""
+    root = workspace().root / "releases"
+    out = []
+    for f in sorted(root.glob("*/release.json")) if root.is_dir() else []:
+        if f.parent.name in RELEASE_DIRS_SKIPPED:
+            continue
+        doc = _read_json(f)
+        if doc is None:
+            out.append({"release_id": f.parent.name, "error": "unreadable release.json"})
+            continue
+        gates = doc.get("gates") or []
+        bias = next((g for g in gates if g.get("name") == "bias"), None)
+        row = {"release_id": doc.get("release_id", f.parent.name), "created_at": doc.get("created_at"),
+               "decision": doc.get("decision"), "passed": doc.get("passed"), "bundle": str(f.parent),
+               "checkpoint": doc.get("checkpoint"), "baseline": doc.get("baseline"), "device": doc.get("device"),
+               "simulated": doc.get("simulated"), "policy_source": doc.get("policy_source"),
+               "gates": [{k: g.get(k) for k in ("name", "passed", "rule", "reason", "reused", "wall_s")} for g in gates],
+               "bias": {k: (bias.get("figures") or {}).get(k) for k in ("baseline_model", "categories", "sentiment_gap")}
+               if bias else None,
+               "harms_checklist": doc.get("harms_checklist"), "verified": None}
+        if verify:
+            pub = key_paths()[1]
+            try:
+                rep = verify_bundle(f.parent, pub if pub.is_file() else None)
+                row["verified"] = {"ok": rep["ok"], "key_trusted": rep["key_trusted"],
+                                   "failed": [c for c in rep["checks"] if not c["ok"]]}
+            except BundleError as e:
+                row["verified"] = {"ok": False, "key_trusted": False, "failed": [{"check": "bundle", "detail": str(e)}]}
+        out.append(row)
+    return sorted(out, key=lambda r: r.get("created_at") or "", reverse=True)
 
 
 def dataset_checks(name: str) -> dict:
@@ -264,6 +304,11 @@ def add_ui_routes(app, store, executor, *, viewer, approver) -> None:
     @app.get("/v1/drift", tags=["ui"])
     def drift_list(p=viewer):
         return drift_rows()
+
+    @app.get("/v1/releases", tags=["ui"])
+    def releases_list(verify: bool = Query(False, description="re-verify each bundle (signature, hashes, audit chain)"),
+                      p=viewer):
+        return {"releases": release_rows(verify)}
 
 
 def _row_start(path: Path, offset: int) -> bool:

@@ -8,7 +8,9 @@ an auditor can copy it next to a bundle and run it in a fresh virtualenv on anot
 
 Checks, each named in the report: the Ed25519 signature over `bundle.json`; the size and SHA-256 of every file
 it lists (a missing, changed or unlisted file fails, naming it); the audit-log segment's hash chain (every
-event's own hash, consecutive seq, prev_hash links, its recorded head); and that every recorded gate passed.
+event's own hash, consecutive seq, prev_hash links, its recorded head); that every recorded gate passed; and the
+harms checklist (as signed, every assessed item's evidence in the bundle, every `not assessed` item with a reason,
+none failed).
 A `.tar` is read member by member and refused if any member is a link, device, absolute path or climbs out
 with `..`; nothing is extracted outside a fresh temporary directory.
 """
@@ -177,6 +179,39 @@ def check_audit_segment(seg_path: Path, head_path: Path) -> tuple[bool, str]:
                   f"seq {ch.get('seq')}")
 
 
+HARMS_STATUSES = ("pass", "fail", "not assessed")
+
+
+def check_harms(checklist: dict, signed, listed: set, add) -> None:
+    """The harms checklist: matches the one signed in bundle.json; every assessed item names evidence that is in
+    the bundle; every `not assessed` item says why; no item failed."""
+    items = checklist.get("items") or []
+    problems = []
+    if [{"id": i.get("id"), "status": i.get("status")} for i in items] != signed:
+        problems.append(f"release.json's harms checklist differs from the one signed in {MANIFEST}")
+    for i in items:
+        iid, st = i.get("id"), i.get("status")
+        if st not in HARMS_STATUSES:
+            problems.append(f"{iid}: status {st!r} is not one of {', '.join(HARMS_STATUSES)}")
+        elif st == "not assessed" and not i.get("reason"):
+            problems.append(f"{iid}: not assessed, without a reason")
+        elif st != "not assessed" and not i.get("evidence"):
+            problems.append(f"{iid}: {st} without an evidence file")
+        missing = [e for e in i.get("evidence") or [] if e not in listed]
+        if missing:
+            problems.append(f"{iid}: evidence {', '.join(missing)} is not in the bundle")
+    failed = [i for i in items if i.get("status") == "fail"]
+    if problems or not items:
+        add("harms", False, "; ".join(problems) or "release.json has an empty harms checklist", "release.json")
+    elif failed:
+        add("harms", False, "harms checklist items failed: " + "; ".join(f"{i['id']}: {i.get('reason')}" for i in failed),
+            "release.json")
+    else:
+        counts = {st: sum(i["status"] == st for i in items) for st in HARMS_STATUSES}
+        add("harms", True, f"{len(items)} items ({counts['pass']} pass, {counts['not assessed']} not assessed, each "
+            "with its reason); every assessed item's evidence files are in the bundle")
+
+
 def verify_dir(root: Path, pubkey_pem: bytes | None = None, pubkey_source: str | None = None) -> dict:
     root = Path(root)
     checks: list[dict] = []
@@ -296,6 +331,8 @@ def verify_dir(root: Path, pubkey_pem: bytes | None = None, pubkey_source: str |
                 add("gates", False, f"the release did not pass: {reasons}", "release.json")
             else:
                 add("gates", True, f"all {len(gates)} recorded gates passed: " + ", ".join(g["name"] for g in gates))
+            if "harms_checklist" in rel_doc or man.get("harms") is not None:
+                check_harms(rel_doc.get("harms_checklist") or {}, man.get("harms"), set(listed), add)
     ok = all(c["ok"] for c in checks)
     return {"ok": ok, "bundle": str(root), "release_id": (man or {}).get("release_id"),
             "public_key_sha256": fp, "key_trusted": trusted, "checks": checks,

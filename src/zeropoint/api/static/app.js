@@ -98,6 +98,7 @@ const ROUTES = [
   [/^data\/([\w.-]+)$/, dataPage, "data", "Dataset"],
   [/^evals$/, evalsPage, "evals", "Evals & drift"],
   [/^safety$/, safetyPage, "safety", "Safety"],
+  [/^releases$/, releasesPage, "releases", "Releases"],
   [/^audit$/, auditPage, "audit", "Audit"],
 ];
 
@@ -692,6 +693,67 @@ async function safetyPage(main, ctx) {
         { label: "Verdict", render: (x) => pill(per[x[0]] ? per[x[0]].verdict : "UNGATED") },
       ], fams, { rowHeader: true }));
     const title = h("span", {}, code(rep.id), " ", pill(gate.passed ? "PASS" : "FAIL"));
+    main.append(i === 0 ? card(title, body) : h("details", { class: "card card-details" }, h("summary", { class: "card-title" }, title), h("div", { class: "card-body" }, body)));
+  });
+}
+
+// ---- releases --------------------------------------------------------------------------------------------------------
+const gatePill = (p) => pill(p === true ? "PASS" : p === false ? "FAIL" : "not run");
+const signed = (x) => (x == null ? "—" : `${x >= 0 ? "+" : ""}${(x * 100).toFixed(1)}`);
+
+function harmsTable(rel) {
+  const hc = rel.harms_checklist;
+  if (!hc) return notice("This bundle predates the harms checklist.", "warn");
+  return table(`Harms checklist of ${rel.release_id}`, [
+    { label: "Item", render: (i) => h("span", { title: i.question }, h("strong", {}, i.title), h("br"), h("span", { class: "muted small" }, i.question)) },
+    { label: "Status", render: (i) => pill(i.status) },
+    { label: "Evidence in the bundle, or why not assessed", render: (i) => i.status === "not assessed" ? h("span", {}, i.reason)
+      : h("div", {}, h("ul", { class: "plain" }, i.evidence.map((e) => h("li", {}, code(e)))), h("p", { class: "muted small" }, i.reason)) },
+  ], hc.items, { rowHeader: true, rowId: (i) => i.id });
+}
+
+function biasSection(rel) {
+  const cats = Object.entries((rel.bias && rel.bias.categories) || {});
+  if (!cats.length) return null;
+  return h("div", { class: "stack", id: `bias-${rel.release_id}` },
+    h("h3", { class: "section-title" }, `Bias probes vs the baseline model ${rel.bias.baseline_model || ""}`),
+    ciBars({ label: `Stereotype preference by category for ${rel.release_id}`, metric: "stereotype preference",
+      note: "Bars: share of minimal pairs whose stereotype-consistent sentence the model finds more likely (50% = no preference); whiskers: 95% bootstrap CI over templates; dark triangles: the baseline model; dashed marks: absolute thresholds.",
+      rows: cats.map(([c, f]) => ({ label: c, value: f.score, lo: f.ci[0], hi: f.ci[1], base: f.baseline, threshold: f.threshold, verdict: f.verdict })) }),
+    table(`Bias gate by category for ${rel.release_id}`, [
+      { label: "Category", render: (x) => x[0] }, { label: "Pairs", num: true, render: (x) => num(x[1].pairs) },
+      { label: "Finetune", num: true, render: (x) => `${pct(x[1].score)} (${pct(x[1].ci[0])}–${pct(x[1].ci[1])})` },
+      { label: "Baseline", num: true, render: (x) => pct(x[1].baseline) },
+      { label: "Change, points", num: true, render: (x) => `${signed(x[1].increase)} [${signed(x[1].increase_ci[0])}, ${signed(x[1].increase_ci[1])}]` },
+      { label: "Verdict", render: (x) => pill(x[1].verdict) },
+    ], cats, { rowHeader: true }));
+}
+
+async function releasesPage(main, ctx) {
+  main.append(pageHeader("Releases", "Each release decision: every gate, the bias probes and the harms checklist, with the signed bundle re-verified on this page."));
+  const r = await api("/v1/releases?verify=true", { signal: ctx.signal });
+  if (!r.releases.length) { main.append(card("Releases", h("p", { class: "empty" }, "No releases yet: run `zpctl release CKPT --baseline NAME`."))); return; }
+  r.releases.forEach((rel, i) => {
+    if (rel.error) { main.append(card(code(rel.release_id), notice(rel.error, "bad"))); return; }
+    const v = rel.verified;
+    const body = h("div", { class: "stack" },
+      rel.simulated ? h("div", { class: "banner-sim" }, "SIMULATED RUN - NOT REAL COMPUTE") : null,
+      kv([["Decision", pill(rel.decision || (rel.passed ? "PASS" : "FAIL"))],
+          ["Checkpoint", h("span", {}, code((rel.checkpoint || {}).run_id || "—"), " ", hash((rel.checkpoint || {}).tree_sha256))],
+          ["Baseline", rel.baseline], ["Created", when(rel.created_at)], ["Device", rel.device],
+          ["Bundle", h("span", { id: `verify-${rel.release_id}` }, v ? pill(v.ok ? "verified" : "failed") : "not checked", " ",
+            v && !v.ok ? h("span", { class: "small" }, v.failed.map((c) => `${c.check}: ${c.detail}`).join("; ")) : null,
+            v && v.ok && !v.key_trusted ? h("span", { class: "muted small" }, " with the key inside the bundle") : null, " ", code(rel.bundle))]]),
+      h("h3", { class: "section-title" }, "Gates"),
+      table(`Gates of ${rel.release_id}`, [
+        { label: "Gate", key: "name" }, { label: "Result", render: (g) => gatePill(g.passed) },
+        { label: "Why", render: (g) => h("span", { title: g.rule }, g.reason) },
+        { label: "Reused", render: (g) => (g.reused ? "yes" : "") },
+      ], rel.gates, { rowHeader: true, rowId: (g) => g.name }),
+      h("h3", { class: "section-title" }, "Harms checklist"),
+      h("div", { class: "harms", id: `harms-${rel.release_id}` }, harmsTable(rel)),
+      biasSection(rel));
+    const title = h("span", {}, code(rel.release_id), " ", pill(rel.decision || (rel.passed ? "PASS" : "FAIL")));
     main.append(i === 0 ? card(title, body) : h("details", { class: "card card-details" }, h("summary", { class: "card-title" }, title), h("div", { class: "card-body" }, body)));
   });
 }
