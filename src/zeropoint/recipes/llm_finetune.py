@@ -142,6 +142,17 @@ def lm_loss(model):
     return loss
 
 
+def warm_start_args(model, cfg: LLMFinetuneConfig, params: dict) -> dict:
+    """Trainer kwargs that let its compiled steps be stored and reused by the next process (engine/jitcache.py):
+    every other tensor the loss reads, and what the loss computes."""
+    from ..models.llama import bound_tensors, cache_key
+    trainable = {id(t) for t in params.values()}
+    frozen = {k: t for k, t in bound_tensors(model).items() if id(t) not in trainable}
+    key = {"recipe": "llm_finetune", **cache_key(model), "method": cfg.method,
+           "lora": cfg.lora.model_dump() if cfg.method == "lora" else None}
+    return {"frozen": frozen, "cache_key": key}
+
+
 def governed_documents(cfg: LLMFinetuneConfig, run_id: str | None):
     """Ask the governance gate for the approved datasets, then read only their recorded files."""
     from ..data.text import read_documents
@@ -169,7 +180,7 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
 
     from ..checkpoint import latest_valid, load_checkpoint, save_checkpoint
     from ..data.text import build_dataset
-    from ..engine import EngineConfig, Trainer, fit
+    from ..engine import EngineConfig, Trainer, fit, jitcache
     from ..errors import ZeropointError
     from ..evidence import load_run, new_run_id, start_run
     from ..models.llama import state_dict
@@ -177,6 +188,7 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
 
     # 1. scope and governance first: nothing is computed or read before both say yes
     scope = require_real_compute(allow_simulated)
+    jitcache.enable()   # kernels compiled by an earlier run load from $ZP_CACHE instead of compiling
     if resume:
         prior = load_run(run_id)
         run_id = prior.id
@@ -215,7 +227,7 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
         ecfg = EngineConfig(lr=t.lr, total_steps=t.steps, warmup_steps=t.warmup_steps, min_lr_ratio=t.min_lr_ratio,
                             weight_decay=t.weight_decay, grad_clip=t.grad_clip, grad_accum=t.grad_accum,
                             precision=t.precision, loss_scale=t.loss_scale, jit=t.jit)
-        trainer = Trainer(params, loss_fn, ecfg)
+        trainer = Trainer(params, loss_fn, ecfg, **warm_start_args(model, cfg, params))
 
         # 7. resume from the newest checkpoint that verifies
         start = 0
