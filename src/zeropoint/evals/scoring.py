@@ -108,7 +108,7 @@ class LMScorer:
         compiled per shape, so shapes are bucketed (powers of two) and each bucket is captured once."""
         key = (B, T, W, K)
         if key not in self._jits:
-            from tinygrad import Tensor, TinyJit, dtypes
+            from tinygrad import Tensor, dtypes
             model = self.model
             split = hasattr(model, "hidden") and hasattr(model, "logits_from_hidden")
 
@@ -125,8 +125,21 @@ class LMScorer:
                 am = logits.argmax(-1).cast(dtypes.int32)
                 cand_lp = lp[:, W - 1, :].gather(-1, cand)
                 return tok_lp.realize(), am.realize(), cand_lp.realize()
-            self._jits[key] = TinyJit(fwd) if self.jit else fwd
+            self._jits[key] = self._jit(fwd, key) if self.jit else fwd
         return self._jits[key]
+
+    def _jit(self, fwd, shape: tuple):
+        """Our Llama's forwards are stored under $ZP_CACHE (engine/jitcache.py), so the next process that scores
+        with the same model and shapes replays them without compiling; other models get a plain TinyJit."""
+        from tinygrad import TinyJit
+
+        from ..engine.jitcache import PersistentJit
+        from ..models.llama import Llama, bound_tensors, cache_key
+        if not isinstance(self.model, Llama):
+            return TinyJit(fwd)
+        B, T, W, K = shape
+        return PersistentJit(fwd, name=f"score.B{B}T{T}W{W}K{K}", key={**cache_key(self.model), "scorer": 1},
+                             bindings=lambda: bound_tensors(self.model))
 
     def _release_longer(self, T: int) -> None:
         """Inputs are scored longest first, so a JIT for a longer bucket is not needed again in this call: drop it
@@ -148,7 +161,7 @@ class LMScorer:
         """Run one right-padded batch and read only the last W positions of each row (the ones that predict
         continuation tokens): their log-probs of the next input token, their argmax, and at the final
         position the log-probs of every requested last token."""
-        from tinygrad import Tensor
+        from ..engine.trainer import device_array
         n_rows = len(rows)
         # a short last batch (or a small task) runs at the next power of two rows, not at batch_size: padding rows
         # cost as much compute as real ones, and on a CPU the forward, not the compile, is what takes the time
@@ -170,7 +183,7 @@ class LMScorer:
                 if p[w] >= 0:
                     nxt[i, w] = r[p[w] + 1]
             cand[i, :len(last_targets[i])] = last_targets[i]
-        outs = self._compiled(B, T, W, K)(Tensor(toks), Tensor(pos), Tensor(nxt), Tensor(cand))
+        outs = self._compiled(B, T, W, K)(*[device_array(a) for a in (toks, pos, nxt, cand)])
         tok_lp, am, cand_lp = (o.numpy().copy() for o in outs)
         self.stats["forward_passes"] += n_rows
         self.stats["batches"] += 1

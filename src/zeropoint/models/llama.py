@@ -304,9 +304,10 @@ class Llama:
         dt = dtype or self.compute_dtype
         shape = (batch, self.cfg.n_kv_heads, max_len, self.cfg.head_dim)
         dev = self.model.embed_tokens.weight.device
-        layers = [LayerCache(Tensor.zeros(*shape, dtype=dt, device=dev).contiguous().realize(),
-                             Tensor.zeros(*shape, dtype=dt, device=dev).contiguous().realize())
+        layers = [LayerCache(Tensor.zeros(*shape, dtype=dt, device=dev).contiguous(),
+                             Tensor.zeros(*shape, dtype=dt, device=dev).contiguous())
                   for _ in range(self.cfg.n_layers)]
+        Tensor.realize(*[t for c in layers for t in (c.k, c.v)])   # one schedule, not two per layer
         return KVCache(layers=layers, batch=batch, max_len=max_len)
 
     def hidden(self, tokens: Tensor, start_pos=0, cache: KVCache | None = None) -> Tensor:
