@@ -57,6 +57,11 @@ def test_second_process_replays_without_compiling(zp_home, tmp_path):
     assert cold["schedule"] - warm["schedule"] == 3, (warm, cold)       # micro-step, optimizer step, eval: none built
     assert warm["loss"] == cold["loss"] and warm_losses == cold_losses  # bit for bit, every step
     assert warm_res["final_eval"] == cold_res["final_eval"]
+    ws = {tag: json.loads((Path(r["run_dir"]) / "perf.json").read_text())["warm_start"]
+          for tag, r in (("cold", cold_res), ("warm", warm_res))}
+    assert ws["cold"]["warm"] is False and ws["warm"]["warm"] is True      # every run's perf.json says which
+    assert {v["source"] for v in ws["warm"]["steps"].values()} == {"cache"}
+    assert ws["warm"]["first_step_s"] < ws["cold"]["first_step_s"]
 
     # one flipped byte in the micro-step's payload; the optimizer step's entry from another tinygrad version;
     # one flipped byte in a kernel the micro-step needs (found by name in its payload, not in the eval's)

@@ -33,7 +33,9 @@ def _show_bench(rec: dict) -> None:
         t.add_row(name, a, *([b if b is not None else "-"] if has_torch else []))
     for k in ("min", "median", "max"):
         row(f"tokens/s {k}", _fmt(tg["tokens_per_s"][k]), _fmt(th["tokens_per_s"][k]) if has_torch else None)
-    row("first step s (compile)", _fmt(tg["first_step_s"], ".2f"), _fmt(th.get("first_step_s"), ".3f") if has_torch else None)
+    ws = tg.get("warm_start") or {}
+    row(f"first step s ({'warm: loaded' if ws.get('warm') else 'cold: compiled'})", _fmt(tg["first_step_s"], ".2f"),
+        _fmt(th.get("first_step_s"), ".3f") if has_torch else None)
     row("MFU", _fmt(tg["mfu"], ".2%"), _fmt(th.get("mfu"), ".2%") if has_torch else None)
     if has_torch:
         row("first loss", f"{rec['first_loss']['tinygrad']:.5f}", f"{rec['first_loss']['torch']:.5f}")
@@ -42,6 +44,11 @@ def _show_bench(rec: dict) -> None:
         r = rec["ratio_tinygrad_over_torch"]
         console.print(f"ratio tinygrad/torch tokens/s over {rec['repeats']} rounds: "
                       f"min {r['min']:.3f}x  median [bold]{r['median']:.3f}x[/]  max {r['max']:.3f}x")
+    if "startup" in rec:
+        su = rec["startup"]
+        console.print(f"start (fresh processes): cold {su['cold']['process_wall_s']:.1f} s to the first step "
+                      f"(step {su['cold']['first_step_s']:.2f} s), warm {su['warm']['process_wall_s']:.1f} s "
+                      f"(step {su['warm']['first_step_s']:.2f} s); cache {su['cache_bytes'] / 2**20:.1f} MiB")
     pk = tg["peak"]
     console.print(f"peak: {_fmt(pk.get('flops'), '.3e')} FLOP/s ({pk.get('source') or pk.get('reason')}); "
                   f"energy: {tg['energy'].get('energy_j') if tg['energy'].get('energy_j') is not None else 'null - ' + tg['energy'].get('reason', '')}")
@@ -63,6 +70,8 @@ def register(app: typer.Typer) -> None:
               torch_threads: Optional[int] = typer.Option(None, "--torch-threads", min=1, help="torch.set_num_threads "
                                                           "(default: torch's choice); on a busy box OpenMP threads that "
                                                           "wait on each other make torch's times erratic"),
+              startup: bool = typer.Option(False, "--startup", help="also time cold against warm start: two fresh "
+                                           "processes on one empty compile cache, to the end of their first step"),
               set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt, allow_simulated: bool = AllowSimOpt):
         """Tokens/s of the recipe's training step; with --compare torch, side by side with PyTorch.
 
@@ -91,6 +100,11 @@ def register(app: typer.Typer) -> None:
                     rec = run_bench(cfg, **kw)
             else:
                 rec = run_bench(cfg, **kw)
+            if startup:
+                from ..perf.startup import cold_and_warm
+                if say:
+                    say("cold and warm start: two fresh processes on one empty compile cache")
+                rec["startup"] = cold_and_warm(str(config), list(set_ or []))
             rec["run_id"] = run.id
             atomic_write_text(run.dir / "bench.json", json.dumps(rec, indent=2, default=str) + "\n")
             perf = rec["perf"]
@@ -100,7 +114,11 @@ def register(app: typer.Typer) -> None:
                                                          rec["tinygrad"]["losses"]))]
             plot_perf(steps_rows, run.dir / "perf.png", title=f"bench {cfg.model.config} {cfg.method}")
             summ = {"tinygrad_tokens_per_s": rec["tinygrad"]["tokens_per_s"]["median"],
-                    "first_step_s": rec["tinygrad"]["first_step_s"], "mfu": rec["tinygrad"]["mfu"]}
+                    "first_step_s": rec["tinygrad"]["first_step_s"], "mfu": rec["tinygrad"]["mfu"],
+                    "warm_start": rec["tinygrad"]["warm_start"]["warm"]}
+            if "startup" in rec:
+                summ.update(cold_first_step_s=rec["startup"]["cold"]["first_step_s"],
+                            warm_first_step_s=rec["startup"]["warm"]["first_step_s"])
             if "torch" in rec:
                 summ.update(torch_tokens_per_s=rec["torch"]["tokens_per_s"]["median"],
                             ratio_median=rec["ratio_tinygrad_over_torch"]["median"])

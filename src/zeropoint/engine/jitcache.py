@@ -487,6 +487,16 @@ class PersistentJit:
         return {"saved": None, "reason": reason}
 
 
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux /proc; None elsewhere): "time to first step" includes imports."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return round(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 3)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def report() -> dict:
     """What the caches did in this process (for perf.json, bench records and `zpctl cache`)."""
     root = cache_root()

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..perf.hooks import perf_begin, perf_end, perf_step_fields
+from . import jitcache
 from .trainer import StepStats, Trainer
 
 
@@ -50,6 +51,8 @@ def fit(trainer: Trainer, get_batches: Callable[[int], Sequence], *, steps: int,
                      "skipped": st.skipped, "loss_scale": st.loss_scale, **perf_step_fields()}
             if run is not None:
                 run.log_step(st.step, st.loss, wall * 1000.0, tps, **extra)
+                if not history:   # cold or warm start: what the compile caches did up to the first step (perf.json)
+                    run.event("warm_start", first_step_s=wall, process_age_s=jitcache.process_age_s(), **jitcache.report())
             history.append(st)
             if prog:
                 prog.update(task, completed=st.step, loss=f"{st.loss:.4f}", tps=f"{tps:,.0f}" if tps else "-")

@@ -42,10 +42,11 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
     """cfg: an LLMFinetuneConfig. Returns the bench record (JSON-able)."""
     from tinygrad import Device
 
-    from ..engine import EngineConfig, Trainer, lr_at
+    from ..engine import EngineConfig, Trainer, jitcache, lr_at
     from ..models.llama import param_count, state_dict
     from ..models.lora import LoRASpec, count_lora_params
-    from ..recipes.llm_finetune import build_model, lm_loss, trainable_params
+    from ..recipes.llm_finetune import build_model, lm_loss, trainable_params, warm_start_args
+    jitcache.enable()
 
     t = cfg.train
     B, T, A = t.micro_batch_size, cfg.data.seq_len, t.grad_accum
@@ -83,7 +84,7 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
                     for mbs in batches]
         tw = {"model": tmodel, "params": tparams, "opt": topt, "batches": tbatches}
 
-    trainer = Trainer(params, lm_loss(model), ecfg)
+    trainer = Trainer(params, lm_loss(model), ecfg, **warm_start_args(model, cfg, params))
     meter = PerfMeter(flops_per_step=fl.per_step, tokens_per_step=tokens_per_step, device=Device.DEFAULT,
                       precision=t.precision, warmup_steps=warmup).start()
 
@@ -141,7 +142,9 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
                      "compile_s": sum(tg_warm), "warmup_step_s": tg_warm,
                      "tokens_per_s": _stats(tg_tps), "mfu": perf["mfu"], "peak": perf["peak"],
                      "memory": perf["memory"], "energy": perf["energy"], "losses": tg_losses,
-                     "env": {k: os.environ[k] for k in ("BEAM", "JIT", "DEV", "CACHELEVEL") if k in os.environ}},
+                     "env": {k: os.environ[k] for k in ("BEAM", "JIT", "DEV", "CACHELEVEL") if k in os.environ},
+                     # this process's start: "warm" when every step was replayed from $ZP_CACHE (engine/jitcache.py)
+                     "warm_start": {"first_step_s": tg_warm[0] if tg_warm else None, **jitcache.report()}},
         "rounds": rounds, "perf": perf,
     }
     if tw:
