@@ -129,28 +129,43 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def tune(config: Path = typer.Argument(..., help="Recipe YAML whose training step to tune"),
              beam: int = typer.Option(2, "--beam", min=1, help="BEAM width (search cost grows with it)"),
-             steps: int = typer.Option(3, "--steps", min=1),
+             steps: int = typer.Option(5, "--steps", min=1, help="timed steps before and after"),
+             budget: float = typer.Option(900.0, "--budget", min=1, help="seconds of kernel search in all"),
+             kernel_timeout: float = typer.Option(120.0, "--kernel-timeout", min=1,
+                                                  help="seconds one kernel's search may take before it is stopped"),
+             coverage: float = typer.Option(0.9, "--coverage", min=0.01, max=1.0,
+                                            help="search the heaviest kernels until this share of the step's kernel time"),
              force: bool = typer.Option(False, "--force", help="search again even if this machine has a record"),
              set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt, allow_simulated: bool = AllowSimOpt):
-        """BEAM-search the kernels of CONFIG's training step once per machine; record what it did.
+        """Find faster kernels for CONFIG's training step (bounded BEAM search, heaviest kernels first).
 
-        Winners land in tinygrad's persistent compile cache; the record (baseline vs tuned tokens/s,
-        search time) in ~/.cache/zeropoint/tune.json. Use them with BEAM=<k> or zpctl bench --beam <k>."""
+        Kernels that beat tinygrad's default by 5% or more go to $ZP_CACHE/tuned and are used by every later run
+        that builds them (ZP_TUNED=0 to ignore). The record lists every kernel searched (time before and after,
+        speed-up, kept or not) and the step before and after; it is kept in $ZP_CACHE/tune/<key>.json."""
         from ..config import load_config
         from ..scope import require_real_compute
         require_real_compute(allow_simulated)
         cfg, _ = load_config(config, set_)
         from ..perf.tune import run_tune
         say = (lambda m: err_console.print(f"[dim]{m}[/]")) if not json_out else None
-        rec = run_tune(cfg, beam=beam, steps=steps, force=force, progress=say)
+        rec = run_tune(cfg, beam=beam, steps=steps, budget_s=budget, kernel_timeout_s=kernel_timeout,
+                       coverage=coverage, force=force, progress=say)
         if json_out:
             return print_json(rec)
-        t = Table(title=f"tune {config}", show_header=False)
-        for k in ("searched_now", "beam", "baseline_tokens_per_s", "tuned_tokens_per_s", "speedup",
-                  "search_and_compile_s", "cache", "use", "tuned_at", "note"):
-            if k in rec:
-                t.add_row(k, str(rec[k]))
+        t = Table(title=f"tune {config}: {rec['kept']} of {rec['searched']} searched kernels kept "
+                        f"({rec['kernels_in_step']} in the step)")
+        for col in ("kernel", "calls/step", "share", "default us", "tuned us", "speed-up", "search s", "kept"):
+            t.add_column(col, justify="left" if col == "kernel" else "right")
+        for r in rec["kernels"]:
+            t.add_row(r["kernel"], str(r["calls_per_step"]), f"{r['share_of_kernel_time']:.1%}", _fmt(r["default_us"]),
+                      _fmt(r.get("tuned_us")), _fmt(r.get("speedup"), ".2f"), _fmt(r["search_s"], ".1f"),
+                      "yes" if r["kept"] else (r.get("why_not_kept") or "no")[:40])
         console.print(t)
+        st = rec["step"]
+        console.print(f"step: untuned {_fmt(st['untuned_tokens_per_s'])} tok/s, tuned {_fmt(st['tuned_tokens_per_s'])} "
+                      f"tok/s ([bold]{st['speedup']:.2f}x[/]); search {rec['search_s']} s; record in "
+                      f"{rec['cache'].rsplit('/', 1)[0]}/tune/{rec['key']}.json"
+                      + ("" if rec.get("searched_now", True) else f"  ({rec.get('note')})"))
 
     @perf_app.command("report")
     @handle_errors

@@ -197,53 +197,84 @@ def read_entry(folder: Path, key: dict) -> tuple[dict, bytes] | None:
 
 # ---- store 1: compiled kernels ---------------------------------------------------------------------------------
 
+def tuned_enabled() -> bool:
+    return os.environ.get("ZP_TUNED", "1").strip().lower() not in _OFF
+
+
 class ProgramStore(dict):
     """tinygrad's in-process `to_program_cache`, backed by files: a miss in memory is looked up on disk before
-    tinygrad lowers the kernel, and every kernel tinygrad lowers is written to disk."""
+    tinygrad lowers the kernel, and every kernel tinygrad lowers is written to disk.
+
+    Tuned kernels (`zpctl tune`, perf/tune.py) live beside them in `tuned/`, keyed by the same compile key: when
+    one exists it is used instead of the kernel tinygrad's heuristics would build (ZP_TUNED=0: never)."""
 
     def __init__(self, root: Path, initial: dict):
         super().__init__(initial)
         self.root = root
         self._missing: set = set()
+        self.tuned: dict = {}          # key -> tuned PROGRAM or None (looked up, none)
 
-    def _folder(self, key) -> tuple[Path, dict]:
+    def _folder(self, key, kind: str = "programs") -> tuple[Path, dict]:
         k = {"program": hashlib.sha256(repr(key).encode()).hexdigest(), "env": environment()}
+        if kind == "tuned":
+            k["tuned"] = True
         sha = _key_sha(k)
-        return self.root / "programs" / sha[:2] / sha[2:], k
+        return self.root / kind / sha[:2] / sha[2:], k
 
-    def _load(self, key):
-        if key in self._missing:
-            return None
-        folder, k = self._folder(key)
+    def _read_program(self, folder: Path, k: dict, what: str):
         try:
             got = read_entry(folder, k)
             if got is None:
-                self._missing.add(key)
                 return None
             prg = pickle.loads(got[1])
             if not isinstance(prg, UOp) or prg.op is not Ops.PROGRAM:
                 raise Rejected("payload is not a compiled program")
+            return prg
         except Rejected as e:
             STATS["programs"]["rejected"] += 1
-            notice(f"kernel {folder.name[:12]}: {e}; compiling it again")
-            self._missing.add(key)
-            return None
+            notice(f"{what} {folder.name[:12]}: {e}; compiling it again")
         except Exception as e:   # an unpicklable payload is corrupt too
             STATS["programs"]["rejected"] += 1
-            notice(f"kernel {folder.name[:12]}: payload does not load ({type(e).__name__}); compiling it again")
+            notice(f"{what} {folder.name[:12]}: payload does not load ({type(e).__name__}); compiling it again")
+        return None
+
+    def _load(self, key):
+        if key in self._missing:
+            return None
+        prg = self._read_program(*self._folder(key), "kernel")
+        if prg is None:
             self._missing.add(key)
             return None
         STATS["programs"]["loaded"] += 1
         return prg
 
+    def tuned_program(self, key):
+        if not tuned_enabled():
+            return None
+        if key not in self.tuned:
+            self.tuned[key] = self._read_program(*self._folder(key, "tuned"), "tuned kernel")
+            if self.tuned[key] is not None:
+                STATS["programs"]["tuned"] = STATS["programs"].get("tuned", 0) + 1
+        return self.tuned[key]
+
+    def put_tuned(self, key, prg, **info) -> Path:
+        folder, k = self._folder(key, "tuned")
+        write_entry(folder, k, pickle.dumps(prg, protocol=5), **info)
+        self.tuned[key] = prg
+        return folder
+
     def __contains__(self, key) -> bool:
-        if dict.__contains__(self, key):
+        if dict.__contains__(self, key) or self.tuned_program(key) is not None:
             return True
         prg = self._load(key)
         if prg is None:
             return False
         dict.__setitem__(self, key, prg)
         return True
+
+    def __getitem__(self, key):
+        t = self.tuned_program(key)
+        return t if t is not None else dict.__getitem__(self, key)
 
     def get(self, key, default=None):
         return self[key] if key in self else default
@@ -259,6 +290,20 @@ class ProgramStore(dict):
             STATS["programs"]["saved"] += 1
         except Exception as e:   # a cache that cannot be written must never fail the computation
             notice(f"kernel not saved ({type(e).__name__}: {e})")
+
+
+def tuned_state() -> str:
+    """Which tuned kernels exist (a captured step bakes its kernels in, so tuning must invalidate it)."""
+    root = cache_root()
+    if root is None or not tuned_enabled():
+        return "off"
+    names = sorted(str(p.parent.relative_to(root)) for p in (root / "tuned").glob("*/*/manifest.json"))
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16] if names else "none"
+
+
+def store() -> ProgramStore | None:
+    import tinygrad.codegen as codegen
+    return codegen.to_program_cache if isinstance(codegen.to_program_cache, ProgramStore) else None
 
 
 def enable() -> bool:
@@ -399,6 +444,7 @@ class PersistentJit:
 
     def full_key(self, args, kwargs) -> dict:
         return {"name": self.name, "key": self.key, "code": code_sha(), "env": environment(), "codegen": codegen_settings(),
+                "tuned": tuned_state(),
                 "inputs": [_signature(a) for a in args] + [[k, _signature(v)] for k, v in sorted(kwargs.items())],
                 "bound": {n: [list(t.shape), str(t.dtype), str(t.device)] for n, t in sorted(self._bindings().items())}}
 
