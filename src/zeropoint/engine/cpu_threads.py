@@ -25,6 +25,16 @@ _original = None
 STATS = {"parallel_calls": 0, "sequential_calls": 0}
 
 
+def _after_fork_in_child() -> None:
+    # a forked child has none of the parent's threads: start a new pool on its first split kernel
+    global _pool, _lock
+    _lock = threading.Lock()
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class _Pool:
     """`n - 1` helper threads; `run` gives each a share of the parts and runs the first share itself."""
 
@@ -89,9 +99,25 @@ def enable() -> int:
     return n
 
 
+def CPUProgram_call_is_ours() -> bool:
+    from tinygrad.runtime.ops_cpu import CPUProgram
+    return CPUProgram.__call__ is _parallel_call
+
+
+def _ensure_pool() -> "_Pool | None":
+    global _pool
+    n = threads()
+    with _lock:
+        if _pool is None and n > 1:
+            _pool = _Pool(n)
+    return _pool
+
+
 def _parallel_call(self, *bufs, global_size=(1, 1, 1), local_size=(1, 1, 1), vals=(), wait=False, timeout=None):
     parts = global_size[0]
     pool = _pool
+    if pool is None and parts > 1 and _original is not None and CPUProgram_call_is_ours():
+        pool = _ensure_pool()
     if pool is None or parts <= 1 or self.lvp or "core_id" not in self.runtimevars:
         STATS["sequential_calls"] += 1
         return _original(self, *bufs, global_size=global_size, local_size=local_size, vals=vals, wait=wait,

@@ -70,8 +70,9 @@ def load_model(ref: str | Path, compute_dtype: str | DType = "float32",
                max_seq_len: int | None = None) -> tuple[Llama, LlamaConfig, Tokenizer]:
     """Build the model with its weights realized (fp32 masters) and its tokenizer. `model.load_info` says
     where it came from and how long loading took."""
-    from ..engine import jitcache
+    from ..engine import cpu_threads, jitcache
     jitcache.enable()   # loading and every later forward reuse kernels an earlier process compiled ($ZP_CACHE)
+    cpu_threads.enable()   # split kernels run on every core
     t0 = time.perf_counter()
     cfg, weights, tok, info = load_weights_any(ref, max_seq_len=max_seq_len)
     model = from_weights(cfg, weights, parse_dtype(compute_dtype))

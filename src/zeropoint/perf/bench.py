@@ -42,11 +42,12 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
     """cfg: an LLMFinetuneConfig. Returns the bench record (JSON-able)."""
     from tinygrad import Device
 
-    from ..engine import EngineConfig, Trainer, jitcache, lr_at
+    from ..engine import EngineConfig, Trainer, cpu_threads, jitcache, lr_at
     from ..models.llama import param_count, state_dict
     from ..models.lora import LoRASpec, count_lora_params
     from ..recipes.llm_finetune import build_model, lm_loss, trainable_params, warm_start_args
     jitcache.enable()
+    threads = cpu_threads.enable()
 
     t = cfg.train
     B, T, A = t.micro_batch_size, cfg.data.seq_len, t.grad_accum
@@ -144,7 +145,8 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
                      "memory": perf["memory"], "energy": perf["energy"], "losses": tg_losses,
                      "env": {k: os.environ[k] for k in ("BEAM", "JIT", "DEV", "CACHELEVEL") if k in os.environ},
                      # this process's start: "warm" when every step was replayed from $ZP_CACHE (engine/jitcache.py)
-                     "warm_start": {"first_step_s": tg_warm[0] if tg_warm else None, **jitcache.report()}},
+                     "warm_start": {"first_step_s": tg_warm[0] if tg_warm else None, **jitcache.report()},
+                     "cpu_threads": threads},
         "rounds": rounds, "perf": perf,
     }
     if tw:

@@ -25,10 +25,11 @@ def first_step(config: str, overrides: list[str]) -> dict:
     """Build the recipe's model and engine exactly as `zpctl bench` does and take one optimizer step."""
     t0 = time.perf_counter()
     from ..config import load_config
-    from ..engine import EngineConfig, Trainer, jitcache
+    from ..engine import EngineConfig, Trainer, cpu_threads, jitcache
     from ..recipes.llm_finetune import build_model, lm_loss, trainable_params, warm_start_args
     from .bench import make_batches
     jitcache.enable()
+    cpu_threads.enable()
     cfg, _ = load_config(config, overrides)
     t = cfg.train
     t_build = time.perf_counter()

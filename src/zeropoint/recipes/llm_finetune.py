@@ -180,7 +180,7 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
 
     from ..checkpoint import latest_valid, load_checkpoint, save_checkpoint
     from ..data.text import build_dataset
-    from ..engine import EngineConfig, Trainer, fit, jitcache
+    from ..engine import EngineConfig, Trainer, cpu_threads, fit, jitcache
     from ..errors import ZeropointError
     from ..evidence import load_run, new_run_id, start_run
     from ..models.llama import state_dict
@@ -189,6 +189,7 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
     # 1. scope and governance first: nothing is computed or read before both say yes
     scope = require_real_compute(allow_simulated)
     jitcache.enable()   # kernels compiled by an earlier run load from $ZP_CACHE instead of compiling
+    cpu_threads.enable()   # split kernels run on every core
     if resume:
         prior = load_run(run_id)
         run_id = prior.id

@@ -1,0 +1,71 @@
+"""Training-step speed against the number of CPU threads that run tinygrad's split kernels (engine/cpu_threads.py).
+
+    PYTHONPATH=src python bench/cpu_threads.py bench/configs/tiny_gpt.yaml [--steps 5] [--rounds 3] [--set k=v ...]
+
+One process, one captured step: the rounds alternate between 1 thread (tinygrad's own sequential loop over a split
+kernel's parts) and every thread, so machine load hits both alike. Per setting: median step time, tokens/s, and
+process CPU time over wall time (1.0 = one core busy). The kernels are the same in both settings (split into
+NUM_CPU_THREADS parts at compile time); only how the parts run differs. Prints one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config")
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    a = ap.parse_args()
+    import numpy as np
+    from tinygrad.helpers import NUM_CPU_THREADS
+
+    from zeropoint.config import load_config
+    from zeropoint.engine import EngineConfig, Trainer, cpu_threads, jitcache
+    from zeropoint.perf.bench import make_batches
+    from zeropoint.recipes.llm_finetune import build_model, lm_loss, trainable_params, warm_start_args
+    jitcache.enable()
+    n_all = cpu_threads.enable()
+    cfg, _ = load_config(a.config, a.overrides)
+    t = cfg.train
+    model, mc, _ = build_model(cfg)
+    params = trainable_params(model, cfg)
+    tr = Trainer(params, lm_loss(model), EngineConfig(lr=t.lr, total_steps=10_000, grad_clip=t.grad_clip,
+                                                      grad_accum=t.grad_accum, precision=t.precision),
+                 **warm_start_args(model, cfg, params))
+    batches = make_batches(2 + a.steps, t.grad_accum, t.micro_batch_size, cfg.data.seq_len, mc.vocab_size)
+    for b in batches[:2]:
+        tr.step(b)
+    tokens = t.micro_batch_size * cfg.data.seq_len * t.grad_accum
+    res: dict = {1: {"wall": [], "cpu": []}, n_all: {"wall": [], "cpu": []}}
+    for _ in range(a.rounds):
+        for n in (1, n_all):
+            os.environ["ZP_CPU_THREADS"] = str(n)
+            cpu_threads.enable()
+            for b in batches[2:]:
+                w, c = time.perf_counter(), time.process_time()
+                tr.step(b)
+                res[n]["wall"].append(time.perf_counter() - w)
+                res[n]["cpu"].append(time.process_time() - c)
+    out = {"config": a.config, "overrides": a.overrides, "tokens_per_step": tokens, "split_parts": NUM_CPU_THREADS.value,
+           "cpus": os.cpu_count(), "load_average": os.getloadavg(), "warm": jitcache.report()["warm"]}
+    for n, r in res.items():
+        med = float(np.median(r["wall"]))
+        out[f"threads_{n}"] = {"step_s": med, "tokens_per_s": tokens / med,
+                               "cpu_over_wall": float(sum(r["cpu"]) / sum(r["wall"])), "steps": len(r["wall"])}
+    out["speedup"] = out["threads_1"]["step_s"] / out[f"threads_{n_all}"]["step_s"]
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
