@@ -146,3 +146,24 @@ def test_program_store_loads_kernels_and_refuses_a_flipped_byte(cache, capfd, mo
     assert np.array_equal(((a @ a).exp2() * 3.0 + 7.125).sum(0).numpy(), want)
     assert len(lowered) == 2 * n                        # each one refused and compiled again
     assert "corrupt" in capfd.readouterr().err
+
+
+def test_zpctl_cache_info_verify_and_clear(cache):
+    from typer.testing import CliRunner
+
+    from zeropoint.cli.main import app
+    w, acc = _state()
+    _run(w, acc)
+    folder = _folder(cache)
+    payload = bytearray((folder / "payload.bin").read_bytes())
+    payload[7] ^= 0x04
+    (folder / "payload.bin").write_bytes(bytes(payload))
+    r = CliRunner().invoke(app, ["cache", "info", "--verify", "--json"])
+    assert r.exit_code == 0, r.output
+    inv = json.loads(r.stdout)
+    assert inv["stores"]["jit"]["entries"] == 1 and inv["stores"]["programs"]["entries"] >= 1
+    assert [b["entry"] for b in inv["bad"]] == [f"jit/{folder.name}"] and "SHA-256" in inv["bad"][0]["reason"]
+    r = CliRunner().invoke(app, ["cache", "clear", "--bad", "--json"])
+    assert json.loads(r.stdout)["removed"] == [f"jit/{folder.name}"] and not folder.exists()
+    r = CliRunner().invoke(app, ["cache", "clear", "--json"])
+    assert "programs" in json.loads(r.stdout)["removed"] and not (cache / "programs").exists()

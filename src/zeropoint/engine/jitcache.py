@@ -533,6 +533,48 @@ class PersistentJit:
         return {"saved": None, "reason": reason}
 
 
+def inventory(verify: bool = False) -> dict:
+    """What $ZP_CACHE holds, per store: entries and bytes; with `verify`, every payload checked against its manifest
+    (the entries that fail would be refused and rebuilt on use; `clear` removes them)."""
+    root = cache_root()
+    out: dict = {"root": str(root) if root else None, "stores": {}, "bad": []}
+    if root is None:
+        return {**out, "reason": "ZP_CACHE=off"}
+    for kind in ("programs", "tuned", "jit"):
+        entries = sorted((root / kind).glob("*/manifest.json" if kind == "jit" else "*/*/manifest.json"))
+        size = sum(f.stat().st_size for m in entries for f in m.parent.iterdir() if f.is_file())
+        out["stores"][kind] = {"entries": len(entries), "bytes": size}
+        if verify:
+            for m in entries:
+                try:
+                    if read_entry(m.parent, json.loads(m.read_text()).get("key")) is None:
+                        raise Rejected("no manifest")
+                except (Rejected, ValueError, OSError) as e:
+                    out["bad"].append({"entry": str(m.parent.relative_to(root)), "reason": str(e)})
+    out["tune_records"] = sorted(p.stem for p in (root / "tune").glob("*.json"))
+    out["bytes"] = sum(v["bytes"] for v in out["stores"].values())
+    return out
+
+
+def clear(kinds: tuple[str, ...] = ("programs", "jit"), only_bad: bool = False) -> dict:
+    """Remove whole stores (tuned kernels and tune records only when asked: they cost a search to rebuild)."""
+    import shutil
+    root = cache_root()
+    if root is None:
+        return {"removed": [], "reason": "ZP_CACHE=off"}
+    removed = []
+    if only_bad:
+        for b in inventory(verify=True)["bad"]:
+            shutil.rmtree(root / b["entry"], ignore_errors=True)
+            removed.append(b["entry"])
+        return {"root": str(root), "removed": removed}
+    for kind in kinds:
+        if (root / kind).exists():
+            shutil.rmtree(root / kind)
+            removed.append(kind)
+    return {"root": str(root), "removed": removed}
+
+
 def process_age_s() -> float | None:
     """Seconds since this process started (Linux /proc; None elsewhere): "time to first step" includes imports."""
     try:

@@ -1,12 +1,12 @@
 """`zpctl tune CONFIG`: find faster kernels for a recipe's training step, keep the ones that are faster, record it all.
 
 1. build the recipe's model and engine (as `zpctl bench` does) and capture its micro-step and optimizer step;
-2. time every distinct kernel of the step alone (best of 5, on scratch buffers) and weigh it by how often one
-   optimizer step calls it;
-3. from the heaviest down, until `coverage` of the step's kernel time or the time `budget_s` is used: run
-   tinygrad's BEAM search on the kernel in a child process (killed after `kernel_timeout_s`, so no search runs
-   blindly for tens of minutes), rebuild the kernel with the options it found, time both again, and keep the
-   searched kernel only if it is at least `min_speedup` faster;
+2. time every distinct kernel of the step alone (best CPU time of a few runs, on scratch buffers: steadier than wall
+   time on a shared machine) and weigh it by how often one optimizer step calls it;
+3. from the heaviest down, until `coverage` of the step's kernel time or the time `budget_s` is used: search the
+   kernel's options in a child process (perf/tune_kernel.py: register tiles, then BEAM rounds; it stops at its
+   deadline and is killed if it overruns `kernel_timeout_s`, so no search runs blindly for tens of minutes),
+   rebuild the kernel with the options it found, time both again, and keep it only if it is `min_speedup` faster;
 4. kept kernels go to $ZP_CACHE/tuned/ under the kernel's own compile key: every later process that builds that
    kernel (a training run, a bench, an eval of the same shapes) gets the tuned one, and the warm-start entries of
    captured steps are rebuilt once to pick them up (their key includes the tuned set). ZP_TUNED=0 ignores them;
@@ -54,13 +54,12 @@ def load_record(key: str) -> dict | None:
         return None
 
 
-def _time_kernel(prg, ast, cnt: int = 5) -> float:
-    """Best of `cnt` runs of one compiled kernel on scratch buffers of its shapes, seconds."""
+def _time_kernel(prg, ast) -> float:
+    """Best CPU time of one compiled kernel on scratch buffers of its shapes, seconds (perf/tune_kernel.py)."""
     from tinygrad.codegen.opt.postrange import args_from_ast
-    from tinygrad.codegen.opt.search import _time_program
+    from .tune_kernel import cpu_seconds
     rawbufs, var_vals = args_from_ast(ast, _device())
-    rawbufs = [b.ensure_allocated() for b in rawbufs]
-    return float(min(_time_program(prg, var_vals, rawbufs, allow_test_size=False, cnt=cnt)))
+    return cpu_seconds(prg, [b.ensure_allocated() for b in rawbufs], var_vals)
 
 
 def _plain(name: str) -> str:
