@@ -123,6 +123,9 @@ def run(cfg: CLIPContrastiveConfig, *, allow_simulated: bool = False, run_id: st
 
     # 1. scope and governance first
     scope = require_real_compute(allow_simulated)
+    from ..engine import cpu_threads, jitcache
+    jitcache.enable()      # kernels an earlier run compiled load from $ZP_CACHE
+    cpu_threads.enable()   # split kernels run on every core
     run_id = load_run(run_id).id if resume else (run_id or new_run_id("clip_contrastive"))
     records = require_approved([cfg.data.dataset], actor=None, purpose="clip_contrastive", run_id=run_id)
     t = cfg.train
@@ -165,7 +168,8 @@ def run(cfg: CLIPContrastiveConfig, *, allow_simulated: bool = False, run_id: st
         trainer = Trainer(params, loss_fn, EngineConfig(
             lr=t.lr, total_steps=steps, warmup_steps=t.warmup_steps, min_lr_ratio=t.min_lr_ratio,
             weight_decay=t.weight_decay, grad_clip=t.grad_clip, grad_accum=accum, precision=t.precision,
-            loss_scale=t.loss_scale, jit=t.jit))
+            loss_scale=t.loss_scale, jit=t.jit), cache_key={"recipe": "clip_contrastive", "clip": mcfg.to_dict(),
+                                                      "dtype": str(dtype)})
 
         # 5. resume
         start = 0

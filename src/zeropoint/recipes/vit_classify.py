@@ -146,6 +146,9 @@ def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | 
 
     # 1. scope and governance first
     scope = require_real_compute(allow_simulated)
+    from ..engine import cpu_threads, jitcache
+    jitcache.enable()      # kernels an earlier run compiled load from $ZP_CACHE
+    cpu_threads.enable()   # split kernels run on every core
     run_id = load_run(run_id).id if resume else (run_id or new_run_id("vit_classify"))
     records = require_approved([cfg.data.dataset], actor=None, purpose="vit_classify", run_id=run_id)
     t = cfg.train
@@ -184,7 +187,9 @@ def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | 
         ecfg = EngineConfig(lr=t.lr, total_steps=steps, warmup_steps=t.warmup_steps, min_lr_ratio=t.min_lr_ratio,
                             weight_decay=t.weight_decay, grad_clip=t.grad_clip, grad_accum=accum,
                             precision=t.precision, loss_scale=t.loss_scale, jit=t.jit)
-        trainer = Trainer(params, loss_fn, ecfg)
+        # warm start (engine/jitcache.py): every weight is a param; the key is what the loss computes
+        trainer = Trainer(params, loss_fn, ecfg, cache_key={"recipe": "vit_classify", "vit": mcfg.to_dict(),
+                                                            "dtype": str(dtype), "label_smoothing": t.label_smoothing})
 
         # 5. resume
         start = 0
