@@ -59,7 +59,9 @@ def test_capture_is_stored_and_replayed_with_rebound_state(cache):
     assert jit1.info["source"] == "compiled" and jit1.info["saved"]
     acc1 = acc.numpy().copy()
     manifest = json.loads((_folder(cache) / "manifest.json").read_text())
-    assert manifest["key"]["bound"] == {"acc": [[3, 4], "dtypes.float", "CPU"], "w": [[3, 4], "dtypes.float", "CPU"]}
+    bound = manifest["key"]["bound"]
+    assert bound["acc"] == bound["w"] == [[3, 4], "dtypes.float", "CPU"]
+    assert set(bound) == {"acc", "w", "tinygrad.rng.seed.CPU", "tinygrad.rng.counter.CPU"}   # + tinygrad's RNG state
     # the payload holds names and sizes, never the values of w or acc
     payload = (_folder(cache) / "payload.bin").read_bytes()
     assert w.numpy().tobytes() not in payload and acc1.tobytes() not in payload
@@ -167,3 +169,24 @@ def test_zpctl_cache_info_verify_and_clear(cache):
     assert json.loads(r.stdout)["removed"] == [f"jit/{folder.name}"] and not folder.exists()
     r = CliRunner().invoke(app, ["cache", "clear", "--json"])
     assert "programs" in json.loads(r.stdout)["removed"] and not (cache / "programs").exists()
+
+
+def test_dropout_state_is_rebound_and_advances(cache):
+    from tinygrad.helpers import Context
+
+    def make():
+        w = device_array(np.arange(12, dtype=np.float32).reshape(3, 4) / 10)
+
+        def step(x):
+            with Context(TRAINING=1):
+                return (x.dropout(0.5) @ w.T).sum().realize()
+        return PersistentJit(step, name="t.dropout", key={}, bindings=lambda: {"w": w})
+
+    Tensor.manual_seed(7)
+    jit = make()
+    cold = [float(jit(_x(0)).item()) for _ in range(4)]
+    assert jit.info["saved"] and len(set(cold)) > 1          # a new mask every call: the counter advances
+    Tensor.manual_seed(7)                                     # a new process: fresh RNG state, same seed
+    jit2 = make()
+    warm = [float(jit2(_x(0)).item()) for _ in range(4)]
+    assert jit2.info["source"] == "cache" and warm == cold

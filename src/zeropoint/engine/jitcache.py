@@ -46,7 +46,7 @@ from typing import Any, Callable
 
 from tinygrad import Tensor, TinyJit
 from tinygrad.dtype import AddrSpace
-from tinygrad.engine.jit import CapturedJit, _TinyJit
+from tinygrad.engine.jit import CapturedJit, _prepare_jit_inputs, _TinyJit
 from tinygrad.engine.realize import get_call_arg_uops, get_call_outs_ins
 from tinygrad.helpers import JIT
 from tinygrad.uop.ops import Ops, UOp, buffers
@@ -411,6 +411,23 @@ class _Loader(pickle.Unpickler):
         raise Rejected(f"unknown reference {pid[0]!r}")
 
 
+def _input_info(args, kwargs) -> tuple:
+    """(names, input info) exactly as TinyJit checks them before a replay, computed before anything runs."""
+    _, _, names, info = _prepare_jit_inputs(args, kwargs)
+    return names, info
+
+
+def _ensure_rng() -> None:
+    """Create tinygrad's random-number state before a step is captured or loaded. Made lazily inside a capture
+    (dropout's first draw), its initial copy would be captured too and replayed every call, resetting the counter;
+    made here, it is state like any other and bound by name. The values are those tinygrad would make anyway."""
+    from tinygrad import Device
+    dev = Device.DEFAULT
+    if dev not in Tensor._device_seeds:
+        Tensor._next_counter(dev, 0)
+        Tensor.realize(Tensor._device_seeds[dev], Tensor._device_rng_counters[dev])
+
+
 def _rng_bindings() -> dict[str, Tensor]:
     """tinygrad's random-number state (dropout inside a step reads and advances it)."""
     out = {}
@@ -460,11 +477,15 @@ class PersistentJit:
                 self.info["source"] = "cache off"
             return self.jit(*args, **kwargs)
         enable()
+        _ensure_rng()
         key = self.full_key(args, kwargs)
         if not self.looked:
             self.looked = True
             t0 = time.perf_counter()
             cap = self._load(key)
+            if cap is not None and _input_info(args, kwargs) != (cap.expected_names, cap.expected_input_info):
+                notice(f"step {self.name}: the stored capture expects other inputs; compiling it again")
+                cap = None
             if cap is not None:
                 jit = _TinyJit(self.fxn, captured=cap)
                 jit.cnt = 2

@@ -258,7 +258,7 @@ class Trainer:
             self.good_steps = 0
             if self.cfg.precision == "fp16":
                 scale = max(scale / 2.0, 1.0)
-                self.scale_t.assign(Tensor([scale], dtype=dtypes.float32)).realize()
+                write_array(self.scale_t, [scale])
             else:
                 raise ZeropointError(f"non-finite gradient norm at step {self.step_count} in {self.cfg.precision}: "
                                      "the loss diverged; lower train.lr or enable grad_clip")
@@ -266,7 +266,7 @@ class Trainer:
             self.good_steps += 1
             if self.cfg.precision == "fp16" and self.good_steps % self.cfg.growth_interval == 0:
                 scale *= 2.0
-                self.scale_t.assign(Tensor([scale], dtype=dtypes.float32)).realize()
+                write_array(self.scale_t, [scale])
         return StepStats(step=self.step_count, loss=float(np.mean(losses)), lr=lr, grad_norm=norm, skipped=skipped,
                          loss_scale=scale, step_s=time.perf_counter() - t0, micro_losses=losses)
 
@@ -305,12 +305,12 @@ class Trainer:
                     raise ZeropointError(f"optimizer state has no {key}; the checkpoint belongs to a different model/method")
                 if tuple(arrays[key].shape) != tuple(t.shape):
                     raise ZeropointError(f"optimizer state {key} has shape {arrays[key].shape}, expected {t.shape}")
-                t.assign(Tensor(arrays[key].astype(np.float32))).realize()
+                write_array(t, arrays[key].astype(np.float32))   # in place: a captured step keeps its buffers
         self.step_count = int(scalars["step_count"])
         self.good_steps = int(scalars["good_steps"])
         self.skipped_steps = int(scalars.get("skipped_steps", 0))
-        self.adam_t.assign(Tensor([float(scalars["adam_t"])], dtype=dtypes.float32)).realize()
-        self.scale_t.assign(Tensor([float(scalars["loss_scale"])], dtype=dtypes.float32)).realize()
+        write_array(self.adam_t, [float(scalars["adam_t"])])
+        write_array(self.scale_t, [float(scalars["loss_scale"])])
 
     def param_arrays(self) -> dict[str, np.ndarray]:
         return {n: p.numpy() for n, p in zip(self.names, self.params)}
