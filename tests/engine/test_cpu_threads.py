@@ -49,3 +49,38 @@ def test_a_forked_child_starts_its_own_pool(threads):
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_cpu_graph_replays_a_captured_step_bit_for_bit(threads, monkeypatch):
+    """With the CPU graph (captured kernels called back to back, arguments prepared once) a jitted step gives the
+    same bits as tinygrad's own per-kernel path, inputs and a symbolic variable change between calls."""
+    from tinygrad import Device, TinyJit, UOp
+    from tinygrad.uop.ops import Ops
+
+    from zeropoint.engine.cpu_threads import CPUGraph
+    rng = np.random.default_rng(1)
+    w = device_array(rng.standard_normal((256, 256), dtype=np.float32))
+    acc = device_array(np.zeros((256,), dtype=np.float32))
+    v = UOp.variable("n", 1, 8)
+
+    def run(graph):
+        monkeypatch.setenv("ZP_CPU_GRAPH", "1" if graph else "0")
+        threads(2)
+        assert (Device[Device.DEFAULT].graph is CPUGraph) == graph
+        acc.assign(acc * 0).realize()
+
+        @TinyJit
+        def step(x, n):
+            y = ((x @ w).relu() @ w.T).sum(0) * n.cast(w.dtype)
+            acc.assign(acc + y)
+            Tensor.realize(y, acc)
+            return y
+        outs = [step(device_array(rng2.standard_normal((64, 256), dtype=np.float32)), v.bind(i % 8 + 1)).numpy().copy()
+                for i, rng2 in enumerate([np.random.default_rng(i) for i in range(5)])]
+        graphs = [c for c in step.captured.linear.src if c.src[0].op is Ops.CUSTOM_FUNCTION and c.src[0].arg == "graph"]
+        assert bool(graphs) == graph
+        return outs, acc.numpy().copy()
+    plain, plain_acc = run(False)
+    graphed, graphed_acc = run(True)
+    assert all(np.array_equal(a, b) for a, b in zip(plain, graphed)) and np.array_equal(plain_acc, graphed_acc)
+    assert not np.array_equal(plain[3], plain[4])

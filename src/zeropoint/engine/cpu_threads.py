@@ -19,6 +19,8 @@ import queue
 import threading
 import time
 
+from tinygrad.engine.jit import GraphRunner
+
 _pool: "_Pool | None" = None
 _lock = threading.Lock()
 _original = None
@@ -74,6 +76,55 @@ class _Pool:
             raise err
 
 
+class CPUGraph(GraphRunner):
+    """A batch of a captured step's CPU kernels, called back to back (tinygrad's GraphRunner interface; its CPU device
+    has none). Each kernel's argument list is built once, at capture: per call only the step's input buffers and
+    symbolic variables are written into it, where tinygrad's own path resolves every argument of every kernel again
+    (about 85 us of Python per kernel call, 19% of the tiny GPT step's CPU time). Split kernels go to the pool."""
+
+    def __init__(self, linear, input_uops=()):
+        super().__init__(linear, input_uops)
+        self.jobs = []
+        for j, (_, prg, bufs, dv) in enumerate(self.calls):
+            rt, info = self.runtimes[j], prg.arg
+            glob = list(info.globals)
+            cargs = [ctypes.c_uint64(bufs[i].get_buf(bufs[i].device).va_addr) for i in glob]
+            vals = info.vals({**dv, **{v: 0 for v in self.vars}})
+            cargs += [ctypes.c_uint64(0 if v is None else int(v)) for v in vals]
+            ins = [(glob.index(pos), slot) for pos, slot in self.uop_replace[j] if pos in glob]
+            vs = [(len(glob) + i, self.vars[vi]) for i, vi in self.var_vals_replace.get(j, [])]
+            core = rt.runtimevars.get("core_id")
+            parts = int(info.global_size[0]) if core is not None else 1
+            self.jobs.append((rt.fxn, cargs, ins, vs, core, [ctypes.c_uint64(t) for t in range(parts)]))
+
+    def __call__(self, input_uops, var_vals, wait=False):
+        st = time.perf_counter()
+        addrs: dict[int, int] = {}
+        for fxn, cargs, ins, vs, core, parts in self.jobs:
+            for pos, slot in ins:
+                if slot not in addrs:
+                    b = input_uops[slot].buffer.ensure_allocated()
+                    addrs[slot] = b.get_buf(b.device).va_addr
+                cargs[pos].value = addrs[slot]
+            for pos, name in vs:
+                cargs[pos].value = var_vals[name]
+            if core is None:
+                fxn(*cargs)
+                continue
+            argsets = [cargs[:core] + [c] + cargs[core + 1:] for c in parts]
+            pool = _pool if _pool is not None or len(parts) < 2 else _ensure_pool()
+            if pool is not None and len(parts) > 1:
+                pool.run(fxn, argsets)
+            else:
+                for a in argsets:
+                    fxn(*a)
+        return time.perf_counter() - st if wait else None
+
+
+def graph_enabled() -> bool:
+    return os.environ.get("ZP_CPU_GRAPH", "1").strip().lower() not in ("0", "off", "false", "no")
+
+
 def threads() -> int:
     """Worker threads for split kernels: $ZP_CPU_THREADS, else tinygrad's NUM_CPU_THREADS (the split count)."""
     from tinygrad.helpers import NUM_CPU_THREADS
@@ -84,8 +135,12 @@ def threads() -> int:
 def enable() -> int:
     """Run split CPU kernels on all their parts at once (idempotent). Returns the number of threads used."""
     global _pool, _original
+    from tinygrad import Device
     from tinygrad.runtime.ops_cpu import CPUProgram
     n = threads()
+    dev = Device[Device.DEFAULT]
+    if Device.DEFAULT.split(":")[0] == "CPU" and type(dev.renderer).__name__ != "LVPRenderer":
+        dev.graph = CPUGraph if graph_enabled() else None   # captured steps call their kernels back to back
     with _lock:
         if _original is None:
             _original = CPUProgram.__call__

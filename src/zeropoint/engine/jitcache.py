@@ -130,7 +130,9 @@ def codegen_settings() -> dict:
     from tinygrad.codegen import to_program_config
     from tinygrad.helpers import BEAM, JIT_BATCH_SIZE, getenv
     dev = Device[Device.DEFAULT]
+    graph = dev.graph.func if hasattr(dev.graph, "func") else dev.graph
     return {"device": Device.DEFAULT, "renderer": type(dev.renderer).__name__, "target": repr(dev.renderer.target),
+            "graph": getattr(graph, "__qualname__", None if graph is None else type(graph).__name__),
             **{v.key: v.value for v in to_program_config}, "BEAM": BEAM.value, "JITBEAM": getenv("JITBEAM", BEAM.value),
             "JIT": JIT.value, "JIT_BATCH_SIZE": JIT_BATCH_SIZE.value}
 
@@ -351,7 +353,9 @@ def unsaved_reason(linear: UOp, named: dict[UOp, str], before: "weakref.WeakSet[
     """Why this capture cannot be stored (None: it can). Walks the calls in order: a buffer read before anything in
     the step wrote it is state, and state must have a name to be rebound on load."""
     written: set[UOp] = set()
-    for call in linear.src:
+    calls = [c for call in linear.src for c in
+             (call.src[0].src[0].src if call.src[0].op is Ops.CUSTOM_FUNCTION and call.src[0].arg == "graph" else (call,))]
+    for call in calls:
         ast = call.src[0]
         if call.op is not Ops.CALL or ast.op not in (Ops.PROGRAM, Ops.COPY):
             return f"it contains a {ast.op.name}{'/' + str(ast.arg) if ast.op is Ops.CUSTOM_FUNCTION else ''} call"
