@@ -111,7 +111,8 @@ def _step_kernels(trainer, asts: dict) -> dict:
     by_prg = {id(v): k for k, v in dict.items(store())} | {id(v): k for k, v in store().tuned.items() if v is not None}
     out: dict = {}
     for jit, times in ((trainer._micro, trainer.cfg.grad_accum), (trainer._opt, 1)):
-        for call in jit.captured.linear.src:
+        lin = jit.captured.linear.src
+        for call in [c for x in lin for c in (x.src[0].src[0].src if x.src[0].op is Ops.CUSTOM_FUNCTION else (x,))]:
             prg = call.src[0]
             if prg.op is not Ops.PROGRAM or (key := by_prg.get(id(prg))) is None or key not in asts:
                 continue
