@@ -190,3 +190,33 @@ def test_dropout_state_is_rebound_and_advances(cache):
     jit2 = make()
     warm = [float(jit2(_x(0)).item()) for _ in range(4)]
     assert jit2.info["source"] == "cache" and warm == cold
+
+
+def test_tuned_kernel_replaces_the_default_build_and_invalidates_captures(cache, monkeypatch):
+    import tinygrad.engine.realize as rz
+    seen = {}
+    real_key = rz.to_program_key
+    monkeypatch.setattr(rz, "to_program_key", lambda ast, ren: seen.setdefault(real_key(ast, ren), (ast, ren)) and
+                        real_key(ast, ren))
+    store = ProgramStore(cache, {})
+    codegen.to_program_cache = realize.to_program_cache = store
+    a = device_array(np.arange(64 * 64, dtype=np.float32).reshape(64, 64) / 1000)
+    want = (a @ a).numpy()
+    (key, (ast, ren)), = [(k, v) for k, v in seen.items() if v[0].op.name == "SINK"][:1]
+    from tinygrad.codegen.opt import Opt, OptOps
+
+    from zeropoint.perf.tune import _build
+    other = _build(ast, ren, [Opt(OptOps.UPCAST, 0, 2)])            # the same kernel, built another way
+    assert other.arg.name != store[key].arg.name
+    state = jitcache.tuned_state()
+    store.put_tuned(key, other, kernel=other.arg.name)
+    assert jitcache.tuned_state() != state                         # captured steps will be rebuilt once
+
+    fresh = ProgramStore(cache, {})                                # a later process
+    codegen.to_program_cache = realize.to_program_cache = fresh
+    assert fresh[key].arg.name == other.arg.name
+    assert np.array_equal((a @ a).numpy(), want)                   # and it computes the same thing
+    monkeypatch.setenv("ZP_TUNED", "0")
+    fresh2 = ProgramStore(cache, {})
+    codegen.to_program_cache = realize.to_program_cache = fresh2
+    assert key in fresh2 and fresh2[key].arg.name != other.arg.name
