@@ -34,19 +34,20 @@ def main() -> int:
     import numpy as np
     from tinygrad.helpers import NUM_CPU_THREADS
 
-    from zeropoint.config import load_config
     from zeropoint.engine import EngineConfig, Trainer, cpu_threads, jitcache
+    from zeropoint.models.llm import lm_loss, warm_start_args
     from zeropoint.perf.bench import make_batches
-    from zeropoint.recipes.llm_finetune import build_model, lm_loss, trainable_params, warm_start_args
+    from zeropoint.recipes import load_config
+    from zeropoint.recipes.llm_finetune import build, lora_spec
     jitcache.enable()
     n_all = cpu_threads.enable()
     cfg, _ = load_config(a.config, a.overrides)
     t = cfg.train
-    model, mc, _ = build_model(cfg)
-    params = trainable_params(model, cfg)
+    lm, params = build(cfg)
+    model, mc = lm.model, lm.config
     tr = Trainer(params, lm_loss(model), EngineConfig(lr=t.lr, total_steps=10_000, grad_clip=t.grad_clip,
                                                       grad_accum=t.grad_accum, precision=t.precision),
-                 **warm_start_args(model, cfg, params))
+                 **warm_start_args(model, params, method=cfg.method, lora=lora_spec(cfg)))
     batches = make_batches(2 + a.steps, t.grad_accum, t.micro_batch_size, cfg.data.seq_len, mc.vocab_size)
     for b in batches[:2]:
         tr.step(b)

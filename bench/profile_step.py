@@ -24,14 +24,15 @@ def main() -> int:
     a = ap.parse_args()
     import numpy as np
 
-    from zeropoint.config import load_config
+    from zeropoint.recipes import load_config
     from zeropoint.engine import EngineConfig, Trainer, fresh, precision_context
     from zeropoint.perf.bench import make_batches
-    from zeropoint.recipes.llm_finetune import build_model, lm_loss, trainable_params
+    from zeropoint.models.llm import lm_loss
+    from zeropoint.recipes.llm_finetune import build
     cfg, _ = load_config(a.config, a.overrides)
     t = cfg.train
-    model, mc, _ = build_model(cfg)
-    params = trainable_params(model, cfg)
+    lm, params = build(cfg)
+    model, mc = lm.model, lm.config
     tr = Trainer(params, lm_loss(model), EngineConfig(lr=t.lr, total_steps=100, grad_clip=t.grad_clip, precision=t.precision))
     batches = make_batches(a.steps + 3, 1, t.micro_batch_size, cfg.data.seq_len, mc.vocab_size)
     for b in batches[:3]:

@@ -36,7 +36,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help="write all records as JSON here")
     args = ap.parse_args()
 
-    from zeropoint.config import load_config
+    from zeropoint.recipes import load_config
     from zeropoint.perf.bench import run_bench
     from zeropoint.scope import require_real_compute
     require_real_compute(False)

@@ -1,12 +1,12 @@
-"""Typed configs: recipe YAML -> pydantic models where unknown keys and wrong types are errors.
+"""Typed configs: YAML -> pydantic models where unknown keys and wrong types are errors.
 
-Every recipe config is a `StrictModel` subclass with a `recipe` field naming it; `RECIPES` maps that name to
-the config class and the recipe's entry point (imported lazily so `zpctl --help` stays fast).
+Every recipe config is a `StrictModel` subclass with a `recipe` field naming it; the recipe table and
+`load_config` live in `recipes/__init__.py` (this module knows no recipe).
 """
 from __future__ import annotations
 
 import difflib
-import importlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,35 +21,34 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
-# recipe name -> (config class, run function), as "module:attr" so nothing heavy is imported up front
-RECIPES: dict[str, tuple[str, str]] = {}
-
-
-def register_recipe(name: str, config_cls: str, run_fn: str) -> None:
-    RECIPES[name] = (config_cls, run_fn)
-
-
-def _resolve(ref: str):
-    mod, attr = ref.split(":")
-    return getattr(importlib.import_module(mod), attr)
-
-
-def recipe_entry(name: str):
-    _load_builtin_recipes()
-    if name not in RECIPES:
-        raise ConfigError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES)) or '(none)'}")
-    cfg_ref, run_ref = RECIPES[name]
-    return _resolve(cfg_ref), _resolve(run_ref)
-
-
-def _load_builtin_recipes() -> None:
-    # recipes register themselves in zeropoint.recipes.__init__ (a table, not an import of each recipe)
-    importlib.import_module("zeropoint.recipes")
+def rename_deprecated(raw, renames: dict, section: str):
+    """Rewrite old spellings of a config section's keys to the current ones, with a deprecation message each.
+    `renames`: old key -> new key (dotted for a key inside a sub-mapping: "overrides.vision"), or old key ->
+    (new key, function turning the old value into the new one). Old spellings are accepted for one release
+    (issue 21), then they become unknown keys."""
+    if not isinstance(raw, dict):
+        return raw
+    out = dict(raw)
+    for old, new in renames.items():
+        new, convert = new if isinstance(new, tuple) else (new, lambda v: v)
+        if old not in out:
+            continue
+        *parents, leaf = new.split(".")
+        node = out
+        for p in parents:
+            node[p] = dict(node.get(p) or {})
+            node = node[p]
+        if leaf in node:
+            raise ValueError(f"{section}.{old} and {section}.{new} are the same setting; keep only {section}.{new}")
+        warnings.warn(f"config key {section}.{old} is deprecated; write {section}.{new} (the old spelling is "
+                      "accepted until the next release)", FutureWarning, stacklevel=2)
+        node[leaf] = convert(out.pop(old))
+    return out
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key.sub=value (for example --set optim.lr=3e-4)")
+        raise ConfigError(f"--set {item!r}: expected key.sub=value (for example --set train.lr=3e-4)")
     key, val = item.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
@@ -118,16 +117,6 @@ def read_yaml(path: Path | str) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must be a mapping of keys to values")
     return raw
-
-
-def load_config(path: Path | str, overrides: list[str] | None = None):
-    """Load a recipe YAML into its typed config. Returns (config object, recipe run function)."""
-    raw = apply_overrides(read_yaml(path), overrides)
-    name = raw.get("recipe")
-    if not name:
-        raise ConfigError(f"config {path} has no 'recipe' key; add e.g. 'recipe: llm_finetune'")
-    cls, run_fn = recipe_entry(name)
-    return validate(cls, raw, str(path)), run_fn
 
 
 def config_dict(cfg: BaseModel) -> dict:

@@ -18,6 +18,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from .appliance.diag import run_diag
+from .appliance.health import run_health
+from .data import assets
+from .governance import manifest
+from .governance.audit import verify_chain
+from .models.generate import generate_text
+from .models.llm import open_checkpoint
+from .recipes import load_config
+from .scope import require_real_compute
 from .workspace import atomic_write_text, workspace
 
 console = Console()
@@ -31,8 +40,6 @@ def step(title: str):
 
 
 def appliance() -> dict:
-    from .appliance.diag import run_diag
-    from .appliance.health import run_health
     step("1. appliance: health and diagnostics")
     h = run_health()
     for c in h["checks"]:
@@ -50,8 +57,6 @@ def appliance() -> dict:
 
 
 def governance() -> dict:
-    from .data import assets
-    from .governance import manifest
     step("2. governance: register, scan, approve the State of the Union corpus")
     if "sotu" not in manifest.load_manifest()["datasets"]:
         manifest.add_dataset(assets.sotu_dir(), name="sotu", license="CC0-1.0 AND PDDL-1.0", source_type="public",
@@ -74,7 +79,6 @@ def governance() -> dict:
 
 
 def training() -> dict:
-    from .config import load_config
     step(f"3. training: SmolLM2-135M LoRA on the approved corpus ({DEMO_STEPS} steps)")
     cfg_path = REPO / "configs" / "llm" / "smollm2-135m_lora.yaml"
     overrides = [f"train.steps={DEMO_STEPS}", f"train.eval_every={DEMO_STEPS}", f"train.ckpt_every={DEMO_STEPS}"]
@@ -90,10 +94,9 @@ def training() -> dict:
 
 
 def generation(checkpoint: str) -> dict:
-    from .models.generate import generate_text
-    from .recipes.llm_finetune import load_checkpoint_model
     step("4. generation from the finetuned checkpoint (verified, LoRA merged)")
-    model, _, tok, _ = load_checkpoint_model(checkpoint)
+    lm = open_checkpoint(checkpoint)
+    model, tok = lm.model, lm.tokenizer
     prompt = "Mr. Speaker, the state of our Union is"
     res = generate_text(model, tok, prompt, max_tokens=16)
     console.print(f"  {prompt}[bold]{res.text}[/]", highlight=False)
@@ -101,7 +104,6 @@ def generation(checkpoint: str) -> dict:
 
 
 def audit() -> dict:
-    from .governance.audit import verify_chain
     step("5. audit chain")
     rep = verify_chain()
     console.print(f"  {rep.events} events, chain {'intact' if rep.ok else 'BROKEN'}, head {(rep.head or {}).get('hash', '')[:16]}…", highlight=False)
@@ -111,7 +113,6 @@ def audit() -> dict:
 
 
 def main() -> int:
-    from .scope import require_real_compute
     ws = workspace()
     ws.root.mkdir(parents=True, exist_ok=True)
     console.print(f"[bold]Zeropoint demo[/] — workspace {ws.root}")

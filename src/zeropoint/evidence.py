@@ -3,7 +3,7 @@
 - `run.json`: command, typed config and its SHA-256, seed, datasets and hashes, device, tinygrad version,
   hardware fingerprint, git commit, start/end, status, `simulated` (and why). Rewritten atomically.
 - `metrics.jsonl`: one JSON object per step or event, appended.
-- `loss_curve.csv`: `step,step_ms,tokens_per_s,loss`.
+- `loss_curve.csv`: `step,step_ms,<unit>_per_s,loss` (tokens_per_s for language models, images_per_s for vision).
 
 A run that raises is marked `failed`; Ctrl-C or SIGTERM marks it `interrupted`. A SIGKILL cannot be caught,
 so `run.json` also stores the pid and host: a `running` run whose process is gone reads as `interrupted`.
@@ -27,17 +27,25 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from .appliance.identity import git_commit, hardware_fingerprint, tinygrad_version
+from .clock import utcnow
 from .config import config_dict, config_hash
 from .errors import ZeropointError
 from .hashing import canonical_json, sha256_json
 from .workspace import atomic_write_text, workspace
 
-LOSS_CURVE_HEADER = ["step", "step_ms", "tokens_per_s", "loss"]
 TERMINAL = {"succeeded", "failed", "interrupted"}
 
 
-def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+def loss_curve_header(unit: str = "tokens") -> list[str]:
+    return ["step", "step_ms", f"{unit}_per_s", "loss"]
+
+
+def throughput(row: dict) -> tuple[float | None, str]:
+    """(value, unit) of a step row's `<unit>_per_s` field: tokens for a language model, images for vision."""
+    for k, v in row.items():
+        if k.endswith("_per_s"):
+            return v, k[: -len("_per_s")]
+    return None, "tokens"
 
 
 class RunInterrupted(BaseException):
@@ -71,15 +79,16 @@ class Run:
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row, default=str) + "\n")
 
-    def log_step(self, step: int, loss: float, step_ms: float, tokens_per_s: float | None, **extra) -> None:
-        """One training step: a metrics.jsonl row and a loss_curve.csv row."""
-        self.event("step", step=step, loss=loss, step_ms=step_ms, tokens_per_s=tokens_per_s, **extra)
+    def log_step(self, step: int, loss: float, step_ms: float, per_s: float | None, unit: str = "tokens",
+                 **extra) -> None:
+        """One training step: a metrics.jsonl row (with `<unit>_per_s`) and a loss_curve.csv row."""
+        self.event("step", step=step, loss=loss, step_ms=step_ms, **{f"{unit}_per_s": per_s}, **extra)
         new = not self.loss_curve_path.exists()
         with open(self.loss_curve_path, "a", encoding="utf-8", newline="") as f:
             w = csv.writer(f)
             if new:
-                w.writerow(LOSS_CURVE_HEADER)
-            w.writerow([step, f"{step_ms:.3f}", "" if tokens_per_s is None else f"{tokens_per_s:.3f}", repr(float(loss))])
+                w.writerow(loss_curve_header(unit))
+            w.writerow([step, f"{step_ms:.3f}", "" if per_s is None else f"{per_s:.3f}", repr(float(loss))])
 
     def truncate_after(self, step: int) -> None:
         """On resume: drop loss-curve rows past the checkpoint step so the curve has one row per step."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .evidence import utcnow
+from .clock import utcnow
 from .workspace import atomic_write_text
 
 CARD_JSON = "model_card.json"

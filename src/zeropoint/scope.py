@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from tinygrad import Device
+
 from .errors import ScopeError
 
 MOCK_FLAGS = ("ZP_MOCK", "MOCKS_ENABLED", "MOCK_MODE", "SYNTHETIC_MODE")
@@ -32,7 +34,6 @@ def mock_flags_set(environ=None) -> list[str]:
 
 def device_name() -> str:
     """The default tinygrad device, e.g. 'CPU', 'CUDA', 'NULL'. Importing tinygrad is cheap; opening it is not."""
-    from tinygrad import Device
     return Device.DEFAULT
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,6 +69,5 @@ def atomic_dir(final: Path):
         yield tmp
         os.replace(tmp, final)
     except BaseException:
-        import shutil
         shutil.rmtree(tmp, ignore_errors=True)
         raise

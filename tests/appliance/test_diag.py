@@ -1,8 +1,5 @@
-import hashlib
 import re
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 

@@ -1,12 +1,12 @@
-import json
 import time
 
 import numpy as np
 import pytest
 
 from zeropoint.data.assets import sotu_dir, smollm2_gguf
-from zeropoint.data.text import (IGNORE, DataError, build_dataset, gguf_metadata, load_tokenizer, pack, read_documents,
-                                 split_documents, tokenize_doc)
+from zeropoint.data.text import IGNORE, DataError, build_dataset, pack, read_documents, split_documents, tokenize_doc
+from zeropoint.models.gguf import read_header
+from zeropoint.models.registry import load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def tok():
 
 def test_tokenizer_from_gguf_header_is_fast_and_real(tok):
     t0 = time.perf_counter()
-    kv = gguf_metadata(smollm2_gguf())
+    kv = read_header(smollm2_gguf(), tensors=False)[0]
     assert time.perf_counter() - t0 < 5
     assert kv["general.architecture"] == "llama" and len(kv["tokenizer.ggml.tokens"]) == 49152
     assert tok.decode(tok.encode("The capital of France is")) == "The capital of France is"

@@ -1,7 +1,6 @@
 import json
 
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from zeropoint.drift.data import random_halves, run_data_drift

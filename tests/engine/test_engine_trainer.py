@@ -158,7 +158,7 @@ def test_fit_logs_every_step_evaluates_and_checkpoints(tmp_path):
     data = [batch(rng) for _ in range(5)]
     saved = []
     with start_run("test", {"x": 1}, kind="test") as run:
-        hist = fit(tr, lambda s: [data[s]], steps=5, run=run, tokens_per_step=32, eval_every=2,
+        hist = fit(tr, lambda s: [data[s]], steps=5, run=run, items_per_step=32, eval_every=2,
                    eval_fn=lambda s: {"val_loss": tr.eval_loss(m.loss, [data[0]])}, ckpt_every=2,
                    save_ckpt=lambda s: saved.append(s) or s, progress=False)
     assert [h.step for h in hist] == [1, 2, 3, 4, 5] and saved == [2, 4, 5]

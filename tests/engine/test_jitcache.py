@@ -56,7 +56,7 @@ def _folder(cache):
 def test_capture_is_stored_and_replayed_with_rebound_state(cache):
     w, acc = _state()
     jit1, ys1 = _run(w, acc)
-    assert jit1.info["source"] == "compiled" and jit1.info["saved"]
+    assert jit1.info["source"] == "compiled" and jit1.info["entry"]
     acc1 = acc.numpy().copy()
     manifest = json.loads((_folder(cache) / "manifest.json").read_text())
     bound = manifest["key"]["bound"]
@@ -115,7 +115,7 @@ def test_unnamed_state_is_not_stored(cache, capfd):
         return y
     jit = PersistentJit(step, name="t.hidden", key={}, bindings=lambda: {"w": w, "acc": acc})
     vals = [float(jit(_x(i)).item()) for i in range(3)]
-    assert jit.info["saved"] is None and "no name" in jit.info["reason"]
+    assert jit.info["entry"] is None and "no name" in jit.info["reason"]
     assert "is not cached" in capfd.readouterr().err
     assert vals[0] != vals[1]                                   # still runs, uncached
     assert not (cache / "jit").exists() or not list((cache / "jit").iterdir())
@@ -185,7 +185,7 @@ def test_dropout_state_is_rebound_and_advances(cache):
     Tensor.manual_seed(7)
     jit = make()
     cold = [float(jit(_x(0)).item()) for _ in range(4)]
-    assert jit.info["saved"] and len(set(cold)) > 1          # a new mask every call: the counter advances
+    assert jit.info["entry"] and len(set(cold)) > 1          # a new mask every call: the counter advances
     Tensor.manual_seed(7)                                     # a new process: fresh RNG state, same seed
     jit2 = make()
     warm = [float(jit2(_x(0)).item()) for _ in range(4)]

@@ -7,7 +7,6 @@ same `LMScorer` (memoised by token ids), so any difference in a request shows up
 the test also asserts the two request multisets are identical.
 """
 import json
-import os
 import time
 from collections import Counter
 
@@ -117,7 +116,7 @@ def test_zpctl_eval_matches_lm_eval_harness(tmp_path, monkeypatch, smollm2, jits
     scorer.loglikelihood_tokens = orig
 
     lm = ZeropointLM(scorer=scorer)
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
     tm = TaskManager(include_path=str(tdir), include_defaults=False)
     theirs = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=tm, limit=LIMIT, bootstrap_iters=1000,
                                      log_samples=False)["results"]

@@ -9,6 +9,7 @@ import pytest
 from tinygrad import Tensor
 from typer.testing import CliRunner
 
+from tests.snapshots import assert_snapshot, evidence_keys
 from zeropoint.cli.main import app
 
 pytest.importorskip("onnxruntime")
@@ -48,6 +49,7 @@ def test_export_gguf_writes_manifest_and_parity_reruns(tiny_hf_dir, zp_home):
     assert f["sha256"] == sha256_file(d / f["path"])
     run = json.loads(next((zp_home / "runs").glob("export-*/run.json")).read_text())
     assert run["status"] == "succeeded" and run["export_id"] == rec["id"]
+    assert_snapshot("evidence_keys_export_gguf.txt", evidence_keys(zp_home))
     # `zpctl parity` on the export directory re-verifies hashes and reruns parity
     code, out = zp("parity", str(tiny_hf_dir), str(d), "--parity-seqs", "2", "--parity-len", "16", "--json")
     assert code == 0 and json.loads(out)["passed"], out
@@ -60,7 +62,8 @@ def test_export_gguf_writes_manifest_and_parity_reruns(tiny_hf_dir, zp_home):
 
 
 def test_wrong_export_fails_parity_with_exit_1(tiny_hf_dir, tmp_path):
-    from zeropoint.export.onnx import corrupt_transpose, write_llama_onnx
+    from tests.export.onnx_faults import corrupt_transpose
+    from zeropoint.export.onnx import write_llama_onnx
     from zeropoint.models.hf import load_hf_dir
     cfg, w, _ = load_hf_dir(tiny_hf_dir)
     write_llama_onnx(cfg, {k: v.numpy() for k, v in w.items()}, tmp_path / "ok.onnx")
@@ -80,6 +83,7 @@ def test_onnx_export_is_gated_against_the_float64_oracle(tiny_hf_dir, zp_home):
     own = rep["reference"]["original_tinygrad_fp32_vs_reference"]["max_abs"]
     rt = rep["runtimes"]["onnxruntime-cpu"]
     assert 0 < own < 1e-4 and 0 < rt["max_abs"] <= 1e-4 and rt["max_abs_vs_tinygrad_fp32"] > 0
+    assert_snapshot("evidence_keys_export_onnx.txt", evidence_keys(zp_home))
 
 
 def test_int8_export_round_trips_through_its_file(tiny_hf_dir, zp_home, tmp_path):
@@ -93,6 +97,7 @@ def test_int8_export_round_trips_through_its_file(tiny_hf_dir, zp_home, tmp_path
     assert rec["status"] == "succeeded" and m["top1_agreement"] >= 0.99 and 0 < m["max_abs"]
     back = load_llama_int8(d / rec["artifact"])
     assert isinstance(back.model.layers[0].self_attn.q_proj, Int8Linear)
+    assert_snapshot("evidence_keys_export_int8.txt", evidence_keys(zp_home))
     model, _, _ = load_model(str(tiny_hf_dir))
     quantize_llama_int8(model)                                          # the same quantization in memory
     x = Tensor(np.arange(12, dtype=np.int32).reshape(1, 12))

@@ -3,7 +3,6 @@
 Bounded for CI: one model load, one short sequence. Full-size figures are in the export note."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from zeropoint.export import parity as P

@@ -1,5 +1,4 @@
 """Foundation acceptance on real compute commands: mocks refused, bad configs refused, nothing written."""
-import shutil
 
 import pytest
 

@@ -1,7 +1,6 @@
 import json
 import tracemalloc
 
-import pytest
 from typer.testing import CliRunner
 
 from zeropoint.governance import pii

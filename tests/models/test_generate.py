@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from zeropoint.models.generate import GenerationError, generate, get_decoder, sample
 from zeropoint.models.hf import save_hf_dir
-from zeropoint.models.llama import CONFIGS, Llama
+from zeropoint.models.llama import CONFIGS
 from zeropoint.models.tokenizer import Tokenizer
 
 from .test_tokenizer import _meta

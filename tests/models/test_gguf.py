@@ -3,7 +3,7 @@ import pytest
 from tinygrad import Tensor
 from tinygrad.llm.gguf import ggml_data_to_tensor
 
-from zeropoint.models.gguf import GGUFError, dequant_numpy, hf_name, load_gguf, permute_rope, unpermute_rope
+from zeropoint.models.gguf import GGUFError, dequant_numpy, gguf_name, hf_name, load_gguf, permute_rope, unpermute_rope
 
 
 def _blocks(typ, nblocks, rng):
@@ -33,10 +33,10 @@ def test_native_dtypes():
 
 
 def test_rope_permutation_round_trip_and_layout():
-    w = Tensor(np.arange(2 * 8 * 3, dtype=np.float32).reshape(16, 3))   # 2 heads, head_dim 8
-    np.testing.assert_array_equal(unpermute_rope(permute_rope(w, 2), 2).numpy(), w.numpy())
+    w = np.arange(2 * 8 * 3, dtype=np.float32).reshape(16, 3)   # 2 heads, head_dim 8
+    np.testing.assert_array_equal(unpermute_rope(permute_rope(w, 2), 2), w)
     # llama.cpp puts HF rows (0, 4, 1, 5, 2, 6, 3, 7) of each head next to each other (interleaved pairs)
-    rows = permute_rope(w, 2).numpy()[:8, 0] / 3
+    rows = permute_rope(w, 2)[:8, 0] / 3
     assert rows.tolist() == [0, 4, 1, 5, 2, 6, 3, 7]
 
 
@@ -45,6 +45,8 @@ def test_names():
     assert hf_name("blk.0.ffn_norm.weight") == "model.layers.0.post_attention_layernorm.weight"
     assert hf_name("token_embd.weight") == "model.embed_tokens.weight"
     assert hf_name("rope_freqs.weight") is None
+    for g in ("blk.7.attn_q.weight", "blk.0.ffn_norm.weight", "token_embd.weight", "output.weight"):
+        assert gguf_name(hf_name(g)) == g           # one table, read both ways (loader and writer)
 
 
 def test_bad_files(tmp_path):

@@ -11,7 +11,8 @@ import pytest
 
 from zeropoint.orchestrator.executor import LocalExecutor, request_cancel
 from zeropoint.orchestrator.jobs import submit
-from zeropoint.orchestrator.store import Job, SqliteStore, new_job_id, utcnow
+from zeropoint.clock import utcnow
+from zeropoint.orchestrator.store import Job, SqliteStore, new_job_id
 
 
 @pytest.fixture

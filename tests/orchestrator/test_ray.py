@@ -4,7 +4,6 @@ Slow: a Ray head takes ~10-50 s to start on a loaded 2-core box and ~2 GB of mem
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path

@@ -166,3 +166,18 @@ def test_export_and_parity_args(store, zp_home):
     assert job.argv[:3] == ["parity", "smollm2-135m", str((zp_home / "exports" / "e1").resolve())]
     with pytest.raises(PathRejected):
         submit(store, "parity", submitter="t", args={"original": "m", "exported": "/tmp/evil.onnx"})
+
+
+def test_export_jobs_accept_every_format_the_pipeline_writes(store, zp_home):
+    """One table (export/formats.py) for the pipeline, the CLI and the job API: a format the pipeline can
+    write (onnx-int8-wo and int8 included) is a format a job may ask for."""
+    from zeropoint.export.pipeline import LLM_FORMATS
+    assert {"onnx-int8-wo", "int8"} <= set(LLM_FORMATS)
+    for fmt in LLM_FORMATS:
+        job, created = submit(store, "export", submitter="t", args={"model": "smollm2-135m", "format": fmt})
+        assert created and job.argv[job.argv.index("--format") + 1] == fmt
+        parity, _ = submit(store, "parity", submitter="t", args={"original": "smollm2-135m", "exported": "x.onnx",
+                                                                 "format": fmt})
+        assert parity.argv[parity.argv.index("--format") + 1] == fmt
+    with pytest.raises(ConfigError, match="format"):
+        submit(store, "export", submitter="t", args={"model": "smollm2-135m", "format": "tflite"})

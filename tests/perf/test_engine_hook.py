@@ -5,6 +5,7 @@ import numpy as np
 
 from zeropoint.engine import EngineConfig, Trainer, fit
 from zeropoint.evidence import read_metrics, start_run
+from zeropoint.perf.hooks import PERF_HOOKS
 
 
 def test_fit_writes_perf_report(tmp_path, monkeypatch):
@@ -18,7 +19,7 @@ def test_fit_writes_perf_report(tmp_path, monkeypatch):
             for _ in range(4)]
     tr = Trainer({"w": w}, lambda x, y: ((x @ w - y) ** 2).mean(), EngineConfig(lr=1e-2, total_steps=4))
     with start_run("test", {"x": 1}, kind="test") as run:
-        fit(tr, lambda s: [data[s]], steps=4, run=run, tokens_per_step=8, progress=False)
+        fit(tr, lambda s: [data[s]], steps=4, run=run, items_per_step=8, progress=False, hooks=PERF_HOOKS)
     steps = [r for r in read_metrics(run) if r["event"] == "step"]
     assert all(r["device_mem_bytes"] > 0 and r["rss_peak_bytes"] > 0 for r in steps)
     doc = json.loads((run.dir / "perf.json").read_text())

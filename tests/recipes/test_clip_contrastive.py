@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from zeropoint.checkpoint import load_checkpoint
-from zeropoint.config import load_config
+from zeropoint.recipes import load_config
 from zeropoint.data import assets
 from zeropoint.data import images as I
 from zeropoint.evidence import load_run
@@ -27,8 +27,8 @@ def _emoji_jsonl(root):
     return len(picks)
 
 
-OVERRIDES = ["model.config=clip-micro", "model.vocab_size=300", "data.dataset=emoji-mini", "data.format=caption_jsonl",
-             "data.test_fraction=0.25", "train.epochs=1", "train.batch_size=8", "train.warmup_steps=0",
+OVERRIDES = ["model.config=clip-micro", "model.vocab_size=300", "data.datasets=[emoji-mini]", "data.format=caption_jsonl",
+             "data.test_fraction=0.25", "train.epochs=1", "train.micro_batch_size=8", "train.warmup_steps=0",
              "train.ckpt_every=2", "eval.batch_size=16"]
 
 
@@ -68,3 +68,6 @@ def test_emoji_determinism_exact_resume_and_card(monkeypatch, tmp_path):
     from zeropoint.models.hf_vision import load_hf_clip
     _, harr, _ = load_hf_clip(a["hf_export"])
     assert same_weights(harr, ca.weights)
+
+    from tests.snapshots import assert_snapshot, evidence_keys
+    assert_snapshot("evidence_keys_clip_contrastive.txt", evidence_keys(a["run_dir"]))

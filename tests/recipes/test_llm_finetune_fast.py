@@ -7,7 +7,7 @@ from tinygrad import Tensor
 from typer.testing import CliRunner
 
 from zeropoint.cli.main import app
-from zeropoint.config import load_config
+from zeropoint.recipes import load_config
 from zeropoint.errors import ConfigError, ZeropointError
 from zeropoint.recipes.llm_finetune import LLMFinetuneConfig, model_info
 

@@ -22,7 +22,7 @@ def test_tiny_lora_adapters_only_merge_and_hf_round_trip(zp_home, tmp_path):
     from zeropoint.models.llama import state_dict
     from zeropoint.models.lora import adapter_tensors
     from zeropoint.models.registry import load_model
-    from zeropoint.recipes.llm_finetune import load_checkpoint_model
+    from zeropoint.models.llm import open_checkpoint, open_lm
     approve_sotu_slice()
     runner = CliRunner()
     r = runner.invoke(app, ["train", "configs/llm/tiny_lora.yaml", "--json", *SETS])
@@ -36,7 +36,8 @@ def test_tiny_lora_adapters_only_merge_and_hf_round_trip(zp_home, tmp_path):
     assert json.loads((ck / "adapter_config.json").read_text())["r"] == 4
     assert runner.invoke(app, ["ckpt", "verify", str(ck)]).exit_code == 0
 
-    model, mc, _, _ = load_checkpoint_model(ck, merge=False)
+    lm = open_checkpoint(ck, merge=False)
+    model, mc = lm.model, lm.config
     ad = adapter_tensors(model)
     assert any(np.abs(t.numpy()).max() > 0 for k, t in ad.items() if "lora_B" in k)   # the adapters did train
     x = Tensor(np.random.default_rng(0).integers(0, 256, (2, 16)).astype(np.int32))
@@ -54,7 +55,6 @@ def test_tiny_lora_adapters_only_merge_and_hf_round_trip(zp_home, tmp_path):
     r = runner.invoke(app, ["lora", "merge", str(ck), "--out", str(hf)])
     assert r.exit_code == 2 and "exists" in r.output              # never overwrites
     # the one loader evals, red-team and export use opens the checkpoint verified, adapters merged
-    from zeropoint.loading import load_lm
-    m2, _, _, info = load_lm(ck)
-    assert info["kind"] == "checkpoint" and info["method"] == "lora"
-    assert np.abs(m2(x).numpy() - adapted).max() <= 1e-5
+    lm2 = open_lm(ck)
+    assert lm2.info["kind"] == "checkpoint" and lm2.info["method"] == "lora"
+    assert np.abs(lm2.model(x).numpy() - adapted).max() <= 1e-5

@@ -2,11 +2,10 @@
 artifacts (top-1/top-5, confusion PNG, model card, HF export) and the governance gate."""
 import json
 
-import numpy as np
 import pytest
 
 from zeropoint.checkpoint import load_checkpoint
-from zeropoint.config import load_config
+from zeropoint.recipes import load_config
 from zeropoint.data import images as I
 from zeropoint.evidence import load_run
 from zeropoint.governance.manifest import NotApproved
@@ -15,7 +14,7 @@ from vision_helpers import REPO, Crash, crash_at_batch, losses, register, same_w
 
 # 4 steps of a one-block vit-micro-8: what a CI run on 2 cores can afford (tinygrad compiles every kernel once
 # per process and schedules each new TinyJit again, so the block count sets the test's time)
-OVERRIDES = ["train.epochs=1", "train.batch_size=32", "data.max_train=128", "data.max_test=96", "train.warmup_steps=0",
+OVERRIDES = ["train.epochs=1", "train.micro_batch_size=32", "data.max_train=128", "data.max_test=96", "train.warmup_steps=0",
              "train.ckpt_every=2", "train.lr=0.003", "eval.batch_size=96", "model.overrides.depth=1"]
 
 
@@ -78,3 +77,6 @@ def test_digits_determinism_exact_resume_and_artifacts(monkeypatch, tmp_path):
     from zeropoint.models.hf_vision import load_hf_vit
     hcfg, harr, hconf = load_hf_vit(a["hf_export"])
     assert same_weights(harr, ca.weights) and hconf["id2label"]["3"] == "3"
+
+    from tests.snapshots import assert_snapshot, evidence_keys
+    assert_snapshot("evidence_keys_vit_classify.txt", evidence_keys(a["run_dir"]))

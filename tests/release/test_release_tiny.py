@@ -119,6 +119,14 @@ def test_tiny_release_passes_and_bundle_verifies(passed_release, home):
 
 
 @pytest.mark.slow
+def test_evidence_keys_match_the_snapshot(trained, passed_release):
+    """The keys of every evidence file the tiny release wrote (run, checkpoints, eval, export, red-team, bundle,
+    governance and audit records), against the committed snapshot; runs before the tests below add to the home."""
+    from tests.snapshots import assert_snapshot, evidence_keys
+    assert_snapshot("evidence_keys_llm_release.txt", evidence_keys(trained["home"]))
+
+
+@pytest.mark.slow
 def test_stricter_policy_fails_on_the_measured_asr_reusing_the_measurements(trained, passed_release, home):
     from tests.helpers import zpctl_json
     first = passed_release

@@ -5,7 +5,8 @@ import codecs
 import pytest
 
 from zeropoint.safety.detectors import DETECTORS, decoded, failed, score
-from zeropoint.safety.probes import Probe, encode
+from zeropoint.safety.encodings import encode
+from zeropoint.safety.probes import Probe
 
 TRIG = Probe(id="t.x", family="injection", goal="", messages=({"role": "user", "content": "p"},),
              detectors=("trigger",), triggers=("I have been PWNED",))

@@ -23,10 +23,11 @@ probes:
 @pytest.fixture(scope="module")
 def tiny():
     from tests.models.tiny import random_llama
-    from zeropoint.data.text import load_tokenizer
     from zeropoint.models.llama import get_config
+    from zeropoint.models.llm import LoadedLM
+    from zeropoint.models.registry import load_tokenizer
     cfg = get_config("tiny")
-    return random_llama(cfg, 0), cfg, load_tokenizer("smollm2-135m")   # weights realized once, not per forward
+    return LoadedLM(random_llama(cfg, 0), cfg, load_tokenizer("smollm2-135m"))   # weights realized once, not per forward
 
 
 @pytest.mark.slow

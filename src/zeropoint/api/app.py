@@ -18,6 +18,7 @@ import csv
 import hashlib
 import json
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -30,13 +31,18 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from .. import __version__
+from ..appliance.identity import version_info
 from ..errors import ConfigError, ZeropointError
 from ..evidence import effective_status, list_runs, load_run, read_metrics
+from ..governance.audit import append_event, read_events, verify_chain
 from ..orchestrator import executor as ex
 from ..orchestrator.jobs import KINDS, PathRejected, resubmit_resume, safe_name, submit
 from ..orchestrator.store import STATES, Job, SqliteStore
 from ..workspace import workspace
 from .auth import RANK, Principal, resolve
+from .datasets import add_dataset_routes
+from .runs import last_step, run_dir_or_404
+from .ui import add_ui_routes
 
 MAX_BODY = int(os.environ.get("ZP_API_MAX_BODY", 1 << 20))   # 1 MiB: configs are small; data is added by path
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -45,7 +51,6 @@ TINYGRAD_LOCK = threading.Lock()   # handlers run in a thread pool; tinygrad's d
 
 # ---- audit -----------------------------------------------------------------------------------------------------
 def audit(actor: str, action: str, resource: str, details: dict, outcome: str) -> None:
-    from ..governance.audit import append_event
     append_event(actor, action, resource, details, outcome)
 
 
@@ -92,7 +97,6 @@ class Guard:
                 await anyio.to_thread.run_sync(audit, actor, note["action"] or f"api.{method.lower()}",
                                                note["resource"] or path, details, outcome)
             except Exception as e:   # never answer as if recorded when it was not
-                import sys
                 print(f"zeropoint api: AUDIT APPEND FAILED for {method} {path}: {type(e).__name__}: {e}", file=sys.stderr)
                 raise
 
@@ -164,21 +168,13 @@ class JobRequest(BaseModel):
     config: Optional[dict[str, Any]] = Field(None, description="recipe config (same keys as the YAML for `zpctl train`)")
     config_path: Optional[str] = Field(None, description="YAML path relative to the data root (instead of config)")
     args: dict[str, Any] = Field(default_factory=dict, description="kind arguments, e.g. {'run': ID} for resume, "
-                                                                   "{'overrides': ['optim.lr=1e-3']} for train")
+                                                                   "{'overrides': ['train.lr=1e-3']} for train")
     dry_run: bool = Field(False, description="validate, create and run the job machinery without compute")
     dry_run_hold_s: float = Field(0.0, ge=0, le=30, description="dry-run jobs: seconds the job process stays alive")
     resources: dict[str, float] = Field(default_factory=dict, description="num_cpus, num_gpus, memory (Ray executor)")
 
 
 # ---- app -------------------------------------------------------------------------------------------------------
-def run_dir_or_404(run_id: str) -> Path:
-    """The run's directory (a safe name with a run.json), else 404 naming the list route."""
-    d = workspace().runs / safe_name(run_id, "run id")
-    if not (d / "run.json").is_file():
-        raise HTTPException(404, f"no run {run_id!r}; list runs with GET /v1/runs")
-    return d
-
-
 def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_body: int = MAX_BODY,
                manage_executor: bool = True) -> FastAPI:
     started = time.time()
@@ -268,20 +264,19 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
     # -- status -----------------------------------------------------------------------------------------------
     @app.get("/v1/status/version", tags=["status"])
     def status_version(p: Principal = viewer):
-        from ..appliance.identity import version_info
         return version_info()
 
     @app.get("/v1/status/health", tags=["status"])
     def status_health(p: Principal = viewer):
-        from ..appliance.health import run_health
         with TINYGRAD_LOCK:   # tinygrad is not thread-safe: concurrent requests broke each other's device check
+            from ..appliance.health import run_health  # tinygrad: loaded when a check runs, not at server start
             return run_health()
 
     @app.get("/v1/status/diag", tags=["status"])
     def status_diag(parity: bool = Query(False, description="also run the matmul parity check (seconds of compute)"),
                     p: Principal = viewer):
-        from ..appliance.diag import run_diag
         with TINYGRAD_LOCK:
+            from ..appliance.diag import run_diag  # tinygrad: loaded when a check runs, not at server start
             return run_diag(with_parity=parity)
 
     # -- jobs -------------------------------------------------------------------------------------------------
@@ -382,8 +377,9 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
         curve = []
         if r.loss_curve_path.exists():
             for row in csv.DictReader(r.loss_curve_path.open(encoding="utf-8")):
+                rate = next(k for k in row if k.endswith("_per_s"))   # tokens_per_s, or images_per_s for vision
                 curve.append({"step": int(row["step"]), "loss": float(row["loss"]), "step_ms": float(row["step_ms"]),
-                              "tokens_per_s": float(row["tokens_per_s"]) if row["tokens_per_s"] else None})
+                              rate: float(row[rate]) if row[rate] else None})
         ckpts = sorted(q.name for q in r.checkpoints_dir.iterdir()) if r.checkpoints_dir.is_dir() else []
         return {"run": dict(r.record, status=effective_status(r.record)), "loss_curve": curve,
                 "events": [m for m in metrics if m.get("event") != "step"], "checkpoints": ckpts}
@@ -420,13 +416,11 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
     # -- audit ------------------------------------------------------------------------------------------------
     @app.get("/v1/audit", tags=["audit"])
     def audit_list(offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000), p: Principal = approver):
-        from ..governance.audit import read_events
         events = read_events()
         return {"total": len(events), "offset": offset, "limit": limit, "events": events[offset:offset + limit]}
 
     @app.get("/v1/audit/verify", tags=["audit"])
     def audit_verify(p: Principal = approver):
-        from ..governance.audit import verify_chain
         return verify_chain().as_dict()
 
     # -- metrics ----------------------------------------------------------------------------------------------
@@ -435,17 +429,12 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
         return PlainTextResponse(prometheus_text(store, executor), media_type="text/plain; version=0.0.4")
 
     _add_governance_routes(app, store, note, viewer, submitter, approver)
-    from .ui import add_ui_routes   # the control center page at / and the read-only JSON it shows
     add_ui_routes(app, store, executor, viewer=viewer, approver=approver)
     return app
 
 
 def _add_governance_routes(app, store, note, viewer, submitter, approver) -> None:
-    """Dataset routes over the governance library (only when that library is present in this build)."""
-    try:
-        from .datasets import add_dataset_routes
-    except ImportError:   # a build without the governance package: no dataset routes rather than broken ones
-        return
+    """Dataset routes over the governance library."""
     add_dataset_routes(app, note, viewer, submitter, approver)
 
 
@@ -481,24 +470,6 @@ async def _follow(store: SqliteStore, job_id: str, log_path: Path, offset: int, 
         await asyncio.sleep(0.25)
 
 
-def _last_step(run_dir: Path) -> dict | None:
-    p = run_dir / "metrics.jsonl"
-    if not p.exists():
-        return None
-    with open(p, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - (1 << 16)))
-        lines = f.read().splitlines()
-    for raw in reversed(lines):
-        try:
-            row = json.loads(raw)
-        except ValueError:
-            continue
-        if row.get("event") == "step":
-            return row
-    return None
-
-
 def prometheus_text(store: SqliteStore, executor: ex.Executor | None) -> str:
     counts = store.counts()
     out = ["# HELP zeropoint_jobs Jobs in the store by state.", "# TYPE zeropoint_jobs gauge"]
@@ -513,7 +484,7 @@ def prometheus_text(store: SqliteStore, executor: ex.Executor | None) -> str:
             "# HELP zeropoint_job_step Last logged step of each running job's run.", "# TYPE zeropoint_job_step gauge"]
     for job in store.running():
         for rid in ex.find_runs(job):
-            row = _last_step(workspace().runs / rid)
+            row = last_step(workspace().runs / rid)
             if row is None:
                 continue
             labels = f'job="{job.id}",run="{rid}",kind="{job.kind}"'

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import os
 
+import uvicorn
+
 from ..errors import ZeropointError
 from ..orchestrator.executor import Executor, LocalExecutor
+from ..orchestrator.ray_executor import RayExecutor
 from ..orchestrator.store import SqliteStore, open_store
+from .app import create_app
 
 
 def make_executor(store: SqliteStore, kind: str | None = None, *, max_concurrent: int | None = None,
@@ -18,7 +22,6 @@ def make_executor(store: SqliteStore, kind: str | None = None, *, max_concurrent
     if kind == "local":
         return LocalExecutor(store, max_concurrent=n, term_grace_s=grace)
     if kind == "ray":
-        from ..orchestrator.ray_executor import RayExecutor
         address = ray_address or os.environ.get("ZP_RAY_ADDRESS")
         if not address:
             raise ZeropointError("ZP_EXECUTOR=ray needs the Ray dashboard address: set ZP_RAY_ADDRESS=http://HOST:8265 "
@@ -29,9 +32,7 @@ def make_executor(store: SqliteStore, kind: str | None = None, *, max_concurrent
 
 def serve(host: str = "127.0.0.1", port: int = 8080, *, executor: str | None = None, max_concurrent: int | None = None,
           ray_address: str | None = None, log_level: str = "info") -> None:
-    import uvicorn
 
-    from .app import create_app
     store = open_store()
     app = create_app(store, make_executor(store, executor, max_concurrent=max_concurrent, ray_address=ray_address))
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,

@@ -28,10 +28,16 @@ import anyio
 from fastapi import HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
+from ..appliance.identity import appliance_id, cpu_facts, version_info
+from ..checkpoint import CheckpointError, list_checkpoints, verify_checkpoint
 from ..evidence import TERMINAL, effective_status
+from ..governance import manifest as gov
+from ..governance.policy import load_policy
+from ..orchestrator.executor import find_runs
 from ..orchestrator.jobs import safe_name
 from ..workspace import workspace
-from .app import _last_step, run_dir_or_404   # ui.py is loaded by create_app, after app.py
+from .auth import RANK
+from .runs import last_step, run_dir_or_404
 
 STATIC = Path(__file__).resolve().parent / "static"
 TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -64,7 +70,6 @@ def _run_status(d: Path) -> str:
 
 # ---- summaries (plain functions over files, so tests can call them without a server) ---------------------------
 def checkpoint_rows(run_dir: Path, verify: bool) -> list[dict]:
-    from ..checkpoint import CheckpointError, list_checkpoints, verify_checkpoint
     out = []
     for p in list_checkpoints(run_dir / "checkpoints"):
         man = _read_json(p / "manifest.json") or {}
@@ -141,8 +146,6 @@ def drift_rows() -> dict:
 
 def dataset_checks(name: str) -> dict:
     """The approval policy applied to the manifest entry as it stands (no file re-hash: approval does that)."""
-    from ..governance import manifest as gov
-    from ..governance.policy import load_policy
     ds = dict(gov.get_dataset(name), name=name)
     pol, src = load_policy()
     checks = gov.evaluate(ds, pol)
@@ -173,21 +176,18 @@ def add_ui_routes(app, store, executor, *, viewer, approver) -> None:
 
     @app.get("/v1/whoami", tags=["ui"])
     def whoami(p=viewer):
-        from .auth import RANK
         return {"actor": p.actor, "role": p.role, "token_id": p.token_id,
                 "can": {r: p.can(r) for r in RANK}}
 
     @app.get("/v1/overview", tags=["ui"])
     def overview(p=viewer):
-        from ..appliance.identity import appliance_id, cpu_facts, version_info
-        from ..orchestrator.executor import find_runs
-        from ..scope import device_is_simulated, device_name
+        from ..scope import device_is_simulated, device_name  # tinygrad: not at server start
         dev = device_name()
         running = []
         for job in store.running():
             runs = []
             for rid in find_runs(job):
-                row = _last_step(workspace().runs / rid)
+                row = last_step(workspace().runs / rid)
                 runs.append({"id": rid, "step": row.get("step") if row else None, "loss": row.get("loss") if row else None,
                              "tokens_per_s": row.get("tokens_per_s") if row else None})
             running.append(dict(job.to_dict(), runs=runs))
@@ -239,7 +239,6 @@ def add_ui_routes(app, store, executor, *, viewer, approver) -> None:
 
     @app.get("/v1/datasets/{name}/checks", tags=["datasets"])
     def datasets_checks(name: str, p=viewer):
-        from ..governance import manifest as gov
         safe_name(name, "dataset name")
         try:
             return dataset_checks(name)

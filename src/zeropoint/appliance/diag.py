@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes.util
 import glob
+import hashlib
 import os
 import shutil
 import subprocess
@@ -15,6 +16,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tinygrad
+from tinygrad import Device, Tensor, TinyJit
 
 from ..hashing import sha256_file
 from ..scope import device_is_simulated, device_name, mock_flags_set
@@ -60,7 +63,6 @@ def nvidia_smi() -> list[dict] | None:
 
 def tinygrad_devices() -> list[dict]:
     """Open each tinygrad backend for real; report which open and why the others do not."""
-    from tinygrad import Device
     out = []
     for name in PROBE_DEVICES:
         try:
@@ -84,7 +86,6 @@ def tree_manifest_sha256(root: Path) -> tuple[str, int]:
     Reproducible by hand: cd ROOT && find . -type f ! -path '*/__pycache__/*' -printf '%P\\n' | LC_ALL=C sort
     | xargs -d '\\n' sha256sum | sha256sum
     """
-    import hashlib
     files = sorted((p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts),
                    key=lambda p: p.relative_to(root).as_posix().encode())
     h = hashlib.sha256()
@@ -94,7 +95,6 @@ def tree_manifest_sha256(root: Path) -> tuple[str, int]:
 
 
 def libraries() -> list[dict]:
-    import tinygrad
     libs = []
     tg_root = Path(tinygrad.__file__).resolve().parent
     digest, n = tree_manifest_sha256(tg_root)
@@ -141,7 +141,6 @@ def matmul_parity(sizes=PARITY_SIZES, rtol: float = PARITY_RTOL) -> list[dict]:
     tinygrad is timed through TinyJit replays (what a training step sees: no per-call graph rewriting), after
     warm-up; the first call's time (kernel compile included) is reported separately.
     """
-    from tinygrad import Device, Tensor, TinyJit
     rng = np.random.default_rng(0)
     rows = []
     for n in sizes:

@@ -6,6 +6,9 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 
+import numpy as np
+from tinygrad import Tensor
+
 from ..scope import device_is_simulated, device_name, mock_flags_set
 from ..workspace import workspace
 
@@ -52,8 +55,6 @@ def check_device() -> Check:
     if device_is_simulated(dev):
         return Check("tinygrad_device", "red", f"{dev} is a simulated device; set DEV=CPU (or a GPU backend) for real compute")
     try:
-        import numpy as np
-        from tinygrad import Tensor
         a = np.arange(16, dtype=np.float32).reshape(4, 4)
         got = (Tensor(a) @ Tensor(a)).numpy()
         if not np.allclose(got, a @ a, rtol=1e-5):

@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from .. import __version__
@@ -31,7 +32,6 @@ def git_commit() -> str | None:
 
 
 def tinygrad_version() -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
     try:
         return version("tinygrad")
     except PackageNotFoundError:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load, save
 
 from ..errors import ZeropointError
 from ..hashing import sha256_bytes
@@ -53,12 +54,10 @@ def step_dir_name(step: int) -> str:
 
 
 def _st_save(arrays: dict[str, np.ndarray]) -> bytes:
-    from safetensors.numpy import save
     return save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
 
 
 def _st_load(data: bytes, name: str) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load
     try:
         return load(data)
     except Exception as e:   # the hash matched, so this is a writer bug or a foreign file: say which file

@@ -17,7 +17,7 @@ err_console = Console(stderr=True)
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document instead of tables.")
 AllowSimOpt = typer.Option(False, "--allow-simulated",
                            help="Run even with a mock flag or a simulated device; the run is stamped SIMULATED.")
-SetOpt = typer.Option(None, "--set", help="Override a config key: --set optim.lr=3e-4 (repeatable).")
+SetOpt = typer.Option(None, "--set", help="Override a config key: --set train.lr=3e-4 (repeatable).")
 
 
 def print_json(obj) -> None:

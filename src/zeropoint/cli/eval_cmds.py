@@ -31,7 +31,9 @@ def eval_cmd(
 ):
     """Evaluate a model on lm-eval style tasks; writes evals/<eval_id>/results.json and per-sample JSONL."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from ..evals.harness import run_eval, save_baseline as _save
+
+    from ..evals.harness import run_eval
+    from ..evals.harness import save_baseline as _save
     lim = None if limit is None else (int(limit) if limit >= 1 else limit)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=json_out, transient=True) as prog:

@@ -7,28 +7,27 @@ from typing import Optional
 
 import typer
 
+from ..export.formats import LLM_FORMATS
 from .common import AllowSimOpt, JsonOpt, console, err_console, handle_errors, print_json
 
-FORMATS = "onnx | onnx-int8 | onnx-int8-wo | int8 | gguf | gguf-f16 | gguf-q8_0 | hf"
+FORMATS = " | ".join(LLM_FORMATS)
 
 
 def _load(ref: str):
     """-> (model with LoRA merged, llama cfg, tokenizer, source info, gguf tokenizer metadata or None).
     A checkpoint directory (manifest.json) goes through the finetune recipe's verified loader."""
-    from ..loading import is_finetune_checkpoint, load_lm
+    from ..models.gguf import read_header, tokenizer_metadata
+    from ..models.llm import open_lm
     from ..models.registry import resolve_ref
-    if is_finetune_checkpoint(ref):
-        model, cfg, tok, info = load_lm(ref)
-        return model, cfg, tok, {"ref": ref, "path": str(Path(ref)), "kind": "checkpoint", "base": info["base"],
-                                 "method": info["method"]}, None
-    model, cfg, tok, _ = load_lm(ref)
+    lm = open_lm(ref)
+    if lm.info["kind"] == "checkpoint":
+        return lm.model, lm.config, lm.tokenizer, {"ref": ref, "path": str(Path(ref)), "kind": "checkpoint",
+                                                   "base": lm.info["base"], "method": lm.info["method"]}, None
     path = resolve_ref(ref)
-    meta = None
-    if path.is_file() and path.suffix == ".gguf":
-        from ..models.gguf import load_gguf
-        meta = load_gguf(path)[2]
-    return model, cfg, tok, {"ref": ref, "path": str(path), "kind": model.load_info.get("format"),
-                             "name": model.load_info.get("name")}, meta
+    # the header alone (metadata, no tensors): the export copies the source's tokenizer and name from it
+    meta = tokenizer_metadata(read_header(path, tensors=False)[0]) if path.is_file() and path.suffix == ".gguf" else None
+    return lm.model, lm.config, lm.tokenizer, {"ref": ref, "path": str(path), "kind": lm.info["kind"],
+                                               "name": lm.info["name"]}, meta
 
 
 def _render(rep: dict) -> None:
@@ -65,10 +64,10 @@ def register(app: typer.Typer) -> None:
         >= 99% and perplexity within 2% of the original. ONNX artifacts are gated against a float64 evaluation
         of the original weights (their distance to fp32 tinygrad is reported beside it). A manifest.json (source hash, figures, file hashes)
         is written next to the artifact either way."""
-        from ..evidence import start_run
-        from ..export.pipeline import LLM_FORMATS, export_llama
-        from ..scope import require_real_compute
         from ..errors import ZeropointError
+        from ..evidence import start_run
+        from ..export.pipeline import export_llama
+        from ..scope import require_real_compute
         if fmt not in LLM_FORMATS:
             raise ZeropointError(f"unknown --format {fmt!r}; choose one of {', '.join(LLM_FORMATS)}")
         scope = require_real_compute(allow_simulated)

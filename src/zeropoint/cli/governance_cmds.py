@@ -110,6 +110,7 @@ def data_ls(json_out: bool = JsonOpt):
 def data_show(name: str, files: bool = typer.Option(False, "--files", help="List every file."), json_out: bool = JsonOpt):
     """Show one manifest entry."""
     import yaml
+
     from ..governance.manifest import get_dataset
     e = dict(get_dataset(name), name=name)
     if json_out:
@@ -187,6 +188,7 @@ def data_verify(name: Optional[str] = typer.Argument(None, help="Dataset (defaul
 def data_croissant(name: str, out: Optional[Path] = typer.Option(None, "--out", help="Write here instead of stdout.")):
     """Export a manifest entry as MLCommons Croissant JSON-LD (sha256 on every FileObject)."""
     import json
+
     from ..governance.croissant import to_croissant
     from ..workspace import atomic_write_text
     doc = to_croissant(name)
@@ -212,6 +214,7 @@ def policy_init(force: bool = typer.Option(False, "--force", help="Overwrite an 
 def policy_show(json_out: bool = JsonOpt):
     """Print the policy in force, where it came from, and its SHA-256."""
     import yaml
+
     from ..governance.policy import load_policy
     pol, src = load_policy()
     if json_out:

@@ -1,14 +1,27 @@
 """`zpctl`: the command line. Thin: every command calls a library function and renders its result."""
 from __future__ import annotations
 
-import importlib
 import json
+import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.table import Table
 
+from . import (
+    appliance_cmds,
+    cache_cmds,
+    eval_cmds,
+    export_cmds,
+    governance_cmds,
+    model_cmds,
+    perf_cmds,
+    release_cmds,
+    safety_cmds,
+    serve_cmds,
+    train_cmds,
+)
 from .common import JsonOpt, SetOpt, console, handle_errors, print_json
 
 app = typer.Typer(name="zpctl", help="Zeropoint training appliance: governed data, tinygrad recipes, evidence.",
@@ -73,7 +86,7 @@ def runs_ls(json_out: bool = JsonOpt):
 @handle_errors
 def runs_show(run: str = typer.Argument(..., help="Run id or run directory."), json_out: bool = JsonOpt):
     """Show a run's record and its last metrics."""
-    from ..evidence import effective_status, load_run, read_metrics
+    from ..evidence import effective_status, load_run, read_metrics, throughput
     r = load_run(run)
     rec = dict(r.record, status=effective_status(r.record))
     metrics = read_metrics(r)
@@ -93,13 +106,15 @@ def runs_show(run: str = typer.Argument(..., help="Run id or run directory."), j
     console.print(t)
     if steps:
         last = steps[-1]
+        rate, unit = throughput(last)
         console.print(f"{len(steps)} steps; last: step {last['step']} loss {last['loss']:.4f} "
-                      f"({last.get('tokens_per_s') or 0:.1f} tok/s)")
+                      f"({rate or 0:.1f} {'tok' if unit == 'tokens' else unit}/s)")
     if perf:
         pt = Table("perf (perf.json)", "value", show_header=True)
         ss = perf.get("steady_step_s") or {}
         fmt = lambda v, f="{:.3g}": "null" if v is None else f.format(v)   # noqa: E731
-        pt.add_row("tokens/s (steady median)", fmt(perf.get("tokens_per_s"), "{:.2f}"))
+        unit = "images" if "images_per_s" in perf else "tokens"
+        pt.add_row(f"{unit}/s (steady median)", fmt(perf.get(f"{unit}_per_s"), "{:.2f}"))
         pt.add_row("step s (steady median, min-max, n)", f"{fmt(ss.get('median'))} ({fmt(ss.get('min'))}-{fmt(ss.get('max'))}, {ss.get('n')})")
         pt.add_row("first step s / compile s", f"{fmt(perf.get('first_step_s'))} / {fmt(perf.get('compile_s'))}")
         pt.add_row("MFU", fmt(perf.get("mfu")) if perf.get("mfu") is not None else "null (no FLOP count or no peak)")
@@ -131,7 +146,9 @@ def _perf_summary(run_dir: Path) -> dict | None:
 def config_show(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt):
     """Print the resolved, validated config (with overrides applied) and its SHA-256."""
     import yaml
-    from ..config import config_dict, config_hash, load_config
+
+    from ..config import config_dict, config_hash
+    from ..recipes import load_config
     cfg, _ = load_config(config, set_)
     if json_out:
         return print_json({"config": config_dict(cfg), "sha256": config_hash(cfg)})
@@ -139,16 +156,25 @@ def config_show(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool
     console.print(f"# sha256: {config_hash(cfg)}", highlight=False)
 
 
-def _register_all() -> None:
-    """Command groups live in `cli/<part>_cmds.py`, each with `register(app)`; one module per part of the product."""
-    import pkgutil
-    from . import __path__ as cli_path
-    for m in sorted(pkgutil.iter_modules(cli_path), key=lambda m: m.name):
-        if m.name.endswith("_cmds"):
-            importlib.import_module(f"{__package__}.{m.name}").register(app)
-
-
-_register_all()
+# The command table (litgpt's PARSER_DATA): every `zpctl` command and group, the module that defines it, in the
+# order `--help` lists them (commands first, then groups). Each module's `register(app)` adds exactly its names;
+# tests/cli/test_command_table.py keeps this table and the app in sync.
+COMMANDS: list[tuple[object, tuple[str, ...]]] = [
+    (sys.modules[__name__], ("version", "scope", "runs", "config")),
+    (appliance_cmds, ("diag", "health")),
+    (cache_cmds, ("cache",)),
+    (eval_cmds, ("eval", "drift")),
+    (export_cmds, ("export", "parity")),
+    (governance_cmds, ("data", "pii", "audit")),
+    (model_cmds, ("generate",)),
+    (perf_cmds, ("bench", "tune", "perf")),
+    (release_cmds, ("release", "keys")),
+    (safety_cmds, ("redteam", "data canary")),
+    (serve_cmds, ("serve", "token", "jobs")),
+    (train_cmds, ("train", "resume", "ckpt", "lora", "model")),
+]
+for _module, _ in COMMANDS[1:]:
+    _module.register(app)
 
 
 def main() -> None:

@@ -10,18 +10,6 @@ import typer
 from .common import AllowSimOpt, JsonOpt, console, handle_errors, print_json
 
 
-def _load(ref: str, dtype: str):
-    """Checkpoint directories (manifest.json) open through the LLM recipe: verified first, LoRA adapters merged.
-    Anything else through the model registry (named models, .gguf files, HF directories)."""
-    from ..models.registry import load_model, parse_dtype
-    if (Path(ref) / "manifest.json").is_file():
-        from ..recipes.llm_finetune import load_checkpoint_model
-        model, cfg, tok, _ = load_checkpoint_model(ref)
-        model.compute_dtype = parse_dtype(dtype)
-        return model, cfg, tok
-    return load_model(ref, compute_dtype=dtype)
-
-
 def _source(ref: str, lm) -> dict:
     """What was loaded, with the SHA-256 of the weights actually read (evidence, not just a name)."""
     from ..hashing import sha256_file, sha256_tree
@@ -60,7 +48,9 @@ def register(app: typer.Typer) -> None:
                "chat": chat, "dtype": dtype}
         with start_run("zpctl generate", cfg, kind="generate", seed=seed, scope=scope) as run:
             t0 = time.perf_counter()
-            lm, lcfg, tok = _load(model, dtype)
+            from ..models.llm import open_lm
+            loaded = open_lm(model, compute_dtype=dtype)
+            lm, lcfg, tok = loaded.model, loaded.config, loaded.tokenizer
             if tok is None:
                 from ..errors import ZeropointError
                 raise ZeropointError(f"{model} has no tokenizer (tokenizer.json); generate needs one to encode the prompt")

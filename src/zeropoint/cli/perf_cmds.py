@@ -77,9 +77,9 @@ def register(app: typer.Typer) -> None:
 
         Same model and weights, batch, sequence length and precision on both sides; the first-step loss of
         both is printed as a check that they compute the same thing. The record goes to runs/<id>/."""
-        from ..config import load_config
         from ..errors import ConfigError
         from ..evidence import start_run
+        from ..recipes import load_config
         from ..scope import require_real_compute
         if compare not in (None, "torch"):
             raise ConfigError(f"--compare {compare!r} is not supported; the only reference is 'torch'")
@@ -102,9 +102,10 @@ def register(app: typer.Typer) -> None:
                 rec = run_bench(cfg, **kw)
             if startup:
                 from ..perf.startup import cold_and_warm
+                from .startup_probe import command as probe_command
                 if say:
                     say("cold and warm start: two fresh processes on one empty compile cache")
-                rec["startup"] = cold_and_warm(str(config), list(set_ or []))
+                rec["startup"] = cold_and_warm(probe_command(str(config), list(set_ or [])))
             rec["run_id"] = run.id
             atomic_write_text(run.dir / "bench.json", json.dumps(rec, indent=2, default=str) + "\n")
             perf = rec["perf"]
@@ -139,10 +140,11 @@ def register(app: typer.Typer) -> None:
              set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt, allow_simulated: bool = AllowSimOpt):
         """Find faster kernels for CONFIG's training step (bounded BEAM search, heaviest kernels first).
 
-        Kernels that beat tinygrad's default by 5% or more go to $ZP_CACHE/tuned and are used by every later run
-        that builds them (ZP_TUNED=0 to ignore). The record lists every kernel searched (time before and after,
-        speed-up, kept or not) and the step before and after; it is kept in $ZP_CACHE/tune/<key>.json."""
-        from ..config import load_config
+        Kernels that beat tinygrad's default by 5% or more go to $ZP_CACHE/tuned and are used by
+        every later run that builds them (ZP_TUNED=0 to ignore). The record lists every kernel
+        searched (time before and after, speed-up, kept or not) and the step before and after;
+        it is kept in $ZP_CACHE/tune/<key>.json."""
+        from ..recipes import load_config
         from ..scope import require_real_compute
         require_real_compute(allow_simulated)
         cfg, _ = load_config(config, set_)

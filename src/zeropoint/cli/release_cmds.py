@@ -153,6 +153,7 @@ def keys_export(out: Optional[Path] = typer.Option(None, "--out", "-o", help="Wr
                 json_out: bool = JsonOpt):
     """Print (or write) the public key that verifies this appliance's bundles."""
     import sys
+
     from ..release.keys import export_public
     pem, info = export_public(out)
     if json_out:

@@ -8,16 +8,11 @@ import typer
 from rich.table import Table
 
 from .common import AllowSimOpt, JsonOpt, console, err_console, handle_errors, print_json
+from .governance_cmds import data_app
 
 
 def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
-
-
-def _loader(ref: str):
-    from ..loading import load_lm
-    model, cfg, tok, _ = load_lm(ref)
-    return model, cfg, tok
 
 
 def redteam(
@@ -46,11 +41,18 @@ def redteam(
     overrides = parse_threshold_overrides(threshold)
     if json_out:
         res = run_redteam(model, suite=suite, generations=generations, max_tokens=max_tokens, temperature=temperature,
-                          top_p=top_p, seed=seed, gate=gate, thresholds=overrides, allow_simulated=allow_simulated,
-                          loader=_loader)
+                          top_p=top_p, seed=seed, gate=gate, thresholds=overrides, allow_simulated=allow_simulated)
         print_json(res)
     else:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         from ..safety.runner import suite_probes
         probes, st = suite_probes(suite)
         total = len(probes) * int(generations or st.get("generations", 1))
@@ -63,7 +65,7 @@ def redteam(
                 prog.update(task, advance=1, description=f"{a.probe.id} {'[red]FAIL[/]' if bad else '[green]pass[/]'}")
             res = run_redteam(model, suite=suite, generations=generations, max_tokens=max_tokens,
                               temperature=temperature, top_p=top_p, seed=seed, gate=gate, thresholds=overrides,
-                              allow_simulated=allow_simulated, on_output=on_output, loader=_loader)
+                              allow_simulated=allow_simulated, on_output=on_output)
         if res.get("simulated"):
             console.print("[bold white on red] SIMULATED RUN - NOT REAL COMPUTE [/]")
         per = {r["family"]: r for r in res["gate"]["families"]}
@@ -104,6 +106,7 @@ def canary(
     at random places. The red-team exfil family asks every registered canary's prefix and scores the reply.
     """
     from dataclasses import asdict
+
     from ..errors import ZeropointError
     from ..safety.canary import plant, register_planted, registry_path
     if name:
@@ -131,9 +134,4 @@ def canary(
 
 def register(app: typer.Typer) -> None:
     app.command("redteam")(handle_errors(redteam))
-    # `data` belongs to governance; join its group when it exists, else open one
-    group = next((g.typer_instance for g in app.registered_groups if g.name == "data"), None)
-    if group is None:
-        group = typer.Typer(help="Datasets: registration, scanning, approval.", no_args_is_help=True)
-        app.add_typer(group, name="data")
-    group.command("canary")(handle_errors(canary))
+    data_app.command("canary")(handle_errors(canary))   # the `data` group is governance's (governance_cmds)

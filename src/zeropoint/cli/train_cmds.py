@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         """Train a recipe config on approved data; evidence, loss curve and checkpoints go to runs/<id>/.
 
         Short run: --set train.steps=10. Every step is logged; checkpoints every train.ckpt_every steps."""
-        from ..config import load_config
+        from ..recipes import load_config
         cfg, run_fn = load_config(config, set_)
         out = run_fn(cfg, allow_simulated=allow_simulated, progress=not no_progress and not json_out,
                      command=f"zpctl train {config}" + "".join(f" --set {s}" for s in set_ or []))
@@ -61,9 +61,10 @@ def register(app: typer.Typer) -> None:
     def resume(run: str = typer.Argument(..., help="Run id (runs/<id>) or run directory"),
                json_out: bool = JsonOpt, allow_simulated: bool = AllowSimOpt, no_progress: bool = NoProgressOpt):
         """Continue a run from its newest checkpoint that verifies (same config, same batches, same losses)."""
-        from ..config import recipe_entry, validate
+        from ..config import validate
         from ..errors import ZeropointError
         from ..evidence import effective_status, load_run
+        from ..recipes import recipe_entry
         r = load_run(run)
         if effective_status(r.record) == "running":
             raise ZeropointError(f"run {r.id} is still running (pid {r.record.get('pid')}); stop it before resuming")
@@ -110,8 +111,8 @@ def register(app: typer.Typer) -> None:
                    out: Path = typer.Option(..., "--out", help="Directory to write the merged HF model into (new)"),
                    json_out: bool = JsonOpt):
         """Fold the adapters into the base weights and write a Hugging Face directory (config + safetensors)."""
-        from ..recipes.llm_finetune import merge_to_hf
-        res = merge_to_hf(checkpoint, out)
+        from ..models.llm import merge_checkpoint_to_hf
+        res = merge_checkpoint_to_hf(checkpoint, out)
         if json_out:
             return print_json(res)
         console.print(f"[green]merged[/] {res['merged_modules']} adapted projections into {res['out']}", highlight=False)
@@ -121,9 +122,9 @@ def register(app: typer.Typer) -> None:
     def model_info_cmd(config: Path = typer.Argument(..., help="Recipe YAML, e.g. configs/llm/llama-3-8b_lora.yaml"),
                        set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt):
         """Parameter count (vs published), trainable count, memory per component at the configured batch."""
-        from ..config import load_config
-        from ..recipes.llm_finetune import LLMFinetuneConfig, model_info
         from ..errors import ConfigError
+        from ..recipes import load_config
+        from ..recipes.llm_finetune import LLMFinetuneConfig, model_info
         cfg, _ = load_config(config, set_)
         if not isinstance(cfg, LLMFinetuneConfig):
             raise ConfigError(f"{config} is a {cfg.recipe} config; model info sizes llm_finetune configs")

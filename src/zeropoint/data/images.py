@@ -16,12 +16,14 @@ fresh run with the same seed see identical batches; `augment` draws its randomne
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import ZeropointError
 
@@ -111,7 +113,6 @@ def load_idx_split(files: list, split: str, classes: list[str] | None = None) ->
 # ---- sklearn digits ------------------------------------------------------------------------------------------
 def digits_csv_path() -> Path:
     """sklearn ships the digits as `sklearn/datasets/data/digits.csv.gz`; we read it ourselves (no pickle)."""
-    import importlib.util
     spec = importlib.util.find_spec("sklearn")
     p = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz" if spec else None
     if p is None or not p.is_file():
@@ -135,7 +136,6 @@ def load_digits_csv(path: Path | str) -> ImageSet:
 def load_image(path: Path | str, size: int, channels: int = 3, background: int = 255) -> np.ndarray:
     """Decode one image to float32 (C, size, size) in [0, 1]. Transparent pixels are composited on `background`
     (emoji PNGs are RGBA: black-on-transparent would otherwise turn into black-on-black)."""
-    from PIL import Image, UnidentifiedImageError
     path = Path(path)
     if not path.is_file():
         raise ImageDataError(f"image {path} not found; check the paths in the dataset")
@@ -231,7 +231,6 @@ def load_emoji_captions(files: list, size: int) -> ImageSet:
 # ---- transforms ----------------------------------------------------------------------------------------------
 def resize(images: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of a (N, C, H, W) float batch (Pillow, per channel in float mode)."""
-    from PIL import Image
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
     out = np.empty(images.shape[:2] + (size, size), np.float32)

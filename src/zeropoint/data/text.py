@@ -13,7 +13,6 @@ document (a held-out speech is really held out), shuffled with the seed. Batches
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,87 +215,3 @@ def build_dataset(docs: list[dict], tok, *, seq_len: int, val_fraction: float, s
              "trained_tokens_per_sample": seq_len, "packing": packing,
              "train_label_fraction": float((ty != IGNORE).mean()) if len(ty) else 0.0}
     return TextDataset(tx, ty, vx, vy, seed, micro_batch_size, grad_accum, stats)
-
-
-# ---- tokenizer without loading weights ---------------------------------------------------------------------
-_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-
-
-def gguf_metadata(path: Path | str) -> dict:
-    """Only the key/value header of a GGUF file (tokenizer vocab, merges, ids): milliseconds, not a full load."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        if f.read(4) != b"GGUF":
-            raise DataError(f"{path} is not a GGUF file (bad magic)")
-        version, = struct.unpack("<I", f.read(4))
-        if version < 2:
-            raise DataError(f"{path}: GGUF version {version} is not supported")
-        _n_tensors, n_kv = struct.unpack("<QQ", f.read(16))
-
-        def rstr():
-            n, = struct.unpack("<Q", f.read(8))
-            return f.read(n).decode("utf-8", errors="replace")
-
-        def rval(ty):
-            if ty == 8:
-                return rstr()
-            if ty == 9:
-                sub, n = struct.unpack("<IQ", f.read(12))
-                if sub in _GGUF_SCALARS:
-                    fmt = _GGUF_SCALARS[sub]
-                    return list(struct.unpack("<" + fmt[1] * n, f.read(struct.calcsize(fmt) * n)))
-                return [rval(sub) for _ in range(n)]
-            if ty not in _GGUF_SCALARS:
-                raise DataError(f"{path}: unknown GGUF value type {ty}")
-            fmt = _GGUF_SCALARS[ty]
-            return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
-
-        kv = {}
-        for _ in range(n_kv):
-            k = rstr()
-            ty, = struct.unpack("<I", f.read(4))
-            kv[k] = rval(ty)
-    return kv
-
-
-class ByteTokenizer:
-    """UTF-8 bytes as tokens 0..255 and EOS 256: lossless, no files, vocab 257. For tiny models, where a
-    49k-token vocabulary would make the output layer a hundred times the rest of the model."""
-    bos_id = None
-    eos_id = 256
-    pad_id = 256
-    add_bos = False
-    chat_template = None
-    vocab_size = 257
-    special_tokens = ["<|endoftext|>"]
-
-    def encode(self, text: str, add_bos: bool = False) -> list[int]:
-        return list(text.encode("utf-8"))
-
-    def decode(self, ids, skip_special: bool = False) -> str:
-        return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode("utf-8", errors="replace")
-
-    def stop_ids(self) -> list[int]:
-        return [self.eos_id]
-
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True, tokenize: bool = False):
-        from ..models.tokenizer import render_chatml
-        text = render_chatml(messages, add_generation_prompt)
-        return self.encode(text) if tokenize else text
-
-
-def load_tokenizer(ref: str | Path):
-    """Tokenizer of a named model, a .gguf file or an HF directory (no weights loaded); "bytes" = ByteTokenizer."""
-    from ..models.registry import resolve_ref
-    from ..models.tokenizer import Tokenizer
-    if str(ref) == "bytes":
-        return ByteTokenizer()
-    p = resolve_ref(ref)
-    if p.is_file() and p.suffix == ".gguf":
-        kv = gguf_metadata(p)
-        meta = {k: v for k, v in kv.items() if k.startswith("tokenizer.")}
-        meta["general.name"] = kv.get("general.name")
-        return Tokenizer.from_gguf_metadata(meta)
-    if p.is_dir() and (p / "tokenizer.json").is_file():
-        return Tokenizer.from_file(p / "tokenizer.json")
-    raise DataError(f"no tokenizer in {p}: pass a named model, a .gguf file or an HF directory with tokenizer.json")

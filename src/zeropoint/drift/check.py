@@ -15,6 +15,8 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError
+from ..evals.harness import load_baseline, load_results
+from ..governance.audit import append_event
 from ..workspace import atomic_write_text, workspace
 from . import plots
 
@@ -87,7 +89,6 @@ def compare_metric(name: str, base: dict, cur: dict, policy: dict) -> dict:
 
 
 def check(baseline_name: str, current: str, policy_path: str | None = None, actor: str | None = None) -> dict:
-    from ..evals.harness import load_baseline, load_results
     base = load_baseline(baseline_name)
     cur = load_results(current)
     policy = load_policy(policy_path)
@@ -115,7 +116,6 @@ def check(baseline_name: str, current: str, policy_path: str | None = None, acto
     atomic_write_text(path, json.dumps(report, indent=2, default=str) + "\n")
     report["report_path"] = str(path)
     try:
-        from ..governance.audit import append_event
         append_event(actor or "zpctl", "drift_check", f"eval:{cur['eval_id']}",
                      {"baseline": baseline_name, "alarms": [f"{a['task']}/{a['metric']}" for a in alarms],
                       "report": str(path)}, outcome="alarm" if alarms else "ok")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import json as _json
 import re
 import struct
 from collections import Counter
@@ -11,8 +12,14 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from tinygrad import TinyJit
 
+from ..checkpoint import load_checkpoint
+from ..data.images import normalize, resize
 from ..errors import ZeropointError
+from ..evals.harness import _vit_checkpoint
+from ..models.vit import ViTConfig, apply_batched, to_tensors, vit_features
 
 WORD = re.compile(r"[A-Za-z']+|\d+")
 _ALPHA_SPACE = re.compile(r"[^\W\d_]|\s")   # regexes count in C: a 10 MB corpus in well under a second
@@ -74,7 +81,6 @@ def load_images(src: str | Path, max_images: int | None = None) -> np.ndarray:
         n = min(n, max_images) if max_images else n
         return np.frombuffer(raw, np.uint8, n * h * w, 16).reshape(n, h, w).astype(np.float32) / 255.0
     if p.is_dir():
-        from PIL import Image
         files = sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)[:max_images or None]
         if len(files) < 2:
             raise DriftInputError(f"{p} holds {len(files)} images; drift tests need at least 2")
@@ -156,14 +162,8 @@ def pca_embedding_features(ref_emb: np.ndarray, cur_emb: np.ndarray, k: int = 5)
 
 def vit_embeddings(images, checkpoint: str, batch_size: int = 64) -> np.ndarray:
     """Pooled features of a vit_classify checkpoint (its own normalisation) for each grayscale image."""
-    import json as _json
 
-    from tinygrad import Tensor, TinyJit
 
-    from ..checkpoint import load_checkpoint
-    from ..data.images import normalize, resize
-    from ..evals.harness import _vit_checkpoint
-    from ..models.vit import ViTConfig, apply_batched, to_tensors, vit_features
     ck = load_checkpoint(_vit_checkpoint(checkpoint))
     if "vit_config.json" not in ck.extra:
         raise DriftInputError(f"{checkpoint} is not a vit_classify checkpoint (no vit_config.json)")

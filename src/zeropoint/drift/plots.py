@@ -4,15 +4,15 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
 from ..workspace import atomic_write_bytes
 
 
 def _plt():
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     return plt
 
 

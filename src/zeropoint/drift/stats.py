@@ -16,6 +16,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import wasserstein_distance
 
 SMALL_N = 1000
 KS_P = 0.05
@@ -70,20 +73,17 @@ def psi_level(v: float | None) -> str:
 
 
 def wasserstein_norm(ref, cur) -> float:
-    from scipy.stats import wasserstein_distance
     norm = max(float(np.std(ref)), 1e-3)   # Evidently: max(std(reference), 0.001)
     return float(wasserstein_distance(ref, cur) / norm)
 
 
 def jensen_shannon(ref, cur, kind: str) -> float:
-    from scipy.spatial.distance import jensenshannon
     r, c = _binned(np.asarray(ref), np.asarray(cur), kind)
     return float(jensenshannon(r, c))
 
 
 def jensen_shannon_dist(p: np.ndarray, q: np.ndarray) -> float:
     """JS distance between two (unnormalised) distributions over the same support."""
-    from scipy.spatial.distance import jensenshannon
     p = np.where(p == 0, 1e-4 * p.sum() / max(len(p), 1), p).astype(np.float64)
     q = np.where(q == 0, 1e-4 * q.sum() / max(len(q), 1), q).astype(np.float64)
     return float(jensenshannon(p / p.sum(), q / q.sum()))
@@ -99,7 +99,6 @@ def choose_test(ref, kind: str) -> str:
 
 
 def feature_drift(name: str, ref, cur, kind: str = "numeric", test: str | None = None) -> FeatureDrift:
-    from scipy import stats
     ref, cur = np.asarray(ref), np.asarray(cur)
     if len(ref) < 2 or len(cur) < 2:
         raise ValueError(f"feature {name}: need at least 2 values on each side (have {len(ref)} and {len(cur)})")

@@ -19,7 +19,10 @@ import queue
 import threading
 import time
 
+from tinygrad import Device
 from tinygrad.engine.jit import GraphRunner
+from tinygrad.helpers import NUM_CPU_THREADS
+from tinygrad.runtime.ops_cpu import CPUProgram
 
 _pool: "_Pool | None" = None
 _lock = threading.Lock()
@@ -127,7 +130,6 @@ def graph_enabled() -> bool:
 
 def threads() -> int:
     """Worker threads for split kernels: $ZP_CPU_THREADS, else tinygrad's NUM_CPU_THREADS (the split count)."""
-    from tinygrad.helpers import NUM_CPU_THREADS
     v = os.environ.get("ZP_CPU_THREADS")
     return max(1, int(v)) if v else max(1, NUM_CPU_THREADS.value)
 
@@ -135,8 +137,6 @@ def threads() -> int:
 def enable() -> int:
     """Run split CPU kernels on all their parts at once (idempotent). Returns the number of threads used."""
     global _pool, _original
-    from tinygrad import Device
-    from tinygrad.runtime.ops_cpu import CPUProgram
     n = threads()
     dev = Device[Device.DEFAULT]
     if Device.DEFAULT.split(":")[0] == "CPU" and type(dev.renderer).__name__ != "LVPRenderer":
@@ -155,7 +155,6 @@ def enable() -> int:
 
 
 def CPUProgram_call_is_ours() -> bool:
-    from tinygrad.runtime.ops_cpu import CPUProgram
     return CPUProgram.__call__ is _parallel_call
 
 

@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
 import pickle
 import platform
+import shutil
 import sys
 import tempfile
 import threading
@@ -44,11 +46,15 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable
 
-from tinygrad import Tensor, TinyJit
+import tinygrad
+import tinygrad.codegen as codegen
+import tinygrad.engine.realize as realize
+from tinygrad import Device, Tensor, TinyJit
+from tinygrad.codegen import to_program_config
 from tinygrad.dtype import AddrSpace
 from tinygrad.engine.jit import CapturedJit, _prepare_jit_inputs, _TinyJit
 from tinygrad.engine.realize import get_call_arg_uops, get_call_outs_ins
-from tinygrad.helpers import JIT
+from tinygrad.helpers import BEAM, JIT, JIT_BATCH_SIZE, getenv
 from tinygrad.uop.ops import Ops, UOp, buffers
 
 FORMAT = 1                                # bump when the layout of an entry changes
@@ -94,9 +100,6 @@ def environment() -> dict:
     """What every entry depends on besides its own key (computed once per process, ~0.1 s)."""
     global _ENV
     if _ENV is None:
-        import importlib.metadata
-
-        import tinygrad
         flags = model = ""
         try:
             for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -126,9 +129,6 @@ def code_sha() -> str:
 
 def codegen_settings() -> dict:
     """The tinygrad settings that change generated kernels or how a step is captured."""
-    from tinygrad import Device
-    from tinygrad.codegen import to_program_config
-    from tinygrad.helpers import BEAM, JIT_BATCH_SIZE, getenv
     dev = Device[Device.DEFAULT]
     graph = dev.graph.func if hasattr(dev.graph, "func") else dev.graph
     return {"device": Device.DEFAULT, "renderer": type(dev.renderer).__name__, "target": repr(dev.renderer.target),
@@ -304,14 +304,11 @@ def tuned_state() -> str:
 
 
 def store() -> ProgramStore | None:
-    import tinygrad.codegen as codegen
     return codegen.to_program_cache if isinstance(codegen.to_program_cache, ProgramStore) else None
 
 
 def enable() -> bool:
     """Back tinygrad's kernel cache with `$ZP_CACHE/programs` (idempotent). False when the cache is off."""
-    import tinygrad.codegen as codegen
-    import tinygrad.engine.realize as realize
     root = cache_root()
     with _lock:
         cur = codegen.to_program_cache
@@ -425,7 +422,6 @@ def _ensure_rng() -> None:
     """Create tinygrad's random-number state before a step is captured or loaded. Made lazily inside a capture
     (dropout's first draw), its initial copy would be captured too and replayed every call, resetting the counter;
     made here, it is state like any other and bound by name. The values are those tinygrad would make anyway."""
-    from tinygrad import Device
     dev = Device.DEFAULT
     if dev not in Tensor._device_seeds:
         Tensor._next_counter(dev, 0)
@@ -440,6 +436,20 @@ def _rng_bindings() -> dict[str, Tensor]:
     for dev, t in Tensor._device_rng_counters.items():
         out[f"tinygrad.rng.counter.{dev}"] = t
     return out
+
+
+def _step_info(source: str | None, *, first_call_s: float | None = None, entry: str | None = None,
+               bytes: int | None = None, capture_s: float | None = None, reason: str | None = None) -> dict:
+    """What one captured step did in this process, with the same keys whatever happened (evidence readers and the
+    evidence-key snapshots rely on that). source: "cache" (loaded), "compiled" (captured here), "cache off" or
+    None (not called yet); first_call_s: load and first replay, or capture; entry: the cache folder it came from or
+    went to (None: not stored, see reason); capture_s: how long capturing it took (in the process that stored it)."""
+    return {"source": source, "first_call_s": _round(first_call_s), "entry": entry, "bytes": bytes,
+            "capture_s": _round(capture_s), "reason": reason}
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 4)
 
 
 class PersistentJit:
@@ -457,7 +467,7 @@ class PersistentJit:
         self.jit: _TinyJit = TinyJit(fxn)
         self.jit.cnt = 1
         self.looked = False
-        self.info: dict = {"source": None}
+        self.info: dict = _step_info(None)
 
     @property
     def captured(self) -> CapturedJit | None:
@@ -486,7 +496,7 @@ class PersistentJit:
         if not self.looked:
             self.looked = True
             t0 = time.perf_counter()
-            cap = self._load(key)
+            cap, size = self._load(key)
             if cap is not None and _input_info(args, kwargs) != (cap.expected_names, cap.expected_input_info):
                 notice(f"step {self.name}: the stored capture expects other inputs; compiling it again")
                 cap = None
@@ -500,15 +510,15 @@ class PersistentJit:
                            "compiling it again")
                 else:
                     self.jit = jit
-                    self.info = {"source": "cache", "load_and_first_call_s": round(time.perf_counter() - t0, 4),
-                                 "entry": self._folder(key).name, "cold_capture_s": self._manifest_field(key, "capture_s")}
+                    self.info = _step_info("cache", first_call_s=time.perf_counter() - t0, entry=self._folder(key).name,
+                                           bytes=size, capture_s=self._manifest_field(key, "capture_s"))
                     STATS["jit"][self.name] = self.info
                     return ret
         before = weakref.WeakSet(list(buffers.keys()))
         t0 = time.perf_counter()
         ret = self.jit(*args, **kwargs)
         capture_s = time.perf_counter() - t0
-        self.info = {"source": "compiled", "capture_s": round(capture_s, 4)}
+        self.info = _step_info("compiled", first_call_s=capture_s, capture_s=capture_s)
         if self.jit.captured is not None:
             self.info.update(self._save(key, before, capture_s))
         STATS["jit"][self.name] = self.info
@@ -520,21 +530,22 @@ class PersistentJit:
         except (OSError, ValueError):
             return None
 
-    def _load(self, key: dict) -> CapturedJit | None:
+    def _load(self, key: dict) -> tuple[CapturedJit | None, int | None]:
+        """(the stored capture, its payload's size), or (None, None) when there is none or it is refused."""
         folder = self._folder(key)
         try:
             got = read_entry(folder, key)
             if got is None:
-                return None
+                return None, None
             cap = _Loader(io.BytesIO(got[1]), self._bindings()).load()
             if not isinstance(cap, CapturedJit):
                 raise Rejected("payload is not a captured step")
-            return cap
+            return cap, len(got[1])
         except Rejected as e:
             notice(f"step {self.name} ({folder.name}): {e}; compiling it again")
         except Exception as e:
             notice(f"step {self.name} ({folder.name}): payload does not load ({type(e).__name__}: {e}); compiling it again")
-        return None
+        return None, None
 
     def _save(self, key: dict, before, capture_s: float) -> dict:
         cap = self.jit.captured
@@ -549,13 +560,13 @@ class PersistentJit:
                 _Saver(f, named).dump(cap)
                 folder = write_entry(self._folder(key), key, f.getvalue(), capture_s=round(capture_s, 4),
                                      kernels=len(cap._linear.src))
-                return {"saved": folder.name, "bytes": len(f.getvalue())}
+                return {"entry": folder.name, "bytes": len(f.getvalue())}
             except Rejected as e:
                 reason = str(e)
             except Exception as e:
                 reason = f"{type(e).__name__}: {e}"
         notice(f"step {self.name} is not cached: {reason}")
-        return {"saved": None, "reason": reason}
+        return {"entry": None, "reason": reason}
 
 
 def inventory(verify: bool = False) -> dict:
@@ -583,7 +594,6 @@ def inventory(verify: bool = False) -> dict:
 
 def clear(kinds: tuple[str, ...] = ("programs", "jit"), only_bad: bool = False) -> dict:
     """Remove whole stores (tuned kernels and tune records only when asked: they cost a search to rebuild)."""
-    import shutil
     root = cache_root()
     if root is None:
         return {"removed": [], "reason": "ZP_CACHE=off"}

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
-from tinygrad import Tensor, TinyJit, dtypes
+from tinygrad import Device, Tensor, TinyJit, dtypes
 from tinygrad.device import Buffer
 from tinygrad.dtype import _from_np_dtype, _to_np_dtype
 from tinygrad.helpers import Context
@@ -86,7 +86,6 @@ def compute_dtype(precision: str):
 
 def precision_context(precision: str) -> Context:
     """Context to build kernels in: bf16 on the CPU device goes through emulation (clang 14 lacks __bf16)."""
-    from tinygrad import Device
     if precision == "bf16" and Device.DEFAULT.split(":")[0] == "CPU":
         return Context(EMULATED_DTYPES="bfloat16")
     return Context()
@@ -283,7 +282,7 @@ class Trainer:
             for b in batches:
                 vals.append(float(fn(*[fresh(x) for x in b]).item()))
         if not vals:
-            raise ZeropointError("no validation batches: raise data.val_fraction or lower seq_len")
+            raise ZeropointError("eval_loss got no batches: the validation split is empty (make it larger in the recipe's data section)")
         return float(np.mean(vals))
 
     # ---- state for checkpoints -------------------------------------------------------------------------

@@ -8,13 +8,27 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from pathlib import Path
 
+import numpy as np
+from tinygrad import TinyJit
+
+from ..checkpoint import latest_valid, load_checkpoint
+from ..clock import utcnow
+from ..data import assets
+from ..data.images import load_idx_pair, normalize, resize
 from ..errors import ZeropointError
+from ..evidence import start_run
 from ..hashing import canonical_json, sha256_file, sha256_json, sha256_tree
+from ..models.llm import open_lm
+from ..models.vit import ViTConfig, apply_batched, to_tensors, vit_forward
+from ..scope import require_real_compute
 from ..workspace import atomic_write_text, workspace
 from . import metrics as M
+from . import vision
+from .heldout import build_heldout_task
 from .scoring import LMScorer
 from .tasks import Task, load_task
 
@@ -30,7 +44,6 @@ def model_identity(ref: str) -> dict:
     """What exactly was evaluated: the file or directory behind `ref` and its SHA-256."""
     p = Path(ref)
     if not p.exists():
-        from ..data import assets
         named = {"smollm2-135m": assets.smollm2_gguf, "smollm2-135m-instruct": assets.smollm2_gguf}
         if ref in named:
             p = named[ref]()
@@ -40,13 +53,6 @@ def model_identity(ref: str) -> dict:
         digest, files = sha256_tree(p)
         return {"ref": ref, "path": str(p.resolve()), "sha256": digest, "kind": "dir", "files": len(files)}
     return {"ref": ref, "path": None, "sha256": None, "kind": "unknown"}
-
-
-def load_lm(ref: str):
-    """(model, tokenizer): a named model, .gguf, HF directory, or a finetune checkpoint (verified, LoRA merged)."""
-    from ..loading import load_lm as open_lm   # named model, .gguf, HF dir, or a verified finetune checkpoint
-    model, _cfg, tok, _ = open_lm(ref)
-    return model, tok
 
 
 # ---- one task ----------------------------------------------------------------------------------------------
@@ -163,7 +169,6 @@ def load_results(eval_id_or_path: str) -> dict:
 
 def _materialise(task_ref: str) -> str:
     if task_ref.startswith("heldout:"):
-        from .heldout import build_heldout_task
         return str(build_heldout_task(task_ref))
     return task_ref
 
@@ -176,8 +181,6 @@ def run_eval(model_ref: str, task_refs: list[str], *, limit=None, batch_size: in
 
     `model`/`tokenizer`/`scorer` let a caller reuse a loaded model; `model_info` then says what it really is
     (e.g. a perturbed copy), so the recorded identity never claims the file on disk when it was not that."""
-    from ..evidence import start_run, utcnow
-    from ..scope import require_real_compute
     if not task_refs:
         raise EvalError("no tasks given; pass --task NAME_OR_FILE (shipped: mmlu_dev, fashion_mnist, "
                         "heldout:DATASET, heldout:run:RUN_ID, or an lm-eval task YAML)")
@@ -201,7 +204,8 @@ def run_eval(model_ref: str, task_refs: list[str], *, limit=None, batch_size: in
         if tasks:
             if scorer is None:
                 if model is None:
-                    model, tokenizer = load_lm(model_ref)
+                    lm = open_lm(model_ref)   # named model, .gguf, HF dir, or a verified finetune checkpoint
+                    model, tokenizer = lm.model, lm.tokenizer
                 scorer = LMScorer(model, tokenizer, max_length=max_length, batch_size=batch_size)
             for task in tasks:
                 t1 = time.time()
@@ -238,7 +242,6 @@ def _write_samples(path: Path, samples: list[dict]) -> None:
 
 def _vit_checkpoint(ref: str) -> Path:
     """A ViT checkpoint step dir, or the newest verified one under a run dir / checkpoints dir."""
-    from ..checkpoint import latest_valid
     p = Path(ref)
     if (p / "manifest.json").is_file():
         return p
@@ -254,14 +257,7 @@ def _vit_checkpoint(ref: str) -> Path:
 def run_vision_task(name: str, model_ref: str, limit=None, batch_size: int = 64):
     """Fashion-MNIST test split (10,000 images) through a vit_classify checkpoint: top-1/top-5 with the vision
     package's metric functions, the checkpoint's own normalisation and class names."""
-    import numpy as np
-    from tinygrad import Tensor, TinyJit
 
-    from ..checkpoint import load_checkpoint
-    from ..data import assets
-    from ..data.images import load_idx_pair, normalize, resize
-    from ..models.vit import ViTConfig, apply_batched, to_tensors, vit_forward
-    from . import vision
     ck_path = _vit_checkpoint(model_ref)
     ck = load_checkpoint(ck_path)
     if "vit_config.json" not in ck.extra:
@@ -296,7 +292,6 @@ def run_vision_task(name: str, model_ref: str, limit=None, batch_size: int = 64)
 
 def save_baseline(eval_id: str, name: str) -> Path:
     """Pin an eval's results as a named baseline for `drift check` (copied, with its hash)."""
-    import re
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name):
         raise EvalError(f"baseline name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
     res = load_results(eval_id)

@@ -11,7 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..data.text import read_documents, split_documents
 from ..errors import ConfigError
+from ..evidence import load_run
+from ..governance.audit import default_actor
+from ..governance.gate import read_verified, require_approved
 from ..hashing import sha256_json
 from ..workspace import atomic_write_text, workspace
 
@@ -25,7 +29,6 @@ def parse_spec(spec: str) -> dict:
     if parts[1] == "run":
         if len(parts) != 3:
             raise ConfigError(f"bad held-out task {spec!r}; use heldout:run:RUN_ID")
-        from ..evidence import load_run
         cfg = load_run(parts[2]).record.get("config") or {}
         data, train = cfg.get("data") or {}, cfg.get("train") or {}
         if not data.get("datasets"):
@@ -44,9 +47,6 @@ def parse_spec(spec: str) -> dict:
 
 def build_heldout_task(spec: str) -> Path:
     """Materialise the held-out split as JSONL + task YAML under evals/_tasks/; returns the YAML path."""
-    from ..data.text import read_documents, split_documents
-    from ..governance.audit import default_actor
-    from ..governance.gate import read_verified, require_approved
     s = parse_spec(spec)
     records = require_approved(s["datasets"], actor=default_actor(), purpose="eval:heldout", run_id=s.get("run_id"))
     by_path = {f["path"]: f for rec in records for f in rec.get("files", [])}

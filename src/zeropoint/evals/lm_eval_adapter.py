@@ -10,8 +10,8 @@ same `LMScorer` the harness uses. Usage:
 """
 from __future__ import annotations
 
-from lm_eval.api.model import TemplateLM
 from lm_eval import utils as lm_utils
+from lm_eval.api.model import TemplateLM
 
 from .scoring import LMScorer, prefix_token_id, special_id
 

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from ..errors import ZeropointError
+from ..workspace import atomic_write_text
 
 SHIPPED = Path(__file__).parent / "tasks" / "data" / "mmlu_dev.jsonl"
 _OPTION = re.compile(r"\(([A-J])\)")
@@ -53,7 +54,6 @@ def parse_cot_prompts(path: Path) -> list[dict]:
 
 
 def build_jsonl(src: Path, dest: Path = SHIPPED) -> int:
-    from ..workspace import atomic_write_text
     recs = parse_cot_prompts(src)
     atomic_write_text(dest, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in recs))
     return len(recs)

@@ -13,11 +13,17 @@
 """
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from tinygrad import Device, Tensor, TinyJit, dtypes
 
+from ..engine.jitcache import PersistentJit
+from ..engine.trainer import device_array
+from ..models.generate import generate
+from ..models.llama import Llama, bound_tensors, cache_key
 
 
 def _bucket(n: int, lo: int) -> int:
@@ -108,7 +114,6 @@ class LMScorer:
         compiled per shape, so shapes are bucketed (powers of two) and each bucket is captured once."""
         key = (B, T, W, K)
         if key not in self._jits:
-            from tinygrad import Tensor, dtypes
             model = self.model
             split = hasattr(model, "hidden") and hasattr(model, "logits_from_hidden")
 
@@ -131,10 +136,6 @@ class LMScorer:
     def _jit(self, fwd, shape: tuple):
         """Our Llama's forwards are stored under $ZP_CACHE (engine/jitcache.py), so the next process that scores
         with the same model and shapes replays them without compiling; other models get a plain TinyJit."""
-        from tinygrad import TinyJit
-
-        from ..engine.jitcache import PersistentJit
-        from ..models.llama import Llama, bound_tensors, cache_key
         if not isinstance(self.model, Llama):
             return TinyJit(fwd)
         B, T, W, K = shape
@@ -150,8 +151,6 @@ class LMScorer:
             return
         for k in stale:
             del self._jits[k]
-        import gc
-        from tinygrad import Device
         gc.collect()
         alloc = getattr(Device[Device.DEFAULT], "allocator", None)
         if hasattr(alloc, "free_cache"):
@@ -161,7 +160,6 @@ class LMScorer:
         """Run one right-padded batch and read only the last W positions of each row (the ones that predict
         continuation tokens): their log-probs of the next input token, their argmax, and at the final
         position the log-probs of every requested last token."""
-        from ..engine.trainer import device_array
         n_rows = len(rows)
         # a short last batch (or a small task) runs at the next power of two rows, not at batch_size: padding rows
         # cost as much compute as real ones, and on a CPU the forward, not the compile, is what takes the time
@@ -256,7 +254,6 @@ class LMScorer:
             stops.append(self.tok.decode([eos]))
         ids = self.tok.encode(context, add_bos=False)[-(self.max_length - max_gen_toks):]
         if hasattr(self.model, "make_cache") and hasattr(self.model, "cfg"):
-            from ..models.generate import generate
 
             class _Stop(Exception):
                 pass
@@ -273,7 +270,6 @@ class LMScorer:
             except _Stop:
                 text = "".join(pieces)
         else:
-            from tinygrad import Tensor
             gen: list[int] = []
             for _ in range(max_gen_toks):
                 seq = ids + gen

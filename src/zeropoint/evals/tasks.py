@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from jinja2 import BaseLoader, Environment, StrictUndefined, TemplateError
 
 from ..errors import ConfigError
 from ..hashing import sha256_file
@@ -36,7 +37,6 @@ FEWSHOT_SEED = 1234
 
 
 def _jinja_env():
-    from jinja2 import BaseLoader, Environment, StrictUndefined
     env = Environment(loader=BaseLoader, undefined=StrictUndefined, keep_trailing_newline=True)
     env.filters["regex_replace"] = lambda s, pattern, repl, count=0: re.sub(pattern, repl, s, count=count)
     return env
@@ -48,7 +48,6 @@ _ENV = None
 def render(template: str, doc: dict) -> str:
     global _ENV
     _ENV = _ENV or _jinja_env()
-    from jinja2 import TemplateError
     try:
         return _ENV.from_string(template).render(**doc)
     except TemplateError as e:

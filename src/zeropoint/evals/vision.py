@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
 from ..errors import ZeropointError
@@ -52,9 +54,7 @@ def per_class_accuracy(cm: np.ndarray, classes: list[str]) -> dict[str, float | 
 
 def save_confusion_png(cm: np.ndarray, classes: list[str], path: Path | str, title: str = "confusion matrix") -> Path:
     """Row-normalised heat map with counts in the cells; written atomically."""
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     n = len(classes)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(max(4, 0.6 * n + 2), max(4, 0.6 * n + 1.5)), dpi=100)

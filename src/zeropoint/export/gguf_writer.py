@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ZeropointError
+from ..models.gguf import gguf_name, permute_rope
+from ..models.llama import rope_inv_freq
+from .quant import quantize_q8_0
 
 ALIGN = 32
 GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}
@@ -27,33 +30,8 @@ FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7}       # llama.cpp's LLAMA_FTYPE_ALL
 # value types of GGUF metadata
 U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = range(13)
 
-# HF name -> GGUF name (the inverse of models/gguf.py's table)
-_LAYER = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-          "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-          "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
-_TOP = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-        "lm_head.weight": "output.weight"}
-
-
 class GGUFWriteError(ZeropointError):
     pass
-
-
-def gguf_name(hf: str) -> str:
-    if hf in _TOP:
-        return _TOP[hf]
-    parts = hf.split(".")
-    if len(parts) >= 5 and parts[0] == "model" and parts[1] == "layers":
-        key = ".".join(parts[3:-1])
-        if key in _LAYER:
-            return f"blk.{parts[2]}.{_LAYER[key]}.weight"
-    raise GGUFWriteError(f"no GGUF name for tensor {hf!r}; only Llama-family HF names are supported")
-
-
-def permute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
-    """HF rotate_half rows -> llama.cpp interleaved-pair rows, per head (what convert_hf_to_gguf.py does)."""
-    out, dim = w.shape
-    return w.reshape(n_heads, 2, out // n_heads // 2, dim).swapaxes(1, 2).reshape(out, dim)
 
 
 def q8_0_bytes(d: np.ndarray, q: np.ndarray) -> bytes:
@@ -65,12 +43,6 @@ def q8_0_bytes(d: np.ndarray, q: np.ndarray) -> bytes:
     return blocks.tobytes()
 
 
-def quantize_q8_0(w: np.ndarray, hessian: np.ndarray | None = None) -> bytes:
-    """Q8_0 blocks of a 2-D weight along its last (input) axis (see `export.quant.quantize_q8_0`)."""
-    from .quant import quantize_q8_0 as q8
-    return q8_0_bytes(*q8(np.asarray(w, np.float32), hessian))
-
-
 def _tensor_bytes(w: np.ndarray, ttype: str, hessian: np.ndarray | None = None) -> tuple[bytes, int]:
     if ttype == "f32" or w.ndim == 1:
         return np.ascontiguousarray(w, np.float32).tobytes(), GGML_TYPES["f32"]
@@ -79,7 +51,7 @@ def _tensor_bytes(w: np.ndarray, ttype: str, hessian: np.ndarray | None = None) 
     if ttype == "q8_0":
         if w.shape[-1] % 32:
             return np.ascontiguousarray(w, np.float16).tobytes(), GGML_TYPES["f16"]   # as llama.cpp: fall back
-        return quantize_q8_0(w, hessian), GGML_TYPES["q8_0"]
+        return q8_0_bytes(*quantize_q8_0(np.asarray(w, np.float32), hessian)), GGML_TYPES["q8_0"]
     raise GGUFWriteError(f"unknown GGUF tensor type {ttype!r}; choose f32, f16 or q8_0")
 
 
@@ -187,7 +159,6 @@ def write_llama_gguf(cfg, weights: dict[str, np.ndarray], tok_meta: dict, path: 
         if kind == "linear":
             kvs += [_kv(f"{a}.rope.scaling.type", "linear"), _kv(f"{a}.rope.scaling.factor", float(cfg.rope_scaling["factor"]), F32)]
         elif kind == "llama3":   # llama.cpp carries llama3 scaling as per-frequency divisors in rope_freqs.weight
-            from ..models.llama import rope_inv_freq
             plain, scaled = rope_inv_freq(cfg.head_dim, cfg.rope_theta, None), rope_inv_freq(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
             extra_tensors["rope_freqs.weight"] = (plain / scaled).astype(np.float32)
         else:
@@ -200,13 +171,16 @@ def write_llama_gguf(cfg, weights: dict[str, np.ndarray], tok_meta: dict, path: 
             progress(i, len(weights))
         if hf == "lm_head.weight" and cfg.tie_embeddings:
             continue
+        name = gguf_name(hf)
+        if name is None:
+            raise GGUFWriteError(f"no GGUF name for tensor {hf!r}; only Llama-family HF names are supported")
         w = np.asarray(w, np.float32)
         if hf.endswith("q_proj.weight"):       # a row permutation: the input-channel Hessian is unchanged
             w = permute_rope(w, cfg.n_heads)
         elif hf.endswith("k_proj.weight"):
             w = permute_rope(w, cfg.n_kv_heads)
         data, t = _tensor_bytes(w, tensor_type, (hessians or {}).get(hf))
-        tensors.append((gguf_name(hf), tuple(reversed(w.shape)), t, data))
+        tensors.append((name, tuple(reversed(w.shape)), t, data))
     for n, w in extra_tensors.items():
         tensors.append((n, tuple(reversed(w.shape)), 0, w.tobytes()))
 

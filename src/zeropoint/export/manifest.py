@@ -81,7 +81,3 @@ def verify_manifest(export_dir: str | Path) -> dict:
         if p.stat().st_size != e["size"] or sha256_file(p) != e["sha256"]:
             raise ZeropointError(f"export file {p} does not match its manifest hash (modified or truncated); export again")
     return man
-
-
-def utcnow_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")

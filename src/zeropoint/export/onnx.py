@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import ZeropointError
+from ..models.llama import _rope_tables_np
 
 OPSET = 17
 IR_VERSION = 8            # the IR that opset 17 shipped with: every onnxruntime since 1.13 reads it
@@ -25,14 +28,6 @@ EXTERNAL_DATA_BYTES = 2 * 1024**3 - 64 * 1024**2   # protobuf's 2 GiB cap, less 
 
 class ExportError(ZeropointError):
     pass
-
-
-def _onnx():
-    try:
-        import onnx
-        return onnx
-    except ImportError:
-        raise ExportError("the `onnx` package is not installed; pip install onnx==1.23.2 (and onnxruntime==1.32.0)") from None
 
 
 @dataclass
@@ -51,7 +46,6 @@ class Graph:
         return self.init(f"c{self.n}", np.asarray(value, dtype=dtype))
 
     def op(self, op_type: str, *inputs: str, outs: int = 1, **attrs):
-        from onnx import helper
         self.n += 1
         names = [f"{op_type.lower()}_{self.n}" + (f"_{i}" if outs > 1 else "") for i in range(outs)]
         self.nodes.append(helper.make_node(op_type, list(inputs), names, name=f"n{self.n}_{op_type}", **attrs))
@@ -94,7 +88,6 @@ class Graph:
         return self.op("Where", self.op("Greater", j, i), self.const(-np.inf, np.float32), self.const(0.0, np.float32))
 
     def model(self, inputs: list, outputs: list, name: str, doc: str = "", metadata: dict | None = None):
-        from onnx import helper, numpy_helper
         inits = [numpy_helper.from_array(a, n) for n, a in self.inits.items()]
         graph = helper.make_graph(self.nodes, name, inputs, outputs, initializer=inits, doc_string=doc)
         m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="zeropoint",
@@ -114,7 +107,6 @@ def _dims(batch: int | None, seq_len: int | None):
 def save_model(model, path: str | Path, nbytes: int) -> list[Path]:
     """Write the model (external data past the 2 GB protobuf limit) and run the full checker on the file.
     Returns every file written."""
-    onnx = _onnx()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     files = [path]
@@ -131,7 +123,6 @@ def save_model(model, path: str | Path, nbytes: int) -> list[Path]:
 
 def check(path: str | Path) -> None:
     """onnx.checker with full_check (strict shape inference); by path, so external data is fine too."""
-    onnx = _onnx()
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as e:  # onnx raises ValidationError / InferenceError subclasses
@@ -143,8 +134,7 @@ def llama_graph(cfg, weights: dict[str, np.ndarray], seq_len: int | None = None,
     """Prefill graph: input_ids int64 (B, T) -> logits fp32 (B, T, V), positions 0..T-1, causal attention.
 
     `weights` are HF-named fp32 arrays (LoRA already merged). seq_len/batch None = dynamic axis."""
-    from ..models.llama import _rope_tables_np
-    H, KV, hd, D = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.dim
+    H, KV, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     max_len = cfg.max_seq_len if seq_len is None else seq_len
     g = Graph()
     W = lambda k: np.asarray(weights[k], np.float32)  # noqa: E731
@@ -197,14 +187,12 @@ def llama_graph(cfg, weights: dict[str, np.ndarray], seq_len: int | None = None,
 
 
 def _node(op, inputs, outputs, **attrs):
-    from onnx import helper
     return helper.make_node(op, inputs, outputs, name=f"{outputs[0]}_{op}", **attrs)
 
 
 def write_llama_onnx(cfg, weights: dict[str, np.ndarray], path: str | Path, seq_len: int | None = None,
                      batch: int | None = None, metadata: dict | None = None) -> dict:
     """Write the Llama prefill graph; returns {"files", "opset", "seq_axis", "nbytes"}."""
-    from onnx import TensorProto, helper
     if seq_len is not None and seq_len > cfg.max_seq_len:
         raise ExportError(f"seq_len {seq_len} exceeds the model's max_seq_len {cfg.max_seq_len}; pick a smaller --seq-len")
     g = llama_graph(cfg, weights, seq_len, batch)
@@ -258,7 +246,6 @@ def vit_features_graph(g: Graph, cfg, p: dict, images: str, prefix: str = "") ->
 
 def write_vit_onnx(cfg, params: dict[str, np.ndarray], path: str | Path, metadata: dict | None = None) -> dict:
     """images fp32 (B, C, H, W), already normalised -> logits fp32 (B, num_classes)."""
-    from onnx import TensorProto, helper
     if not cfg.num_classes:
         raise ExportError("this ViT config has num_classes=0 (a backbone); export it as part of a CLIP model")
     g = Graph()
@@ -272,25 +259,9 @@ def write_vit_onnx(cfg, params: dict[str, np.ndarray], path: str | Path, metadat
     return {"files": [str(f) for f in files], "opset": OPSET, "nbytes": g.nbytes()}
 
 
-def corrupt_transpose(path: str | Path, out: str | Path, name_contains: str = "o_proj") -> str:
-    """Write a copy of an exported graph with one square weight transposed: the classic exporter bug that still
-    passes every shape check. Used to prove parity catches it. Returns the corrupted initializer's name."""
-    onnx = _onnx()
-    from onnx import numpy_helper
-    m = onnx.load(str(path))
-    for init in m.graph.initializer:
-        a = numpy_helper.to_array(init)
-        if name_contains in init.name and a.ndim == 2 and a.shape[0] == a.shape[1]:
-            init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(a.T), init.name))
-            onnx.save_model(m, str(out))
-            return init.name
-    raise ExportError(f"no square 2-D initializer whose name contains {name_contains!r} in {path}")
-
-
 def write_clip_onnx(cfg, params: dict[str, np.ndarray], path: str | Path, metadata: dict | None = None) -> dict:
     """Both CLIP towers in one graph: images (B, 3, H, W) and input_ids (B, T) -> image_embeds, text_embeds
     (B, embed_dim), projected and not normalised, exactly `clip.encode_image` / `clip.encode_text`."""
-    from onnx import TensorProto, helper
     g, t = Graph(), cfg.text
     f32 = lambda k: np.asarray(params[k], np.float32)  # noqa: E731
     img = vit_features_graph(g, cfg.vision, params, "images", prefix="visual.")

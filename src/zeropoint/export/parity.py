@@ -18,8 +18,13 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import onnxruntime as ort
+from tinygrad import Tensor
+from tinygrad.nn.onnx import OnnxRunner
 
+from ..data.assets import fashion_mnist_dir, sotu_dir
 from ..errors import ZeropointError
+from .formats import EXPORT_FORMATS
 
 
 class ParityError(ZeropointError):
@@ -40,15 +45,16 @@ INT8_GATE = Gate("int8", max_abs=None, min_top1=0.99, max_metric_rel=0.02)
 
 
 def default_parity_seqs(fmt: str) -> int:
-    """Held-out sequences (of 64 tokens) parity uses by default. A quantized artifact's gate is a rate: on 512
-    tokens a 99% top-1 gate has a standard error of 0.44%, and SmolLM2's int8 export measured 99.22% there but
-    98.66% on 4096 tokens; 64 sequences (4096 tokens) put the error at 0.16%. Exact gates need no more than 8."""
+    """Held-out sequences (of 64 tokens) parity uses by default. A quantized artifact's gate is a rate, so it
+    needs 64 sequences (4096 tokens; why: docs/export.md, "How many tokens a quantized gate needs"); exact gates
+    need no more than 8."""
     return 64 if gate_for(fmt) is INT8_GATE else 8
 
 
 def gate_for(fmt: str) -> Gate:
-    return {"onnx": FP32_GATE, "hf": FP32_GATE, "gguf": GGUF_F32_GATE, "gguf-f16": INT8_GATE,
-            "onnx-int8": INT8_GATE, "onnx-int8-wo": INT8_GATE, "gguf-q8_0": INT8_GATE, "int8": INT8_GATE}[fmt]
+    if EXPORT_FORMATS[fmt].quantized:
+        return INT8_GATE
+    return GGUF_F32_GATE if fmt == "gguf" else FP32_GATE
 
 
 # ---- metrics ------------------------------------------------------------------------------------------------
@@ -143,7 +149,6 @@ HELD_OUT_SPEECHES = ("2019_donald_j_trump_r.txt", "2020_donald_j_trump_r.txt", "
 def sotu_tokens(tok, n_seq: int = 4, seq_len: int = 32) -> tuple[np.ndarray, dict]:
     """(n_seq, seq_len) int64 windows of real State of the Union text (the newest speeches, held out from the
     finetune corpora that use the older ones), non-overlapping, from the start of each speech's text."""
-    from ..data.assets import sotu_dir
     d = sotu_dir()
     ids: list[int] = []
     used = []
@@ -166,7 +171,6 @@ CALIBRATION_SPEECHES = ("2015_barack_obama_d.txt", "2016_barack_obama_d.txt", "2
 
 def calibration_tokens(tok, n_seq: int = 8, seq_len: int = 64) -> tuple[np.ndarray, dict]:
     """(n_seq, seq_len) windows spread over the calibration speeches (never the parity text)."""
-    from ..data.assets import sotu_dir
     d, per = sotu_dir(), -(-n_seq // len(CALIBRATION_SPEECHES))
     rows, used = [], []
     for name in CALIBRATION_SPEECHES:
@@ -185,7 +189,6 @@ FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530
 
 def fashion_mnist_images(n: int = 32) -> tuple[np.ndarray, np.ndarray, dict]:
     """First n Fashion-MNIST test images as (n, 1, 28, 28) fp32, normalised with the dataset mean/std, + labels."""
-    from ..data.assets import fashion_mnist_dir
     d = fashion_mnist_dir()
     with gzip.open(d / "t10k-images-idx3-ubyte.gz", "rb") as f:
         raw = np.frombuffer(f.read(), np.uint8, offset=16)
@@ -198,10 +201,6 @@ def fashion_mnist_images(n: int = 32) -> tuple[np.ndarray, np.ndarray, dict]:
 # ---- runtimes -----------------------------------------------------------------------------------------------
 def run_onnxruntime(path: str | Path, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
     """First output of the graph on onnxruntime's CPU provider; -> (output, seconds of the run call)."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ParityError("onnxruntime is not installed; pip install onnxruntime==1.32.0") from None
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
@@ -212,8 +211,6 @@ def run_onnxruntime(path: str | Path, feeds: dict[str, np.ndarray]) -> tuple[np.
 
 def run_onnx_tinygrad(path: str | Path, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
     """The same graph through tinygrad's own ONNX runner (`tinygrad.nn.onnx.OnnxRunner`)."""
-    from tinygrad import Tensor
-    from tinygrad.nn.onnx import OnnxRunner
     runner = OnnxRunner(Path(path))
     t0 = time.perf_counter()
     out = runner({k: Tensor(v) for k, v in feeds.items()})
@@ -222,7 +219,6 @@ def run_onnx_tinygrad(path: str | Path, feeds: dict[str, np.ndarray]) -> tuple[n
 
 
 def llama_logits(model, tokens: np.ndarray) -> np.ndarray:
-    from tinygrad import Tensor
     return model(Tensor(tokens.astype(np.int32))).numpy()
 
 

@@ -9,9 +9,8 @@ Formats: onnx (fp32), onnx-int8 (onnxruntime dynamic int8), onnx-int8-wo (weight
 The reference: an artifact served by tinygrad (gguf, hf, int8) is compared with the original's fp32 tinygrad
 forward, so an identical reload gives 0 difference. An artifact served by another runtime (ONNX on
 onnxruntime) is compared with a float64 numpy evaluation of the original weights (`models.reference`): two fp32
-runtimes each carry their own rounding (measured on SmolLM2-135M over 4 x 32 tokens: tinygrad fp32 is 1.9e-4
-from float64, onnxruntime 9.4e-5, and the two 1.4e-4 apart), so gating one fp32 runtime against the other would
-charge the reference's rounding to the export. The report carries the original's own error against the oracle
+runtimes each carry their own rounding (docs/export.md has the figures), so gating one fp32 runtime against the
+other would charge the reference's rounding to the export. The report carries the original's own error against the oracle
 and the artifact's distance to the fp32 original beside the gated figure.
 """
 from __future__ import annotations
@@ -20,18 +19,34 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
+from tinygrad.llm.gguf import gguf_load
 
+from ..clock import utcnow
 from ..errors import ZeropointError
+from ..models.gguf import load_gguf, read_header
+from ..models.hf import load_hf_dir, save_hf_dir
+from ..models.llama import from_weights, param_count, state_dict
+from ..models.reference import forward_batch, linear_input_hessians
 from ..workspace import workspace
 from . import manifest as M
 from . import parity as P
+from .formats import LLM_FORMATS
+from .gguf_writer import tokenizer_metadata, write_llama_gguf
+from .onnx import write_llama_onnx
+from .quant import (
+    GPTQ_DAMP,
+    Q8_0_CODES,
+    load_llama_int8,
+    quantize_onnx_int8,
+    quantize_onnx_int8_weights,
+    save_llama_int8,
+)
 
-LLM_FORMATS = ("onnx", "onnx-int8", "onnx-int8-wo", "int8", "gguf", "gguf-f16", "gguf-q8_0", "hf")
-TINYGRAD_RUNNER_MAX_PARAMS = 50_000_000   # OnnxRunner took 376 s on SmolLM2-135M here: opt-in above this size
+TINYGRAD_RUNNER_MAX_PARAMS = 50_000_000   # OnnxRunner is slow on larger graphs (docs/export.md): opt-in above this
 
 
 def _weights_np(model) -> dict[str, np.ndarray]:
-    from ..models.llama import state_dict
     return {k: v.numpy() for k, v in state_dict(model).items()}
 
 
@@ -46,7 +61,7 @@ def _start(fmt: str, out: str | Path | None, source: dict) -> tuple[str, Path, d
     src = dict(source)
     if src.get("path"):
         src.update(M.source_hash(src["path"]))
-    rec = {"id": eid, "status": "running", "format": fmt, "source": src, "created_at": M.utcnow_iso(),
+    rec = {"id": eid, "status": "running", "format": fmt, "source": src, "created_at": utcnow(),
            "tools": M.tool_versions(), "opset": None, "quantization": None, "parity": None, "files": []}
     M.write_manifest(d, rec)
     return eid, d, rec
@@ -57,7 +72,6 @@ def export_llama(model, cfg, tok, source: dict, fmt: str = "onnx", out: str | Pa
                  gguf_meta: dict | None = None, progress=None) -> dict:
     """Export a Llama (LoRA already merged) and check it. Never raises on a failed gate: the manifest and the
     returned record say `failed` with the reasons; it raises only when the export itself cannot be written."""
-    from ..models.llama import param_count
     step = progress or (lambda msg: None)
     eid, d, rec = _start(fmt, out, source)
     t_all = time.perf_counter()
@@ -72,15 +86,12 @@ def export_llama(model, cfg, tok, source: dict, fmt: str = "onnx", out: str | Pa
             tinygrad_runner = param_count(cfg) <= TINYGRAD_RUNNER_MAX_PARAMS
         t0 = time.perf_counter()
         if fmt.startswith("onnx"):
-            from ..models.reference import forward_batch
-            from .onnx import write_llama_onnx
             step("writing ONNX graph")
             fp32 = d / ("model.onnx" if fmt == "onnx" else "model.fp32.onnx")
             info = write_llama_onnx(cfg, weights, fp32, seq_len=seq_axis, metadata={"zeropoint.export_id": eid})
             rec.update(opset=info["opset"], seq_axis=info["seq_axis"])
             artifact = fp32
             if fmt != "onnx":
-                from .quant import quantize_onnx_int8, quantize_onnx_int8_weights
                 step("quantizing (" + ("onnxruntime dynamic int8" if fmt == "onnx-int8" else "weight-only int8, MatMulNBits") + ")")
                 if fmt == "onnx-int8":
                     q = quantize_onnx_int8(fp32, d / "model.onnx")
@@ -107,7 +118,6 @@ def export_llama(model, cfg, tok, source: dict, fmt: str = "onnx", out: str | Pa
                 rep["skipped_runtimes"] = {"tinygrad-onnx-runner": f"model has over {TINYGRAD_RUNNER_MAX_PARAMS:,} "
                                            "parameters (minutes on a CPU); pass --tinygrad-runner to include it"}
         elif fmt == "int8":
-            from .quant import load_llama_int8, save_llama_int8
             step("quantizing (weight-only int8 per output row, for tinygrad)")
             artifact = d / "model.int8.safetensors"
             q = save_llama_int8(model, cfg, artifact)
@@ -119,13 +129,9 @@ def export_llama(model, cfg, tok, source: dict, fmt: str = "onnx", out: str | Pa
             rep = P.report(fmt, {"tinygrad-int8": {**P.compare(ref, out, tokens), "run_s": round(time.perf_counter() - t1, 3)}},
                            inputs)
         elif fmt.startswith("gguf"):
-            from ..models.gguf import load_gguf
-            from ..models.llama import from_weights
-            from .gguf_writer import tokenizer_metadata, write_llama_gguf
             ttype = {"gguf": "f32", "gguf-f16": "f16", "gguf-q8_0": "q8_0"}[fmt]
             hessians, cal_src = None, None
             if ttype == "q8_0":
-                from ..models.reference import linear_input_hessians
                 # the same 8192 calibration tokens as onnx-int8-wo (disjoint from the parity text)
                 cal, cal_src = P.calibration_tokens(tok, 128, 64)
                 step(f"calibrating: X^T X of every projection's input on {cal.size} tokens (float64 reference forward)")
@@ -142,7 +148,6 @@ def export_llama(model, cfg, tok, source: dict, fmt: str = "onnx", out: str | Pa
             if ttype == "q8_0":
                 data_free = sorted(k for k, w in weights.items() if w.ndim == 2 and k not in hessians
                                    and not (k == "lm_head.weight" and cfg.tie_embeddings))
-                from .quant import GPTQ_DAMP, Q8_0_CODES
                 rec["quantization"] |= {
                     "scales": f"fp16 d per block of 32 searched over amax/c, c = {Q8_0_CODES[0]}..{Q8_0_CODES[-1]}, "
                               "minimising the block's rounding error weighted by diag(X^T X)",
@@ -153,7 +158,6 @@ def export_llama(model, cfg, tok, source: dict, fmt: str = "onnx", out: str | Pa
             del hessians
             rec["timings_s"]["write"] = round(time.perf_counter() - t0, 3)
             step("parity: reloading with tinygrad's gguf_load and the project's GGUF loader")
-            from tinygrad.llm.gguf import gguf_load
             kv, sd = gguf_load(artifact)
             c2, w2, _ = load_gguf(artifact, max_seq_len=cfg.max_seq_len)
             t1 = time.perf_counter()
@@ -162,8 +166,6 @@ def export_llama(model, cfg, tok, source: dict, fmt: str = "onnx", out: str | Pa
                            inputs)
             rep["tinygrad_gguf_load"] = {"tensors": len(sd), "architecture": kv.get("general.architecture")}
         else:   # hf
-            from ..models.hf import load_hf_dir, save_hf_dir
-            from ..models.llama import from_weights
             step("writing HF safetensors directory")
             artifact = save_hf_dir(weights, cfg, tok, d / "hf")
             rec["timings_s"]["write"] = round(time.perf_counter() - t0, 3)
@@ -182,7 +184,7 @@ def export_llama(model, cfg, tok, source: dict, fmt: str = "onnx", out: str | Pa
         raise
     finally:
         rec["timings_s"] = {**rec.get("timings_s", {}), "total": round(time.perf_counter() - t_all, 3)}
-        rec["ended_at"] = M.utcnow_iso()
+        rec["ended_at"] = utcnow()
         M.write_manifest(d, rec)
     rec["dir"] = str(d)
     return rec
@@ -195,7 +197,6 @@ def artifact_format(p: Path, kind: str) -> str:
     """A bare artifact's export format, hence its default gate, from its contents: a GGUF's tensor types, an ONNX
     graph's quantized ops. (A Q8_0 GGUF held to the F32 gate would fail for being what it was meant to be.)"""
     if kind == "gguf":
-        from ..models.gguf import read_header
         types = {t for _, _, t, _ in read_header(p)[1]}
         if 8 in types:                                     # Q8_0 (our writer keeps norms F32, odd widths F16)
             return "gguf-q8_0"
@@ -204,7 +205,6 @@ def artifact_format(p: Path, kind: str) -> str:
         raise ZeropointError(f"{p} holds GGUF tensor types {sorted(types)}; only F32, F16 and Q8_0 have a default "
                              "gate: pass --format (gguf-q8_0 applies the quantized gate)")
     if kind == "onnx":
-        import onnx
         ops = {n.op_type for n in onnx.load(str(p), load_external_data=False).graph.node}
         return "onnx-int8-wo" if "MatMulNBits" in ops else "onnx-int8" if ops & _ONNX_INT8_OPS else "onnx"
     return kind
@@ -213,7 +213,6 @@ def artifact_format(p: Path, kind: str) -> str:
 def parity_llama(model, tok, exported: str | Path, fmt: str | None = None, n_seq: int | None = None, seq_len: int = 64,
                  tinygrad_runner: bool = False) -> dict:
     """`zpctl parity`: an existing artifact (.onnx, .gguf, HF dir or an export dir) against an original model."""
-    from ..models.llama import from_weights
     p = Path(exported)
     if p.is_dir() and (p / M.MANIFEST).is_file():
         man = M.verify_manifest(p)
@@ -229,7 +228,6 @@ def parity_llama(model, tok, exported: str | Path, fmt: str | None = None, n_seq
     tokens, inputs = P.sotu_tokens(tok, n_seq or P.default_parity_seqs(fmt), seq_len)
     ref = P.llama_logits(model, tokens)
     if kind == "onnx":      # another runtime: gated against the float64 oracle, as in export_llama
-        from ..models.reference import forward_batch
         oracle = forward_batch(_weights_np(model), model.cfg, tokens)
         rep = P.onnx_parity(p, oracle, {"input_ids": tokens}, fmt, tokens=tokens, inputs=inputs,
                             second_runtime=tinygrad_runner and fmt == "onnx", also_vs={"tinygrad_fp32": ref})
@@ -237,12 +235,9 @@ def parity_llama(model, tok, exported: str | Path, fmt: str | None = None, n_seq
                             "original_tinygrad_fp32_vs_reference": P.compare(oracle, ref, tokens)}
         return rep
     if kind == "int8":
-        from .quant import load_llama_int8
         return P.report(fmt, {"tinygrad-int8": P.compare(ref, P.llama_logits(load_llama_int8(p), tokens), tokens)}, inputs)
     if kind == "gguf":
-        from ..models.gguf import load_gguf
         c2, w2, _ = load_gguf(p, max_seq_len=model.cfg.max_seq_len)
         return P.report(fmt, {"zeropoint-gguf-loader": P.compare(ref, P.llama_logits(from_weights(c2, w2), tokens), tokens)}, inputs)
-    from ..models.hf import load_hf_dir
     c2, w2, _ = load_hf_dir(p, max_seq_len=model.cfg.max_seq_len)
     return P.report(fmt, {"zeropoint-hf-loader": P.compare(ref, P.llama_logits(from_weights(c2, w2), tokens), tokens)}, inputs)

@@ -16,22 +16,31 @@
 """
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from safetensors import safe_open
+from safetensors.numpy import save
 from tinygrad import Tensor, dtypes
 
 from ..errors import ZeropointError
+from ..models.llama import Linear, Llama, LlamaConfig, expected_keys, load_weights, state_dict
+from ..workspace import atomic_write_bytes
 
 
 class QuantError(ZeropointError):
     pass
 
 
-# Measured on SmolLM2-135M (4 x 32 SOTU tokens): quantizing every projection gives top-1 48% / ppl +94% (the
-# down_proj inputs carry activation outliers that one uint8 scale per tensor cannot hold); leaving down_proj in
-# fp32 gives 76% / +3.1%. per_channel=True produced garbage logits (cosine -0.03) in onnxruntime 1.32.
+# down_proj's inputs carry activation outliers one uint8 scale per tensor cannot hold: it stays fp32 (figures in
+# docs/export.md, "Measurements behind the defaults")
 DEFAULT_EXCLUDE = ("down_proj",)
 
 
@@ -40,11 +49,6 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path, per_channel: bool = Fal
     """fp32 ONNX -> dynamically quantized int8 ONNX: MatMuls whose weight is an initializer (not attention's
     activation x activation products), except those whose weight name contains an `exclude` entry.
     -> {"files", "quantization"}."""
-    try:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-    except ImportError:
-        raise QuantError("onnxruntime is not installed; pip install onnxruntime==1.32.0") from None
     src, dst = Path(src), Path(dst)
     big = src.with_name(src.name + ".data").exists()
     with tempfile.TemporaryDirectory(dir=dst.parent) as td:
@@ -54,7 +58,6 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path, per_channel: bool = Fal
         # length) after minutes of sympy; ONNX's own shape inference + onnxruntime's optimisation still run
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True, save_as_external_data=big,
                           all_tensors_to_one_file=True, external_data_location="preprocessed.onnx.data")
-        import onnx
         g = onnx.load(str(pre), load_external_data=False).graph
         inits = {i.name for i in g.initializer}
         weight_mm = [n for n in g.node if n.op_type == "MatMul" and n.input[1] in inits]
@@ -92,9 +95,6 @@ def calibration_stats(src: str | Path, names: list[str], tokens: np.ndarray, kee
     named intermediate tensor (the inputs of the MatMuls to quantize) its first `keep_rows` rows as (rows,
     channels) and X^T X over every row (float64; GPTQ's Hessian). Loads its own copy: saving with external data
     rewrites a ModelProto in place, so the caller's graph is never used for this."""
-    import onnx
-    import onnxruntime as ort
-    from onnx import helper
     m = onnx.load(str(src))
     for n in names:
         m.graph.output.append(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None))
@@ -243,17 +243,10 @@ def quantize_onnx_int8_weights(src: str | Path, dst: str | Path, block_size: int
     weight is multiplied by s_k = mean|x_k|^alpha before rounding and the activation by 1/s_k (a Mul node), so the
     channels that carry large activations lose less precision; alpha is picked per MatMul from `alphas` by the
     output error on the calibration activations (alpha 0 = plain rounding, so it never does worse there).
-    Measured on SmolLM2-135M, 512 held-out tokens: top-1 agreement 97.85% -> 99.22% (base), 97.27% -> 98.63%
-    (a LoRA finetune).
 
     With `gptq` (and calibration tokens), the scaled weights are then rounded by GPTQ (`_gptq_q8`) against X^T X of
-    all calibration inputs instead of to nearest. Measured on SmolLM2-135M, 4096 held-out tokens (512 tokens
-    left the 99% gate to luck: the base model's 99.22% above is 98.66% there): AWQ alone 98.66% (base) / 98.83%
-    (LoRA finetune), AWQ + GPTQ with 8192 calibration tokens 99.05% / 99.10% (`zpctl export`, against the float64
-    oracle; the gate allows 40 of 4096 tokens to differ, these differ at 39 and 37: a thin margin, see docs/export.md).
+    all calibration inputs instead of to nearest. What each step buys on SmolLM2-135M: docs/export.md.
     -> {"files", "quantization"}."""
-    import onnx
-    from onnx import helper, numpy_helper
     src, dst = Path(src), Path(dst)
     m = onnx.load(str(src))                                   # loads external data too
     g = m.graph
@@ -363,7 +356,6 @@ PROJ = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_pr
 def quantize_llama_int8(model) -> dict:
     """Replace every attention/MLP projection of a Llama (LoRA merged) with an Int8Linear, in place.
     -> {"quantized": n, "weight_bytes_fp32": ..., "weight_bytes_int8": ...}."""
-    from ..models.llama import Linear
     n, fp32_b, int8_b = 0, 0, 0
     for layer in model.model.layers:
         for owner, names in ((layer.self_attn, PROJ[:4]), (layer.mlp, PROJ[4:])):
@@ -384,10 +376,6 @@ INT8_FILE_FORMAT = "zeropoint-llama-int8/1"
 def save_llama_int8(model, cfg, path: str | Path) -> dict:
     """A Llama (LoRA merged) as one safetensors file: every projection as `<name>.qweight` int8 rows plus
     `<name>.scale` fp32, everything else fp32, the LlamaConfig in the header. Written atomically."""
-    import json
-    from safetensors.numpy import save
-    from ..models.llama import state_dict
-    from ..workspace import atomic_write_bytes
     tensors, n, fp32_b, int8_b = {}, 0, 0, 0
     for k, v in state_dict(model).items():
         a = v.numpy()
@@ -409,9 +397,6 @@ def save_llama_int8(model, cfg, path: str | Path) -> dict:
 
 def load_llama_int8(path: str | Path):
     """The model saved by `save_llama_int8`, its projections as Int8Linear (int8 in memory)."""
-    import json
-    from safetensors import safe_open
-    from ..models.llama import Linear, Llama, LlamaConfig, expected_keys, load_weights
     path = Path(path)
     with safe_open(str(path), framework="numpy") as f:
         meta = f.metadata() or {}

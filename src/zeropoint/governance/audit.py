@@ -13,10 +13,10 @@ one `write` on an O_APPEND descriptor followed by fsync, so a reader never sees 
 from __future__ import annotations
 
 import fcntl
-from collections import deque
 import json
 import os
 import socket
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone

@@ -7,12 +7,21 @@ rules are evaluated again. The use is appended to the audit log.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Callable
 
 from .audit import append_event
-from .manifest import (DatasetChanged, GovernanceError, NotApproved, _check_files, changed_message, evaluate,
-                       files_digest, get_dataset)
+from .manifest import (
+    DatasetChanged,
+    GovernanceError,
+    NotApproved,
+    _check_files,
+    changed_message,
+    evaluate,
+    files_digest,
+    get_dataset,
+)
 from .policy import load_policy, note_policy
 
 
@@ -83,7 +92,6 @@ def require_approved(names: list[str], *, actor: str, purpose: str, run_id: str 
 def read_verified(file_record: dict) -> bytes:
     """Read one gated file and check its SHA-256 on the bytes actually read, closing the gap between the gate's
     check and the recipe's read (a file swapped in between is refused, not trained on)."""
-    import hashlib
     p = Path(file_record["path"])
     try:
         data = p.read_bytes()

@@ -7,7 +7,10 @@ that made it, so a refusal can say exactly why.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
+
+from license_expression import AND, OR, LicenseWithExceptionSymbol, get_license_index, get_spdx_licensing
 
 from ..errors import ZeropointError
 
@@ -30,14 +33,12 @@ class LicenseError(ZeropointError):
 
 @functools.lru_cache(maxsize=1)
 def _licensing():
-    from license_expression import get_spdx_licensing
     return get_spdx_licensing()
 
 
 @functools.lru_cache(maxsize=1)
 def _index() -> dict[str, dict]:
     """SPDX id (lower-case, including aliases) -> ScanCode index entry."""
-    from license_expression import get_license_index
     out = {}
     for e in get_license_index():
         for key in [e.get("spdx_license_key")] + list(e.get("other_spdx_license_keys") or []):
@@ -118,7 +119,6 @@ def _leaf(key: str, lic_policy) -> Decision:
 
 
 def _walk(node, lic_policy) -> Decision:
-    from license_expression import AND, OR, LicenseWithExceptionSymbol
     if isinstance(node, LicenseWithExceptionSymbol):
         # "GPL-2.0-only WITH Classpath-exception-2.0": the exception only relaxes the base license
         return _leaf(node.license_symbol.key, lic_policy)
@@ -142,7 +142,6 @@ def decide(expression: str, lic_policy) -> Decision:
 
 
 def _flags(node) -> dict:
-    from license_expression import AND, OR, LicenseWithExceptionSymbol
     if isinstance(node, LicenseWithExceptionSymbol):
         node = node.license_symbol
     if isinstance(node, (AND, OR)):
@@ -180,7 +179,6 @@ def is_license_text_name(name: str) -> bool:
 def find_phrases(text: str, phrases: list[str]) -> list[str]:
     """Deny phrases present in a license text: case-insensitive, whole words, any run of spaces or hyphens between
     words (so GPL-3.0's "noncommercially" does not count as "noncommercial")."""
-    import re
     out = []
     for p in phrases:
         words = [re.escape(w) for w in re.split(r"[\s\-_]+", p.strip()) if w]
@@ -218,7 +216,6 @@ _TEXT_SIGNATURES = [
 
 def identify_text(text: str) -> list[str]:
     """SPDX ids whose license text this is (or contains), from title lines and fixed phrases."""
-    import re
     norm = re.sub(r"\s+", " ", text[:200_000].lower())
     found = []
     for spdx, sig in _TEXT_SIGNATURES:

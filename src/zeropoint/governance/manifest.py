@@ -11,17 +11,18 @@ import hashlib
 import os
 import re
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import yaml
 
+from ..clock import utcnow
 from ..errors import ZeropointError
 from ..hashing import sha256_json
 from ..workspace import atomic_write_text, workspace
 from . import licenses
 from .audit import append_event, default_actor
+from .pii import iter_files, scan_paths
 from .policy import SOURCE_TYPES, Policy, load_policy, note_policy
 
 # libyaml when present: a manifest of a corpus of many files is megabytes of YAML
@@ -52,10 +53,6 @@ class ApprovalRefused(GovernanceError):
     def __init__(self, message: str, checks: list[dict]):
         super().__init__(message)
         self.checks = checks
-
-
-def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 # ---- manifest file ------------------------------------------------------------------------------------------
@@ -162,7 +159,6 @@ def add_dataset(path: Path | str, name: str, license: str, source_type: str, sou
                 replace: bool = False, actor: str | None = None, progress: Callable[[int], None] | None = None,
                 manifest: Path | str | None = None) -> dict:
     """Register a file or directory: hash every file, count samples, describe the license. Returns the entry."""
-    from .pii import iter_files
     actor = actor or default_actor()
     if not NAME_RE.match(name or ""):
         raise GovernanceError(f"dataset name {name!r} is invalid; use lower-case letters, digits, '.', '_' or '-' "
@@ -211,7 +207,7 @@ def add_dataset(path: Path | str, name: str, license: str, source_type: str, sou
         "sample_count": samples,
         "sample_unit": "records" if all(Path(f["path"]).suffix.lower() in (".jsonl", ".ndjson", ".csv", ".tsv")
                                         for f in files) else "files/records",
-        "added_at": utcnow(), "added_by": actor,
+        "added_at": utcnow("seconds"), "added_by": actor,
         "pii": None,
         "approval": {"status": "pending", "approver": None, "time": None, "policy_version": None,
                      "policy_sha256": None},
@@ -275,7 +271,6 @@ def verify(name: str | None = None, *, actor: str | None = None, progress: Calla
 def scan_dataset(name: str, *, actor: str | None = None, progress: Callable[[int], None] | None = None,
                  keep: int = 50, manifest: Path | str | None = None) -> dict:
     """PII-scan every byte of a dataset, hashing as it reads so the scan is tied to the registered contents."""
-    from .pii import scan_paths
     ds = get_dataset(name, manifest)
     pol, _ = load_policy()
     rep = scan_paths([Path(f["path"]) for f in ds["files"]], keep=keep, progress=progress, hash_it=True)
@@ -285,7 +280,7 @@ def scan_dataset(name: str, *, actor: str | None = None, progress: Callable[[int
         append_event(actor, "dataset_scan", f"dataset:{name}", {"problems": problems[:20]}, "failed")
         raise DatasetChanged(changed_message(name, problems))
     summary = rep.summary(pol)
-    summary.update(scanned_at=utcnow(), dataset_sha256=ds["sha256"], policy_version=pol.version,
+    summary.update(scanned_at=utcnow("seconds"), dataset_sha256=ds["sha256"], policy_version=pol.version,
                    scanner="zeropoint.governance.pii", examples=rep.findings[:keep])
     with _editing(manifest) as m:
         cur = m["datasets"].get(name)
@@ -379,7 +374,7 @@ def approve(name: str, approver: str, *, accept_review: str | None = None, note:
                       "failed": [{"rule": c["rule"], "outcome": c["outcome"], "detail": c["detail"]} for c in failed]},
                      "refused")
         raise ApprovalRefused(f"dataset {name!r} not approved; {len(failed)} rule(s) failed:\n{lines}\n{hint}", checks)
-    approval = {"status": "approved", "approver": approver, "time": utcnow(), "policy_version": pol.version,
+    approval = {"status": "approved", "approver": approver, "time": utcnow("seconds"), "policy_version": pol.version,
                 "policy_sha256": pol.sha256(), "policy_source": src, "dataset_sha256": ds["sha256"],
                 "checks": [{k: c[k] for k in ("rule", "outcome", "detail")} for c in checks],
                 "accepted_review": accept_review if review else None, "note": note}
@@ -403,7 +398,7 @@ def reject(name: str, approver: str, reason: str, *, manifest: Path | str | None
         cur = m["datasets"].get(name)
         if cur is None:
             raise UnknownDataset(f"no dataset {name!r} to reject; see `zpctl data ls`")
-        cur["approval"] = {"status": "rejected", "approver": approver, "time": utcnow(), "reason": reason,
+        cur["approval"] = {"status": "rejected", "approver": approver, "time": utcnow("seconds"), "reason": reason,
                            "policy_version": pol.version, "policy_sha256": pol.sha256(), "dataset_sha256": cur["sha256"]}
         rec = cur["approval"]
     append_event(approver, "dataset_reject", f"dataset:{name}", {"sha256": rec["dataset_sha256"], "reason": reason})

@@ -11,6 +11,7 @@ pattern starts with a literal; this is most of the speed difference to Presidio.
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
 import os
@@ -18,8 +19,11 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Callable, Iterable
+
+from ..errors import ZeropointError
 
 BLOCK = 4 << 20
 TYPES = ("EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "IPV4", "IPV6", "URL_CREDENTIALS", "SECRET", "US_ADDRESS")
@@ -460,7 +464,6 @@ def scan_file(path: Path | str, *, types: Iterable[str] | None = None, on_findin
               block: int = BLOCK, max_findings: int | None = None) -> FileScan:
     """Scan one file in blocks. `redact_to` (a binary file object) receives a copy with `[TYPE]` placeholders.
     With `hash_it`, the SHA-256 of exactly the bytes scanned is returned too (so a scan proves what it read)."""
-    import hashlib
     res = FileScan(str(path))
     h = hashlib.sha256() if hash_it else None
     types = tuple(types or DETECTORS)
@@ -542,12 +545,10 @@ class PiiReport:
 
 def iter_files(root: Path | str, include: list[str] | None = None, exclude: list[str] | None = None) -> list[Path]:
     """Files under root (or root itself), sorted; include/exclude are globs on the name or the relative path."""
-    from fnmatch import fnmatch
     root = Path(root)
     if root.is_file():
         return [root]
     if not root.is_dir():
-        from ..errors import ZeropointError
         raise ZeropointError(f"{root} does not exist; pass a file or a directory")
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -583,7 +584,6 @@ def scan_paths(paths: list[Path], *, keep: int = 200, types: Iterable[str] | Non
         if redact_target is not None:
             target = Path(redact_target(p))
             if target.resolve() in sources:
-                from ..errors import ZeropointError
                 raise ZeropointError(f"--redact would overwrite the scanned file {target}; choose another output path")
             target.parent.mkdir(parents=True, exist_ok=True)
             sink = open(target.with_name(f".{target.name}.tmp"), "wb")

@@ -5,6 +5,7 @@ SHA-256 of its canonical JSON are recorded in every approval, so an approval say
 """
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -17,6 +18,7 @@ from ..errors import ConfigError
 from ..hashing import sha256_json
 from ..workspace import atomic_write_text, workspace
 from . import licenses
+from .audit import append_event
 
 Verdict = Literal["allow", "review", "deny"]
 SOURCE_TYPES = ("public", "licensed", "synthetic", "custom")
@@ -128,7 +130,6 @@ def load_policy(path: Path | str | None = None) -> tuple[Policy, str]:
 
 def init_policy(force: bool = False, actor: str | None = None) -> Path:
     """Write the packaged default to `datasets/policy.yaml` (audited as a policy change)."""
-    from .audit import append_event
     p = policy_path()
     if p.exists() and not force:
         raise ConfigError(f"{p} already exists; edit it, or pass --force to overwrite it with the default")
@@ -142,8 +143,6 @@ def init_policy(force: bool = False, actor: str | None = None) -> Path:
 
 def note_policy(pol: Policy, src: str, actor: str | None = None) -> None:
     """Audit a policy edited by hand: the first time a decision runs under a new policy hash, log the change."""
-    import json
-    from .audit import append_event
     seen = workspace().datasets / ".policy_seen.json"
     sha = pol.sha256()
     try:
@@ -158,6 +157,5 @@ def note_policy(pol: Policy, src: str, actor: str | None = None) -> None:
 
 def record_policy_change(actor: str | None = None) -> dict:
     """Validate the current policy file and audit it (call after editing policy.yaml by hand)."""
-    from .audit import append_event
     pol, src = load_policy()
     return append_event(actor, "policy_change", f"policy:{src}", {"version": pol.version, "sha256": pol.sha256()})

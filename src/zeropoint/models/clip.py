@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from tinygrad import Tensor, dtypes
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from .vit import ViTConfig, block, init_block, init_vit_arrays, layer_norm, linear, to_tensors, vit_features
 
@@ -153,7 +154,6 @@ def clip_loss(p, img: Tensor, txt: Tensor) -> Tensor:
 # ---- tokenizer -----------------------------------------------------------------------------------------------
 def train_caption_tokenizer(captions: list[str], vocab_size: int):
     """Byte-level BPE learned from the captions (deterministic for the same captions in the same order)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tok.decoder = decoders.ByteLevel()
@@ -164,7 +164,6 @@ def train_caption_tokenizer(captions: list[str], vocab_size: int):
 
 
 def load_tokenizer(data: bytes | str):
-    from tokenizers import Tokenizer
     return Tokenizer.from_str(data.decode() if isinstance(data, bytes) else data)
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 from tinygrad import Tensor
+from tinygrad.llm import gguf as g
+from tinygrad.llm.gguf import gguf_load
 
 from ..errors import ZeropointError
 from .llama import LlamaConfig
@@ -35,6 +37,18 @@ class GGUFError(ZeropointError):
     pass
 
 
+def gguf_name(hf: str) -> str | None:
+    """GGUF name of an HF tensor name (the inverse of `hf_name`); None when llama.cpp has no such tensor."""
+    top = {v: k for k, v in _TOP_NAMES.items()}
+    if hf in top:
+        return top[hf]
+    m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)\.weight", hf)
+    layer = {v: k for k, v in _LAYER_NAMES.items()}
+    if m and m.group(2) in layer:
+        return f"blk.{m.group(1)}.{layer[m.group(2)]}.weight"
+    return None
+
+
 def hf_name(gguf_name: str) -> str | None:
     """HF key for a GGUF tensor name; None for tensors the model does not use (e.g. `rope_freqs.weight`)."""
     if gguf_name in _TOP_NAMES:
@@ -45,18 +59,22 @@ def hf_name(gguf_name: str) -> str | None:
     return None
 
 
-def unpermute_rope(w: Tensor, n_heads: int) -> Tensor:
-    """Undo llama.cpp's q/k permutation: per head, rows (pair i, half j) go back to HF's (half j, index i)."""
-    out, dim = w.shape
-    hd = out // n_heads
-    return w.reshape(n_heads, hd // 2, 2, dim).transpose(1, 2).reshape(out, dim)
+def rope_rows(n_rows: int, n_heads: int) -> np.ndarray:
+    """The q/k row order llama.cpp's converter writes: per head, GGUF row (pair i, half j) holds HF row
+    (half j, index i), so its interleaved-pair RoPE equals HF's rotate_half RoPE. The one definition of the
+    permutation: the writer applies it, the loader undoes it."""
+    hd = n_rows // n_heads
+    return np.arange(n_rows).reshape(n_heads, 2, hd // 2).transpose(0, 2, 1).reshape(-1)
 
 
-def permute_rope(w: Tensor, n_heads: int) -> Tensor:
-    """HF -> GGUF layout (what llama.cpp's converter does); the inverse of `unpermute_rope`."""
-    out, dim = w.shape
-    hd = out // n_heads
-    return w.reshape(n_heads, 2, hd // 2, dim).transpose(1, 2).reshape(out, dim)
+def permute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """HF -> GGUF row order (what llama.cpp's converter does)."""
+    return w[rope_rows(w.shape[0], n_heads)]
+
+
+def unpermute_rope(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """GGUF -> HF row order: the inverse of `permute_rope`."""
+    return w[np.argsort(rope_rows(w.shape[0], n_heads))]
 
 
 def config_from_gguf(kv: dict, max_seq_len: int | None = None) -> LlamaConfig:
@@ -86,9 +104,13 @@ def config_from_gguf(kv: dict, max_seq_len: int | None = None) -> LlamaConfig:
 _NUMPY_TYPES = {0: (1, 4), 1: (1, 2), 30: (1, 2), 2: (32, 18), 3: (32, 20), 8: (32, 34)}
 
 
-def read_header(path: str | Path) -> tuple[dict, list[tuple[str, tuple[int, ...], int, int]], int]:
-    """-> (metadata kv, [(name, dims (ggml order), ggml type, offset)], data start). Uses tinygrad's readers."""
-    from tinygrad.llm import gguf as g
+def read_header(path: str | Path, tensors: bool = True) -> tuple[dict, list[tuple[str, tuple[int, ...], int, int]], int]:
+    """-> (metadata kv, [(name, dims (ggml order), ggml type, offset)], data start): the one GGUF header reader,
+    on tinygrad's pinned GGUF value readers. `tensors=False` stops after the metadata (milliseconds: what
+    reading a tokenizer or a file's name needs); the tensor list is then empty and the data start 0."""
+    path = Path(path)
+    if not path.is_file():
+        raise GGUFError(f"GGUF file {path} does not exist; pass a .gguf path, an HF directory or a named model")
     with open(path, "rb") as f:
         r = io.BufferedReader(f, 1 << 20)
         magic, version = r.read(4), g.read_int32(r)
@@ -99,6 +121,8 @@ def read_header(path: str | Path) -> tuple[dict, list[tuple[str, tuple[int, ...]
         for _ in range(n_kv):
             k, typ = g.read_str(r), g.read_int32(r)
             kv[k] = g.readers[typ](r)
+        if not tensors:
+            return kv, [], 0
         infos = [(g.read_str(r), tuple(g.read_uint64(r) for _ in range(g.read_uint32(r))), g.read_int32(r), g.read_uint64(r))
                  for _ in range(n_tensors)]
         align = kv.get("general.alignment", 32)
@@ -132,9 +156,8 @@ def _load_numpy(path: Path, infos, data_start: int, n_heads: int, n_kv_heads: in
     for name, dims, typ, off in infos:
         n = int(np.prod(dims))
         arr = dequant_numpy(mm[data_start + off:], n, typ).reshape(tuple(reversed(dims)))
-        if name.endswith("attn_q.weight") or name.endswith("attn_k.weight"):   # same math as unpermute_rope
-            h = n_heads if name.endswith("attn_q.weight") else n_kv_heads
-            arr = arr.reshape(h, arr.shape[0] // h // 2, 2, arr.shape[1]).transpose(0, 2, 1, 3).reshape(arr.shape)
+        if name.endswith("attn_q.weight") or name.endswith("attn_k.weight"):
+            arr = unpermute_rope(arr, n_heads if name.endswith("attn_q.weight") else n_kv_heads)
         out[name] = Tensor(np.ascontiguousarray(arr, dtype=np.float32))
     return out
 
@@ -143,10 +166,7 @@ def load_gguf(path: str | Path, max_seq_len: int | None = None) -> tuple[LlamaCo
     """-> (config, HF-named fp32 weights (lazy: realized when loaded into a model), tokenizer metadata).
 
     The metadata dict holds every `tokenizer.*` key of the file (vocab, merges, special ids, chat template)."""
-    from tinygrad.llm.gguf import gguf_load
     path = Path(path)
-    if not path.is_file():
-        raise GGUFError(f"GGUF file {path} does not exist; pass a .gguf path, an HF directory or a named model")
     kv, infos, data_start = read_header(path)
     cfg = config_from_gguf(kv, max_seq_len)
     if kv.get("split.count", 1) <= 1 and all(typ in _NUMPY_TYPES for _, _, typ, _ in infos):
@@ -158,7 +178,8 @@ def load_gguf(path: str | Path, max_seq_len: int | None = None) -> tuple[LlamaCo
             raise GGUFError(f"cannot read {path}: {e}") from None
         for name in raw:
             if name.endswith("attn_q.weight") or name.endswith("attn_k.weight"):
-                raw[name] = unpermute_rope(raw[name], cfg.n_heads if name.endswith("attn_q.weight") else cfg.n_kv_heads)
+                h = cfg.n_heads if name.endswith("attn_q.weight") else cfg.n_kv_heads
+                raw[name] = Tensor(unpermute_rope(raw[name].numpy(), h))
     weights: dict[str, Tensor] = {}
     for name, t in raw.items():
         key = hf_name(name)
@@ -166,7 +187,12 @@ def load_gguf(path: str | Path, max_seq_len: int | None = None) -> tuple[LlamaCo
             weights[key] = t.float()
     # tied models (SmolLM2, Llama 3.2) ship no output.weight: the head is the embedding
     cfg.tie_embeddings = "lm_head.weight" not in weights
+    return cfg, weights, tokenizer_metadata(kv)
+
+
+def tokenizer_metadata(kv: dict) -> dict:
+    """The keys a tokenizer and a model card need: every `tokenizer.*` key, the name and the license."""
     meta = {k: v for k, v in kv.items() if k.startswith("tokenizer.")}
     meta["general.name"] = kv.get("general.name")
     meta["general.license"] = kv.get("general.license")
-    return cfg, weights, meta
+    return meta

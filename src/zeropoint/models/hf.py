@@ -19,7 +19,8 @@ from tinygrad import Tensor
 
 from ..errors import ZeropointError
 from ..workspace import atomic_dir
-from .llama import Llama, LlamaConfig, state_dict as model_state_dict
+from .llama import Llama, LlamaConfig
+from .llama import state_dict as model_state_dict
 from .tokenizer import Tokenizer
 
 

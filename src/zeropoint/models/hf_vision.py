@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load_file, save
 
 from ..errors import ZeropointError
 from ..workspace import atomic_write_bytes, atomic_write_text
@@ -202,7 +203,6 @@ def clip_from_hf(sd: dict[str, np.ndarray], cfg: CLIPConfig) -> dict[str, np.nda
 
 # ---- files ---------------------------------------------------------------------------------------------------
 def _save(directory: Path | str, tensors: dict[str, np.ndarray], config: dict) -> Path:
-    from safetensors.numpy import save
     d = Path(directory)
     atomic_write_bytes(d / "model.safetensors", save(tensors, metadata={"format": "pt"}))
     atomic_write_text(d / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -211,7 +211,6 @@ def _save(directory: Path | str, tensors: dict[str, np.ndarray], config: dict) -
 
 def read_hf_dir(directory: Path | str) -> tuple[dict, dict[str, np.ndarray]]:
     """(config.json, tensors) from a HF directory; safetensors only (single file or an index of shards)."""
-    from safetensors.numpy import load_file
     d = Path(directory)
     if not (d / "config.json").is_file():
         raise HFFormatError(f"{d} has no config.json; pass a Hugging Face model directory")

@@ -14,6 +14,7 @@ import numpy as np
 from tinygrad import Tensor
 
 from ..errors import ZeropointError
+from .llama import Linear
 
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -132,7 +133,6 @@ def load_adapters(model, arrays: dict[str, np.ndarray]) -> None:
 
 def merge_lora(model) -> int:
     """Fold every adapter into its base weight and unwrap it back to a plain projection. Returns how many."""
-    from .llama import Linear
     n = 0
     for prefix, owner, attr in _sites(model, list(ATTN + MLP) + ([] if getattr(model.cfg, "tie_embeddings", False) else ["lm_head"])):
         m = getattr(owner, attr, None)

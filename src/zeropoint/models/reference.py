@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .llama import rope_inv_freq
+
 
 def rms(x, w, eps):
     return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
@@ -40,7 +42,6 @@ def forward_batch(sd: dict, cfg, tokens: np.ndarray, inv_freq: np.ndarray | None
     B, T = tokens.shape
     hd, H, KV = cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
     if inv_freq is None:
-        from .llama import rope_inv_freq
         inv_freq = rope_inv_freq(hd, cfg.rope_theta, cfg.rope_scaling)
     x = sd["model.embed_tokens.weight"][tokens]
     pos = np.arange(T)

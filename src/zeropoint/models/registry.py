@@ -8,9 +8,13 @@ from typing import Callable
 from tinygrad import dtypes
 from tinygrad.dtype import DType
 
+from ..data.assets import smollm2_gguf
+from ..engine import cpu_threads, jitcache
 from ..errors import ZeropointError
+from .gguf import load_gguf, read_header, tokenizer_metadata
+from .hf import load_hf_dir
 from .llama import Llama, LlamaConfig, from_weights
-from .tokenizer import Tokenizer
+from .tokenizer import ByteTokenizer, Tokenizer
 
 
 class ModelNotFound(ZeropointError):
@@ -18,7 +22,6 @@ class ModelNotFound(ZeropointError):
 
 
 def _smollm2_path() -> Path:
-    from ..data.assets import smollm2_gguf
     return smollm2_gguf()
 
 
@@ -55,11 +58,9 @@ def load_weights_any(ref: str | Path, max_seq_len: int | None = None):
     """-> (cfg, HF-named weights, tokenizer, source info) without building the model."""
     p = resolve_ref(ref)
     if p.is_file() and p.suffix == ".gguf":
-        from .gguf import load_gguf
         cfg, weights, meta = load_gguf(p, max_seq_len=max_seq_len)
         return cfg, weights, Tokenizer.from_gguf_metadata(meta), {"format": "gguf", "path": str(p), "name": meta.get("general.name")}
     if p.is_dir() and (p / "config.json").is_file():
-        from .hf import load_hf_dir
         cfg, weights, tok = load_hf_dir(p, max_seq_len=max_seq_len)
         return cfg, weights, tok, {"format": "hf", "path": str(p)}
     raise ModelNotFound(f"{p} is neither a .gguf file nor an HF directory with config.json; "
@@ -70,7 +71,6 @@ def load_model(ref: str | Path, compute_dtype: str | DType = "float32",
                max_seq_len: int | None = None) -> tuple[Llama, LlamaConfig, Tokenizer]:
     """Build the model with its weights realized (fp32 masters) and its tokenizer. `model.load_info` says
     where it came from and how long loading took."""
-    from ..engine import cpu_threads, jitcache
     jitcache.enable()   # loading and every later forward reuse kernels an earlier process compiled ($ZP_CACHE)
     cpu_threads.enable()   # split kernels run on every core
     t0 = time.perf_counter()
@@ -78,3 +78,15 @@ def load_model(ref: str | Path, compute_dtype: str | DType = "float32",
     model = from_weights(cfg, weights, parse_dtype(compute_dtype))
     model.load_info = dict(info, ref=str(ref), load_s=round(time.perf_counter() - t0, 3))
     return model, cfg, tok
+
+
+def load_tokenizer(ref: str | Path):
+    """Tokenizer of a named model, a .gguf file or an HF directory (no weights loaded); "bytes" = ByteTokenizer."""
+    if str(ref) == "bytes":
+        return ByteTokenizer()
+    p = resolve_ref(ref)
+    if p.is_file() and p.suffix == ".gguf":
+        return Tokenizer.from_gguf_metadata(tokenizer_metadata(read_header(p, tensors=False)[0]))
+    if p.is_dir() and (p / "tokenizer.json").is_file():
+        return Tokenizer.from_file(p / "tokenizer.json")
+    raise ModelNotFound(f"no tokenizer in {p}: pass a named model, a .gguf file or an HF directory with tokenizer.json")

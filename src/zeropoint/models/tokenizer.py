@@ -10,6 +10,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from tokenizers import AddedToken, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer as HFTokenizer
+
 from ..errors import ZeropointError
 
 
@@ -26,7 +30,6 @@ CHATML_TEMPLATE = (
 
 
 def _byte_level_bpe(vocab: dict[str, int], merges: list, pre: str | None = None):
-    from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
     merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in merges]
     tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -51,7 +54,6 @@ class Tokenizer:
     @classmethod
     def from_file(cls, path: str | Path, config_path: str | Path | None = None) -> "Tokenizer":
         """From an HF `tokenizer.json` (+ `tokenizer_config.json` beside it for specials and the chat template)."""
-        from tokenizers import Tokenizer as HFTokenizer
         path = Path(path)
         if not path.is_file():
             raise TokenizerError(f"tokenizer file {path} does not exist; an HF model directory needs tokenizer.json")
@@ -77,7 +79,6 @@ class Tokenizer:
     @classmethod
     def from_gguf_metadata(cls, meta: dict) -> "Tokenizer":
         """From a GGUF's `tokenizer.ggml.*` keys; GPT-2 style byte-level BPE (Llama 3, SmolLM2, Mistral-Nemo...)."""
-        from tokenizers import AddedToken
         model = meta.get("tokenizer.ggml.model")
         if model != "gpt2":
             raise TokenizerError(f"GGUF tokenizer model {model!r} is not supported (only GPT-2 style BPE, 'gpt2'); "
@@ -137,10 +138,6 @@ class Tokenizer:
 
     def _render(self, messages, add_generation_prompt):
         tpl = self.chat_template or CHATML_TEMPLATE
-        try:
-            from jinja2.sandbox import ImmutableSandboxedEnvironment
-        except ImportError:
-            return render_chatml(messages, add_generation_prompt, default_system=chatml_default_system(tpl))
         # templates come from model files: render them sandboxed, never with plain jinja2
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
         tok = lambda i: self.hf.id_to_token(i) if i is not None else ""  # noqa: E731
@@ -164,3 +161,28 @@ def render_chatml(messages: list[dict], add_generation_prompt: bool = True, defa
     if add_generation_prompt:
         out.append("<|im_start|>assistant\n")
     return "".join(out)
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens 0..255 and EOS 256: lossless, no files, vocab 257. For tiny models, where a
+    49k-token vocabulary would make the output layer a hundred times the rest of the model."""
+    bos_id = None
+    eos_id = 256
+    pad_id = 256
+    add_bos = False
+    chat_template = None
+    vocab_size = 257
+    special_tokens = ["<|endoftext|>"]
+
+    def encode(self, text: str, add_bos: bool = False) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids, skip_special: bool = False) -> str:
+        return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode("utf-8", errors="replace")
+
+    def stop_ids(self) -> list[int]:
+        return [self.eos_id]
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True, tokenize: bool = False):
+        text = render_chatml(messages, add_generation_prompt)
+        return self.encode(text) if tokenize else text

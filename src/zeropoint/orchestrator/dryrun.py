@@ -12,18 +12,20 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
+from ..hashing import sha256_json
+
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m zeropoint.orchestrator.dryrun JOB_DIR", file=sys.stderr)
         return 2
-    from ..hashing import sha256_json
     job_dir = Path(argv[0])
     job = json.loads((job_dir / "job.json").read_text(encoding="utf-8"))
     print(f"dry-run job {job['id']} kind={job['kind']}")
     print("would run: zpctl " + " ".join(job["argv"]))
     if job.get("config_sha256"):
-        import yaml
         cfg = yaml.safe_load((job_dir / "config.yaml").read_text(encoding="utf-8"))
         got = sha256_json(cfg)
         if got != job["config_sha256"]:

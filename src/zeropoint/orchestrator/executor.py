@@ -12,7 +12,6 @@ a job that is still alive (it has lost its supervisor) and marks the job `interr
 from __future__ import annotations
 
 import abc
-
 import json
 import os
 import platform
@@ -22,10 +21,11 @@ import threading
 import time
 from pathlib import Path
 
+from ..clock import utcnow
 from ..evidence import effective_status
 from ..workspace import workspace
 from .jobs import dry_run_argv, zpctl_argv
-from .store import Job, SqliteStore, utcnow
+from .store import Job, SqliteStore
 
 SRC_ROOT = Path(__file__).resolve().parents[2]   # .../src, so `-m zeropoint.cli.main` works uninstalled
 

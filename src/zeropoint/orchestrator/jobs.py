@@ -13,14 +13,16 @@ import re
 import shutil
 import sys
 from pathlib import Path
-
 from typing import Literal, Optional
 
 import yaml
 from pydantic import Field
 
-from ..config import StrictModel, apply_overrides, config_dict, config_hash, read_yaml, recipe_entry, validate
+from ..config import StrictModel, apply_overrides, config_dict, config_hash, read_yaml, validate
 from ..errors import ConfigError, ZeropointError
+from ..evidence import effective_status, load_run
+from ..export.formats import LLM_FORMATS
+from ..governance.manifest import get_dataset
 from ..hashing import sha256_json
 from ..workspace import atomic_write_text, workspace
 from .store import Job, JobStore, new_job_id
@@ -83,6 +85,9 @@ def _recipe_config(raw: dict | None, overrides: list[str] | None, source: str):
     name = raw.get("recipe")
     if not name:
         raise ConfigError(f"{source} has no 'recipe' key; add e.g. 'recipe: llm_finetune'")
+    # the recipe table imports every recipe (tinygrad, the models, matplotlib): the API server and the job
+    # executor import this module at start, so the table is read only when a recipe job is validated
+    from ..recipes import recipe_entry
     cls, _ = recipe_entry(name)
     return validate(cls, raw, source)
 
@@ -146,7 +151,6 @@ def _build_redteam(job_dir: Path, raw: dict | None, args: dict):
 
 def _build_data_scan(job_dir: Path, raw: dict | None, args: dict):
     name = safe_name(args.get("name", ""), "dataset name")
-    from ..governance.manifest import get_dataset
     get_dataset(name)    # unknown dataset: refuse now, with the fix, not as a failed job later
     return ["data", "scan", name, "--json"], None, None
 
@@ -201,8 +205,8 @@ def _build_bench(job_dir: Path, raw: dict | None, args: dict):
     return argv, config_dict(cfg), config_hash(cfg)
 
 
-# the formats `zpctl export` accepts (export.pipeline.LLM_FORMATS; not imported: it pulls in tinygrad)
-ExportFormat = Literal["onnx", "onnx-int8", "gguf", "gguf-f16", "gguf-q8_0", "hf"]
+# the formats `zpctl export` accepts: the export format table
+ExportFormat = Literal[LLM_FORMATS]
 
 
 class ExportArgs(StrictModel):
@@ -310,7 +314,6 @@ def resubmit_resume(store: JobStore, job_id: str, *, submitter: str, idempotency
     if not run:
         raise ZeropointError(f"job {job.id} recorded no run to resume (it stopped before its recipe started); "
                              "submit the train job again instead")
-    from ..evidence import effective_status, load_run
     status = effective_status(load_run(run).record)
     if status == "succeeded":
         raise ZeropointError(f"run {run} of job {job.id} already finished (succeeded); nothing to resume - its "

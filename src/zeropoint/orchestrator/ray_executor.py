@@ -11,14 +11,13 @@ interrupted. Assumes the workers see the same filesystem for $ZP_HOME (see docs/
 """
 from __future__ import annotations
 
-import os
 import shlex
-import time
 from pathlib import Path
 
+from ..clock import utcnow
 from ..workspace import atomic_write_bytes
 from .executor import Executor, find_runs, job_command, job_env
-from .store import Job, SqliteStore, utcnow
+from .store import Job, SqliteStore
 
 RAY_STATES = {"SUCCEEDED": "succeeded", "FAILED": "failed", "STOPPED": "cancelled"}
 ENV_KEYS = ("ZP_HOME", "ZP_JOB_ID", "ZP_ACTOR", "PYTHONPATH", "PYTHONUNBUFFERED", "DEV", "ZP_ASSETS", "ZP_DATA_ROOT")

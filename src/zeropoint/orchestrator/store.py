@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -20,16 +21,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Protocol
 
+from ..clock import utcnow
 from ..errors import ZeropointError
 from ..workspace import workspace
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 ROLES = ("viewer", "submitter", "approver", "admin")
-
-
-def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def new_job_id() -> str:
@@ -295,7 +293,6 @@ class SqliteStore:
 
 def open_store(url: str | None = None) -> SqliteStore:
     """`ZP_JOBS_DB` (a path) or the workspace default. A `postgresql://` URL would select a PostgreSQL store."""
-    import os
     url = url or os.environ.get("ZP_JOBS_DB")
     if url and url.startswith(("postgres://", "postgresql://")):
         raise ZeropointError("a PostgreSQL job store is not built into this release; unset ZP_JOBS_DB to use the "

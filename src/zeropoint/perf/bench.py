@@ -16,7 +16,13 @@ import os
 import time
 
 import numpy as np
+from tinygrad import Device
 
+from ..engine import EngineConfig, Trainer, cpu_threads, jitcache, lr_at
+from ..models.llama import param_count, state_dict
+from ..models.llm import build_llm, lm_loss, trainable_params, warm_start_args
+from ..models.lora import LoRASpec, count_lora_params
+from . import torch_ref
 from .flops import step_flops
 from .meter import PerfMeter
 
@@ -40,14 +46,8 @@ def _stats(xs: list[float]) -> dict:
 def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = False, warmup: int = 2,
               progress=None, torch_threads: int | None = None) -> dict:
     """cfg: an LLMFinetuneConfig. Returns the bench record (JSON-able)."""
-    from tinygrad import Device
-
-    from ..engine import EngineConfig, Trainer, cpu_threads, jitcache, lr_at
-    from ..models.llama import param_count, state_dict
-    from ..models.lora import LoRASpec, count_lora_params
-    from ..recipes.llm_finetune import build_model, lm_loss, trainable_params, warm_start_args
-    jitcache.enable()
-    threads = cpu_threads.enable()
+    jitcache.enable()               # steps an earlier process captured load from $ZP_CACHE (engine/jitcache.py)
+    threads = cpu_threads.enable()  # split CPU kernels run on every core
 
     t = cfg.train
     B, T, A = t.micro_batch_size, cfg.data.seq_len, t.grad_accum
@@ -55,10 +55,12 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
     say = progress or (lambda msg: None)
 
     t_build = time.perf_counter()
-    model, mc, _tok = build_model(cfg)
-    params = trainable_params(model, cfg)
+    lora = LoRASpec(**cfg.lora.model_dump())
+    lm = build_llm(cfg.model, precision=t.precision, seed=t.seed)
+    model, mc = lm.model, lm.config
+    params = trainable_params(model, cfg.method, lora, t.seed)
     build_s = time.perf_counter() - t_build
-    n_lora = count_lora_params(mc, LoRASpec(**cfg.lora.model_dump())) if cfg.method == "lora" else 0
+    n_lora = count_lora_params(mc, lora) if cfg.method == "lora" else 0
     fl = step_flops(mc, seq_len=T, tokens_per_step=tokens_per_step, method=cfg.method, n_lora=n_lora)
     total_steps = warmup + steps * repeats
     batches = make_batches(total_steps, A, B, T, mc.vocab_size, seed=t.seed)
@@ -68,7 +70,6 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
 
     tw = None
     if compare_torch:   # snapshot the starting weights before tinygrad trains them
-        from . import torch_ref
         torch = torch_ref.require_torch()
         threads_before = torch.get_num_threads()
         if torch_threads:
@@ -85,7 +86,8 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
                     for mbs in batches]
         tw = {"model": tmodel, "params": tparams, "opt": topt, "batches": tbatches}
 
-    trainer = Trainer(params, lm_loss(model), ecfg, **warm_start_args(model, cfg, params))
+    trainer = Trainer(params, lm_loss(model), ecfg,
+                      **warm_start_args(model, params, method=cfg.method, lora=LoRASpec(**cfg.lora.model_dump())))
     meter = PerfMeter(flops_per_step=fl.per_step, tokens_per_step=tokens_per_step, device=Device.DEFAULT,
                       precision=t.precision, warmup_steps=warmup).start()
 
@@ -100,7 +102,6 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
         tg_warm.append(dt)
         tg_losses.append(st.loss)
     if tw:
-        from . import torch_ref
         for i in range(warmup):
             t0 = time.perf_counter()
             th_losses.append(torch_ref.train_step(tw["model"], tw["params"], tw["opt"], tw["batches"][i], ecfg,

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ConfigError
+from ..workspace import workspace
 
 
 class CostPolicy(BaseModel):
@@ -27,7 +28,6 @@ class CostPolicy(BaseModel):
 
 
 def policy_path() -> Path:
-    from ..workspace import workspace
     return workspace().root / "cost.yaml"
 
 

@@ -84,7 +84,7 @@ def load_nvml(module=None):
     """(pynvml module initialised, None) or (None, reason). `module` lets tests pass a fake."""
     if module is None:
         try:
-            import pynvml as module   # nvidia-ml-py
+            import pynvml as module  # nvidia-ml-py
         except ImportError:
             return None, "nvidia-ml-py (pynvml) is not installed"
     try:

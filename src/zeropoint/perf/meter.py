@@ -17,9 +17,11 @@ import sys
 import time
 
 import numpy as np
+from tinygrad.helpers import GlobalCounters
 
 from .energy import EnergyMeter
 from .flops import mfu
+from .peak import device_peak
 
 
 def peak_rss_bytes() -> int:
@@ -28,7 +30,6 @@ def peak_rss_bytes() -> int:
 
 
 def tinygrad_mem_bytes() -> dict:
-    from tinygrad.helpers import GlobalCounters
     return {"used": int(GlobalCounters.mem_used),
             "per_device": {str(k): int(v) for k, v in GlobalCounters.mem_used_per_device.items()}}
 
@@ -80,17 +81,17 @@ def _nvml_memory(energy: EnergyMeter | None):
 
 def summarize_steps(steps: list[dict], *, flops_per_step: int | None, device: str, precision: str = "fp32",
                     warmup_steps: int = 2, peak: dict | None = None, wall_s: float | None = None,
-                    energy: dict | None = None, device_mem_peak: int | None = None, nvml_memory=None) -> dict:
-    """The perf summary of a list of step rows ({seconds, tokens, ...}); used live and from metrics.jsonl."""
+                    energy: dict | None = None, device_mem_peak: int | None = None, nvml_memory=None,
+                    unit: str = "tokens") -> dict:
+    """The perf summary of a list of step rows ({seconds, <unit>, ...}); used live and from metrics.jsonl."""
     if peak is None:
-        from .peak import device_peak
         gpu_name = nvml_memory[0]["device"] if isinstance(nvml_memory, list) and nvml_memory else None
         peak = device_peak(device, precision, gpu_name)
     secs = [s["seconds"] for s in steps]
     warm = secs[:warmup_steps]
     steady = secs[warmup_steps:] or secs[-1:]
     med = float(np.median(steady)) if steady else None
-    toks = steps[-1]["tokens"] if steps else None
+    toks = steps[-1][unit] if steps else None
     tps = toks / med if toks and med else None
     return {
         "steps": len(steps), "warmup_steps": min(warmup_steps, len(steps)),
@@ -98,7 +99,7 @@ def summarize_steps(steps: list[dict], *, flops_per_step: int | None, device: st
         "first_step_s": secs[0] if secs else None,
         "steady_step_s": {"median": med, "min": float(min(steady)) if steady else None,
                           "max": float(max(steady)) if steady else None, "n": len(steady)},
-        "tokens_per_step": toks, "tokens_per_s": tps,
+        f"{unit}_per_step": toks, f"{unit}_per_s": tps,
         "flops_per_step": flops_per_step,
         "achieved_flops_per_s": flops_per_step / med if flops_per_step and med else None,
         "peak": peak, "mfu": mfu(flops_per_step, med, peak.get("flops")) if flops_per_step and med else None,

@@ -15,6 +15,8 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
+
 # Dense (no sparsity) tensor-core peaks from the vendors' datasheets, FLOP/s. Keys are matched as
 # lower-case substrings of the device name NVML/tinygrad reports.
 GPU_PEAKS: dict[str, dict[str, float]] = {
@@ -55,7 +57,6 @@ def gpu_peak(name: str, precision: str = "fp32") -> dict | None:
 
 
 def calibrate_cpu(n: int = 2048, repeats: int = 5) -> float:
-    import numpy as np
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
@@ -70,7 +71,6 @@ def calibrate_cpu(n: int = 2048, repeats: int = 5) -> float:
 
 def cpu_peak(refresh: bool = False) -> dict:
     """Calibrated fp32 matmul FLOP/s of this CPU, cached per (CPU model, cores, numpy version)."""
-    import numpy as np
     key = f"{cpu_model()}|{os.cpu_count()}|numpy {np.__version__}|n2048"
     path = cache_dir() / "cpu_peak.json"
     if not refresh and path.is_file():

@@ -7,24 +7,32 @@ which can only be measured while the run is going (it is then null with that rea
 """
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
+
+from ..evidence import read_metrics, throughput
+from ..models.llama import get_config
+from ..models.lora import LoRASpec, count_lora_params
 from ..workspace import atomic_write_bytes, atomic_write_text
+from .cost import load_policy, run_cost
+from .flops import step_flops
+from .meter import summarize_steps
 
 
 def plot_perf(steps: list[dict], path: Path, title: str = "") -> Path:
-    import io
 
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     xs = [s["step"] for s in steps]
     fig, axes = plt.subplots(3, 1, figsize=(7, 8), sharex=True)
     axes[0].plot(xs, [s.get("loss") for s in steps], marker=".")
     axes[0].set_ylabel("loss")
-    axes[1].plot(xs, [s.get("tokens_per_s") for s in steps], marker=".", color="tab:green")
-    axes[1].set_ylabel("tokens/s")
+    key = next((k for k in (steps[0] if steps else {}) if k.endswith("_per_s")), "tokens_per_s")
+    axes[1].plot(xs, [s.get(key) for s in steps], marker=".", color="tab:green")
+    axes[1].set_ylabel(key.replace("_per_s", "/s"))
     mem = [(s.get("device_mem_bytes") or 0) / 2**20 for s in steps]
     rss = [(s.get("rss_peak_bytes") or 0) / 2**20 for s in steps]
     if any(mem):
@@ -56,9 +64,6 @@ def write_perf(run_dir: Path, summary: dict, steps: list[dict], cost: dict | Non
 
 def llm_step_flops(config: dict):
     """StepFlops for an llm_finetune run config (dict as stored in run.json)."""
-    from ..models.llama import get_config
-    from ..models.lora import LoRASpec, count_lora_params
-    from .flops import step_flops
     mc = get_config(config["model"]["config"], **(config["model"].get("overrides") or {}))
     t, d = config.get("train", {}), config.get("data", {})
     seq = int(d.get("seq_len", 128))
@@ -70,18 +75,16 @@ def llm_step_flops(config: dict):
 
 def write_run_perf(run, *, energy: dict | None = None, cost_policy=None) -> dict:
     """perf.json + perf.png for a run from its metrics.jsonl (call at the end of a recipe, or afterwards)."""
-    from ..evidence import read_metrics
-    from .cost import load_policy, run_cost
-    from .meter import summarize_steps
     metrics = read_metrics(run)
     rows = [r for r in metrics if r.get("event") == "step"]
     warm = [r for r in metrics if r.get("event") == "warm_start"]
+    unit = throughput(rows[0])[1] if rows else "tokens"      # tokens (language models) or images (vision)
     steps = []
     for r in rows:
         sec = (r.get("step_ms") or 0) / 1000.0
-        tps = r.get("tokens_per_s")
-        steps.append({"step": r["step"], "seconds": sec, "tokens": round(tps * sec) if tps else None,
-                      "tokens_per_s": tps, "loss": r.get("loss"),
+        tps = r.get(f"{unit}_per_s")
+        steps.append({"step": r["step"], "seconds": sec, unit: round(tps * sec) if tps else None,
+                      f"{unit}_per_s": tps, "loss": r.get("loss"),
                       "device_mem_bytes": r.get("device_mem_bytes"), "rss_peak_bytes": r.get("rss_peak_bytes")})
     cfg = run.record.get("config") or {}
     flops = None
@@ -92,7 +95,7 @@ def write_run_perf(run, *, energy: dict | None = None, cost_policy=None) -> dict
             flops = None
     device = (run.record.get("device") or "CPU")
     precision = (cfg.get("train") or {}).get("precision", "fp32")
-    summary = summarize_steps(steps, flops_per_step=flops.per_step if flops else None, device=device,
+    summary = summarize_steps(steps, unit=unit, flops_per_step=flops.per_step if flops else None, device=device,
                               precision=precision, energy=energy or {
                                   "energy_j": None, "reason": "energy is only measured live during a run; this report was built from metrics.jsonl"})
     summary["flops"] = flops.to_dict() if flops else None
@@ -103,7 +106,7 @@ def write_run_perf(run, *, energy: dict | None = None, cost_policy=None) -> dict
     summary["memory"]["rss_peak_bytes"] = max((s.get("rss_peak_bytes") or 0 for s in steps), default=0) or None
     summary["memory"]["device_mem_peak_bytes"] = max((s.get("device_mem_bytes") or 0 for s in steps), default=0) or None
     wall = sum(s["seconds"] for s in steps)
-    tokens = sum(s["tokens"] or 0 for s in steps)
+    tokens = sum(s["tokens"] or 0 for s in steps) if unit == "tokens" else 0   # cost is per 1M tokens
     pol = cost_policy or load_policy()
     cost = run_cost(pol, wall_s=wall, energy_kwh=(summary["energy"] or {}).get("energy_kwh"), tokens=tokens or None)
     return write_perf(run.dir, summary, steps, cost, title=f"{run.id}")

@@ -11,12 +11,14 @@ import math
 
 import numpy as np
 
+from ..errors import ZeropointError
+from ..models.llama import _rope_tables_np
+
 
 def require_torch():
     try:
         import torch
     except ImportError:
-        from ..errors import ZeropointError
         raise ZeropointError("--compare torch needs PyTorch, an optional extra: pip install torch==2.13.0") from None
     return torch
 
@@ -125,7 +127,6 @@ def build_torch_model(cfg, weights: dict[str, np.ndarray], *, lora: dict | None 
             s.model = Inner()
             if not cfg.tie_embeddings:
                 s.lm_head = Lin(cfg.dim, cfg.vocab_size, r if "lm_head" in targets else 0, sc)
-            from ..models.llama import _rope_tables_np
             key = tuple(sorted(cfg.rope_scaling.items())) if cfg.rope_scaling else None
             c, sn = _rope_tables_np(cfg.head_dim, cfg.max_seq_len, float(cfg.rope_theta), key)
             s.register_buffer("cos", torch.from_numpy(c.copy()), persistent=False)

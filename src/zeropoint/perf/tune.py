@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import tempfile
@@ -26,13 +27,24 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tinygrad
+import tinygrad.engine.realize as realize
+from tinygrad import Device
+from tinygrad.codegen import do_to_program
+from tinygrad.codegen.opt.postrange import Scheduler, args_from_ast
+from tinygrad.uop.ops import Ops
 
+from ..engine import EngineConfig, Trainer, cpu_threads, jitcache
+from ..errors import ZeropointError
 from ..hashing import sha256_json
+from ..models.llm import build_llm, lm_loss, trainable_params
+from ..models.lora import LoRASpec
+from .bench import make_batches
 from .peak import cpu_model
+from .tune_kernel import cpu_seconds
 
 
 def tune_key(cfg, device: str) -> str:
-    import tinygrad
     shape = {"model": cfg.model.config, "overrides": cfg.model.overrides, "method": cfg.method,
              "lora": cfg.lora.model_dump() if cfg.method == "lora" else None, "B": cfg.train.micro_batch_size,
              "T": cfg.data.seq_len, "accum": cfg.train.grad_accum, "precision": cfg.train.precision}
@@ -41,8 +53,7 @@ def tune_key(cfg, device: str) -> str:
 
 
 def records_dir() -> Path | None:
-    from ..engine.jitcache import cache_root
-    root = cache_root()
+    root = jitcache.cache_root()
     return None if root is None else root / "tune"
 
 
@@ -56,20 +67,16 @@ def load_record(key: str) -> dict | None:
 
 def _time_kernel(prg, ast) -> float:
     """Best CPU time of one compiled kernel on scratch buffers of its shapes, seconds (perf/tune_kernel.py)."""
-    from tinygrad.codegen.opt.postrange import args_from_ast
-    from .tune_kernel import cpu_seconds
     rawbufs, var_vals = args_from_ast(ast, _device())
     return cpu_seconds(prg, [b.ensure_allocated() for b in rawbufs], var_vals)
 
 
 def _plain(name: str) -> str:
     """A kernel name without tinygrad's terminal colours."""
-    import re
     return re.sub(r"\x1b\[[0-9;]*m", "", name)
 
 
 def _device() -> str:
-    from tinygrad import Device
     return Device.DEFAULT
 
 
@@ -95,8 +102,6 @@ def _search(ast, beam: int, timeout_s: float) -> tuple[tuple | None, float, str 
 
 
 def _build(ast, ren, opts):
-    from tinygrad.codegen import do_to_program
-    from tinygrad.codegen.opt.postrange import Scheduler
     k = Scheduler(ast, ren)
     k.convert_loop_to_global()
     for o in opts:
@@ -106,8 +111,7 @@ def _build(ast, ren, opts):
 
 def _step_kernels(trainer, asts: dict) -> dict:
     """{compile key: {ast, prg, calls}} for every compiled kernel of one optimizer step."""
-    from tinygrad.uop.ops import Ops
-    from ..engine.jitcache import store
+    store = jitcache.store
     by_prg = {id(v): k for k, v in dict.items(store())} | {id(v): k for k, v in store().tuned.items() if v is not None}
     out: dict = {}
     for jit, times in ((trainer._micro, trainer.cfg.grad_accum), (trainer._opt, 1)):
@@ -132,12 +136,6 @@ def _steady(trainer, batches, n: int) -> float:
 
 def run_tune(cfg, *, beam: int = 2, steps: int = 5, budget_s: float = 900.0, kernel_timeout_s: float = 120.0,
              coverage: float = 0.9, min_speedup: float = 1.05, force: bool = False, progress=None) -> dict:
-    import tinygrad.engine.realize as realize
-
-    from ..engine import EngineConfig, Trainer, cpu_threads, jitcache
-    from ..errors import ZeropointError
-    from ..recipes.llm_finetune import build_model, lm_loss, trainable_params
-    from .bench import make_batches
     say = progress or (lambda m: None)
     if not jitcache.enable():
         raise ZeropointError("zpctl tune stores its kernels in the compile cache, and ZP_CACHE=off; unset it")
@@ -157,8 +155,9 @@ def run_tune(cfg, *, beam: int = 2, steps: int = 5, budget_s: float = 900.0, ker
         asts.setdefault(k, (ast, ren))
         return k
     t = cfg.train
-    model, mc, _ = build_model(cfg)
-    params = trainable_params(model, cfg)
+    lm = build_llm(cfg.model, precision=t.precision, seed=t.seed)
+    model, mc = lm.model, lm.config
+    params = trainable_params(model, cfg.method, LoRASpec(**cfg.lora.model_dump()), t.seed)
     ecfg = EngineConfig(lr=t.lr, total_steps=10_000, warmup_steps=0, grad_clip=t.grad_clip, grad_accum=t.grad_accum,
                         weight_decay=t.weight_decay, precision=t.precision, loss_scale=t.loss_scale)
     batches = make_batches(3 + 2 * steps, t.grad_accum, t.micro_batch_size, cfg.data.seq_len, mc.vocab_size, seed=t.seed)

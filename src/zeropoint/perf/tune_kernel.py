@@ -23,10 +23,19 @@ import pickle
 import sys
 import time
 
+from tinygrad import Device
+from tinygrad.codegen import to_program
+from tinygrad.codegen.opt import KernelOptError, Opt, OptOps
+from tinygrad.codegen.opt.heuristic import hand_coded_optimizations
+from tinygrad.codegen.opt.postrange import Scheduler, args_from_ast
+from tinygrad.codegen.opt.search import get_kernel_actions
+from tinygrad.engine.realize import get_runtime
+from tinygrad.helpers import NUM_CPU_THREADS
+from tinygrad.uop.ops import AxisType
+
 
 def cpu_seconds(prg, rawbufs, var_vals, min_total: float = 0.05, max_runs: int = 20) -> float:
     """Best CPU time of one kernel over a few runs (at least `min_total` s of runs, at most `max_runs`)."""
-    from tinygrad.engine.realize import get_runtime
     rt = get_runtime(rawbufs[0].device, prg, cache=False)
     gs, ls = prg.arg.launch_dims(var_vals)
     bufs = [rawbufs[i]._buf for i in prg.arg.globals]
@@ -41,14 +50,6 @@ def cpu_seconds(prg, rawbufs, var_vals, min_total: float = 0.05, max_runs: int =
 
 def search(ast, beam: int, deadline_s: float, out: str | None = None) -> tuple[tuple, float, float, int]:
     """-> (best options, their CPU time, the default kernel's CPU time, candidates timed)."""
-    from tinygrad import Device
-    from tinygrad.codegen import to_program
-    from tinygrad.codegen.opt import KernelOptError, Opt, OptOps
-    from tinygrad.codegen.opt.heuristic import hand_coded_optimizations
-    from tinygrad.codegen.opt.postrange import Scheduler, args_from_ast
-    from tinygrad.codegen.opt.search import get_kernel_actions
-    from tinygrad.helpers import NUM_CPU_THREADS
-    from tinygrad.uop.ops import AxisType
     t_end = time.perf_counter() + deadline_s
     ren = Device[Device.DEFAULT].renderer
     rawbufs, var_vals = args_from_ast(ast, ren.target.device)

@@ -22,8 +22,20 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field
+from tinygrad import TinyJit
 
-from ..config import StrictModel, config_dict, config_hash
+from ..checkpoint import load_checkpoint
+from ..config import StrictModel
+from ..data import images as I
+from ..engine import Trainer, compute_dtype, fit
+from ..evals import vision as V
+from ..evidence import start_run
+from ..modelcard import VISION_RISKS, build_card, card_files
+from ..models.hf_vision import save_hf_vit
+from ..models.vit import ViTConfig, apply_batched, init_vit, num_params, vit_config, vit_forward, vit_forward_numpy
+from ..perf.hooks import PERF_HOOKS
+from . import common
+from .common import ImageDataSection, VisionTrainSection
 
 
 # ---- typed config (the YAML schema) ------------------------------------------------------------------------
@@ -32,8 +44,7 @@ class ModelSection(StrictModel):
     overrides: dict = Field(default_factory=dict, description="ViTConfig fields to change, e.g. {depth: 3}")
 
 
-class DataSection(StrictModel):
-    dataset: str = Field(description="governed dataset name (approved with `zpctl data approve`)")
+class DataSection(ImageDataSection):
     classes: list[str] | None = Field(None, description="class names in label order (IDX files carry none)")
     format: Literal["idx", "digits", "image_folder"] = "idx"
     image_size: int | None = Field(None, description="resize to this size; default: the model's image_size")
@@ -42,27 +53,12 @@ class DataSection(StrictModel):
     val_fraction: float = Field(0.0, description="validation split carved from train for the eval cadence")
     max_train: int | None = Field(None, description="use only the first N training images (bounded runs, tests)")
     max_test: int | None = Field(None, description="evaluate on only the first N test images (tests)")
-    crop_pad: int = Field(0, description="random crop: pad by this many pixels, crop back at a random offset")
-    flip: bool = Field(False, description="random horizontal flip (off for digits: a flipped 2 is not a 2)")
 
 
-class TrainSection(StrictModel):
-    epochs: float = Field(1.0, description="passes over the training set (fractions allowed)")
-    batch_size: int = 128
-    grad_accum: int = 1
-    lr: float = 2e-3
-    warmup_steps: int = 20
-    min_lr_ratio: float = 0.05
+class ViTTrainSection(VisionTrainSection):
     weight_decay: float = 0.05
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
-    loss_scale: float = 32768.0
-    grad_clip: float = 1.0
     label_smoothing: float = 0.0
-    eval_every: int = Field(0, description="evaluate on the validation split every N steps (0: only at the end)")
-    ckpt_every: int = 100
-    keep_ckpts: int = 2
-    seed: int = 0
-    jit: bool = True
+    eval_every: int = Field(0, ge=0, description="evaluate on the validation split every N steps (0: only at the end)")
 
 
 class EvalSection(StrictModel):
@@ -74,13 +70,12 @@ class ViTClassifyConfig(StrictModel):
     recipe: Literal["vit_classify"] = "vit_classify"
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection
-    train: TrainSection = Field(default_factory=TrainSection)
+    train: ViTTrainSection = Field(default_factory=ViTTrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
 
 
 # ---- building blocks -----------------------------------------------------------------------------------------
-def model_config(cfg: ViTClassifyConfig, num_classes: int, channels: int):
-    from ..models.vit import vit_config
+def model_config(cfg: ViTClassifyConfig, num_classes: int, channels: int) -> ViTConfig:
     over = dict(cfg.model.overrides)
     over.setdefault("num_classes", num_classes)
     over.setdefault("channels", channels)
@@ -91,7 +86,6 @@ def model_config(cfg: ViTClassifyConfig, num_classes: int, channels: int):
 
 def load_splits(cfg: ViTClassifyConfig, records: list[dict], seed: int):
     """(train, test) ImageSets from the governed files; test is the dataset's own test split when it has one."""
-    from ..data import images as I
     files = [f for r in records for f in r["files"]]
     d = cfg.data
     if d.format == "idx":
@@ -113,9 +107,6 @@ def load_splits(cfg: ViTClassifyConfig, records: list[dict], seed: int):
 def make_predictor(params, mcfg, batch_size: int, dtype):
     """images -> logits, through ONE TinyJit of a fixed batch shape (the last batch padded, then trimmed): the
     validation cadence and the final test eval replay the same captured graph instead of scheduling a new one."""
-    from tinygrad import TinyJit
-
-    from ..models.vit import apply_batched, vit_forward
     fwd = TinyJit(lambda x: vit_forward(params, mcfg, x, dtype=dtype).realize())
 
     def predict(images: np.ndarray) -> np.ndarray:
@@ -125,32 +116,40 @@ def make_predictor(params, mcfg, batch_size: int, dtype):
     return predict
 
 
-def save_hf_export(params, mcfg, directory: Path, classes: list[str]) -> None:
-    from ..models.hf_vision import save_hf_vit
-    save_hf_vit(directory, {k: v.numpy() for k, v in params.items()}, mcfg, id2label=classes)
+def model_card(cfg: ViTClassifyConfig, *, run, scope, mcfg, params, records, rep: dict, classes: list[str],
+               steps: int, train_images: int, wall: float) -> dict:
+    """The model card: test metrics against chance and the majority class, training facts, use and risks."""
+    t, d = cfg.train, cfg.data
+    eval_set = f"{d.dataset} {'test split' if d.format == 'idx' else f'held-out {d.test_fraction:.0%}'}"
+    metrics = [{"name": f"top{k}", "value": rep.get(f"top{k}"), "eval_set": eval_set, "n": rep["n"],
+                "baseline": rep["chance_top1"] if k == 1 else min(1.0, k / len(classes)),
+                **({"null_reason": rep[f"top{k}_null_reason"]} if rep.get(f"top{k}") is None else {})}
+               for k in cfg.eval.topk]
+    metrics.append({"name": "majority_class_baseline", "value": rep["majority_baseline"], "eval_set": eval_set,
+                    "n": rep["n"]})
+    return build_card(
+        name=f"{cfg.model.config}-{d.dataset}", task="image classification", run_id=run.id,
+        simulated=scope.simulated, architecture={"type": "ViT", **mcfg.to_dict()}, params=num_params(params),
+        datasets=records, metrics=metrics,
+        training={"steps": steps, "epochs": t.epochs, "batch_size": t.micro_batch_size * t.grad_accum, "lr": t.lr,
+                  "precision": t.precision, "seed": t.seed, "train_images": train_images,
+                  "train_wall_s": round(wall, 1), "device": scope.device},
+        intended_use=[f"Classifying images like those in {d.dataset} into: {', '.join(classes)}.",
+                      "A starting point for finetuning on similar small grey-scale or low-resolution images."],
+        out_of_scope=["Any decision about people.", "Images unlike the training data (photos, other domains)."],
+        risks=VISION_RISKS,
+        limitations=[f"Trained {t.epochs} epoch(s) at {mcfg.image_size}x{mcfg.image_size}; accuracy is for the "
+                     "eval set above only.",
+                     "Per-class accuracy varies (see per_class_top1 in run.json and the confusion matrix)."],
+        extra={"per_class_top1": rep["per_class_top1"], "confusion_matrix_png": "confusion_matrix.png"})
 
 
 # ---- the recipe --------------------------------------------------------------------------------------------
 def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | None = None, resume: bool = False,
         progress: bool = True, command: str = "zpctl train") -> dict:
-    from ..checkpoint import latest_valid, load_checkpoint, save_checkpoint
-    from ..data import images as I
-    from ..engine import EngineConfig, Trainer, compute_dtype, fit
-    from ..errors import ZeropointError
-    from ..evals import vision as V
-    from ..evidence import load_run, new_run_id, start_run
-    from ..governance.gate import require_approved
-    from ..modelcard import VISION_RISKS, build_card, card_files
-    from ..models.vit import init_vit, num_params, vit_forward
-    from ..scope import require_real_compute
-
     # 1. scope and governance first
-    scope = require_real_compute(allow_simulated)
-    from ..engine import cpu_threads, jitcache
-    jitcache.enable()      # kernels an earlier run compiled load from $ZP_CACHE
-    cpu_threads.enable()   # split kernels run on every core
-    run_id = load_run(run_id).id if resume else (run_id or new_run_id("vit_classify"))
-    records = require_approved([cfg.data.dataset], actor=None, purpose="vit_classify", run_id=run_id)
+    scope, run_id, records = common.admit("vit_classify", cfg.data.datasets, allow_simulated=allow_simulated,
+                                          run_id=run_id, resume=resume)
     t = cfg.train
 
     # 2. data, from the approved files only
@@ -166,7 +165,7 @@ def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | 
         keep, val_idx = I.split_indices(len(xtr), cfg.data.val_fraction, t.seed + 1, ytr)
         xval, yval = xtr[val_idx], ytr[val_idx]
         xtr, ytr = xtr[keep], ytr[keep]
-    micro, accum = t.batch_size, t.grad_accum
+    micro, accum = t.micro_batch_size, t.grad_accum
     steps = max(1, math.ceil(t.epochs * len(xtr) / (micro * accum)))
 
     with start_run(command, cfg, kind="vit_classify", seed=t.seed, datasets=records, scope=scope,
@@ -174,7 +173,7 @@ def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | 
         run.event("data", train=len(xtr), test=len(xte), val=0 if val_idx is None else len(val_idx),
                   classes=train.classes, image_size=mcfg.image_size, mean=mean, std=std, steps=steps)
 
-        # 3. model
+        # 3. model; 4. engine; 5. resume
         params = init_vit(mcfg, seed=t.seed)
         dtype = compute_dtype(t.precision)
         run.event("model", config=cfg.model.config, vit=mcfg.to_dict(), params=num_params(params))
@@ -183,153 +182,76 @@ def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | 
             return vit_forward(params, mcfg, x, dtype=dtype).sparse_categorical_crossentropy(
                 y, label_smoothing=t.label_smoothing)
 
-        # 4. engine
-        ecfg = EngineConfig(lr=t.lr, total_steps=steps, warmup_steps=t.warmup_steps, min_lr_ratio=t.min_lr_ratio,
-                            weight_decay=t.weight_decay, grad_clip=t.grad_clip, grad_accum=accum,
-                            precision=t.precision, loss_scale=t.loss_scale, jit=t.jit)
         # warm start (engine/jitcache.py): every weight is a param; the key is what the loss computes
-        trainer = Trainer(params, loss_fn, ecfg, cache_key={"recipe": "vit_classify", "vit": mcfg.to_dict(),
-                                                            "dtype": str(dtype), "label_smoothing": t.label_smoothing})
+        trainer = Trainer(params, loss_fn, t.engine_config(total_steps=steps),
+                          cache_key={"recipe": "vit_classify", "vit": mcfg.to_dict(), "dtype": str(dtype),
+                                     "label_smoothing": t.label_smoothing})
+        start = common.resume_from_checkpoint(run, cfg, trainer, lambda ck: common.load_arrays(
+            params, ck.weights)) if resume else 0
 
-        # 5. resume
-        start = 0
-        if resume:
-            path, skipped = latest_valid(run.checkpoints_dir)
-            for s in skipped:
-                run.event("checkpoint_rejected", **s)
-            if path is not None:
-                ck = load_checkpoint(path)
-                if ck.manifest.get("config_sha256") != config_hash(cfg):
-                    raise ZeropointError(f"{path} was written with a different config; resume needs the same config")
-                load_params(params, ck.weights)
-                trainer.load_optimizer_state(ck.optimizer, ck.state["engine"])
-                start = ck.step
-                run.event("resumed_from", step=start, path=str(path))
-            run.truncate_after(start)
-
-        # 6. batches: pure functions of (seed, step)
-        def get_batches(step: int):
-            out = []
-            for a in range(accum):
-                k = step * accum + a
-                idx = I.batch_indices(k, micro, len(xtr), t.seed)
-                xb = xtr[idx]
-                if cfg.data.crop_pad or cfg.data.flip:
-                    xb = I.augment(xb, I.step_rng(t.seed, k), crop_pad=cfg.data.crop_pad, flip=cfg.data.flip)
-                out.append((xb, ytr[idx].astype(np.int32)))
-            return out
+        # 6. batches and augmentation: pure functions of (seed, step)
+        get_batches = common.image_batches(xtr, lambda idx: ytr[idx].astype(np.int32), micro=micro, accum=accum,
+                                    seed=t.seed, crop_pad=cfg.data.crop_pad, flip=cfg.data.flip)
 
         def save(step: int, extra: dict | None = None) -> Path:
-            arrays, scalars = trainer.optimizer_state()
-            state = {"engine": scalars, "data": {"seed": t.seed, "samples_seen": step * micro * accum,
-                                                 "epoch": step * micro * accum / len(xtr)},
-                     "normalize": {"mean": mean, "std": std}, "classes": train.classes}
-            return save_checkpoint(run.checkpoints_dir, step, weights={k: p.numpy() for k, p in params.items()},
-                                   optimizer=arrays, state=state, config=config_dict(cfg),
-                                   config_sha256=config_hash(cfg), keep=t.keep_ckpts,
-                                   extra_files={"vit_config.json": _json_bytes(mcfg.to_dict()), **(extra or {})})
+            seen = step * micro * accum
+            return common.save_training_state(
+                run, step, cfg, trainer, weights={k: p.numpy() for k, p in params.items()},
+                state={"data": {"seed": t.seed, "samples_seen": seen, "epoch": seen / len(xtr)},
+                       "normalize": {"mean": mean, "std": std}, "classes": train.classes},
+                extra_files={"vit_config.json": common.json_bytes(mcfg.to_dict()), **(extra or {})})
 
         predict = make_predictor(params, mcfg, cfg.eval.batch_size, dtype)
 
         def eval_fn(step: int) -> dict:
-            if val_idx is None:
-                return {}
-            acc = V.topk_accuracy(predict(xval), yval, (1,))
-            return {"val_top1": acc["top1"]}
+            return {"val_top1": V.topk_accuracy(predict(xval), yval, (1,))["top1"]}
 
         t0 = time.perf_counter()
-        hist = fit(trainer, get_batches, steps=steps, start_step=start, run=run, tokens_per_step=micro * accum,
+        hist = fit(trainer, get_batches, steps=steps, start_step=start, run=run, items_per_step=micro * accum,
+                   unit="images",
                    eval_every=t.eval_every, eval_fn=eval_fn if val_idx is not None else None,
-                   ckpt_every=t.ckpt_every, save_ckpt=save, progress=progress,
+                   ckpt_every=t.ckpt_every, save_ckpt=save, progress=progress, hooks=PERF_HOOKS,
                    description=f"{cfg.model.config} {cfg.data.dataset}")
         wall = time.perf_counter() - t0
 
         # 7. final evaluation on the test split
         te0 = time.perf_counter()
-        logits = predict(xte)
-        rep = V.classification_report(logits, yte, train.classes, tuple(cfg.eval.topk))
-        cm_png = V.save_confusion_png(np.array(rep["confusion_matrix"]), train.classes, run.dir / "confusion_matrix.png",
+        rep = V.classification_report(predict(xte), yte, train.classes, tuple(cfg.eval.topk))
+        cm_png = V.save_confusion_png(np.array(rep["confusion_matrix"]), train.classes,
+                                      run.dir / "confusion_matrix.png",
                                       f"{cfg.model.config} on {cfg.data.dataset} test (n={len(yte)})")
         eval_s = time.perf_counter() - te0
         run.event("test_eval", **{k: v for k, v in rep.items() if k != "confusion_matrix"}, eval_s=round(eval_s, 3))
 
         # 8. model card + HF export in the final checkpoint
-        steady = [h.step_s for h in hist[2:]] or [h.step_s for h in hist]
-        eval_set = f"{cfg.data.dataset} {'test split' if cfg.data.format == 'idx' else f'held-out {cfg.data.test_fraction:.0%}'}"
-        metrics = [{"name": f"top{k}", "value": rep.get(f"top{k}"), "eval_set": eval_set, "n": rep["n"],
-                    "baseline": rep["chance_top1"] if k == 1 else min(1.0, k / len(train.classes)),
-                    **({"null_reason": rep[f"top{k}_null_reason"]} if rep.get(f"top{k}") is None else {})}
-                   for k in cfg.eval.topk]
-        metrics.append({"name": "majority_class_baseline", "value": rep["majority_baseline"], "eval_set": eval_set,
-                        "n": rep["n"]})
-        card = build_card(
-            name=f"{cfg.model.config}-{cfg.data.dataset}", task="image classification", run_id=run.id,
-            simulated=scope.simulated, architecture={"type": "ViT", **mcfg.to_dict()}, params=num_params(params),
-            datasets=records, metrics=metrics,
-            training={"steps": steps, "epochs": t.epochs, "batch_size": micro * accum, "lr": t.lr,
-                      "precision": t.precision, "seed": t.seed, "train_images": len(xtr), "train_wall_s": round(wall, 1),
-                      "device": scope.device},
-            intended_use=[f"Classifying images like those in {cfg.data.dataset} into: {', '.join(train.classes)}.",
-                          "A starting point for finetuning on similar small grey-scale or low-resolution images."],
-            out_of_scope=["Any decision about people.", "Images unlike the training data (photos, other domains)."],
-            risks=VISION_RISKS,
-            limitations=[f"Trained {t.epochs} epoch(s) at {mcfg.image_size}x{mcfg.image_size}; accuracy is for the "
-                         "eval set above only.",
-                         "Per-class accuracy varies (see per_class_top1 in run.json and the confusion matrix)."],
-            extra={"per_class_top1": rep["per_class_top1"], "confusion_matrix_png": "confusion_matrix.png"})
-        with open(cm_png, "rb") as f:
-            png = f.read()
+        card = model_card(cfg, run=run, scope=scope, mcfg=mcfg, params=params, records=records, rep=rep,
+                          classes=train.classes, steps=steps, train_images=len(xtr), wall=wall)
         hf_dir = run.dir / "hf"
-        save_hf_export(params, mcfg, hf_dir, train.classes)
-        final = save(steps, extra={**card_files(card), "confusion_matrix.png": png,
+        save_hf_vit(hf_dir, {k: v.numpy() for k, v in params.items()}, mcfg, id2label=train.classes)
+        final = save(steps, extra={**card_files(card), "confusion_matrix.png": cm_png.read_bytes(),
                                    "hf_config.json": (hf_dir / "config.json").read_bytes()})
         summary = {
-            "steps": steps, "steps_this_session": len(hist), "start_step": start, "epochs": t.epochs,
-            "train_wall_s": round(wall, 3), "first_step_s": round(hist[0].step_s, 3) if hist else None,
-            "steady_step_s": round(float(np.median(steady)), 4) if steady else None,
-            "images_per_s": round(micro * accum / float(np.median(steady)), 1) if steady else None,
-            "first_loss": hist[0].loss if hist else None, "last_loss": hist[-1].loss if hist else None,
-            "test": {k: v for k, v in rep.items() if k not in ("confusion_matrix",)}, "eval_s": round(eval_s, 3),
-            "confusion_matrix_png": str(cm_png), "checkpoint": str(final), "hf_export": str(hf_dir),
-            "params": num_params(params), "params_total": num_params(params), "params_trainable": num_params(params),
+            **common.throughput_summary(hist, steps=steps, start=start, wall=wall, per_step=micro * accum,
+                                        unit="images"),
+            "epochs": t.epochs, "test": {k: v for k, v in rep.items() if k != "confusion_matrix"},
+            "eval_s": round(eval_s, 3), "confusion_matrix_png": str(cm_png), "checkpoint": str(final),
+            "hf_export": str(hf_dir), "params": num_params(params), "params_total": num_params(params),
+            "params_trainable": num_params(params),
         }
         run.update(summary=summary)
         return {"run_id": run.id, "run_dir": str(run.dir), **summary}
 
 
-# ---- helpers -----------------------------------------------------------------------------------------------
-def _json_bytes(obj) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
-
-
-def load_params(params: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Copy checkpoint arrays into the live tensors (same objects the trainer updates), checking names/shapes."""
-    from tinygrad import Tensor
-
-    from ..errors import ZeropointError
-    missing, extra = set(params) - set(arrays), set(arrays) - set(params)
-    if missing or extra:
-        raise ZeropointError(f"checkpoint weights do not match the model: missing {sorted(missing)[:5]}, "
-                             f"unexpected {sorted(extra)[:5]}; was it written by another model config?")
-    for k, p in params.items():
-        if tuple(arrays[k].shape) != tuple(p.shape):
-            raise ZeropointError(f"checkpoint weight {k} has shape {arrays[k].shape}, the model expects {p.shape}")
-        p.assign(Tensor(np.ascontiguousarray(arrays[k], np.float32))).realize()
-
-
+# ---- scoring a checkpoint without compiling anything ---------------------------------------------------------
 def score_checkpoint(path: Path | str, images: np.ndarray, labels: np.ndarray, classes: list[str],
                      batch_size: int = 500) -> dict:
     """Score any (verified) vit_classify checkpoint on raw [0, 1] images with the float64 numpy reference
     forward: no kernels to compile, so a mid-run checkpoint can be measured while training continues."""
-    from ..checkpoint import load_checkpoint
-    from ..data.images import normalize
-    from ..evals.vision import classification_report
-    from ..models.vit import ViTConfig, vit_forward_numpy
     ck = load_checkpoint(path)
     mcfg = ViTConfig.from_dict(json.loads(ck.extra["vit_config.json"]))
     norm = ck.state["normalize"]
-    x = normalize(images, norm["mean"], norm["std"])
+    x = I.normalize(images, norm["mean"], norm["std"])
     logits = np.concatenate([vit_forward_numpy(ck.weights, mcfg, x[i:i + batch_size])
                              for i in range(0, len(x), batch_size)])
-    rep = classification_report(logits, labels, classes)
+    rep = V.classification_report(logits, labels, classes)
     return {"checkpoint": str(ck.path), "step": ck.step, **{k: v for k, v in rep.items() if k != "confusion_matrix"}}

@@ -22,14 +22,15 @@ import time
 from pathlib import Path, PurePosixPath
 
 from ..errors import ZeropointError
+from ..governance.audit import _head_path, log_path, read_events, verify_chain
 from ..hashing import sha256_bytes, sha256_file
 from ..workspace import atomic_dir, atomic_write_bytes
+from .keys import fingerprint, load_private_key, public_pem
 from .verify import EMBEDDED_KEY, FORMAT, MANIFEST, SIGNATURE, safe_relpath
 
 
 def audit_segment(first_seq: int, last_seq: int) -> tuple[bytes, dict]:
     """Events first_seq..last_seq exactly as stored (bytes), and the head record the verifier checks them against."""
-    from ..governance.audit import _head_path, log_path, verify_chain
     p = log_path()
     chain = verify_chain(p)
     lines = []
@@ -55,7 +56,6 @@ def audit_segment(first_seq: int, last_seq: int) -> tuple[bytes, dict]:
 def relevant_first_seq(datasets: list[dict], run_id: str, fallback: int) -> int:
     """The earliest event that vouches for the training data: the approval of the exact contents trained on, or
     the training run's use of them; the segment from there to the release shows the order of events."""
-    from ..governance.audit import read_events
     names = {d.get("name"): d.get("sha256") for d in datasets}
     best = fallback
     for ev in read_events():
@@ -71,7 +71,6 @@ def relevant_first_seq(datasets: list[dict], run_id: str, fallback: int) -> int:
 
 def write_bundle(out: Path, files: dict[str, Path | bytes], meta: dict) -> dict:
     """Write the bundle directory atomically, sign it, tar it. `files`: bundle path -> source file or bytes."""
-    from .keys import fingerprint, load_private_key, public_pem
     key = load_private_key()
     pub_pem, fp = public_pem(key.public_key()), fingerprint(key.public_key())
     out = Path(out)

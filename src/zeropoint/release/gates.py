@@ -16,9 +16,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
 from .. import __version__
+from ..appliance.identity import hardware_fingerprint, tinygrad_version
+from ..checkpoint import verify_checkpoint
+from ..config import validate
+from ..drift.check import check
 from ..errors import ZeropointError
+from ..evals.harness import eval_dir, load_baseline, load_results, run_eval, save_baseline
+from ..evidence import effective_status, load_run
+from ..export import manifest as EM
+from ..export import parity as P
+from ..export.pipeline import export_llama
+from ..governance.manifest import files_digest, get_dataset, verify
 from ..hashing import sha256_file, sha256_json, sha256_tree
+from ..models.llm import open_checkpoint, open_lm
+from ..perf.bench import run_bench
+from ..recipes.llm_finetune import LLMFinetuneConfig
+from ..safety.gate import evaluate_gate, evaluate_gate_vs_baseline, load_thresholds, outcomes_from_report
+from ..safety.runner import redteam, suite_probes
 from ..workspace import atomic_write_text, workspace
 from .policy import RUN_HELDOUT, ExportPolicy, ReleasePolicy, export_gate
 
@@ -54,7 +71,7 @@ class ReleaseContext:
     say: Callable[[str], None] = lambda msg: None
     work: Path | None = None            # scratch dir of this release (drift policy file etc.)
     _digest: str | None = None
-    _model: tuple | None = None
+    _model: object | None = None
 
     @property
     def run_id(self) -> str:
@@ -66,11 +83,10 @@ class ReleaseContext:
         return self._digest
 
     def model(self):
-        """(model with LoRA merged, llama config, tokenizer, recipe config), loaded once, verified first."""
+        """The checkpoint's model (LoadedLM, LoRA merged), loaded once, verified first."""
         if self._model is None:
-            from ..recipes.llm_finetune import load_checkpoint_model
             self.say("loading the checkpoint (verified, adapters merged)")
-            self._model = load_checkpoint_model(self.checkpoint, merge=True)
+            self._model = open_checkpoint(self.checkpoint, merge=True)
         return self._model
 
 
@@ -109,7 +125,6 @@ GOVERNANCE_RULE = ("every dataset the checkpoint was trained on (run.json) is ap
 
 
 def gate_governance(ctx: ReleaseContext) -> GateResult:
-    from ..governance.manifest import files_digest, get_dataset, verify
     recs = ctx.run_record.get("datasets") or []
     g = GateResult("governance", False, GOVERNANCE_RULE, "")
     if not recs:
@@ -156,8 +171,6 @@ CHECKPOINT_RULE = ("every checkpoint file matches its manifest SHA-256; its run 
 
 
 def gate_checkpoint(ctx: ReleaseContext) -> GateResult:
-    from ..checkpoint import verify_checkpoint
-    from ..evidence import effective_status
     g = GateResult("checkpoint", False, CHECKPOINT_RULE, "")
     problems = []
     try:
@@ -199,7 +212,6 @@ EVAL_RULE = ("no metric of the eval is worse than the baseline's by more than th
 
 
 def resolved_tasks(ctx: ReleaseContext) -> list[str]:
-    from ..evidence import load_run
     out = []
     for t in ctx.policy.eval.tasks:
         if t == RUN_HELDOUT:
@@ -220,9 +232,8 @@ def _eval_settings(ctx: ReleaseContext) -> dict:
 
 
 def _run_eval(ctx: ReleaseContext, model_ref: str, tasks: list[str], loaded=None, model_info=None) -> dict:
-    from ..evals.harness import run_eval
     s = _eval_settings(ctx)
-    model, tok = (loaded[0], loaded[2]) if loaded else (None, None)
+    model, tok = (loaded.model, loaded.tokenizer) if loaded else (None, None)
     return run_eval(model_ref, tasks, limit=s["limit"], batch_size=s["batch_size"], max_length=s["max_length"],
                     bootstrap_iters=s["bootstrap_iters"], allow_simulated=ctx.allow_simulated, model=model,
                     tokenizer=tok, model_info=model_info)
@@ -230,7 +241,6 @@ def _run_eval(ctx: ReleaseContext, model_ref: str, tasks: list[str], loaded=None
 
 def ensure_baseline(ctx: ReleaseContext, tasks: list[str]) -> dict:
     """The saved baseline; when missing and a baseline model was named, evaluate it with the release's settings."""
-    from ..evals.harness import load_baseline, save_baseline
     try:
         return load_baseline(ctx.baseline)
     except ZeropointError as e:
@@ -244,8 +254,7 @@ def ensure_baseline(ctx: ReleaseContext, tasks: list[str]) -> dict:
     ref = ctx.baseline_model
     loaded, info = None, None
     if (Path(ref) / "manifest.json").is_file():
-        from ..recipes.llm_finetune import load_checkpoint_model
-        loaded = load_checkpoint_model(ref, merge=True)
+        loaded = open_checkpoint(ref, merge=True)
         info = {"kind": "checkpoint", "merged_lora": True}
     res = _run_eval(ctx, ref, tasks, loaded, info)
     save_baseline(res["eval_id"], ctx.baseline)
@@ -267,10 +276,7 @@ def _baseline_mismatch(base: dict, cur: dict) -> list[str]:
 
 
 def gate_eval(ctx: ReleaseContext) -> GateResult:
-    import yaml
 
-    from ..drift.check import check
-    from ..evals.harness import eval_dir, load_results
     tasks = resolved_tasks(ctx)
     g = GateResult("eval_drift", False, EVAL_RULE, "")
     base = ensure_baseline(ctx, tasks)
@@ -329,9 +335,6 @@ def gate_eval(ctx: ReleaseContext) -> GateResult:
 
 # ---- 4. exports + parity --------------------------------------------------------------------------------------
 def gate_export(ctx: ReleaseContext, e: ExportPolicy) -> GateResult:
-    from ..export import manifest as EM
-    from ..export import parity as P
-    from ..export.pipeline import export_llama
     gate = export_gate(e)
     rule = (f"{e.format} artifact, run in its runtime on held-out SOTU text, matches the checkpoint: "
             + ", ".join(x for x in (f"max abs <= {gate.max_abs:g}" if gate.max_abs is not None else None,
@@ -353,11 +356,11 @@ def gate_export(ctx: ReleaseContext, e: ExportPolicy) -> GateResult:
         except ZeropointError:
             rec = None
     if rec is None:
-        model, cfg, tok, rcfg = ctx.model()
+        lm = ctx.model()
         ctx.say(f"export {e.format}: writing the artifact and running parity")
         source = {"ref": str(ctx.checkpoint), "path": str(ctx.checkpoint), "kind": "checkpoint",
-                  "base": rcfg.model.weights, "method": rcfg.method, "run_id": ctx.run_id}
-        rec = export_llama(model, cfg, tok, source, e.format, None, n_seq=n_seq, seq_len=e.parity_len,
+                  "base": lm.info["base"], "method": lm.info["method"], "run_id": ctx.run_id}
+        rec = export_llama(lm.model, lm.config, lm.tokenizer, source, e.format, None, n_seq=n_seq, seq_len=e.parity_len,
                            tinygrad_runner=e.tinygrad_runner, progress=ctx.say)
         if rec.get("parity"):
             cache_put("export", key, inputs, {"dir": rec["dir"]}, [Path(rec["dir"]) / EM.MANIFEST])
@@ -384,8 +387,6 @@ def gate_export(ctx: ReleaseContext, e: ExportPolicy) -> GateResult:
 
 # ---- 5. red-team ----------------------------------------------------------------------------------------------
 def gate_redteam(ctx: ReleaseContext) -> GateResult:
-    from ..safety.gate import evaluate_gate, load_thresholds
-    from ..safety.runner import redteam, suite_probes
     r = ctx.policy.redteam
     thr, src = load_thresholds()
     if r.thresholds:
@@ -403,15 +404,14 @@ def gate_redteam(ctx: ReleaseContext) -> GateResult:
         res, g.reused = hit["result"], True
         ctx.say(f"red-team: reusing {res['id']} (same checkpoint, suite and sampling settings)")
     else:
-        model, cfg, tok, _ = ctx.model()
+        lm = ctx.model()
         ctx.say(f"red-team: {len(probes)} probes ({r.suite})")
         res = redteam(str(ctx.checkpoint), suite=r.suite, generations=r.generations, max_tokens=r.max_tokens,
                       temperature=r.temperature, top_p=r.top_p, seed=r.seed, gate=False, thresholds=None,
-                      allow_simulated=ctx.allow_simulated, loader=lambda ref: (model, cfg, tok), actor=ctx.actor)
+                      allow_simulated=ctx.allow_simulated, loader=lambda ref: lm, actor=ctx.actor)
         cache_put("redteam", key, inputs, {"result": res}, [Path(res["files"]["summary_json"]), Path(res["report"])])
     verdict = evaluate_gate({"families": res["families"]}, thr, src)
     if r.relative_to_baseline:
-        from ..safety.gate import evaluate_gate_vs_baseline, outcomes_from_report
         base_ref, base_res = _redteam_baseline_model(ctx, inputs)
         verdict = evaluate_gate_vs_baseline({"families": res["families"]}, outcomes_from_report(res["report"]),
                                             {"families": base_res["families"]}, outcomes_from_report(base_res["report"]),
@@ -448,9 +448,6 @@ def _redteam_fail_reason(f: dict) -> str:
 
 def _redteam_baseline_model(ctx: ReleaseContext, inputs: dict) -> tuple[str, dict]:
     """Red-team the eval baseline's model with the release's probes and sampling (cached like every gate)."""
-    from ..evals.harness import load_baseline
-    from ..loading import load_lm
-    from ..safety.runner import redteam
     r = ctx.policy.redteam
     info = load_baseline(ctx.baseline)["model"]
     ref = ctx.baseline_model or info["ref"]
@@ -464,7 +461,7 @@ def _redteam_baseline_model(ctx: ReleaseContext, inputs: dict) -> tuple[str, dic
     ctx.say(f"red-team of the baseline model {ref} (same probes and sampling)")
     res = redteam(str(ref), suite=r.suite, generations=r.generations, max_tokens=r.max_tokens, temperature=r.temperature,
                   top_p=r.top_p, seed=r.seed, gate=False, thresholds=None, allow_simulated=ctx.allow_simulated,
-                  loader=lambda x: load_lm(x)[:3], actor=ctx.actor)
+                  loader=open_lm, actor=ctx.actor)
     cache_put("redteam-baseline", key, base_inputs, {"result": res},
               [Path(res["files"]["summary_json"]), Path(res["report"])])
     return ref, res
@@ -472,7 +469,6 @@ def _redteam_baseline_model(ctx: ReleaseContext, inputs: dict) -> tuple[str, dic
 
 # ---- 6. bench -------------------------------------------------------------------------------------------------
 def gate_bench(ctx: ReleaseContext) -> GateResult:
-    from ..appliance.identity import hardware_fingerprint, tinygrad_version
     b = ctx.policy.bench
     rule = (f"median training tokens/s >= {b.min_tokens_per_s:g}" if b.min_tokens_per_s is not None
             else "reported, not gated (bench.min_tokens_per_s is null)")
@@ -498,9 +494,6 @@ def gate_bench(ctx: ReleaseContext) -> GateResult:
             bench_file = Path(hit["file"])
             ctx.say("bench: reusing a measurement of the same model shape on this hardware")
         else:
-            from ..config import validate
-            from ..perf.bench import run_bench
-            from ..recipes.llm_finetune import LLMFinetuneConfig
             rcfg = validate(LLMFinetuneConfig, cfg, f"run {ctx.run_id} config")
             ctx.say(f"bench: {b.warmup} warm-up + {b.steps} x {b.repeats} timed training steps")
             rec = run_bench(rcfg, steps=b.steps, repeats=b.repeats, warmup=b.warmup, progress=ctx.say)

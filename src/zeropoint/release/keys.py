@@ -12,6 +12,9 @@ import os
 import stat
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from ..errors import ZeropointError
 from ..workspace import atomic_write_bytes, workspace
 
@@ -32,7 +35,6 @@ def key_paths() -> tuple[Path, Path]:
 
 
 def _raw_public(pub) -> bytes:
-    from cryptography.hazmat.primitives import serialization
     return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
@@ -42,14 +44,11 @@ def fingerprint(pub) -> str:
 
 
 def public_pem(pub) -> bytes:
-    from cryptography.hazmat.primitives import serialization
     return pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def init_keys() -> dict:
     """Create the appliance key pair; refuses to replace an existing one."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     priv_path, pub_path = key_paths()
     if priv_path.exists():
         raise SigningKeyError(f"a signing key already exists at {priv_path}; bundles signed with it verify only against "
@@ -68,8 +67,6 @@ def init_keys() -> dict:
 
 
 def load_private_key():
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     priv_path, _ = key_paths()
     if not priv_path.is_file():
         raise SigningKeyError(f"no signing key at {priv_path}; create one with `zpctl keys init`")

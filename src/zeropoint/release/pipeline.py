@@ -16,10 +16,29 @@ import platform
 from pathlib import Path
 from typing import Callable
 
+from ..appliance.identity import appliance_id, cpu_facts, hardware_fingerprint, memory_total_bytes, version_info
+from ..checkpoint import latest_valid
+from ..clock import utcnow
 from ..errors import ZeropointError
+from ..evals.harness import load_baseline
+from ..evidence import new_run_id, start_run
+from ..governance.audit import append_event, default_actor
+from ..modelcard import build_card, card_files
+from ..scope import require_real_compute
 from ..workspace import workspace
-from .gates import (GateResult, ReleaseContext, gate_bench, gate_checkpoint, gate_eval, gate_export, gate_governance,
-                    gate_redteam, run_gate)
+from .bundle import audit_segment, relevant_first_seq, write_bundle
+from .gates import (
+    GateResult,
+    ReleaseContext,
+    gate_bench,
+    gate_checkpoint,
+    gate_eval,
+    gate_export,
+    gate_governance,
+    gate_redteam,
+    run_gate,
+)
+from .keys import load_private_key
 from .policy import load_release_policy
 
 LLM_INTENDED_USE = [
@@ -40,7 +59,6 @@ LLM_RISKS = [
 
 def resolve_checkpoint(ref: str | Path) -> tuple[Path, Path]:
     """(checkpoint dir, run dir). Accepts runs/<id>/checkpoints/step-N, or a run dir (its newest valid checkpoint)."""
-    from ..checkpoint import latest_valid
     p = Path(ref)
     if not p.exists() and (workspace().runs / str(ref)).is_dir():
         p = workspace().runs / str(ref)
@@ -58,7 +76,6 @@ def resolve_checkpoint(ref: str | Path) -> tuple[Path, Path]:
 
 
 def _model_card(ctx: ReleaseContext, gates: list[GateResult], passed: bool, release_id: str) -> dict:
-    from ..modelcard import build_card
     rec = ctx.run_record
     cfg = rec.get("config") or {}
     summ = rec.get("summary") or {}
@@ -115,13 +132,6 @@ def _model_card(ctx: ReleaseContext, gates: list[GateResult], passed: bool, rele
 def release(checkpoint: str | Path, baseline: str, policy_path: str | Path | None = None, out: str | Path | None = None,
             *, baseline_model: str | None = None, keep_going: bool = False, allow_simulated: bool = False,
             actor: str | None = None, say: Callable[[str], None] | None = None) -> dict:
-    from ..appliance.identity import appliance_id, cpu_facts, hardware_fingerprint, memory_total_bytes, version_info
-    from ..evidence import new_run_id, start_run, utcnow
-    from ..governance.audit import append_event, default_actor
-    from ..modelcard import card_files
-    from ..scope import require_real_compute
-    from .bundle import audit_segment, relevant_first_seq, write_bundle
-    from .keys import load_private_key
     say = say or (lambda msg: None)
     actor = actor or default_actor()
 
@@ -134,7 +144,6 @@ def release(checkpoint: str | Path, baseline: str, policy_path: str | Path | Non
     ckpt, run_dir = resolve_checkpoint(checkpoint)
     run_record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     if not baseline_model:
-        from ..evals.harness import load_baseline
         try:
             load_baseline(baseline)
         except ZeropointError as e:

@@ -8,6 +8,7 @@ the `quick` red-team suite with few tokens, and a two-step bench.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +17,7 @@ from pydantic import Field, field_validator
 
 from ..config import StrictModel, read_yaml, validate
 from ..errors import ConfigError
+from ..export.parity import gate_for
 from ..hashing import sha256_json
 
 RUN_HELDOUT = "heldout:run"   # task alias, resolved per release to the held-out split of the checkpoint's own training run
@@ -65,7 +67,8 @@ class ExportPolicy(StrictModel):
     tinygrad_runner: bool = False
 
 
-class RedteamPolicy(StrictModel):
+class RedteamGate(StrictModel):
+    """The release's red-team gate: which probes, how to sample, thresholds over the governance policy's."""
     suite: str = "quick"
     generations: int | None = 1
     max_tokens: int | None = 8
@@ -100,7 +103,7 @@ class ReleasePolicy(StrictModel):
     eval: EvalPolicy = Field(default_factory=EvalPolicy)
     drift: DriftPolicy = Field(default_factory=DriftPolicy)
     exports: list[ExportPolicy] = Field(default_factory=lambda: [ExportPolicy(format="gguf", parity_seqs=2)])
-    redteam: RedteamPolicy = Field(default_factory=RedteamPolicy)
+    redteam: RedteamGate = Field(default_factory=RedteamGate)
     bench: BenchPolicy = Field(default_factory=BenchPolicy)
 
     def sha256(self) -> str:
@@ -170,9 +173,7 @@ def load_release_policy(path: Path | str | None = None) -> tuple[ReleasePolicy, 
 
 def export_gate(e: ExportPolicy):
     """The parity Gate for one export: the format's default with the policy's overrides applied."""
-    from dataclasses import replace
 
-    from ..export.parity import gate_for
     g = gate_for(e.format)
     if e.gate is None:
         return g

@@ -23,6 +23,10 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 FORMAT = "zeropoint-release-bundle/1"
 MANIFEST, SIGNATURE, EMBEDDED_KEY = "bundle.json", "bundle.sig", "appliance.pub"
 UNSIGNED = {MANIFEST, SIGNATURE}           # the signature covers bundle.json; bundle.json lists the rest
@@ -93,8 +97,6 @@ def extract_tar(tar_path: Path, dest: Path) -> Path:
 
 
 def _load_public_key(pem: bytes, source: str):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     try:
         key = serialization.load_pem_public_key(pem)
     except ValueError as e:
@@ -106,7 +108,6 @@ def _load_public_key(pem: bytes, source: str):
 
 def public_key_fingerprint(key) -> str:
     """SHA-256 of the raw 32-byte Ed25519 public key."""
-    from cryptography.hazmat.primitives import serialization
     return hashlib.sha256(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).hexdigest()
 
 
@@ -172,7 +173,6 @@ def verify_dir(root: Path, pubkey_pem: bytes | None = None, pubkey_source: str |
         man = None
 
     # signature: over the exact bytes of bundle.json
-    from cryptography.exceptions import InvalidSignature
     if pubkey_pem is None:
         if (root / EMBEDDED_KEY).is_file():
             pubkey_pem, pubkey_source = (root / EMBEDDED_KEY).read_bytes(), f"{EMBEDDED_KEY} inside the bundle"
@@ -199,7 +199,7 @@ def verify_dir(root: Path, pubkey_pem: bytes | None = None, pubkey_source: str |
         add("key", False, f"{MANIFEST} names signing key {str(man.get('public_key_sha256'))[:16]}, verifying with "
             f"{fp[:16]}", MANIFEST)
     if not trusted:
-        add("key_origin", True, f"no --pubkey given: checked against the key embedded in the bundle, which proves "
+        add("key_origin", True, "no --pubkey given: checked against the key embedded in the bundle, which proves "
             "integrity but not who signed it; pass the appliance's exported public key to prove origin")
 
     # every listed file; nothing unlisted

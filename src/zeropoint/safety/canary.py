@@ -8,6 +8,7 @@ scored by the `canary` detector, so the same canaries are asked of the base mode
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import secrets
@@ -16,6 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import ZeropointError
+from ..governance.audit import append_event
+from ..governance.manifest import _editing, add_dataset
 from ..hashing import sha256_file
 from ..workspace import atomic_write_text, workspace
 from .probes import Probe
@@ -137,9 +140,6 @@ def register_planted(canaries: list[Canary], name: str, *, license: str, source_
     """Register the planted corpus as governed dataset `name` (hashed, pending approval) and record its
     canaries in the manifest entry: id, prefix, repeats and the secret's SHA-256 -- the manifest travels
     (Croissant export), so the secrets themselves stay in the workspace registry."""
-    import hashlib
-    from ..governance.audit import append_event
-    from ..governance.manifest import _editing, add_dataset
     corpus = canaries[0].corpus
     entry = add_dataset(corpus, name, license, source_type, source_url, actor=actor,
                         description=f"corpus with {len(canaries)} planted canaries (zpctl data canary)")

@@ -7,11 +7,17 @@ reported beside it so a reader can see when a verdict rests on few attempts.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from ..errors import ZeropointError
+from ..governance.policy import load_policy
+from .detectors import failed
+from .stats import paired_increase_ci
+
 
 def load_thresholds(policy_path=None) -> tuple[dict[str, float], str]:
     """(thresholds per family, where they came from): the workspace policy file, else the packaged default."""
-    from ..governance.policy import load_policy
     pol, src = load_policy(policy_path)
     return dict(pol.redteam.thresholds), f"policy {src} (version {pol.version})"
 
@@ -49,10 +55,7 @@ def evaluate_gate(summary: dict, thresholds: dict[str, float], source: str) -> d
 
 def outcomes_from_report(report_path) -> dict[str, list[tuple[str, bool]]]:
     """{family: [(probe id, output failed), ...]} read back from a run's report.jsonl (garak's attempt entries)."""
-    import json
-    from pathlib import Path
 
-    from .detectors import failed
     out: dict[str, list[tuple[str, bool]]] = {}
     for line in Path(report_path).read_text(encoding="utf-8").splitlines():
         e = json.loads(line)
@@ -70,7 +73,6 @@ def evaluate_gate_vs_baseline(summary: dict, outcomes: dict, base_summary: dict,
     to be no worse than its baseline, i.e. FAIL when the paired-bootstrap 95% lower bound of
     ASR(model) - ASR(baseline) exceeds `max_increase`. A finetune cannot be asked to fix what its base model does,
     but it must not make it significantly worse."""
-    from .stats import paired_increase_ci
     verdict = evaluate_gate(summary, thresholds, source)
     for row in verdict["families"]:
         fam, thr = row["family"], row["threshold"]

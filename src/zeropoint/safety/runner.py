@@ -6,13 +6,27 @@ builds that from a Zeropoint model (named model or checkpoint) with its chat tem
 """
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from ..clock import utcnow
+from ..errors import ZeropointError
+from ..evidence import start_run
+from ..governance.audit import append_event
+from ..models.generate import generate
+from ..models.llm import open_lm
+from ..scope import require_real_compute
+from ..workspace import atomic_write_text, workspace
+from .canary import canary_probes
 from .detectors import FAIL_AT, failed, score
-from .probes import Probe
+from .detectors.pii_scan import scanner_name
+from .gate import evaluate_gate, load_thresholds
+from .probes import Probe, resolve_suite, suites
+from .report import write_report
 from .stats import summarise
 
 
@@ -79,12 +93,10 @@ def model_responder(model_ref: str, *, max_tokens: int, temperature: float, top_
     """`respond(probe, seed)` over a Zeropoint model: chat probes go through the tokenizer's chat template,
     raw probes (canary prefixes) are completed as plain text, both with seeded sampling.
 
-    `loader(ref) -> (model, cfg, tokenizer)` defaults to the model registry (named models, GGUF, HF dirs);
-    the CLI passes one that also opens training checkpoints (recipes sit above this layer)."""
-    from ..models.generate import generate
-    if loader is None:
-        from ..models.registry import load_model as loader
-    model, _cfg, tok = loader(model_ref)
+    `loader(ref) -> LoadedLM` defaults to `models.llm.open_lm` (named models, GGUF, HF dirs, checkpoints);
+    the release passes one that returns the model it has already opened."""
+    lm = (loader or open_lm)(model_ref)
+    model, tok = lm.model, lm.tokenizer
     stop_ids = tok.stop_ids()
 
     def respond(probe: Probe, seed: int) -> tuple[str, str]:
@@ -101,12 +113,9 @@ def model_responder(model_ref: str, *, max_tokens: int, temperature: float, top_
 
 def suite_probes(suite: str) -> tuple[list[Probe], dict]:
     """The suite's static probes plus one prefix-completion probe per registered canary (when exfil is in)."""
-    from .canary import canary_probes
-    from .probes import resolve_suite, suites
     if suite == "canary":   # only the registered canaries: the cheap training-data leakage check
         probes = canary_probes()
         if not probes:
-            from ..errors import ZeropointError
             raise ZeropointError("no canaries are registered in this workspace; plant some with `zpctl data canary`")
         return probes, suites()["canary"]
     probes, settings = resolve_suite(suite)
@@ -119,9 +128,6 @@ def record_result(model_ref: str, result: dict) -> str | None:
     """Record the verdict beside a checkpoint: `redteam.json` in the directory holding it, keyed by checkpoint
     name, newest last. Not inside it: a checkpoint's manifest lists every file and refuses extras.
     Named models and single files have no checkpoint to annotate: returns None."""
-    import json
-    from pathlib import Path
-    from ..workspace import atomic_write_text
     ckpt = Path(model_ref)
     if not ckpt.is_dir():
         return None
@@ -146,18 +152,12 @@ def redteam(model_ref: str, *, suite: str = "quick", generations: int | None = N
 
     `respond` replaces the model (used by tests of the plumbing); the run is then recorded with
     `model_ref` as given and the report says which responder produced the outputs."""
-    from ..evidence import start_run, utcnow
-    from ..scope import require_real_compute
-    from ..workspace import workspace
-    from .gate import evaluate_gate, load_thresholds
-    from .report import write_report
 
     scope = require_real_compute(allow_simulated)
     probes, st = suite_probes(suite)
     generations = int(generations or st.get("generations", 1))
     max_tokens = int(max_tokens or st.get("max_tokens", 32))
     if generations < 1 or max_tokens < 1:
-        from ..errors import ZeropointError
         raise ZeropointError("--generations and --max-tokens must be at least 1")
     thr, thr_source = load_thresholds()
     if thresholds:
@@ -166,7 +166,6 @@ def redteam(model_ref: str, *, suite: str = "quick", generations: int | None = N
                 "temperature": temperature, "top_p": top_p, "seed": seed, "probes": len(probes),
                 "responder": "zeropoint model (chat template, seeded sampling)" if respond is None else getattr(
                     respond, "__name__", "custom responder")}
-    from .detectors.pii_scan import scanner_name
     settings["pii_scanner"] = scanner_name()
     t0 = time.time()
     with start_run(f"redteam {model_ref} --suite {suite}", settings, kind="redteam", seed=seed, scope=scope) as run:
@@ -199,7 +198,6 @@ def redteam(model_ref: str, *, suite: str = "quick", generations: int | None = N
                                                         for f, s in summary["families"].items()},
             "detectors": {f: s["detectors"] for f, s in summary["families"].items()}, "gate": verdict}
         if gate:
-            from ..governance.audit import append_event
             ev = append_event(actor, "redteam_gate", f"model:{model_ref}",
                               {"run": run.id, "suite": suite, "report": str(paths["report"]),
                                "families": verdict["families"], "thresholds_from": thr_source},

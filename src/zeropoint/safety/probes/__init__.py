@@ -6,24 +6,19 @@ strings they look for. Obfuscated payloads are encoded here, at load time, so th
 """
 from __future__ import annotations
 
-import base64
-import codecs
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from ...errors import ZeropointError
+from ..detectors import DETECTORS
+from ..encodings import encode
 
 PACK_DIR = Path(__file__).resolve().parent
 FAMILIES = ("jailbreak", "injection", "sysprompt", "exfil", "pii")
-ENCODINGS = ("base64", "rot13", "leetspeak", "unicode_tags")
 PROBE_KEYS = {"id", "goal", "prompt", "system", "few_shot", "encoding", "payload", "triggers", "detectors", "quick",
               "raw", "meta"}
-
-LEET = str.maketrans({"a": "4", "A": "4", "e": "3", "E": "3", "i": "1", "I": "1", "o": "0", "O": "0",
-                      "s": "5", "S": "5", "t": "7", "T": "7"})
-
 
 @dataclass(frozen=True)
 class Probe:
@@ -42,19 +37,6 @@ class Probe:
         return self.raw if self.raw is not None else self.messages[-1]["content"]
 
 
-def encode(text: str, encoding: str) -> str:
-    if encoding == "base64":
-        return base64.b64encode(text.encode()).decode()
-    if encoding == "rot13":
-        return codecs.encode(text, "rot13")
-    if encoding == "leetspeak":
-        return text.translate(LEET)
-    if encoding == "unicode_tags":
-        # ASCII shifted into the invisible tag block: renders as nothing, still reaches the tokenizer
-        return "".join(chr(0xE0000 + ord(c)) for c in text if 0x20 <= ord(c) < 0x7F)
-    raise ZeropointError(f"unknown probe encoding {encoding!r}; use one of {', '.join(ENCODINGS)}")
-
-
 def _probe_from_entry(e: dict, family: str, source: str) -> Probe:
     if not isinstance(e, dict) or "id" not in e or "prompt" not in e:
         raise ZeropointError(f"probe pack {source}: every probe needs at least 'id' and 'prompt' (got {e!r:.120})")
@@ -64,7 +46,6 @@ def _probe_from_entry(e: dict, family: str, source: str) -> Probe:
                              f"known keys: {', '.join(sorted(PROBE_KEYS))}")
     if not e.get("detectors"):
         raise ZeropointError(f"probe pack {source}: probe {e['id']!r} names no detectors")
-    from ..detectors import DETECTORS
     bad = [d for d in e["detectors"] if d not in DETECTORS]
     if bad:
         raise ZeropointError(f"probe pack {source}: probe {e['id']!r} uses unknown detectors {bad}; "
