@@ -44,7 +44,8 @@ def test_generation_and_scoring_replay_from_the_cache(cache):
     reqs = [([256, 65, 66, 67], [68]), ([256, 65, 66], [67, 68]), ([256, 88], [89, 90, 91])]
     first = random_llama("tiny-untied", seed=3)
     out1 = generate(first, Bytes(), prompt, max_tokens=6, stop_ids=[]).ids
-    sc1 = LMScorer(first, Bytes(), max_length=64, batch_size=4).loglikelihood_tokens(reqs)
+    scorer1 = LMScorer(first, Bytes(), max_length=64, batch_size=4)
+    sc1 = scorer1.loglikelihood_tokens(reqs)
     assert set(_sources("generate").values()) == {"compiled"} and set(_sources("score").values()) == {"compiled"}
     entries = {d.name.split("-")[0] for d in (cache / "jit").iterdir()}
     assert {"generate.decode", "generate.prefill32"} <= entries and any(e.startswith("score.") for e in entries)
@@ -52,9 +53,13 @@ def test_generation_and_scoring_replay_from_the_cache(cache):
     jitcache.STATS["jit"].clear()
     second = random_llama("tiny-untied", seed=3)   # same weights, new buffers
     out2 = generate(second, Bytes(), prompt, max_tokens=6, stop_ids=[]).ids
-    sc2 = LMScorer(second, Bytes(), max_length=64, batch_size=4).loglikelihood_tokens(reqs)
+    scorer2 = LMScorer(second, Bytes(), max_length=64, batch_size=4)
+    sc2 = scorer2.loglikelihood_tokens(reqs)
     assert set(_sources("generate").values()) == {"cache"} and set(_sources("score").values()) == {"cache"}
     assert out2 == out1 and sc2 == sc1
+    ws = jitcache.summary()      # what an eval's results.json records as warm_start
+    assert ws["warm"] and ws["steps_compiled"] == 0 and ws["steps_loaded"] == len(jitcache.STATS["jit"]) >= 2
+    assert 0 < scorer2.stats["first_batch_s"] and 0 < scorer1.stats["first_batch_s"]
 
     jitcache.STATS["jit"].clear()
     other = random_llama("tiny-untied", seed=4)    # other weights through the same stored kernels

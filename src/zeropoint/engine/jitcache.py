@@ -620,6 +620,14 @@ def process_age_s() -> float | None:
         return None
 
 
+def summary() -> dict:
+    """`report()` in fixed keys (whatever steps ran): for evidence files that are not a training run's."""
+    sources = [v.get("source") for v in STATS["jit"].values()]
+    return {"warm": bool(sources) and all(s == "cache" for s in sources), "steps_loaded": sources.count("cache"),
+            "steps_compiled": sources.count("compiled"), "programs": dict(STATS["programs"]),
+            "process_age_s": process_age_s()}
+
+
 def report() -> dict:
     """What the caches did in this process (for perf.json, bench records and `zpctl cache`)."""
     root = cache_root()

@@ -102,7 +102,8 @@ class LMScorer:
     share_prefix: bool = True   # requests with identical model inputs share one forward (off: for measuring)
     cache: dict | None = None   # {(ctx tokens, cont tokens): (ll, greedy)}; lm-eval's CachingLM, keyed by tokens
     stats: dict = field(default_factory=lambda: {"forward_passes": 0, "batches": 0, "requests": 0, "unique_inputs": 0,
-                                                 "tokens_forwarded": 0, "tokens_padded": 0, "score_s": 0.0})
+                                                 "tokens_forwarded": 0, "tokens_padded": 0, "score_s": 0.0,
+                                                 "first_batch_s": None})   # compile or cache load + first forward
     _jits: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -160,6 +161,7 @@ class LMScorer:
         """Run one right-padded batch and read only the last W positions of each row (the ones that predict
         continuation tokens): their log-probs of the next input token, their argmax, and at the final
         position the log-probs of every requested last token."""
+        t_first = time.perf_counter() if self.stats["batches"] == 0 else None
         n_rows = len(rows)
         # a short last batch (or a small task) runs at the next power of two rows, not at batch_size: padding rows
         # cost as much compute as real ones, and on a CPU the forward, not the compile, is what takes the time
@@ -187,6 +189,8 @@ class LMScorer:
         self.stats["batches"] += 1
         self.stats["tokens_forwarded"] += int(sum(len(r) for r in rows))
         self.stats["tokens_padded"] += int(B * T)
+        if t_first is not None:
+            self.stats["first_batch_s"] = round(time.perf_counter() - t_first, 4)
         return tok_lp, am, cand_lp, W
 
     def loglikelihood_tokens(self, requests: list[tuple[list[int], list[int]]], progress=None) -> list[tuple[float, bool]]:
