@@ -20,7 +20,7 @@ def ray_bin() -> Path:
     return Path(sys.executable).with_name("ray")
 
 
-def start_head(temp_dir: Path, num_cpus: int = 2, timeout: float = 240) -> str:
+def start_head(temp_dir: Path, num_cpus: int = 2, timeout: float = 240, retries: int = 1) -> str:
     """`ray start --head` on 127.0.0.1 with every port picked free (Ray's defaults collide on shared boxes)."""
     dash, gcs = free_port(), free_port()
     (temp_dir / "zp_gcs_port").write_text(str(gcs))
@@ -30,6 +30,11 @@ def start_head(temp_dir: Path, num_cpus: int = 2, timeout: float = 240) -> str:
            "--include-dashboard=true", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PARALLEL="0")   # jobs lower tinygrad kernels in-process (zp_server.py)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if out.returncode != 0 and "timed out during startup" in out.stderr and retries > 0:
+        # Ray gives its raylet a fixed 30 s to register with the GCS (ray/_private/node.py); on a loaded 2-core box
+        # the GCS answers slower than that (13 s for one config read, measured). Stop what started, try once more.
+        stop_head(temp_dir)
+        return start_head(temp_dir, num_cpus, timeout, retries - 1)
     if out.returncode != 0:
         raise RuntimeError(f"ray start failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     return f"http://127.0.0.1:{dash}"

@@ -18,15 +18,24 @@ def _fmt(x, spec=",.0f"):
     return "-" if x is None else format(x, spec)
 
 
+def _mib(b) -> str:
+    return "-" if b is None else f"{b / 2**20:,.0f} MiB" if b >= 2**24 else f"{b / 2**10:,.0f} KiB"
+
+
+def _energy_per_step(side: dict) -> str:
+    return _fmt((side.get("energy_timed") or {}).get("energy_per_step_j"), ",.1f")
+
+
 def _show_bench(rec: dict) -> None:
     c = rec["config"]
     t = Table(title=f"bench {c['model']} {c['method']}  B={c['micro_batch_size']} T={c['seq_len']} "
-                    f"accum={c['grad_accum']} {c['precision']}  ({rec['tokens_per_step']} tok/step)")
+                    f"accum={c['grad_accum']} {c['precision']}  ({rec['tokens_per_step']} tok/step)"
+                    + ("  RANDOM WEIGHTS" if (rec.get("weights") or {}).get("kind") == "random" else ""))
     t.add_column("")
-    t.add_column("tinygrad (Zeropoint)", justify="right")
+    t.add_column(f"tinygrad (Zeropoint) on {rec['tinygrad']['device']}", justify="right")
     has_torch = "torch" in rec
     if has_torch:
-        t.add_column(f"PyTorch {rec['torch']['version']} eager", justify="right")
+        t.add_column(f"PyTorch {rec['torch']['version']} eager on {rec['torch']['device']}", justify="right")
     tg, th = rec["tinygrad"], rec.get("torch", {})
 
     def row(name, a, b=None):
@@ -37,9 +46,21 @@ def _show_bench(rec: dict) -> None:
     row(f"first step s ({'warm: loaded' if ws.get('warm') else 'cold: compiled'})", _fmt(tg["first_step_s"], ".2f"),
         _fmt(th.get("first_step_s"), ".3f") if has_torch else None)
     row("MFU", _fmt(tg["mfu"], ".2%"), _fmt(th.get("mfu"), ".2%") if has_torch else None)
+    row("peak device memory", _mib(tg["memory"].get("allocator", {}).get("peak_bytes")),
+        _mib(th.get("memory", {}).get("max_allocated_bytes")) if has_torch else None)
+    row("energy per step J", _energy_per_step(tg), _energy_per_step(th) if has_torch else None)
     if has_torch:
         row("first loss", f"{rec['first_loss']['tinygrad']:.5f}", f"{rec['first_loss']['torch']:.5f}")
     console.print(t)
+    nv = tg["memory"].get("nvml")
+    if isinstance(nv, list):
+        for g in nv:
+            console.print(f"NVML {g['device']}: used peak {_mib(g.get('used_peak_bytes'))} of {_mib(g['total_bytes'])} "
+                          "(whole card, both frameworks)")
+    mp = rec.get("memory_plan")
+    if mp and mp.get("measured_over_plan"):
+        console.print(f"memory plan (zpctl model info) {_mib(mp['plan_bytes']['total_bytes'])}; measured tinygrad peak "
+                      f"{_mib(mp['measured_peak_bytes'])} ({mp['measured_over_plan']:.2f}x the plan)")
     if has_torch:
         r = rec["ratio_tinygrad_over_torch"]
         console.print(f"ratio tinygrad/torch tokens/s over {rec['repeats']} rounds: "
@@ -56,12 +77,84 @@ def _show_bench(rec: dict) -> None:
         console.print(f"run {rec['run_id']}: bench.json, perf.json, perf.png")
 
 
+def _show_vision_bench(rec: dict) -> None:
+    c, u = rec["config"], rec["unit"]
+    m = c["model"]
+    shape = (f"{m['image_size']}px/{m['patch_size']} dim {m['dim']} x{m['depth']}" if "patch_size" in m else
+             f"image {m['vision']['image_size']}px dim {m['vision']['dim']} x{m['vision']['depth']}, text ctx "
+             f"{m['text']['context']} dim {m['text']['dim']} x{m['text']['depth']}")
+    t = Table(title=f"bench {rec['recipe']} ({shape})  B={c['micro_batch_size']} accum={c['grad_accum']} "
+                    f"{c['precision']}  ({rec[f'{u}_per_step']} {u}/step)  random weights")
+    t.add_column("")
+    t.add_column("tinygrad (Zeropoint)", justify="right")
+    has_torch = "torch" in rec
+    if has_torch:
+        t.add_column(f"PyTorch {rec['torch']['version']} eager", justify="right")
+    tg, th = rec["tinygrad"], rec.get("torch", {})
+
+    def row(name, a, b=None):
+        t.add_row(name, a, *([b if b is not None else "-"] if has_torch else []))
+    for k in ("min", "median", "max"):
+        row(f"{u}/s {k}", _fmt(tg[f"{u}_per_s"][k], ",.1f"), _fmt(th[f"{u}_per_s"][k], ",.1f") if has_torch else None)
+    row("first step s (compile)", _fmt(tg["first_step_s"], ".2f"), _fmt(th.get("first_step_s"), ".3f") if has_torch else None)
+    row("MFU", _fmt(tg["mfu"], ".2%"), _fmt(th.get("mfu"), ".2%") if has_torch else None)
+    if has_torch:
+        row("first loss", f"{rec['first_loss']['tinygrad']:.6f}", f"{rec['first_loss']['torch']:.6f}")
+    console.print(t)
+    if has_torch:
+        r = rec["ratio_tinygrad_over_torch"]
+        console.print(f"ratio tinygrad/torch {u}/s over {rec['repeats']} rounds: min {r['min']:.3f}x  median "
+                      f"[bold]{r['median']:.3f}x[/]  max {r['max']:.3f}x; losses of all "
+                      f"{len(tg['losses'])} steps agree within {rec['loss_max_abs_diff']:.2e}")
+    mp = rec["memory_plan"]
+    if mp["measured_over_plan"]:
+        console.print(f"memory plan (zpctl model info) {mp['plan_bytes']['total_bytes'] / 2**20:,.2f} MiB; tinygrad "
+                      f"allocator peak {mp['measured_peak_bytes'] / 2**20:,.2f} MiB ({mp['measured_over_plan']:.2f}x)")
+    if rec.get("run_id"):
+        console.print(f"run {rec['run_id']}: bench.json, perf.json, perf.png")
+
+
+def _bench_vision(config: Path, cfg, scope, *, steps: int, repeats: int, compare: str | None, warmup: int,
+                  beam: int | None, torch_threads: int | None, json_out: bool):
+    """`zpctl bench` of a vit_classify / clip_contrastive config: images (pairs) per second, random weights."""
+    from tinygrad.helpers import Context
+
+    from ..evidence import start_run
+    from ..perf.bench_vision import run_vision_bench
+    from ..perf.report import plot_perf
+    from ..recipes import clip_contrastive, vit_classify
+    from ..workspace import atomic_write_text
+    is_vit = cfg.recipe == "vit_classify"
+    mcfg = vit_classify.model_config(cfg) if is_vit else clip_contrastive.model_config(cfg)
+    say = (lambda m: err_console.print(f"[dim]{m}[/]")) if not json_out else None
+    with start_run(f"zpctl bench {config}", cfg, kind="bench", seed=cfg.train.seed, scope=scope) as run:
+        with Context(**({"BEAM": beam} if beam is not None else {})):
+            rec = run_vision_bench(mcfg, cfg.train, label_smoothing=cfg.train.label_smoothing if is_vit else 0.0,
+                                   steps=steps, repeats=repeats, compare_torch=compare == "torch", warmup=warmup,
+                                   progress=say, torch_threads=torch_threads)
+        rec["run_id"] = run.id
+        u = rec["unit"]
+        atomic_write_text(run.dir / "bench.json", json.dumps(rec, indent=2, default=str) + "\n")
+        atomic_write_text(run.dir / "perf.json", json.dumps(rec["perf"], indent=2, default=str) + "\n")
+        step_s = rec["tinygrad"]["warmup_step_s"] + [r["tinygrad_step_s"] for r in rec["rounds"] for _ in range(steps)]
+        plot_perf([{"step": i + 1, f"{u}_per_s": rec[f"{u}_per_step"] / s, "loss": loss}
+                   for i, (s, loss) in enumerate(zip(step_s, rec["tinygrad"]["losses"]))],
+                  run.dir / "perf.png", title=f"bench {rec['recipe']} ({cfg.model.config})")
+        summ = {f"tinygrad_{u}_per_s": rec["tinygrad"][f"{u}_per_s"]["median"],
+                "first_step_s": rec["tinygrad"]["first_step_s"], "mfu": rec["tinygrad"]["mfu"]}
+        if "torch" in rec:
+            summ.update({f"torch_{u}_per_s": rec["torch"][f"{u}_per_s"]["median"],
+                         "ratio_median": rec["ratio_tinygrad_over_torch"]["median"]})
+        run.update(summary=summ)
+    return print_json(rec) if json_out else _show_vision_bench(rec)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(perf_app, name="perf")
 
     @app.command()
     @handle_errors
-    def bench(config: Path = typer.Argument(..., help="Recipe YAML, e.g. bench/configs/tiny_gpt.yaml or configs/llm/smollm2-135m_lora.yaml"),
+    def bench(config: Path = typer.Argument(..., help="Recipe YAML, e.g. bench/configs/tiny_gpt.yaml, configs/llm/smollm2-135m_lora.yaml or configs/vision/vit-tiny_fashion-mnist.yaml"),
               compare: Optional[str] = typer.Option(None, "--compare", help="'torch': run the PyTorch eager twin alternately in the same process"),
               steps: int = typer.Option(5, "--steps", min=1, help="timed steps per side per round"),
               repeats: int = typer.Option(3, "--repeats", min=1, help="rounds; the ratio is reported as min/median/max over them"),
@@ -72,8 +165,14 @@ def register(app: typer.Typer) -> None:
                                                           "wait on each other make torch's times erratic"),
               startup: bool = typer.Option(False, "--startup", help="also time cold against warm start: two fresh "
                                            "processes on one empty compile cache, to the end of their first step"),
+              torch_device: Optional[str] = typer.Option(None, "--torch-device", help="the twin's PyTorch device "
+                                                         "(default: the one matching tinygrad's: CUDA/NV -> cuda, "
+                                                         "CPU -> cpu, METAL -> mps)"),
+              random_weights: bool = typer.Option(False, "--random-weights", help="random init of the model's exact "
+                                                  "shapes instead of model.weights (weights not installed); the "
+                                                  "record says so"),
               set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt, allow_simulated: bool = AllowSimOpt):
-        """Tokens/s of the recipe's training step; with --compare torch, side by side with PyTorch.
+        """Tokens/s (images/s for vision) of the recipe's training step; with --compare torch, beside PyTorch.
 
         Same model and weights, batch, sequence length and precision on both sides; the first-step loss of
         both is printed as a check that they compute the same thing. The record goes to runs/<id>/."""
@@ -83,17 +182,20 @@ def register(app: typer.Typer) -> None:
         from ..scope import require_real_compute
         if compare not in (None, "torch"):
             raise ConfigError(f"--compare {compare!r} is not supported; the only reference is 'torch'")
+        if torch_device and compare != "torch":
+            raise ConfigError("--torch-device names the twin's device; it needs --compare torch")
         scope = require_real_compute(allow_simulated)
         cfg, _ = load_config(config, set_)
-        if getattr(cfg, "recipe", None) != "llm_finetune":
-            raise ConfigError(f"zpctl bench supports llm_finetune configs; {config} is recipe {cfg.recipe!r}")
+        if cfg.recipe in ("vit_classify", "clip_contrastive"):
+            return _bench_vision(config, cfg, scope, steps=steps, repeats=repeats, compare=compare, warmup=warmup,
+                                 beam=beam, torch_threads=torch_threads, json_out=json_out)
         from ..perf.bench import run_bench
         from ..perf.report import plot_perf
         from ..workspace import atomic_write_text
         say = (lambda m: err_console.print(f"[dim]{m}[/]")) if not json_out else None
         with start_run(f"zpctl bench {config}", cfg, kind="bench", seed=cfg.train.seed, scope=scope) as run:
             kw = dict(steps=steps, repeats=repeats, compare_torch=compare == "torch", warmup=warmup, progress=say,
-                      torch_threads=torch_threads)
+                      torch_threads=torch_threads, torch_device=torch_device, random_weights=random_weights)
             if beam is not None:
                 from tinygrad.helpers import Context
                 with Context(BEAM=beam):
@@ -148,6 +250,10 @@ def register(app: typer.Typer) -> None:
         from ..scope import require_real_compute
         require_real_compute(allow_simulated)
         cfg, _ = load_config(config, set_)
+        if cfg.recipe != "llm_finetune":
+            from ..errors import ConfigError
+            raise ConfigError(f"zpctl tune searches llm_finetune training steps; {config} is a {cfg.recipe} config "
+                              f"(time it with zpctl bench {config} [--beam K])")
         from ..perf.tune import run_tune
         say = (lambda m: err_console.print(f"[dim]{m}[/]")) if not json_out else None
         rec = run_tune(cfg, beam=beam, steps=steps, budget_s=budget, kernel_timeout_s=kernel_timeout,

@@ -9,6 +9,7 @@ from .loop import NO_HOOKS, RunHooks, fit, make_progress
 from .trainer import (
                       PRECISIONS,
                       EngineConfig,
+                      SegmentedLoss,
                       StepStats,
                       Trainer,
                       compute_dtype,
@@ -19,6 +20,6 @@ from .trainer import (
                       write_array,
 )
 
-__all__ = ["EngineConfig", "Trainer", "StepStats", "fit", "make_progress", "RunHooks", "NO_HOOKS", "lr_at", "fresh",
-           "compute_dtype", "precision_context", "PRECISIONS", "PersistentJit", "jitcache", "cpu_threads",
-           "device_array", "write_array"]
+__all__ = ["EngineConfig", "SegmentedLoss", "Trainer", "StepStats", "fit", "make_progress", "RunHooks", "NO_HOOKS",
+           "lr_at", "fresh", "compute_dtype", "precision_context", "PRECISIONS", "PersistentJit", "jitcache",
+           "cpu_threads", "device_array", "write_array"]

@@ -23,6 +23,13 @@ Why it is built this way (tinygrad 0.14, see shared/notes/tinygrad-0.14.md):
   scale doubles.
 - bf16 on the CPU: clang 14 cannot compile `__bf16`, so bf16 kernels are built with
   `EMULATED_DTYPES=bfloat16` (bit-exact bf16 rounding, emulated in integer ops).
+- Activation checkpointing: pass a `SegmentedLoss` (the loss as a chain of stages) instead of a plain function.
+  The micro-step then realizes only each stage's input in the forward, and walks the stages backwards, each in
+  its own realize: recompute the stage from its saved input, take its gradient, add it in. Separate realizes
+  are what make it real: within one graph tinygrad merges the recomputation with the forward it repeats (they
+  are the same UOps) and keeps every activation, so gradient equality alone proves nothing. Split this way,
+  the memory planner (eager, or over the JIT's captured calls) sees each stage's activations die with its
+  backward, and the step's allocator high-water mark falls (tests/engine/test_checkpointing.py).
 """
 from __future__ import annotations
 
@@ -118,6 +125,28 @@ def fresh(x) -> Tensor:
 
 
 @dataclass
+class SegmentedLoss:
+    """A loss written as a chain, so the engine can checkpoint activations between its links:
+
+        h = stages[0](None, *batch); h = stages[i](h, *batch) for the middle stages; loss = stages[-1](h, *batch)
+
+    Calling it runs the chain as one graph (evaluation, or training without checkpointing). Each stage must be
+    a pure function of its input, the batch and the weights: the backward runs it a second time, so random
+    ops such as dropout would draw a different mask there."""
+    stages: list[Callable[..., Tensor]]
+
+    def __post_init__(self):
+        if len(self.stages) < 2:
+            raise ZeropointError(f"a SegmentedLoss needs at least two stages (got {len(self.stages)})")
+
+    def __call__(self, *batch) -> Tensor:
+        h = None
+        for f in self.stages:
+            h = f(h, *batch)
+        return h
+
+
+@dataclass
 class StepStats:
     step: int                 # 1-based index of the optimizer step just taken
     loss: float               # mean loss over the micro-batches (unscaled)
@@ -134,6 +163,10 @@ _HOST_ONLY = ("lr", "total_steps", "warmup_steps", "min_lr_ratio", "loss_scale",
 
 
 def _fn_id(fn: Callable) -> str:
+    """Names the loss a compiled step was built from. A SegmentedLoss (activation checkpointing) is named by its
+    stages in order, so a step checkpointed every layer never replays as one checkpointed every k layers."""
+    if isinstance(fn, SegmentedLoss):
+        return f"segmented[{len(fn.stages)}]:" + ",".join(_fn_id(f) for f in fn.stages)
     code = getattr(fn, "__code__", None)
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}" + \
         (f":{code.co_firstlineno}" if code is not None else "")
@@ -176,7 +209,8 @@ class Trainer:
         self.cache_key = None if cache_key is None else {
             "caller": cache_key, "loss": _fn_id(loss_fn),
             "engine": {k: v for k, v in asdict(cfg).items() if k not in _HOST_ONLY}}
-        self._micro = self._jit(self._micro_step, "train.micro")
+        checkpointed = isinstance(loss_fn, SegmentedLoss)
+        self._micro = self._jit(self._micro_step_checkpointed if checkpointed else self._micro_step, "train.micro")
         self._opt = self._jit(self._opt_step, "train.opt")
         self._evals: dict[int, Callable] = {}
 
@@ -204,6 +238,34 @@ class Trainer:
             for buf, g in zip(self.grads, grads):
                 buf.assign(buf + g.float())
             Tensor.realize(loss, *self.grads)
+        return loss
+
+    def _micro_step_checkpointed(self, *batch: Tensor) -> Tensor:
+        """The same accumulation as `_micro_step`, stage by stage (see the module docstring)."""
+        stages = self.loss_fn.stages
+        last = len(stages) - 1
+        with Context(TRAINING=1):
+            inputs: list[Tensor | None] = [None]
+            for f in stages[:-1]:                      # forward: keep only each stage's input
+                inputs.append(f(inputs[-1], *batch).contiguous().realize())
+            upstream, loss = None, None
+            for i in range(last, -1, -1):              # backward: recompute stage i, differentiate, drop it
+                out = stages[i](inputs[i], *batch)
+                if i == last:
+                    loss = out.float()
+                    out = loss * self.scale_t.reshape(()) * (1.0 / self.cfg.grad_accum)
+                graph = out.uop.toposort()
+                touched = [j for j, p in enumerate(self.params) if p.uop in graph]
+                wrt = ([inputs[i]] if inputs[i] is not None else []) + [self.params[j] for j in touched]
+                if not wrt:
+                    continue
+                grads = out.gradient(*wrt, gradient=upstream)
+                if inputs[i] is not None:
+                    upstream, grads = grads[0].contiguous(), grads[1:]
+                for j, g in zip(touched, grads):
+                    self.grads[j].assign(self.grads[j] + g.float())
+                Tensor.realize(*([loss] if i == last else []), *([upstream] if inputs[i] is not None else []),
+                               *[self.grads[j] for j in touched])
         return loss
 
     def _opt_step(self) -> Tensor:
