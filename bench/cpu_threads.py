@@ -45,9 +45,11 @@ def main() -> int:
     t = cfg.train
     lm, params = build(cfg)
     model, mc = lm.model, lm.config
-    tr = Trainer(params, lm_loss(model), EngineConfig(lr=t.lr, total_steps=10_000, grad_clip=t.grad_clip,
-                                                      grad_accum=t.grad_accum, precision=t.precision),
-                 **warm_start_args(model, params, method=cfg.method, lora=lora_spec(cfg)))
+    ac, k = t.activation_checkpointing, t.activation_checkpointing_k
+    tr = Trainer(params, lm_loss(model, ac, k), EngineConfig(lr=t.lr, total_steps=10_000, grad_clip=t.grad_clip,
+                                                             grad_accum=t.grad_accum, precision=t.precision),
+                 **warm_start_args(model, params, method=cfg.method, lora=lora_spec(cfg), activation_checkpointing=ac,
+                                   activation_checkpointing_k=k))
     batches = make_batches(2 + a.steps, t.grad_accum, t.micro_batch_size, cfg.data.seq_len, mc.vocab_size)
     for b in batches[:2]:
         tr.step(b)

@@ -37,12 +37,15 @@ def first_step(cfg) -> dict:
     lora = LoRASpec(**cfg.lora.model_dump())
     lm = build_llm(cfg.model, precision=t.precision, seed=t.seed)
     model, mc = lm.model, lm.config
-    params = trainable_params(model, cfg.method, lora, t.seed)
+    params = trainable_params(model, cfg.method, lora, t.seed, precision=t.precision)   # the base as the recipe keeps it
     build_s = time.perf_counter() - t_build
     ecfg = EngineConfig(lr=t.lr, total_steps=10, warmup_steps=0, min_lr_ratio=t.min_lr_ratio,
                         weight_decay=t.weight_decay, grad_clip=t.grad_clip, grad_accum=t.grad_accum,
                         precision=t.precision, loss_scale=t.loss_scale, jit=t.jit)
-    trainer = Trainer(params, lm_loss(model), ecfg, **warm_start_args(model, params, method=cfg.method, lora=lora))
+    ac, k = t.activation_checkpointing, t.activation_checkpointing_k
+    trainer = Trainer(params, lm_loss(model, ac, k), ecfg,
+                      **warm_start_args(model, params, method=cfg.method, lora=lora, activation_checkpointing=ac,
+                                        activation_checkpointing_k=k))
     batch = make_batches(1, t.grad_accum, t.micro_batch_size, cfg.data.seq_len, mc.vocab_size, seed=t.seed)[0]
     st = trainer.step(batch)
     return {"first_step_s": st.step_s, "loss": st.loss, "build_s": build_s, "in_process_s": time.perf_counter() - t0,

@@ -48,6 +48,9 @@ def tune_key(cfg, device: str) -> str:
     shape = {"model": cfg.model.config, "overrides": cfg.model.overrides, "method": cfg.method,
              "lora": cfg.lora.model_dump() if cfg.method == "lora" else None, "B": cfg.train.micro_batch_size,
              "T": cfg.data.seq_len, "accum": cfg.train.grad_accum, "precision": cfg.train.precision}
+    if cfg.train.activation_checkpointing != "none":   # other kernels; left out when off, so older records still match
+        shape.update(activation_checkpointing=cfg.train.activation_checkpointing,
+                     activation_checkpointing_k=cfg.train.activation_checkpointing_k)
     return sha256_json({"shape": shape, "device": device, "cpu": cpu_model(), "cores": os.cpu_count(),
                         "tinygrad": getattr(tinygrad, "__version__", "?")})[:16]
 
@@ -157,7 +160,8 @@ def run_tune(cfg, *, beam: int = 2, steps: int = 5, budget_s: float = 900.0, ker
     t = cfg.train
     lm = build_llm(cfg.model, precision=t.precision, seed=t.seed)
     model, mc = lm.model, lm.config
-    params = trainable_params(model, cfg.method, LoRASpec(**cfg.lora.model_dump()), t.seed)
+    params = trainable_params(model, cfg.method, LoRASpec(**cfg.lora.model_dump()), t.seed, precision=t.precision)
+    loss_fn = lm_loss(model, t.activation_checkpointing, t.activation_checkpointing_k)   # the recipe's step
     ecfg = EngineConfig(lr=t.lr, total_steps=10_000, warmup_steps=0, grad_clip=t.grad_clip, grad_accum=t.grad_accum,
                         weight_decay=t.weight_decay, precision=t.precision, loss_scale=t.loss_scale)
     batches = make_batches(3 + 2 * steps, t.grad_accum, t.micro_batch_size, cfg.data.seq_len, mc.vocab_size, seed=t.seed)
@@ -168,7 +172,7 @@ def run_tune(cfg, *, beam: int = 2, steps: int = 5, budget_s: float = 900.0, ker
     realize.to_program_key = recording_key
     try:
         say("capturing the step on tinygrad's default kernels")
-        base = Trainer(params, lm_loss(model), ecfg)
+        base = Trainer(params, loss_fn, ecfg)
         for b in batches[:3]:
             base.step(b)
     finally:
@@ -223,7 +227,7 @@ def run_tune(cfg, *, beam: int = 2, steps: int = 5, budget_s: float = 900.0, ker
 
     # 5. the step again on the kept kernels, same process, same batches
     say("capturing the step on the tuned kernels")
-    tuned_tr = Trainer(params, lm_loss(model), ecfg)
+    tuned_tr = Trainer(params, loss_fn, ecfg)
     for b in batches[:3]:
         tuned_tr.step(b)
     tuned_step_s = _steady(tuned_tr, batches[3:], steps)
