@@ -628,9 +628,12 @@ def summary() -> dict:
             "process_age_s": process_age_s()}
 
 
-def report() -> dict:
-    """What the caches did in this process (for perf.json, bench records and `zpctl cache`)."""
+def report(steps: dict[str, dict] | None = None) -> dict:
+    """What the caches did in this process (for perf.json, bench records and `zpctl cache`). `steps`: one
+    trainer's steps (`Trainer.jit_steps()`), so a run's record is not mixed with steps an earlier run in the same
+    process (a test session, a notebook) stored under the same names; default: every step this process ran."""
     root = cache_root()
+    steps = STATS["jit"] if steps is None else steps
     return {"root": str(root) if root else None, "programs": dict(STATS["programs"]),
-            "steps": {k: dict(v) for k, v in STATS["jit"].items()},
-            "warm": bool(STATS["jit"]) and all(v.get("source") == "cache" for v in STATS["jit"].values())}
+            "steps": {k: dict(v) for k, v in steps.items()},
+            "warm": bool(steps) and all(v.get("source") == "cache" for v in steps.values())}

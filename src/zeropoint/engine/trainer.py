@@ -221,6 +221,12 @@ class Trainer:
             return TinyJit(fn)
         return PersistentJit(fn, name=name, key={**self.cache_key, **extra}, bindings=self.bound_tensors)
 
+    def jit_steps(self) -> dict[str, dict]:
+        """What each of this trainer's stored steps did so far (engine/jitcache.py): loaded or compiled, by name."""
+        jits = [self._micro, self._opt, *self._evals.values()]
+        return {j.name: dict(j.info) for j in jits
+                if isinstance(j, PersistentJit) and j.info.get("source") in ("cache", "compiled")}
+
     def bound_tensors(self) -> dict[str, Tensor]:
         """Every tensor the jitted steps read or update, by a name that is the same in every process."""
         out = {f"frozen.{k}": t for k, t in self.frozen.items()}

@@ -264,7 +264,7 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
                      "energy": perf["energy"], "energy_timed": tg_side.energy_dict(), "losses": tg_losses,
                      "env": {k: os.environ[k] for k in ("BEAM", "JIT", "DEV", "CACHELEVEL", "PARALLEL") if k in os.environ},
                      # this process's start: "warm" when every step was replayed from $ZP_CACHE (engine/jitcache.py)
-                     "warm_start": {"first_step_s": tg_warm[0] if tg_warm else None, **jitcache.report()},
+                     "warm_start": {"first_step_s": tg_warm[0] if tg_warm else None, **jitcache.report(trainer.jit_steps())},
                      "cpu_threads": threads},
         "memory_plan": {"plan_bytes": plan, "measured_peak_bytes": measured,
                         "measured_over_plan": measured / plan["total_bytes"] if plan.get("total_bytes") else None,

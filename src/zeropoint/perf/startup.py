@@ -49,7 +49,7 @@ def first_step(cfg) -> dict:
     batch = make_batches(1, t.grad_accum, t.micro_batch_size, cfg.data.seq_len, mc.vocab_size, seed=t.seed)[0]
     st = trainer.step(batch)
     return {"first_step_s": st.step_s, "loss": st.loss, "build_s": build_s, "in_process_s": time.perf_counter() - t0,
-            "process_age_s": jitcache.process_age_s(), "cache": jitcache.report()}
+            "process_age_s": jitcache.process_age_s(), "cache": jitcache.report(trainer.jit_steps())}
 
 
 def _child(cmd: list[str], cache: Path, timeout: float) -> dict:
