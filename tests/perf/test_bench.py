@@ -27,8 +27,9 @@ def test_bench_compare_torch_same_model(tmp_path, monkeypatch, zp_home, method):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY % method)
     threads = ["--torch-threads", "1"] if method == "full" else []
+    startup = ["--startup"] if method == "lora" else []
     res = CliRunner().invoke(app, ["bench", str(cfg), "--compare", "torch", "--steps", "1", "--repeats", "2", "--json",
-                                   *threads])
+                                   *threads, *startup])
     assert res.exit_code == 0, res.output
     rec = json.loads(res.stdout)
     if threads:
@@ -54,6 +55,12 @@ def test_bench_compare_torch_same_model(tmp_path, monkeypatch, zp_home, method):
     for side in ("tinygrad", "torch"):     # no meter on CI machines: null with the reason, never a made-up figure
         e = rec[side]["energy_timed"]
         assert (e["energy_j"] is None and e["reason"]) or e["energy_per_step_j"] > 0
+    assert rec["tinygrad"]["warm_start"]["programs"]["compiled"] + rec["tinygrad"]["warm_start"]["programs"]["loaded"] > 0
+    if startup:   # cold against warm start, each in a fresh process on one empty cache
+        su = rec["startup"]
+        assert su["cold"]["cache"]["warm"] is False and su["warm"]["cache"]["warm"] is True
+        assert su["warm"]["cache"]["programs"]["compiled"] == 0 < su["cold"]["cache"]["programs"]["compiled"]
+        assert su["same_first_loss"] and su["warm"]["first_step_s"] < su["cold"]["first_step_s"]
     run_dir = zp_home / "runs" / rec["run_id"]
     for f in ("bench.json", "perf.json", "perf.png", "run.json"):
         assert (run_dir / f).is_file()

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from . import (
     appliance_cmds,
+    cache_cmds,
     eval_cmds,
     export_cmds,
     governance_cmds,
@@ -162,6 +163,7 @@ def config_show(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool
 COMMANDS: list[tuple[object, tuple[str, ...]]] = [
     (sys.modules[__name__], ("version", "scope", "runs", "config")),
     (appliance_cmds, ("diag", "health", "appliance")),
+    (cache_cmds, ("cache",)),
     (eval_cmds, ("eval", "drift")),
     (export_cmds, ("export", "parity")),
     (governance_cmds, ("data", "pii", "audit")),

@@ -42,7 +42,9 @@ def _show_bench(rec: dict) -> None:
         t.add_row(name, a, *([b if b is not None else "-"] if has_torch else []))
     for k in ("min", "median", "max"):
         row(f"tokens/s {k}", _fmt(tg["tokens_per_s"][k]), _fmt(th["tokens_per_s"][k]) if has_torch else None)
-    row("first step s (compile)", _fmt(tg["first_step_s"], ".2f"), _fmt(th.get("first_step_s"), ".3f") if has_torch else None)
+    ws = tg.get("warm_start") or {}
+    row(f"first step s ({'warm: loaded' if ws.get('warm') else 'cold: compiled'})", _fmt(tg["first_step_s"], ".2f"),
+        _fmt(th.get("first_step_s"), ".3f") if has_torch else None)
     row("MFU", _fmt(tg["mfu"], ".2%"), _fmt(th.get("mfu"), ".2%") if has_torch else None)
     row("peak device memory", _mib(tg["memory"].get("allocator", {}).get("peak_bytes")),
         _mib(th.get("memory", {}).get("max_allocated_bytes")) if has_torch else None)
@@ -63,6 +65,11 @@ def _show_bench(rec: dict) -> None:
         r = rec["ratio_tinygrad_over_torch"]
         console.print(f"ratio tinygrad/torch tokens/s over {rec['repeats']} rounds: "
                       f"min {r['min']:.3f}x  median [bold]{r['median']:.3f}x[/]  max {r['max']:.3f}x")
+    if "startup" in rec:
+        su = rec["startup"]
+        console.print(f"start (fresh processes): cold {su['cold']['process_wall_s']:.1f} s to the first step "
+                      f"(step {su['cold']['first_step_s']:.2f} s), warm {su['warm']['process_wall_s']:.1f} s "
+                      f"(step {su['warm']['first_step_s']:.2f} s); cache {su['cache_bytes'] / 2**20:.1f} MiB")
     pk = tg["peak"]
     console.print(f"peak: {_fmt(pk.get('flops'), '.3e')} FLOP/s ({pk.get('source') or pk.get('reason')}); "
                   f"energy: {tg['energy'].get('energy_j') if tg['energy'].get('energy_j') is not None else 'null - ' + tg['energy'].get('reason', '')}")
@@ -156,6 +163,8 @@ def register(app: typer.Typer) -> None:
               torch_threads: Optional[int] = typer.Option(None, "--torch-threads", min=1, help="torch.set_num_threads "
                                                           "(default: torch's choice); on a busy box OpenMP threads that "
                                                           "wait on each other make torch's times erratic"),
+              startup: bool = typer.Option(False, "--startup", help="also time cold against warm start: two fresh "
+                                           "processes on one empty compile cache, to the end of their first step"),
               torch_device: Optional[str] = typer.Option(None, "--torch-device", help="the twin's PyTorch device "
                                                          "(default: the one matching tinygrad's: CUDA/NV -> cuda, "
                                                          "CPU -> cpu, METAL -> mps)"),
@@ -193,6 +202,12 @@ def register(app: typer.Typer) -> None:
                     rec = run_bench(cfg, **kw)
             else:
                 rec = run_bench(cfg, **kw)
+            if startup:
+                from ..perf.startup import cold_and_warm
+                from .startup_probe import command as probe_command
+                if say:
+                    say("cold and warm start: two fresh processes on one empty compile cache")
+                rec["startup"] = cold_and_warm(probe_command(str(config), list(set_ or [])))
             rec["run_id"] = run.id
             atomic_write_text(run.dir / "bench.json", json.dumps(rec, indent=2, default=str) + "\n")
             perf = rec["perf"]
@@ -202,7 +217,11 @@ def register(app: typer.Typer) -> None:
                                                          rec["tinygrad"]["losses"]))]
             plot_perf(steps_rows, run.dir / "perf.png", title=f"bench {cfg.model.config} {cfg.method}")
             summ = {"tinygrad_tokens_per_s": rec["tinygrad"]["tokens_per_s"]["median"],
-                    "first_step_s": rec["tinygrad"]["first_step_s"], "mfu": rec["tinygrad"]["mfu"]}
+                    "first_step_s": rec["tinygrad"]["first_step_s"], "mfu": rec["tinygrad"]["mfu"],
+                    "warm_start": rec["tinygrad"]["warm_start"]["warm"]}
+            if "startup" in rec:
+                summ.update(cold_first_step_s=rec["startup"]["cold"]["first_step_s"],
+                            warm_first_step_s=rec["startup"]["warm"]["first_step_s"])
             if "torch" in rec:
                 summ.update(torch_tokens_per_s=rec["torch"]["tokens_per_s"]["median"],
                             ratio_median=rec["ratio_tinygrad_over_torch"]["median"])
@@ -213,13 +232,20 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def tune(config: Path = typer.Argument(..., help="Recipe YAML whose training step to tune"),
              beam: int = typer.Option(2, "--beam", min=1, help="BEAM width (search cost grows with it)"),
-             steps: int = typer.Option(3, "--steps", min=1),
+             steps: int = typer.Option(5, "--steps", min=1, help="timed steps before and after"),
+             budget: float = typer.Option(900.0, "--budget", min=1, help="seconds of kernel search in all"),
+             kernel_timeout: float = typer.Option(120.0, "--kernel-timeout", min=1,
+                                                  help="seconds one kernel's search may take before it is stopped"),
+             coverage: float = typer.Option(0.9, "--coverage", min=0.01, max=1.0,
+                                            help="search the heaviest kernels until this share of the step's kernel time"),
              force: bool = typer.Option(False, "--force", help="search again even if this machine has a record"),
              set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt, allow_simulated: bool = AllowSimOpt):
-        """BEAM-search the kernels of CONFIG's training step once per machine; record what it did.
+        """Find faster kernels for CONFIG's training step (bounded BEAM search, heaviest kernels first).
 
-        Winners land in tinygrad's persistent compile cache; the record (baseline vs tuned tokens/s,
-        search time) in ~/.cache/zeropoint/tune.json. Use them with BEAM=<k> or zpctl bench --beam <k>."""
+        Kernels that beat tinygrad's default by 5% or more go to $ZP_CACHE/tuned and are used by
+        every later run that builds them (ZP_TUNED=0 to ignore). The record lists every kernel
+        searched (time before and after, speed-up, kept or not) and the step before and after;
+        it is kept in $ZP_CACHE/tune/<key>.json."""
         from ..recipes import load_config
         from ..scope import require_real_compute
         require_real_compute(allow_simulated)
@@ -230,15 +256,24 @@ def register(app: typer.Typer) -> None:
                               f"(time it with zpctl bench {config} [--beam K])")
         from ..perf.tune import run_tune
         say = (lambda m: err_console.print(f"[dim]{m}[/]")) if not json_out else None
-        rec = run_tune(cfg, beam=beam, steps=steps, force=force, progress=say)
+        rec = run_tune(cfg, beam=beam, steps=steps, budget_s=budget, kernel_timeout_s=kernel_timeout,
+                       coverage=coverage, force=force, progress=say)
         if json_out:
             return print_json(rec)
-        t = Table(title=f"tune {config}", show_header=False)
-        for k in ("searched_now", "beam", "baseline_tokens_per_s", "tuned_tokens_per_s", "speedup",
-                  "search_and_compile_s", "cache", "use", "tuned_at", "note"):
-            if k in rec:
-                t.add_row(k, str(rec[k]))
+        t = Table(title=f"tune {config}: {rec['kept']} of {rec['searched']} searched kernels kept "
+                        f"({rec['kernels_in_step']} in the step)")
+        for col in ("kernel", "calls/step", "share", "default us", "tuned us", "speed-up", "search s", "kept"):
+            t.add_column(col, justify="left" if col == "kernel" else "right")
+        for r in rec["kernels"]:
+            t.add_row(r["kernel"], str(r["calls_per_step"]), f"{r['share_of_kernel_time']:.1%}", _fmt(r["default_us"]),
+                      _fmt(r.get("tuned_us")), _fmt(r.get("speedup"), ".2f"), _fmt(r["search_s"], ".1f"),
+                      "yes" if r["kept"] else (r.get("why_not_kept") or "no")[:40])
         console.print(t)
+        st = rec["step"]
+        console.print(f"step: untuned {_fmt(st['untuned_tokens_per_s'])} tok/s, tuned {_fmt(st['tuned_tokens_per_s'])} "
+                      f"tok/s ([bold]{st['speedup']:.2f}x[/]); search {rec['search_s']} s; record in "
+                      f"{rec['cache'].rsplit('/', 1)[0]}/tune/{rec['key']}.json"
+                      + ("" if rec.get("searched_now", True) else f"  ({rec.get('note')})"))
 
     @perf_app.command("report")
     @handle_errors

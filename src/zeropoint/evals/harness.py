@@ -19,6 +19,7 @@ from ..checkpoint import latest_valid, load_checkpoint
 from ..clock import utcnow
 from ..data import assets
 from ..data.images import load_idx_pair, normalize, resize
+from ..engine import jitcache
 from ..errors import ZeropointError
 from ..evidence import start_run
 from ..hashing import canonical_json, sha256_file, sha256_json, sha256_tree
@@ -241,6 +242,8 @@ def run_eval(model_ref: str, task_refs: list[str], *, limit=None, batch_size: in
                 run.event("task_done", task=task.name, wall_s=round(wall, 3),
                           **{k: v["value"] for k, v in metrics.items()})
             results["scoring_stats"] = dict(scorer.stats)
+            # cold or warm: whether the scoring forwards were loaded from $ZP_CACHE (engine/jitcache.py)
+            results["warm_start"] = jitcache.summary()
         for vt in vis_tasks:
             t1 = time.time()
             metrics, samples, info = run_vision_task(vt, model_ref, limit)

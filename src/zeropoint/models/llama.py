@@ -195,7 +195,8 @@ def rope_tables(cfg: LlamaConfig, device: str | None = None) -> tuple[Tensor, Te
            tuple(sorted(cfg.rope_scaling.items())) if cfg.rope_scaling else None, device)
     if key not in _ROPE_CACHE:
         c, s = _rope_tables_np(*key[:4])
-        _ROPE_CACHE[key] = (Tensor(c, device=device).realize(), Tensor(s, device=device).realize())
+        _ROPE_CACHE[key] = Tensor(c, device=device), Tensor(s, device=device)
+        Tensor.realize(*_ROPE_CACHE[key])
     return _ROPE_CACHE[key]
 
 
@@ -351,9 +352,10 @@ class Llama:
         dt = dtype or self.compute_dtype
         shape = (batch, self.cfg.n_kv_heads, max_len, self.cfg.head_dim)
         dev = self.model.embed_tokens.weight.device
-        layers = [LayerCache(Tensor.zeros(*shape, dtype=dt, device=dev).contiguous().realize(),
-                             Tensor.zeros(*shape, dtype=dt, device=dev).contiguous().realize())
+        layers = [LayerCache(Tensor.zeros(*shape, dtype=dt, device=dev).contiguous(),
+                             Tensor.zeros(*shape, dtype=dt, device=dev).contiguous())
                   for _ in range(self.cfg.n_layers)]
+        Tensor.realize(*[t for c in layers for t in (c.k, c.v)])   # one schedule, not two per layer
         return KVCache(layers=layers, batch=batch, max_len=max_len)
 
     def hidden(self, tokens: Tensor, start_pos=0, cache: KVCache | None = None) -> Tensor:
@@ -414,6 +416,18 @@ def state_dict(model: Llama) -> dict[str, Tensor]:
     """HF-named tensors of the model (no rope tables, no caches)."""
     return nn.state.get_state_dict(model.model, prefix="model.") | (
         {} if model.cfg.tie_embeddings else nn.state.get_state_dict(model.lm_head, prefix="lm_head."))
+
+
+def bound_tensors(model: Llama) -> dict[str, Tensor]:
+    """Every tensor a forward pass reads, by a name that is the same in every process: the weights (LoRA
+    adapters included) and the RoPE tables. A stored compiled step (engine/jitcache.py) is rebound by these names."""
+    cos, sin = rope_tables(model.cfg, model.model.embed_tokens.weight.device)
+    return {**nn.state.get_state_dict(model), "rope.cos": cos, "rope.sin": sin}
+
+
+def cache_key(model: Llama) -> dict:
+    """What a compiled forward of this model depends on besides shapes: its config and compute dtype."""
+    return {"llama": model.cfg.to_dict(), "compute_dtype": str(model.compute_dtype)}
 
 
 def expected_keys(cfg: LlamaConfig) -> list[str]:

@@ -29,7 +29,17 @@ from ..engine import SegmentedLoss, compute_dtype, precision_context
 from ..errors import ConfigError, ZeropointError
 from .basequant import bits_per_weight
 from .hf import save_hf_dir
-from .llama import PUBLISHED_PARAMS, Llama, LlamaConfig, get_config, param_count, projection_shapes, state_dict
+from .llama import (
+    PUBLISHED_PARAMS,
+    Llama,
+    LlamaConfig,
+    bound_tensors,
+    cache_key,
+    get_config,
+    param_count,
+    projection_shapes,
+    state_dict,
+)
 from .lora import LoRASpec, apply_lora, count_lora_params, freeze_base, load_adapters, lora_modules, merge_lora
 from .memory import PRECISION_BYTES, training_memory
 from .registry import load_model, load_tokenizer, parse_dtype
@@ -125,6 +135,25 @@ def lm_loss(model: Llama, activation_checkpointing: str = "none", k: int = 2):
 
 DROPOUT_WITH_CHECKPOINTING = ("activation checkpointing recomputes each block in backward, where LoRA dropout "
                               "would draw a different mask; set lora.dropout: 0 or train.activation_checkpointing: none")
+
+
+def warm_start_args(model: Llama, params: dict[str, Tensor], *, method: str, lora: LoRASpec | None,
+                    activation_checkpointing: str = "none", activation_checkpointing_k: int = 2) -> dict:
+    """`Trainer` kwargs that let its compiled steps be stored and reused by the next process (engine/jitcache.py):
+    every other tensor the loss reads (bound by name on load), and what the loss computes (the cache key).
+
+    The key names everything that changes the step besides shapes: the model config and compute dtype, the
+    method, the LoRA spec (its base_quant: an NF4/int8 base is another step), and activation checkpointing
+    (another chain of realizes). The engine adds precision and the loss; the bound tensors' dtypes (a frozen
+    bf16 base, NF4 codes) are checked by jitcache itself."""
+    trainable = {id(t) for t in params.values()}
+    frozen = {k: t for k, t in bound_tensors(model).items() if id(t) not in trainable}
+    key = {"recipe": "llm_finetune", **cache_key(model), "method": method,
+           "lora": asdict(lora or LoRASpec()) if method == "lora" else None,
+           "base_quant": (lora or LoRASpec()).base_quant if method == "lora" else "none",
+           "activation_checkpointing": activation_checkpointing,
+           "activation_checkpointing_k": activation_checkpointing_k if activation_checkpointing == "every_k" else None}
+    return {"frozen": frozen, "cache_key": key}
 
 
 def adapter_config(spec: LLMSpec, lora: LoRASpec) -> dict:

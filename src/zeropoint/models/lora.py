@@ -60,8 +60,9 @@ class LoRALinear:
         out_f, in_f = weight.shape
         self.weight = weight
         bound = math.sqrt(6.0 / ((1 + 5.0) * in_f))           # kaiming_uniform(a=sqrt(5)), PEFT's default
-        self.lora_A = Tensor(rng.uniform(-bound, bound, (rank, in_f)).astype(np.float32)).realize()
-        self.lora_B = Tensor.zeros(out_f, rank, dtype=dtypes.float32).contiguous().realize()
+        # made lazily and realized together by apply_lora: one schedule for every adapter, not two each
+        self.lora_A = Tensor(rng.uniform(-bound, bound, (rank, in_f)).astype(np.float32))
+        self.lora_B = Tensor(np.zeros((out_f, rank), dtype=np.float32))
         self.scale, self.dropout = alpha / rank, dropout
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -112,6 +113,7 @@ def apply_lora(model, spec: LoRASpec, seed: int = 0) -> dict[str, Tensor]:
         adapters[f"{prefix}.lora_B.weight"] = w.lora_B
     if not adapters:
         raise ZeropointError(f"lora.targets {spec.targets} matched no projection in this model")
+    Tensor.realize(*adapters.values())
     return adapters
 
 

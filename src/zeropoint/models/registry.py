@@ -9,6 +9,7 @@ from tinygrad import dtypes
 from tinygrad.dtype import DType
 
 from ..data.assets import smollm2_gguf
+from ..engine import cpu_threads, jitcache
 from ..errors import ZeropointError
 from .gguf import load_gguf, read_header, tokenizer_metadata
 from .hf import load_hf_dir
@@ -74,6 +75,8 @@ def load_model(ref: str | Path, compute_dtype: str | DType = "float32",
                max_seq_len: int | None = None) -> tuple[Llama, LlamaConfig, Tokenizer]:
     """Build the model with its weights realized (fp32 masters) and its tokenizer. `model.load_info` says
     where it came from and how long loading took."""
+    jitcache.enable()   # loading and every later forward reuse kernels an earlier process compiled ($ZP_CACHE)
+    cpu_threads.enable()   # split kernels run on every core
     t0 = time.perf_counter()
     cfg, weights, tok, info = load_weights_any(ref, max_seq_len=max_seq_len)
     try:

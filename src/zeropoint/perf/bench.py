@@ -18,11 +18,11 @@ import time
 import numpy as np
 from tinygrad import Device
 
-from ..engine import EngineConfig, Trainer, lr_at
+from ..engine import EngineConfig, Trainer, cpu_threads, jitcache, lr_at
 from ..errors import ConfigError
 from ..models.basequant import weight_numpy_f32
 from ..models.llama import param_count, state_dict
-from ..models.llm import build_llm, llm_memory_plan, lm_loss, trainable_params
+from ..models.llm import build_llm, llm_memory_plan, lm_loss, trainable_params, warm_start_args
 from ..models.lora import LoRASpec, count_lora_params
 from . import torch_ref
 from .devices import (
@@ -102,6 +102,8 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
     random init of the exact shapes instead of model.weights (for models whose weights are not installed;
     the record says so). check_matmul: time a matmul in the run's precision and set it beside the peak-table
     figure MFU is computed against (default: on GPUs, whose peak comes from a table)."""
+    jitcache.enable()               # steps an earlier process captured load from $ZP_CACHE (engine/jitcache.py)
+    threads = cpu_threads.enable()  # split CPU kernels run on every core
     t = cfg.train
     B, T, A = t.micro_batch_size, cfg.data.seq_len, t.grad_accum
     tokens_per_step = B * T * A
@@ -178,7 +180,10 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
             th_sync, th_sync_how = torch_sync(torch, th_dev)
             tw = {"model": tmodel, "params": tparams, "opt": topt, "batches": tbatches, "device": th_dev}
 
-        trainer = Trainer(params, lm_loss(model, t.activation_checkpointing, t.activation_checkpointing_k), ecfg)
+        trainer = Trainer(params, lm_loss(model, t.activation_checkpointing, t.activation_checkpointing_k), ecfg,
+                          **warm_start_args(model, params, method=cfg.method, lora=lora_spec,
+                                            activation_checkpointing=t.activation_checkpointing,
+                                            activation_checkpointing_k=t.activation_checkpointing_k))
         meter = PerfMeter(flops_per_step=fl.per_step, tokens_per_step=tokens_per_step, device=dev,
                           precision=t.precision, warmup_steps=warmup, peak=peak).start()
         tg_side = _Side(meter.energy, tg_sync)
@@ -257,7 +262,10 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
                      "memory": {**perf["memory"], "allocator": alloc.to_dict(),
                                 "after_build_bytes": after_build_bytes},
                      "energy": perf["energy"], "energy_timed": tg_side.energy_dict(), "losses": tg_losses,
-                     "env": {k: os.environ[k] for k in ("BEAM", "JIT", "DEV", "CACHELEVEL", "PARALLEL") if k in os.environ}},
+                     "env": {k: os.environ[k] for k in ("BEAM", "JIT", "DEV", "CACHELEVEL", "PARALLEL") if k in os.environ},
+                     # this process's start: "warm" when every step was replayed from $ZP_CACHE (engine/jitcache.py)
+                     "warm_start": {"first_step_s": tg_warm[0] if tg_warm else None, **jitcache.report(trainer.jit_steps())},
+                     "cpu_threads": threads},
         "memory_plan": {"plan_bytes": plan, "measured_peak_bytes": measured,
                         "measured_over_plan": measured / plan["total_bytes"] if plan.get("total_bytes") else None,
                         "note": "plan: zpctl model info (shapes alone); measured: tinygrad's allocator high-water mark "

@@ -232,7 +232,9 @@ def run(cfg: CLIPContrastiveConfig, *, allow_simulated: bool = False, run_id: st
         dtype = compute_dtype(t.precision)
         run.event("model", config=cfg.model.config, clip=mcfg.to_dict(), params=num_params(params))
 
-        trainer = Trainer(params, C.contrastive_loss(params, mcfg, dtype), t.engine_config(total_steps=steps))
+        # warm start (engine/jitcache.py): every weight is a param; the key is what the loss computes
+        trainer = Trainer(params, C.contrastive_loss(params, mcfg, dtype), t.engine_config(total_steps=steps),
+                          cache_key={"recipe": "clip_contrastive", "clip": mcfg.to_dict(), "dtype": str(dtype)})
 
         # 5. resume (the tokenizer learned now must be the checkpoint's); batches: pure functions of (seed, step)
         def load_weights(ck):

@@ -27,7 +27,7 @@ from ..config import (
     validate,
 )
 from ..data import images as I
-from ..engine import StepStats, Trainer
+from ..engine import StepStats, Trainer, cpu_threads, jitcache
 from ..engine.train_section import TrainSection
 from ..errors import ConfigError, ZeropointError
 from ..evidence import Run, load_run, new_run_id
@@ -78,9 +78,12 @@ class ImageDataSection(StrictModel):
 
 def admit(kind: str, datasets: list[str], *, allow_simulated: bool, run_id: str | None, resume: bool,
           purpose: str | None = None, actor: str | None = None) -> tuple[Scope, str, list[dict]]:
-    """Step 1 of every recipe, before any data is read or anything computed: refuse simulated compute, settle
-    the run id, ask governance for the approved datasets. -> (scope, run id, dataset records)."""
+    """Step 1 of every recipe, before any data is read or anything computed: refuse simulated compute, turn on
+    the compile caches and every CPU core, settle the run id, ask governance for the approved datasets.
+    -> (scope, run id, dataset records)."""
     scope = require_real_compute(allow_simulated)
+    jitcache.enable()      # kernels and captured steps an earlier process compiled load from $ZP_CACHE
+    cpu_threads.enable()   # split CPU kernels run on every core
     run_id = run_id_for(kind, run_id, resume)
     return scope, run_id, require_approved(datasets, actor=actor, purpose=purpose or kind, run_id=run_id)
 

@@ -48,6 +48,7 @@ from ..models.llm import (
     lm_loss,
     load_trained_weights,
     trainable_params,
+    warm_start_args,
 )
 from ..models.lora import LoRASpec
 from ..perf.hooks import PERF_HOOKS
@@ -202,7 +203,10 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
 
         # 6. engine; 7. resume from the newest checkpoint that verifies
         loss_fn = lm_loss(model, t.activation_checkpointing, t.activation_checkpointing_k)
-        trainer = Trainer(params, loss_fn, t.engine_config(total_steps=t.steps))
+        trainer = Trainer(params, loss_fn, t.engine_config(total_steps=t.steps),
+                          **warm_start_args(model, params, method=cfg.method, lora=lora_spec(cfg),
+                                            activation_checkpointing=t.activation_checkpointing,
+                                            activation_checkpointing_k=t.activation_checkpointing_k))
         start = resume_from_checkpoint(run, cfg, trainer, lambda ck: load_trained_weights(
             model, params, ck, cfg.method)) if resume else 0
 

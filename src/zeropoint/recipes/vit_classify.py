@@ -214,7 +214,10 @@ def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | 
         run.event("model", config=cfg.model.config, vit=mcfg.to_dict(), params=num_params(params))
 
         loss_fn = classification_loss(params, mcfg, label_smoothing=t.label_smoothing, dtype=dtype)
-        trainer = Trainer(params, loss_fn, t.engine_config(total_steps=steps))
+        # warm start (engine/jitcache.py): every weight is a param; the key is what the loss computes
+        trainer = Trainer(params, loss_fn, t.engine_config(total_steps=steps),
+                          cache_key={"recipe": "vit_classify", "vit": mcfg.to_dict(), "dtype": str(dtype),
+                                     "label_smoothing": t.label_smoothing})
         start = common.resume_from_checkpoint(run, cfg, trainer, lambda ck: common.load_arrays(
             params, ck.weights)) if resume else 0
 
