@@ -63,7 +63,7 @@ _lock = threading.Lock()
 _notices: set[str] = set()
 
 # what this process did with the caches, for perf.json and `zpctl bench`
-STATS: dict[str, Any] = {"programs": {"loaded": 0, "compiled": 0, "rejected": 0, "saved": 0},
+STATS: dict[str, Any] = {"programs": {"loaded": 0, "compiled": 0, "rejected": 0, "saved": 0, "tuned": 0},
                          "jit": {}}
 
 
@@ -256,7 +256,7 @@ class ProgramStore(dict):
         if key not in self.tuned:
             self.tuned[key] = self._read_program(*self._folder(key, "tuned"), "tuned kernel")
             if self.tuned[key] is not None:
-                STATS["programs"]["tuned"] = STATS["programs"].get("tuned", 0) + 1
+                STATS["programs"]["tuned"] += 1
         return self.tuned[key]
 
     def put_tuned(self, key, prg, **info) -> Path:
