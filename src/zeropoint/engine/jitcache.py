@@ -39,7 +39,6 @@ import pickle
 import platform
 import shutil
 import sys
-import tempfile
 import threading
 import time
 import weakref
@@ -56,6 +55,8 @@ from tinygrad.engine.jit import CapturedJit, _prepare_jit_inputs, _TinyJit
 from tinygrad.engine.realize import get_call_arg_uops, get_call_outs_ins
 from tinygrad.helpers import BEAM, JIT, JIT_BATCH_SIZE, getenv
 from tinygrad.uop.ops import Ops, UOp, buffers
+
+from ..workspace import atomic_write_bytes
 
 FORMAT = 1                                # bump when the layout of an entry changes
 _OFF = {"off", "0", "none", "false", "no"}
@@ -140,18 +141,7 @@ def codegen_settings() -> dict:
 # ---- files: payload + manifest, atomic, verified ---------------------------------------------------------------
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write_bytes(path, data, durable=False)   # entries are SHA-256-checked on load: a torn one is rebuilt
 
 
 def _key_sha(key: dict) -> str:
