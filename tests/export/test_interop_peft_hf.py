@@ -77,6 +77,10 @@ def test_training_starts_from_a_peft_adapter(ckpt, adapted, tmp_path):
     lm, params = build(cfg)
     assert np.abs(lm.model(Tensor(ids.astype(np.int32))).numpy() - ref).max() <= 1e-6
     assert any(np.abs(p.numpy()).max() > 0 for k, p in params.items() if "lora_B" in k)
+    saved = {k: t.numpy() for k, t in adapter_tensors(src).items()}
+    cfg, _ = load_config("configs/llm/tiny_lora.yaml", [f"lora.init_from={d}", "lora.base_quant=nf4"])
+    lm, params = build(cfg)                                   # a QLoRA (NF4) base starts from the adapter too
+    assert sorted(params) == sorted(saved) and all(np.array_equal(params[k].numpy(), saved[k]) for k in saved)
     cfg, _ = load_config("configs/llm/tiny_lora.yaml", [f"lora.init_from={d}", "lora.rank=8"])
     with pytest.raises(PeftFormatError, match="r=4"):
         build(cfg)
