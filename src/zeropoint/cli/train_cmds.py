@@ -120,7 +120,14 @@ def register(app: typer.Typer) -> None:
     @model_app.command("info")
     @handle_errors
     def model_info_cmd(config: Path = typer.Argument(..., help="Recipe YAML, e.g. configs/llm/llama-3-8b_lora.yaml"),
-                       set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt):
+                       set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt,
+                       devices: Optional[int] = typer.Option(None, "--devices", min=1,
+                                                             help="Also plan one device's share of data parallel "
+                                                                  "over N devices (fits 80 / 141 GB?)."),
+                       shard_optimizer: Optional[bool] = typer.Option(
+                           None, "--shard-optimizer/--no-shard-optimizer",
+                           help="With --devices: ZeRO-1, Adam moments divided across the devices (default: "
+                                "the config's train.shard_optimizer).")):
         """Parameter count (vs published), trainable count, memory per component at the configured batch."""
         from ..errors import ConfigError
         from ..recipes import load_config
@@ -128,7 +135,7 @@ def register(app: typer.Typer) -> None:
         cfg, _ = load_config(config, set_)
         if not isinstance(cfg, LLMFinetuneConfig):
             raise ConfigError(f"{config} is a {cfg.recipe} config; model info sizes llm_finetune configs")
-        info = model_info(cfg)
+        info = model_info(cfg, devices, shard_optimizer)
         if json_out:
             return print_json(info)
         t = Table(title=f"{info['config']} ({info['method']}, {info['precision']}, batch {info['micro_batch_size']}"
@@ -140,3 +147,15 @@ def register(app: typer.Typer) -> None:
             t.add_row(k.replace("_bytes", ""), _gib(v))
         console.print(t)
         console.print(f"[dim]{info['note']}[/]")
+        if "per_device" in info:
+            pd = info["per_device"]
+            t = Table(title=f"per device, {pd['devices']} devices"
+                            f"{' with ZeRO-1' if pd['shard_optimizer'] else ''}", show_header=False)
+            for k, v in pd["memory"].items():
+                t.add_row(k.replace("_bytes", ""), _gib(v))
+            for f in pd["fits"]:
+                t.add_row(f"fits {f['device_gb']:g} GB", f"{'yes' if f['fits'] else 'no'} "
+                                                         f"(headroom {f['headroom_gb']:+,.1f} GB)")
+            console.print(t)
+            if "warning" in pd:
+                console.print(f"[yellow]{pd['warning']}[/]")

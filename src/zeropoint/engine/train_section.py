@@ -18,6 +18,8 @@ from .trainer import EngineConfig
 
 # old spelling -> current one, accepted for one release with a deprecation message
 RENAMED_KEYS = {"batch_size": "micro_batch_size"}
+# where the step runs, not what it computes: a checkpoint resumes under any value of these
+PLACEMENT_KEYS = ("devices", "shard_optimizer")
 
 
 class TrainSection(StrictModel):
@@ -36,6 +38,9 @@ class TrainSection(StrictModel):
     loss_scale: float = Field(32768.0, description="initial dynamic loss scale (fp16 only)")
     growth_interval: int = Field(200, ge=1, description="good fp16 steps before the loss scale doubles")
     jit: bool = True
+    devices: int | list[str] = Field(1, description="data parallel: a device count (2) or names ([CUDA:0, CUDA:1]); "
+                                                    "the micro-batch is split across them, weights replicated")
+    shard_optimizer: bool = Field(False, description="ZeRO-1: partition the fp32 Adam moments across train.devices")
     ckpt_every: int = Field(100, ge=0, description="checkpoint every N steps (and always at the last)")
     keep_ckpts: int = Field(2, ge=1, description="newest checkpoints kept")
     seed: int = 0
@@ -47,5 +52,6 @@ class TrainSection(StrictModel):
 
     def engine_config(self, total_steps: int) -> EngineConfig:
         """The engine's settings: every EngineConfig field comes from this section, `total_steps` from the recipe."""
-        return EngineConfig(total_steps=total_steps, **{f.name: getattr(self, f.name) for f in fields(EngineConfig)
-                                                          if f.name != "total_steps"})
+        vals = {f.name: getattr(self, f.name) for f in fields(EngineConfig) if f.name != "total_steps"}
+        vals["devices"] = vals["devices"] if isinstance(vals["devices"], int) else tuple(vals["devices"])
+        return EngineConfig(total_steps=total_steps, **vals)

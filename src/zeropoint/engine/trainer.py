@@ -36,6 +36,7 @@ from tinygrad import Device, Tensor, TinyJit, dtypes
 from tinygrad.helpers import Context
 
 from ..errors import ZeropointError
+from .parallel import Placement
 
 PRECISIONS = {"fp32": dtypes.float32, "fp16": dtypes.float16, "bf16": dtypes.bfloat16}
 
@@ -56,6 +57,8 @@ class EngineConfig:
     loss_scale: float = 2.0 ** 15     # initial dynamic loss scale (fp16 only)
     growth_interval: int = 200        # good fp16 steps before the scale doubles
     jit: bool = True                  # TinyJit on micro-step, optimizer step and eval
+    devices: int | tuple[str, ...] = 1   # data parallel over N devices (or these names); see engine/parallel.py
+    shard_optimizer: bool = False     # ZeRO-1: partition the fp32 Adam moments across the devices
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -65,6 +68,8 @@ class EngineConfig:
         if self.total_steps < 1:
             raise ZeropointError(f"total_steps must be >= 1 (got {self.total_steps})")
         self.betas = tuple(self.betas)
+        if not isinstance(self.devices, int):
+            self.devices = tuple(self.devices)
 
 
 def lr_at(step: int, cfg: EngineConfig) -> float:
@@ -118,16 +123,18 @@ class Trainer:
                 raise ZeropointError(f"trainable weight {name} is {p.dtype}; master weights must be float32 "
                                      "(the model casts to the compute dtype itself)")
         self.cfg, self.loss_fn = cfg, loss_fn
+        # one device, or data parallel: params replicated in place (frozen weights: the caller's place.replicate)
+        self.place = Placement.of(cfg.devices, cfg.shard_optimizer)
         self.names = list(params)
-        self.params = [params[n].realize() for n in self.names]
-        self.m = [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous().realize() for p in self.params]
-        self.v = [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous().realize() for p in self.params]
-        self.grads = [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous().realize() for p in self.params]
+        self.params = [self.place.replicate(params[n]).realize() for n in self.names]
+        self.m = [self.place.state_zeros(p.shape) for p in self.params]
+        self.v = [self.place.state_zeros(p.shape) for p in self.params]
+        self.grads = [self.place.zeros(p.shape) for p in self.params]
         self.decay = [p.ndim >= 2 and cfg.weight_decay > 0 for p in self.params]
         # host-controlled scalars live on the device so the JIT reads their current values
-        self.lr_t = Tensor([lr_at(0, cfg)], dtype=dtypes.float32).contiguous().realize()
-        self.scale_t = Tensor([cfg.loss_scale if cfg.precision == "fp16" else 1.0], dtype=dtypes.float32).contiguous().realize()
-        self.adam_t = Tensor([0.0], dtype=dtypes.float32).contiguous().realize()   # updates applied (bias correction)
+        self.lr_t = self.place.put([lr_at(0, cfg)])
+        self.scale_t = self.place.put([cfg.loss_scale if cfg.precision == "fp16" else 1.0])
+        self.adam_t = self.place.put([0.0])   # updates applied (bias correction)
         self.step_count = 0        # optimizer steps taken (including skipped ones)
         self.good_steps = 0        # consecutive non-overflow steps since the last scale change
         self.skipped_steps = 0
@@ -153,7 +160,7 @@ class Trainer:
         gs = [g * inv for g in self.grads]
         norm = Tensor.stack(*[(g * g).sum() for g in gs]).sum().sqrt().reshape(1)
         ok = norm.isfinite()
-        coef = (cfg.grad_clip / (norm + 1e-6)).minimum(1.0) if cfg.grad_clip > 0 else Tensor.ones(1)
+        coef = (cfg.grad_clip / (norm + 1e-6)).minimum(1.0) if cfg.grad_clip > 0 else norm.ones_like()
         t = self.adam_t + ok.cast(dtypes.float32)
         bc1 = 1.0 - (t * math.log(b1)).exp()
         bc2 = 1.0 - (t * math.log(b2)).exp()
@@ -166,7 +173,8 @@ class Trainer:
             upd = (m_new / bc1) / ((v_new / bc2).sqrt() + cfg.eps)
             if decay:
                 upd = upd + cfg.weight_decay * p
-            p.assign(ok.where(p - lr * upd, p))
+            # under ZeRO-1 m, v and so the update are this device's slice; the new weight is gathered whole
+            p.assign(self.place.gather(ok.where(p - lr * upd, p)))
             m.assign(ok.where(m_new, m))
             v.assign(ok.where(v_new, v))
             buf.assign(buf.zeros_like())
@@ -182,11 +190,11 @@ class Trainer:
             raise ZeropointError(f"step() got {len(micro_batches)} micro-batches; grad_accum is {self.cfg.grad_accum}")
         t0 = time.perf_counter()
         lr = lr_at(self.step_count, self.cfg)
-        self.lr_t.assign(Tensor([lr], dtype=dtypes.float32)).realize()
+        self.lr_t.assign(self.place.put([lr])).realize()
         losses = []
         with precision_context(self.cfg.precision):
             for mb in micro_batches:
-                loss = self._micro(*[fresh(x) for x in mb])
+                loss = self._micro(*[self.place.batch(fresh(x)) for x in mb])
                 losses.append(float(loss.item()))      # JIT outputs reuse one buffer: read it now
             norm = float(self._opt().item())
         self.step_count += 1
@@ -197,7 +205,7 @@ class Trainer:
             self.good_steps = 0
             if self.cfg.precision == "fp16":
                 scale = max(scale / 2.0, 1.0)
-                self.scale_t.assign(Tensor([scale], dtype=dtypes.float32)).realize()
+                self.scale_t.assign(self.place.put([scale])).realize()
             else:
                 raise ZeropointError(f"non-finite gradient norm at step {self.step_count} in {self.cfg.precision}: "
                                      "the loss diverged; lower train.lr or enable grad_clip")
@@ -205,7 +213,7 @@ class Trainer:
             self.good_steps += 1
             if self.cfg.precision == "fp16" and self.good_steps % self.cfg.growth_interval == 0:
                 scale *= 2.0
-                self.scale_t.assign(Tensor([scale], dtype=dtypes.float32)).realize()
+                self.scale_t.assign(self.place.put([scale])).realize()
         return StepStats(step=self.step_count, loss=float(np.mean(losses)), lr=lr, grad_norm=norm, skipped=skipped,
                          loss_scale=scale, step_s=time.perf_counter() - t0, micro_losses=losses)
 
@@ -220,7 +228,7 @@ class Trainer:
         vals = []
         with precision_context(self.cfg.precision):
             for b in batches:
-                vals.append(float(fn(*[fresh(x) for x in b]).item()))
+                vals.append(float(fn(*[self.place.batch(fresh(x), strict=False) for x in b]).item()))
         if not vals:
             raise ZeropointError("eval_loss got no batches: the validation split is empty (make it larger in the recipe's data section)")
         return float(np.mean(vals))
@@ -244,12 +252,12 @@ class Trainer:
                     raise ZeropointError(f"optimizer state has no {key}; the checkpoint belongs to a different model/method")
                 if tuple(arrays[key].shape) != tuple(t.shape):
                     raise ZeropointError(f"optimizer state {key} has shape {arrays[key].shape}, expected {t.shape}")
-                t.assign(Tensor(arrays[key].astype(np.float32))).realize()
+                t.assign(self.place.like(arrays[key], t)).realize()
         self.step_count = int(scalars["step_count"])
         self.good_steps = int(scalars["good_steps"])
         self.skipped_steps = int(scalars.get("skipped_steps", 0))
-        self.adam_t.assign(Tensor([float(scalars["adam_t"])], dtype=dtypes.float32)).realize()
-        self.scale_t.assign(Tensor([float(scalars["loss_scale"])], dtype=dtypes.float32)).realize()
+        self.adam_t.assign(self.place.put([float(scalars["adam_t"])])).realize()
+        self.scale_t.assign(self.place.put([float(scalars["loss_scale"])])).realize()
 
     def param_arrays(self) -> dict[str, np.ndarray]:
         return {n: p.numpy() for n, p in zip(self.names, self.params)}

@@ -220,6 +220,10 @@ def run(cfg: CLIPContrastiveConfig, *, allow_simulated: bool = False, run_id: st
             return C.clip_loss(params, img, txt)
 
         trainer = Trainer(params, loss_fn, t.engine_config(total_steps=steps))
+        if trainer.place.devices:   # the contrastive loss compares across the whole batch: not tested split yet
+            raise ConfigError("clip_contrastive does not support train.devices > 1 yet; set train.devices: 1 "
+                              "(data parallel runs the llm_finetune and vit_classify recipes)")
+        common.place_model(run, trainer)
 
         # 5. resume (the tokenizer learned now must be the checkpoint's); batches: pure functions of (seed, step)
         def load_weights(ck):

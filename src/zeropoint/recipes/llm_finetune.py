@@ -29,6 +29,7 @@ from tinygrad import Tensor
 from ..config import StrictModel
 from ..data.text import build_dataset, read_documents
 from ..engine import Trainer, fit
+from ..engine.parallel import per_device_plan
 from ..engine.train_section import TrainSection
 from ..errors import ZeropointError
 from ..evidence import read_metrics, start_run
@@ -47,7 +48,7 @@ from ..models.llm import (
 )
 from ..models.lora import LoRASpec
 from ..perf.hooks import PERF_HOOKS
-from .common import admit, json_bytes, resume_from_checkpoint, save_training_state, throughput_summary
+from .common import admit, json_bytes, place_model, resume_from_checkpoint, save_training_state, throughput_summary
 
 
 # ---- typed config (the YAML schema) ------------------------------------------------------------------------
@@ -96,11 +97,17 @@ def build(cfg: LLMFinetuneConfig) -> tuple[LoadedLM, dict]:
     return lm, trainable_params(lm.model, cfg.method, lora_spec(cfg), cfg.train.seed)
 
 
-def model_info(cfg: LLMFinetuneConfig) -> dict:
-    """`zpctl model info`: parameter counts and memory per component at this config's batch (no weights)."""
+def model_info(cfg: LLMFinetuneConfig, devices: int | None = None, shard_optimizer: bool | None = None) -> dict:
+    """`zpctl model info`: parameter counts and memory per component at this config's batch (no weights); with
+    `devices`, also one device's share under data parallel (`per_device`, ZeRO-1 if `shard_optimizer`)."""
     t = cfg.train
-    return llm_memory_plan(cfg.model, method=cfg.method, lora=lora_spec(cfg), precision=t.precision,
+    plan = llm_memory_plan(cfg.model, method=cfg.method, lora=lora_spec(cfg), precision=t.precision,
                            micro_batch_size=t.micro_batch_size, seq_len=cfg.data.seq_len, grad_accum=t.grad_accum)
+    if devices is not None:
+        plan["per_device"] = per_device_plan(plan["memory"], devices, micro_batch_size=t.micro_batch_size,
+                                             shard_optimizer=t.shard_optimizer if shard_optimizer is None
+                                             else shard_optimizer)
+    return plan
 
 
 def governed_documents(cfg: LLMFinetuneConfig, records: list[dict]) -> list[dict]:
@@ -161,6 +168,7 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
         # 6. engine; 7. resume from the newest checkpoint that verifies
         loss_fn = lm_loss(model)
         trainer = Trainer(params, loss_fn, t.engine_config(total_steps=t.steps))
+        place_model(run, trainer, frozen=state_dict(model).values())
         start = resume_from_checkpoint(run, cfg, trainer, lambda ck: load_trained_weights(
             model, params, ck, cfg.method)) if resume else 0
 
