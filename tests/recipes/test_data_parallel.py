@@ -93,7 +93,8 @@ def test_two_devices_match_one_and_resume_across_device_counts():
     on2 = llm_run(cfg2, run_id=_interrupted_copy(src, src.name + "-r2", 2), resume=True, progress=False)
     assert on2["start_step"] == 2
     assert _losses(on2["run_dir"]) == _losses(two["run_dir"])
-    assert all(np.array_equal(a, b) for a, b in zip(_weights(on2).values(), w2.values()))
+    w_on2 = _weights(on2)
+    assert {k: float(np.abs(w_on2[k] - w2[k]).max()) for k in w2 if not np.array_equal(w_on2[k], w2[k])} == {}
     cfg1, _ = load_config(REPO / "configs/llm/tiny_full.yaml", SETS + ["train.devices=1"])
     on1 = llm_run(cfg1, run_id=_interrupted_copy(src, src.name + "-r1", 2), resume=True, progress=False)
     assert on1["start_step"] == 2

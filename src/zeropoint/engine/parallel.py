@@ -28,6 +28,7 @@ from typing import Sequence
 
 import numpy as np
 from tinygrad import Device, Tensor, TinyJit, dtypes
+from tinygrad.helpers import GlobalCounters
 
 from ..errors import ZeropointError
 
@@ -132,6 +133,11 @@ class Placement:
         if not self.devices or t.uop.axis is None:
             return t
         return Tensor(t.uop.copy_to_device(self.devices))
+
+    def memory_rows(self) -> list[dict]:
+        """[{device, bytes}]: what each of these devices' allocator holds now (process-wide, like the
+        one-device `device_mem_bytes`); a list, so evidence keys do not depend on device names."""
+        return [{"device": d, "bytes": int(GlobalCounters.mem_used_per_device[d])} for d in self.devices]
 
     def describe(self) -> dict:
         """run.json's `parallel` record (the timing comes from `time_allreduce`)."""

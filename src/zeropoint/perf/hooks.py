@@ -10,7 +10,7 @@ import sys
 
 from ..engine.loop import RunHooks
 from .energy import EnergyMeter
-from .meter import peak_rss_bytes, per_device_rows, tinygrad_mem_bytes
+from .meter import peak_rss_bytes, tinygrad_mem_bytes
 from .report import write_run_perf
 
 
@@ -26,12 +26,7 @@ def perf_begin(run):
 
 def perf_step_fields() -> dict:
     try:
-        mem = tinygrad_mem_bytes()
-        row = {"device_mem_bytes": mem["used"], "rss_peak_bytes": peak_rss_bytes()}
-        held = per_device_rows(mem["per_device"])
-        if len(held) > 1:   # data parallel: what each device's allocator holds
-            row["device_mem_per_device"] = held
-        return row
+        return {"device_mem_bytes": tinygrad_mem_bytes()["used"], "rss_peak_bytes": peak_rss_bytes()}
     except Exception:
         return {}
 

@@ -34,12 +34,6 @@ def tinygrad_mem_bytes() -> dict:
             "per_device": {str(k): int(v) for k, v in GlobalCounters.mem_used_per_device.items()}}
 
 
-def per_device_rows(per_device: dict) -> list[dict]:
-    """[{device, bytes}] for the devices whose allocator holds memory (a list, so evidence keys do not depend on
-    the device names)."""
-    return [{"device": d, "bytes": int(b)} for d, b in sorted(per_device.items()) if b > 0 and not d.startswith("DISK")]
-
-
 class PerfMeter:
     def __init__(self, *, flops_per_step: int | None = None, tokens_per_step: int | None = None,
                  device: str = "CPU", precision: str = "fp32", warmup_steps: int = 2, peak: dict | None = None,
