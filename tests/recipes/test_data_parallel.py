@@ -21,7 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # helpers beside this file, whatever the import mode
 from llm_helpers import approve_sotu_slice  # noqa: E402
 from zeropoint.checkpoint import load_checkpoint
-from zeropoint.recipes import load_config
+from zeropoint.recipes import load_config, model_info
 
 from tests.helpers import REPO
 
@@ -113,7 +113,6 @@ def test_per_device_plan_of_weights_grads_and_optimizer_matches_the_allocator(sh
     from tinygrad.helpers import GlobalCounters
     from zeropoint.engine import Trainer
     from zeropoint.models.llm import build_llm, lm_loss, trainable_params
-    from zeropoint.recipes.llm_finetune import model_info
 
     cfg, _ = load_config(REPO / "configs/llm/tiny_full.yaml",
                          SETS + ["train.devices=2", f"train.shard_optimizer={str(shard_optimizer).lower()}"])

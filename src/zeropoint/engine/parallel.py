@@ -207,6 +207,7 @@ def per_device_plan(memory: dict, devices: int, *, micro_batch_size: int, shard_
     mem = {"weights_bytes": memory["weights_bytes"], "grads_bytes": g,
            "optimizer_bytes": memory["optimizer_bytes"] // n if shard_optimizer else memory["optimizer_bytes"],
            "activations_bytes": memory["activations_bytes"] * -(-micro_batch_size // n) // micro_batch_size,
+           **({"other_bytes": memory["other_bytes"]} if "other_bytes" in memory else {}),   # replicated
            "allreduce_staging_bytes": staging}
     mem["total_bytes"] = sum(mem.values())
     out = {"devices": n, "shard_optimizer": bool(shard_optimizer and n > 1), "memory": mem,
