@@ -387,8 +387,9 @@ class Llama:
 
         def context(tokens):
             T = tokens.shape[1]
-            cos_all, sin_all = rope_tables(self.cfg, self.model.embed_tokens.weight.device)
-            mask = Tensor.full((1, 1, T, T), float("-inf"), dtype=dtypes.float32).triu(1) if T > 1 else None
+            dev = self.model.embed_tokens.weight.device   # a tuple under data parallel, as in `hidden`
+            cos_all, sin_all = rope_tables(self.cfg, dev)
+            mask = Tensor.full((1, 1, T, T), float("-inf"), dtype=dtypes.float32, device=dev).triu(1) if T > 1 else None
             return cos_all[0:T], sin_all[0:T], mask
 
         def embed(h, tokens, *_):
