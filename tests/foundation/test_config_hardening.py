@@ -89,7 +89,8 @@ def test_model_info_refuses_nonsense_numbers_naming_the_key():
 
 SHARED_TRAIN_NONSENSE = {"micro_batch_size": 0, "grad_accum": 0, "lr": -1, "warmup_steps": -1, "min_lr_ratio": 2,
                          "weight_decay": -1, "betas": (0.9, 1.5), "eps": 0, "grad_clip": float("nan"), "loss_scale": 0,
-                         "growth_interval": 0, "ckpt_every": -1, "keep_ckpts": 0, "seed": -1}
+                         "growth_interval": 0, "ckpt_every": -1, "keep_ckpts": 0, "seed": -1,
+                         "devices": 0}
 OWN_TRAIN_NONSENSE = {"steps": 0, "epochs": 0, "eval_every": -1, "label_smoothing": 1}
 
 

@@ -16,7 +16,7 @@ YAMLS = {"llm_finetune": "configs/llm/tiny_lora.yaml", "vit_classify": "configs/
 # a value unlike every recipe's default for each EngineConfig field but total_steps (which steps/epochs set)
 SETTINGS = {"lr": 0.0123, "warmup_steps": 7, "min_lr_ratio": 0.33, "weight_decay": 0.011, "betas": [0.8, 0.95],
             "eps": 1e-6, "grad_clip": 0.25, "grad_accum": 3, "precision": "fp16", "loss_scale": 1024.0,
-            "growth_interval": 50, "jit": False}
+            "growth_interval": 50, "jit": False, "devices": 2, "shard_optimizer": True}
 
 
 def test_the_settings_cover_every_engine_field():

@@ -163,16 +163,23 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def model_info_cmd(config: Path = typer.Argument(..., help="Recipe YAML, e.g. configs/llm/llama-3-8b_lora.yaml "
                                                                 "or configs/vision/vit-tiny_fashion-mnist.yaml"),
-                       set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt):
+                       set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt,
+                       devices: Optional[int] = typer.Option(None, "--devices", min=1,
+                                                             help="Also plan one device's share of data parallel "
+                                                                  "over N devices (fits 80 / 141 GB?)."),
+                       shard_optimizer: Optional[bool] = typer.Option(
+                           None, "--shard-optimizer/--no-shard-optimizer",
+                           help="With --devices: ZeRO-1, Adam moments divided across the devices (default: "
+                                "the config's train.shard_optimizer).")):
         """Parameter count (vs published), trainable count, and the memory plan of one training step.
 
         LLM configs: the plan at the configured batch, sequence length, precision, lora.base_quant and
         train.activation_checkpointing (docs/memory.md). For the vision recipes: FLOPs per image (per
         image-caption pair for CLIP) and the memory plan of training every weight; no data is read and no
-        weights are loaded."""
-        from ..recipes import MODEL_INFO, load_config
+        weights are loaded. With --devices N: one device's share under data parallel (docs/scale-out.md)."""
+        from ..recipes import load_config, model_info
         cfg, _ = load_config(config, set_)
-        info = MODEL_INFO[cfg.recipe](cfg)
+        info = model_info(cfg, devices, shard_optimizer)
         if json_out:
             return print_json(info)
         if cfg.recipe == "llm_finetune":
@@ -196,3 +203,15 @@ def register(app: typer.Typer) -> None:
             t.add_row(k.replace("_bytes", ""), _gib(v))
         console.print(t)
         console.print(f"[dim]{info['note']}[/]")
+        if "per_device" in info:
+            pd = info["per_device"]
+            t = Table(title=f"per device, {pd['devices']} devices"
+                            f"{' with ZeRO-1' if pd['shard_optimizer'] else ''}", show_header=False)
+            for k, v in pd["memory"].items():
+                t.add_row(k.replace("_bytes", ""), _gib(v))
+            for f in pd["fits"]:
+                t.add_row(f"fits {f['device_gb']:g} GB", f"{'yes' if f['fits'] else 'no'} "
+                                                         f"(headroom {f['headroom_gb']:+,.1f} GB)")
+            console.print(t)
+            if "warning" in pd:
+                console.print(f"[yellow]{pd['warning']}[/]")

@@ -68,6 +68,8 @@ def fit(trainer: Trainer, get_batches: Callable[[int], Sequence], *, steps: int,
             tps = items_per_step / wall if items_per_step else None
             extra = {"lr": st.lr, "grad_norm": st.grad_norm if st.grad_norm is not None and math.isfinite(st.grad_norm) else None,
                      "skipped": st.skipped, "loss_scale": st.loss_scale, **hooks.step_fields()}
+            if trainer.place.devices:   # data parallel: each device's allocator, for perf.json's per-device peak
+                extra["device_mem_per_device"] = trainer.place.memory_rows()
             if run is not None:
                 run.log_step(st.step, st.loss, wall * 1000.0, tps, unit=unit, **extra)
                 if not history:   # cold or warm start: what the compile caches did up to the first step (perf.json)

@@ -9,9 +9,9 @@ their own defaults.
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, Strict, model_validator
 
 from ..config import (
     AdamBeta,
@@ -31,6 +31,12 @@ from .trainer import EngineConfig
 
 # old spelling -> current one, accepted for one release with a deprecation message
 RENAMED_KEYS = {"batch_size": "micro_batch_size"}
+# where the step runs, not what it computes: a checkpoint resumes under any value of these
+PLACEMENT_KEYS = ("devices", "shard_optimizer")
+# a device count or list is bounded: each device is opened (and named) before training starts
+MAX_DEVICES = 1024
+DeviceCount = Annotated[int, Strict(), Field(ge=1, le=MAX_DEVICES)]
+DeviceNames = Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(min_length=1, max_length=MAX_DEVICES)]
 
 
 class TrainSection(StrictModel):
@@ -59,6 +65,10 @@ class TrainSection(StrictModel):
         "none", description="recompute transformer blocks in the backward pass: none, every layer, or k layers at a "
                             "time (every_k); saves activation memory for about one more forward pass")
     activation_checkpointing_k: PositiveCount = Field(2, description="layers per recomputed segment with every_k")
+    devices: DeviceCount | DeviceNames = Field(1, description="data parallel: a device count (2) or names "
+                                                              "([CUDA:0, CUDA:1]); the micro-batch is split across "
+                                                              "them, weights replicated")
+    shard_optimizer: bool = Field(False, description="ZeRO-1: partition the fp32 Adam moments across train.devices")
     ckpt_every: Count = Field(100, description="checkpoint every N steps (and always at the last)")
     keep_ckpts: PositiveCount = Field(2, description="newest checkpoints kept")
     seed: Seed = 0
@@ -70,5 +80,6 @@ class TrainSection(StrictModel):
 
     def engine_config(self, total_steps: int) -> EngineConfig:
         """The engine's settings: every EngineConfig field comes from this section, `total_steps` from the recipe."""
-        return EngineConfig(total_steps=total_steps, **{f.name: getattr(self, f.name) for f in fields(EngineConfig)
-                                                          if f.name != "total_steps"})
+        vals = {f.name: getattr(self, f.name) for f in fields(EngineConfig) if f.name != "total_steps"}
+        vals["devices"] = vals["devices"] if isinstance(vals["devices"], int) else tuple(vals["devices"])
+        return EngineConfig(total_steps=total_steps, **vals)

@@ -46,6 +46,7 @@ from tinygrad.helpers import Context
 
 from ..errors import ZeropointError
 from .jitcache import PersistentJit
+from .parallel import Placement
 
 PRECISIONS = {"fp32": dtypes.float32, "fp16": dtypes.float16, "bf16": dtypes.bfloat16}
 
@@ -66,6 +67,8 @@ class EngineConfig:
     loss_scale: float = 2.0 ** 15     # initial dynamic loss scale (fp16 only)
     growth_interval: int = 200        # good fp16 steps before the scale doubles
     jit: bool = True                  # TinyJit on micro-step, optimizer step and eval
+    devices: int | tuple[str, ...] = 1   # data parallel over N devices (or these names); see engine/parallel.py
+    shard_optimizer: bool = False     # ZeRO-1: partition the fp32 Adam moments across the devices
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -75,6 +78,8 @@ class EngineConfig:
         if self.total_steps < 1:
             raise ZeropointError(f"total_steps must be >= 1 (got {self.total_steps})")
         self.betas = tuple(self.betas)
+        if not isinstance(self.devices, int):
+            self.devices = tuple(self.devices)
 
 
 def lr_at(step: int, cfg: EngineConfig) -> float:
@@ -160,6 +165,8 @@ class StepStats:
 
 # EngineConfig fields the host applies (through device tensors or the loop): they do not change a compiled step
 _HOST_ONLY = ("lr", "total_steps", "warmup_steps", "min_lr_ratio", "loss_scale", "growth_interval", "jit")
+# EngineConfig fields that say where the step runs: keyed by their resolved form, `Placement.describe()`
+_PLACEMENT = ("devices", "shard_optimizer")
 
 
 def _fn_id(fn: Callable) -> str:
@@ -189,30 +196,52 @@ class Trainer:
                 raise ZeropointError(f"trainable weight {name} is {p.dtype}; master weights must be float32 "
                                      "(the model casts to the compute dtype itself)")
         self.cfg, self.loss_fn = cfg, loss_fn
+        # one device, or data parallel: params replicated in place (frozen weights: the caller's place.replicate)
+        self.place = Placement.of(cfg.devices, cfg.shard_optimizer)
         self.names = list(params)
-        self.params = [params[n] for n in self.names]
+        self.params = [self.place.replicate(params[n]) for n in self.names]
         Tensor.realize(*self.params)
-        dev = self.params[0].device
-        zeros = [np.zeros(p.shape, dtype=np.float32) for p in self.params]
-        self.m = [device_array(z, dev) for z in zeros]
-        self.v = [device_array(z, dev) for z in zeros]
-        self.grads = [device_array(z, dev) for z in zeros]
+        if self.place.devices:   # data parallel: state placed like the weights (moments partitioned under ZeRO-1)
+            self.m = [self.place.state_zeros(p.shape) for p in self.params]
+            self.v = [self.place.state_zeros(p.shape) for p in self.params]
+            self.grads = [self.place.zeros(p.shape) for p in self.params]
+            scalar = self.place.put
+        else:                    # one device: copied in without scheduling (a warm process schedules nothing)
+            dev = self.params[0].device
+            zeros = [np.zeros(p.shape, dtype=np.float32) for p in self.params]
+            self.m = [device_array(z, dev) for z in zeros]
+            self.v = [device_array(z, dev) for z in zeros]
+            self.grads = [device_array(z, dev) for z in zeros]
+
+            def scalar(values):
+                return device_array(np.array(values, dtype=np.float32), dev)
         self.decay = [p.ndim >= 2 and cfg.weight_decay > 0 for p in self.params]
         # host-controlled scalars live on the device so the JIT reads their current values
-        self.lr_t = device_array(np.array([lr_at(0, cfg)], dtype=np.float32), dev)
-        self.scale_t = device_array(np.array([cfg.loss_scale if cfg.precision == "fp16" else 1.0], dtype=np.float32), dev)
-        self.adam_t = device_array(np.zeros(1, dtype=np.float32), dev)   # updates applied (bias correction)
+        self.lr_t = scalar([lr_at(0, cfg)])
+        self.scale_t = scalar([cfg.loss_scale if cfg.precision == "fp16" else 1.0])
+        self.adam_t = scalar([0.0])   # updates applied (bias correction)
         self.step_count = 0        # optimizer steps taken (including skipped ones)
         self.good_steps = 0        # consecutive non-overflow steps since the last scale change
         self.skipped_steps = 0
         self.frozen = dict(frozen or {})
         self.cache_key = None if cache_key is None else {
             "caller": cache_key, "loss": _fn_id(loss_fn),
-            "engine": {k: v for k, v in asdict(cfg).items() if k not in _HOST_ONLY}}
+            "engine": {k: v for k, v in asdict(cfg).items() if k not in _HOST_ONLY + _PLACEMENT},
+            # where the step runs, resolved (`devices: 2` and `[CPU, CPU:1]` are one placement): a step captured
+            # for 2 devices, or with partitioned moments, is another program and never replays for 1
+            "placement": self.place.describe()}
         checkpointed = isinstance(loss_fn, SegmentedLoss)
         self._micro = self._jit(self._micro_step_checkpointed if checkpointed else self._micro_step, "train.micro")
         self._opt = self._jit(self._opt_step, "train.opt")
         self._evals: dict[int, Callable] = {}
+
+    def _write(self, t: Tensor, values) -> None:
+        """Host values into live tensor `t`, in place: copied straight into its buffer on one device; on several,
+        assigned through the placement (partitioned or replicated like `t`), which schedules a copy per device."""
+        if isinstance(t.device, tuple):
+            t.assign(self.place.like(np.asarray(values, dtype=np.float32), t)).realize()
+        else:
+            write_array(t, np.asarray(values, dtype=np.float32))
 
     def _jit(self, fn: Callable, name: str, **extra) -> Callable:
         if not self.cfg.jit:
@@ -281,7 +310,7 @@ class Trainer:
         gs = [g * inv for g in self.grads]
         norm = Tensor.stack(*[(g * g).sum() for g in gs]).sum().sqrt().reshape(1)
         ok = norm.isfinite()
-        coef = (cfg.grad_clip / (norm + 1e-6)).minimum(1.0) if cfg.grad_clip > 0 else Tensor.ones(1)
+        coef = (cfg.grad_clip / (norm + 1e-6)).minimum(1.0) if cfg.grad_clip > 0 else norm.ones_like()
         t = self.adam_t + ok.cast(dtypes.float32)
         bc1 = 1.0 - (t * math.log(b1)).exp()
         bc2 = 1.0 - (t * math.log(b2)).exp()
@@ -294,7 +323,8 @@ class Trainer:
             upd = (m_new / bc1) / ((v_new / bc2).sqrt() + cfg.eps)
             if decay:
                 upd = upd + cfg.weight_decay * p
-            p.assign(ok.where(p - lr * upd, p))
+            # under ZeRO-1 m, v and so the update are this device's slice; the new weight is gathered whole
+            p.assign(self.place.gather(ok.where(p - lr * upd, p)))
             m.assign(ok.where(m_new, m))
             v.assign(ok.where(v_new, v))
             buf.assign(buf.zeros_like())
@@ -310,11 +340,11 @@ class Trainer:
             raise ZeropointError(f"step() got {len(micro_batches)} micro-batches; grad_accum is {self.cfg.grad_accum}")
         t0 = time.perf_counter()
         lr = lr_at(self.step_count, self.cfg)
-        write_array(self.lr_t, [lr])
+        self._write(self.lr_t, [lr])
         losses = []
         with precision_context(self.cfg.precision):
             for mb in micro_batches:
-                loss = self._micro(*[fresh(x) for x in mb])
+                loss = self._micro(*[self.place.batch(fresh(x)) for x in mb])
                 losses.append(float(loss.item()))      # JIT outputs reuse one buffer: read it now
             norm = float(self._opt().item())
         self.step_count += 1
@@ -325,7 +355,7 @@ class Trainer:
             self.good_steps = 0
             if self.cfg.precision == "fp16":
                 scale = max(scale / 2.0, 1.0)
-                write_array(self.scale_t, [scale])
+                self._write(self.scale_t, [scale])
             else:
                 raise ZeropointError(f"non-finite gradient norm at step {self.step_count} in {self.cfg.precision}: "
                                      "the loss diverged; lower train.lr or enable grad_clip")
@@ -333,7 +363,7 @@ class Trainer:
             self.good_steps += 1
             if self.cfg.precision == "fp16" and self.good_steps % self.cfg.growth_interval == 0:
                 scale *= 2.0
-                write_array(self.scale_t, [scale])
+                self._write(self.scale_t, [scale])
         return StepStats(step=self.step_count, loss=float(np.mean(losses)), lr=lr, grad_norm=norm, skipped=skipped,
                          loss_scale=scale, step_s=time.perf_counter() - t0, micro_losses=losses)
 
@@ -348,7 +378,7 @@ class Trainer:
         vals = []
         with precision_context(self.cfg.precision):
             for b in batches:
-                vals.append(float(fn(*[fresh(x) for x in b]).item()))
+                vals.append(float(fn(*[self.place.batch(fresh(x), strict=False) for x in b]).item()))
         if not vals:
             raise ZeropointError("eval_loss got no batches: the validation split is empty (make it larger in the recipe's data section)")
         return float(np.mean(vals))
@@ -372,12 +402,12 @@ class Trainer:
                     raise ZeropointError(f"optimizer state has no {key}; the checkpoint belongs to a different model/method")
                 if tuple(arrays[key].shape) != tuple(t.shape):
                     raise ZeropointError(f"optimizer state {key} has shape {arrays[key].shape}, expected {t.shape}")
-                write_array(t, arrays[key].astype(np.float32))   # in place: a captured step keeps its buffers
+                self._write(t, arrays[key])   # in place: a captured step keeps its buffers
         self.step_count = int(scalars["step_count"])
         self.good_steps = int(scalars["good_steps"])
         self.skipped_steps = int(scalars.get("skipped_steps", 0))
-        write_array(self.adam_t, [float(scalars["adam_t"])])
-        write_array(self.scale_t, [float(scalars["loss_scale"])])
+        self._write(self.adam_t, [float(scalars["adam_t"])])
+        self._write(self.scale_t, [float(scalars["loss_scale"])])
 
     def param_arrays(self) -> dict[str, np.ndarray]:
         return {n: p.numpy() for n, p in zip(self.names, self.params)}

@@ -363,12 +363,13 @@ class Llama:
         B, T = tokens.shape
         if cache is None and not (isinstance(start_pos, int) and start_pos == 0):
             raise ValueError("start_pos > 0 needs a KV cache (model.make_cache) holding the earlier positions")
-        cos_all, sin_all = rope_tables(self.cfg, self.model.embed_tokens.weight.device)
+        dev = self.model.embed_tokens.weight.device   # a tuple when the weights are replicated across devices
+        cos_all, sin_all = rope_tables(self.cfg, dev)
         cos, sin = cos_all[start_pos:start_pos + T], sin_all[start_pos:start_pos + T]
         # causal mask over (T queries) x (start_pos + T keys); a single new token sees everything cached
         mask = None
         if T > 1:
-            mask = Tensor.full((1, 1, T, start_pos + T), float("-inf"), dtype=dtypes.float32).triu(start_pos + 1)
+            mask = Tensor.full((1, 1, T, start_pos + T), float("-inf"), dtype=dtypes.float32, device=dev).triu(start_pos + 1)
         x = self.model.embed_tokens(tokens).float()
         for i, layer in enumerate(self.model.layers):
             x = layer(x, self.compute_dtype, cos, sin, start_pos, cache.layers[i] if cache is not None else None, mask)
@@ -386,8 +387,9 @@ class Llama:
 
         def context(tokens):
             T = tokens.shape[1]
-            cos_all, sin_all = rope_tables(self.cfg, self.model.embed_tokens.weight.device)
-            mask = Tensor.full((1, 1, T, T), float("-inf"), dtype=dtypes.float32).triu(1) if T > 1 else None
+            dev = self.model.embed_tokens.weight.device   # a tuple under data parallel, as in `hidden`
+            cos_all, sin_all = rope_tables(self.cfg, dev)
+            mask = Tensor.full((1, 1, T, T), float("-inf"), dtype=dtypes.float32, device=dev).triu(1) if T > 1 else None
             return cos_all[0:T], sin_all[0:T], mask
 
         def embed(h, tokens, *_):

@@ -172,7 +172,8 @@ def load_trained_weights(model: Llama, params: dict[str, Tensor], ck: Checkpoint
     if missing:
         raise ZeropointError(f"{ck.path}: model.safetensors lacks {missing[:3]}; it is not this model's checkpoint")
     for k, p in params.items():
-        p.assign(Tensor(np.ascontiguousarray(ck.weights[k], dtype=np.float32))).realize()
+        # device=p.device: a weight replicated across devices (data parallel) gets the array on every device
+        p.assign(Tensor(np.ascontiguousarray(ck.weights[k], dtype=np.float32), device=p.device)).realize()
 
 
 # ---- opening a reference ---------------------------------------------------------------------------------------

@@ -150,7 +150,7 @@ def load_adapters(model, arrays: dict[str, np.ndarray]) -> None:
     for k, t in have.items():
         if tuple(arrays[k].shape) != tuple(t.shape):
             raise ZeropointError(f"adapter {k} has shape {arrays[k].shape}, expected {t.shape} (different lora.rank?)")
-        t.assign(Tensor(np.ascontiguousarray(arrays[k], dtype=np.float32))).realize()
+        t.assign(Tensor(np.ascontiguousarray(arrays[k], dtype=np.float32), device=t.device)).realize()
 
 
 def merge_lora(model) -> int:

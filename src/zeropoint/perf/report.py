@@ -85,7 +85,8 @@ def write_run_perf(run, *, energy: dict | None = None, cost_policy=None) -> dict
         tps = r.get(f"{unit}_per_s")
         steps.append({"step": r["step"], "seconds": sec, unit: round(tps * sec) if tps else None,
                       f"{unit}_per_s": tps, "loss": r.get("loss"),
-                      "device_mem_bytes": r.get("device_mem_bytes"), "rss_peak_bytes": r.get("rss_peak_bytes")})
+                      "device_mem_bytes": r.get("device_mem_bytes"), "rss_peak_bytes": r.get("rss_peak_bytes"),
+                      **({"device_mem_per_device": r["device_mem_per_device"]} if "device_mem_per_device" in r else {})})
     cfg = run.record.get("config") or {}
     flops = None
     if run.record.get("kind") == "llm_finetune" and cfg.get("model"):
@@ -105,6 +106,13 @@ def write_run_perf(run, *, energy: dict | None = None, cost_policy=None) -> dict
                              {"reason": "no warm_start event in metrics.jsonl (run made before the compile cache)"})
     summary["memory"]["rss_peak_bytes"] = max((s.get("rss_peak_bytes") or 0 for s in steps), default=0) or None
     summary["memory"]["device_mem_peak_bytes"] = max((s.get("device_mem_bytes") or 0 for s in steps), default=0) or None
+    if any("device_mem_per_device" in s for s in steps):   # data parallel runs: the high-water mark of each device
+        peaks: dict[str, int] = {}
+        for s in steps:
+            for row in s.get("device_mem_per_device") or []:
+                peaks[row["device"]] = max(peaks.get(row["device"], 0), row["bytes"])
+        summary["memory"]["per_device_peak"] = [{"device": d, "bytes": b} for d, b in sorted(peaks.items())]
+        summary["parallel"] = run.record.get("parallel")
     wall = sum(s["seconds"] for s in steps)
     tokens = sum(s["tokens"] or 0 for s in steps) if unit == "tokens" else 0   # cost is per 1M tokens
     pol = cost_policy or load_policy()

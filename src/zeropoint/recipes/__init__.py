@@ -4,12 +4,14 @@ package, its YAML beside it under `configs/`.
     cfg, run = load_config("configs/llm/tiny_lora.yaml", ["train.steps=10"])
     run(cfg)
     MODEL_INFO[cfg.recipe](cfg)      # sizing without weights (`zpctl model info`)
+    model_info(cfg, devices=2)       # the same, plus one device's share under data parallel
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..config import apply_overrides, read_yaml, short_repr, validate
+from ..engine.parallel import per_device_plan
 from ..errors import ConfigError
 from . import clip_contrastive, llm_finetune, vit_classify
 
@@ -25,6 +27,23 @@ MODEL_INFO = {
     "vit_classify": vit_classify.model_info,
     "clip_contrastive": clip_contrastive.model_info,
 }
+# recipes that train with train.devices > 1 (clip_contrastive's loss compares across the whole batch: not yet)
+DATA_PARALLEL = ("llm_finetune", "vit_classify")
+
+
+def model_info(cfg, devices: int | None = None, shard_optimizer: bool | None = None) -> dict:
+    """`zpctl model info`: the recipe's sizing (MODEL_INFO); with `devices`, also `per_device`, one device's share
+    of it under data parallel (ZeRO-1 if `shard_optimizer`; default: the config's train.shard_optimizer)."""
+    info = MODEL_INFO[cfg.recipe](cfg)
+    if devices is not None:
+        if devices > 1 and cfg.recipe not in DATA_PARALLEL:
+            raise ConfigError(f"{cfg.recipe} does not train on more than one device yet, so it has no per-device "
+                              f"plan; --devices works for {', '.join(DATA_PARALLEL)}")
+        t = cfg.train
+        info["per_device"] = per_device_plan(info["memory"], devices, micro_batch_size=t.micro_batch_size,
+                                             shard_optimizer=t.shard_optimizer if shard_optimizer is None
+                                             else shard_optimizer)
+    return info
 
 
 def recipe_entry(name: str, source: str | None = None):

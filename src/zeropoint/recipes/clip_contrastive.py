@@ -235,6 +235,10 @@ def run(cfg: CLIPContrastiveConfig, *, allow_simulated: bool = False, run_id: st
         # warm start (engine/jitcache.py): every weight is a param; the key is what the loss computes
         trainer = Trainer(params, C.contrastive_loss(params, mcfg, dtype), t.engine_config(total_steps=steps),
                           cache_key={"recipe": "clip_contrastive", "clip": mcfg.to_dict(), "dtype": str(dtype)})
+        if trainer.place.devices:   # the contrastive loss compares across the whole batch: not tested split yet
+            raise ConfigError("clip_contrastive does not support train.devices > 1 yet; set train.devices: 1 "
+                              "(data parallel runs the llm_finetune and vit_classify recipes)")
+        common.place_model(run, trainer)
 
         # 5. resume (the tokenizer learned now must be the checkpoint's); batches: pure functions of (seed, step)
         def load_weights(ck):

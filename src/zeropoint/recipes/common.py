@@ -28,10 +28,12 @@ from ..config import (
 )
 from ..data import images as I
 from ..engine import StepStats, Trainer, cpu_threads, jitcache
-from ..engine.train_section import TrainSection
+from ..engine.parallel import time_allreduce
+from ..engine.train_section import PLACEMENT_KEYS, TrainSection
 from ..errors import ConfigError, ZeropointError
 from ..evidence import Run, load_run, new_run_id
 from ..governance.gate import require_approved
+from ..hashing import sha256_json
 from ..scope import Scope, require_real_compute
 
 
@@ -95,15 +97,37 @@ def run_id_for(kind: str, run_id: str | None, resume: bool) -> str:
 
 def written_with(ck: Checkpoint, cfg) -> bool:
     """Whether a checkpoint was written with this config (its stored config read as today's schema, so a
-    checkpoint written with a deprecated spelling of the same settings still matches)."""
+    checkpoint written with a deprecated spelling of the same settings still matches). Where the step ran
+    (`train.devices`, `train.shard_optimizer`) is not part of it: checkpoints hold full arrays, so a run
+    checkpointed on 2 devices resumes on 1 or 4."""
     if ck.manifest.get("config_sha256") == config_hash(cfg):
         return True
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            return config_hash(validate(type(cfg), ck.config)) == config_hash(cfg)
+            return computation_hash(validate(type(cfg), ck.config)) == computation_hash(cfg)
     except ConfigError:
         return False
+
+
+def computation_hash(cfg) -> str:
+    """The config's hash without the placement keys (what is computed, not where)."""
+    d = config_dict(cfg)
+    for k in PLACEMENT_KEYS:
+        d.get("train", {}).pop(k, None)
+    return sha256_json(d)
+
+
+def place_model(run: Run, trainer: Trainer, frozen=()) -> None:
+    """Put the weights the trainer does not own (a LoRA base) where its parameters are, and record the
+    devices in run.json (each session's, so a resume on another device count says so)."""
+    place = trainer.place
+    for w in frozen:
+        place.replicate(w)
+    n_grad = sum(int(np.prod(p.shape)) for p in trainer.params)
+    parallel = {**place.describe(), "gradient_allreduce": time_allreduce(place, n_grad)}
+    run.update(devices=place.names(), parallel=parallel)
+    run.event("devices", **parallel)
 
 
 def resume_from_checkpoint(run: Run, cfg, trainer: Trainer, load_weights: Callable[[Checkpoint], None]) -> int:
@@ -143,7 +167,7 @@ def load_arrays(params: dict[str, Tensor], arrays: dict[str, np.ndarray]) -> Non
     for k, p in params.items():
         if tuple(arrays[k].shape) != tuple(p.shape):
             raise ZeropointError(f"checkpoint weight {k} has shape {arrays[k].shape}, the model expects {p.shape}")
-        p.assign(Tensor(np.ascontiguousarray(arrays[k], np.float32))).realize()
+        p.assign(Tensor(np.ascontiguousarray(arrays[k], np.float32), device=p.device)).realize()
 
 
 def image_batches(images: np.ndarray, targets: Callable[[np.ndarray], np.ndarray], *, micro: int, accum: int, seed: int,

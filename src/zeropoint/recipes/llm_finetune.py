@@ -53,7 +53,7 @@ from ..models.llm import (
 from ..models.lora import LoRASpec
 from ..models.peft import init_adapters_from_peft
 from ..perf.hooks import PERF_HOOKS
-from .common import admit, json_bytes, resume_from_checkpoint, save_training_state, throughput_summary
+from .common import admit, json_bytes, place_model, resume_from_checkpoint, save_training_state, throughput_summary
 
 
 # ---- typed config (the YAML schema) ------------------------------------------------------------------------
@@ -217,6 +217,7 @@ def run(cfg: LLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
                           **warm_start_args(model, params, method=cfg.method, lora=lora_spec(cfg),
                                             activation_checkpointing=t.activation_checkpointing,
                                             activation_checkpointing_k=t.activation_checkpointing_k))
+        place_model(run, trainer, frozen=state_dict(model).values())
         start = resume_from_checkpoint(run, cfg, trainer, lambda ck: load_trained_weights(
             model, params, ck, cfg.method)) if resume else 0
 

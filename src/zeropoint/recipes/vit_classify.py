@@ -28,6 +28,7 @@ from ..checkpoint import load_checkpoint
 from ..config import BatchSize, Count, NonNegative, PositiveCount, SplitFraction, StrictModel
 from ..data import images as I
 from ..engine import Trainer, compute_dtype, fit
+from ..engine.parallel import Placement
 from ..errors import ConfigError
 from ..evals import vision as V
 from ..evidence import start_run
@@ -139,15 +140,16 @@ def load_splits(cfg: ViTClassifyConfig, records: list[dict], seed: int):
     return train, test
 
 
-def make_predictor(params, mcfg, batch_size: int, dtype):
+def make_predictor(params, mcfg, batch_size: int, dtype, place: Placement = Placement()):
     """images -> logits, through ONE TinyJit of a fixed batch shape (the last batch padded, then trimmed): the
-    validation cadence and the final test eval replay the same captured graph instead of scheduling a new one."""
+    validation cadence and the final test eval replay the same captured graph instead of scheduling a new one.
+    Under data parallel each batch is split across the devices like a training batch."""
     fwd = TinyJit(lambda x: vit_forward(params, mcfg, x, dtype=dtype).realize())
 
     def predict(images: np.ndarray) -> np.ndarray:
         if not len(images):
             return np.zeros((0, mcfg.num_classes), np.float32)
-        return apply_batched(fwd, images, batch_size)
+        return apply_batched(lambda x: fwd(place.batch(x, strict=False)), images, batch_size)
     return predict
 
 
@@ -218,6 +220,7 @@ def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | 
         trainer = Trainer(params, loss_fn, t.engine_config(total_steps=steps),
                           cache_key={"recipe": "vit_classify", "vit": mcfg.to_dict(), "dtype": str(dtype),
                                      "label_smoothing": t.label_smoothing})
+        common.place_model(run, trainer)
         start = common.resume_from_checkpoint(run, cfg, trainer, lambda ck: common.load_arrays(
             params, ck.weights)) if resume else 0
 
@@ -233,7 +236,7 @@ def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | 
                        "normalize": {"mean": mean, "std": std}, "classes": train.classes},
                 extra_files={"vit_config.json": common.json_bytes(mcfg.to_dict()), **(extra or {})})
 
-        predict = make_predictor(params, mcfg, cfg.eval.batch_size, dtype)
+        predict = make_predictor(params, mcfg, cfg.eval.batch_size, dtype, place=trainer.place)
 
         def eval_fn(step: int) -> dict:
             return {"val_top1": V.topk_accuracy(predict(xval), yval, (1,))["top1"]}
