@@ -121,7 +121,11 @@ def lm_loss(model: Llama, activation_checkpointing: str = "none", k: int = 2):
     With `activation_checkpointing` ("layers": every decoder layer; "every_k": k layers together) the loss is an
     `engine.SegmentedLoss`, which the engine recomputes segment by segment in the backward pass."""
     def head(h, x, y):
-        return model.logits_from_hidden(h).sparse_categorical_crossentropy(y, ignore_index=-1)
+        # tinygrad 0.14 treats ignore_index=-1 as "ignore nothing": the mean would divide by every position, so a
+        # padded or prompt-masked batch read low. Label -1 one-hots to zeros, so the sum is right; divide it by the
+        # labelled count (at least 1: an all-padding batch has loss 0, not NaN).
+        labelled = (y != -1).sum().maximum(1)
+        return model.logits_from_hidden(h).sparse_categorical_crossentropy(y, reduction="sum") / labelled
     if activation_checkpointing not in CHECKPOINTING:
         raise ConfigError(f"train.activation_checkpointing {activation_checkpointing!r}: use one of "
                           f"{', '.join(CHECKPOINTING)}")
