@@ -28,6 +28,7 @@ test-fast: setup
 lock:
 	$(PY) -m pip install -q pip-tools && $(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --extra test \
 	  --no-emit-index-url --no-emit-find-links --strip-extras -o requirements.lock pyproject.toml
+	$(PY) scripts/lock_extras.py requirements.lock
 
 clean-demo:
 	rm -rf .zp-demo

@@ -33,7 +33,8 @@ def main() -> int:
     t = cfg.train
     lm, params = build(cfg)
     model, mc = lm.model, lm.config
-    tr = Trainer(params, lm_loss(model), EngineConfig(lr=t.lr, total_steps=100, grad_clip=t.grad_clip, precision=t.precision))
+    tr = Trainer(params, lm_loss(model, t.activation_checkpointing, t.activation_checkpointing_k),
+                 EngineConfig(lr=t.lr, total_steps=100, grad_clip=t.grad_clip, precision=t.precision))
     batches = make_batches(a.steps + 3, 1, t.micro_batch_size, cfg.data.seq_len, mc.vocab_size)
     for b in batches[:3]:
         tr.step(b)

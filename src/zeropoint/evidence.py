@@ -1,12 +1,18 @@
 """Run evidence: every recipe and compute command records its run under `runs/<run_id>/`.
 
 - `run.json`: command, typed config and its SHA-256, seed, datasets and hashes, device, tinygrad version,
-  hardware fingerprint, git commit, start/end, status, `simulated` (and why). Rewritten atomically.
+  hardware fingerprint, the NVIDIA GPU inventory from NVML (`gpus`: `available: false` + reason without one),
+  git commit, start/end, status, `simulated` (and why). Rewritten atomically.
 - `metrics.jsonl`: one JSON object per step or event, appended.
 - `loss_curve.csv`: `step,step_ms,<unit>_per_s,loss` (tokens_per_s for language models, images_per_s for vision).
 
 A run that raises is marked `failed`; Ctrl-C or SIGTERM marks it `interrupted`. A SIGKILL cannot be caught,
 so `run.json` also stores the pid and host: a `running` run whose process is gone reads as `interrupted`.
+
+Observers (live trackers, `zeropoint.tracking.live`) see every metrics.jsonl row right after it is written:
+`with observe_runs(factory): ...` makes each run started inside call `factory(run)` for an observer with
+`on_row(row)` and `close(status)`. An observer that raises is dropped and leaves a `tracker_warning` row and an
+entry in `run.json` `warnings`: a tracker never fails a run.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +34,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from .appliance.identity import git_commit, hardware_fingerprint, tinygrad_version
+from .appliance.nvml import gpu_inventory
 from .clock import utcnow
 from .config import config_dict, config_hash
 from .errors import ZeropointError
@@ -34,6 +42,7 @@ from .hashing import canonical_json, sha256_json
 from .workspace import atomic_write_text, workspace
 
 TERMINAL = {"succeeded", "failed", "interrupted"}
+_OBSERVER_FACTORIES: ContextVar[tuple] = ContextVar("zp_run_observers", default=())
 
 
 def loss_curve_header(unit: str = "tokens") -> list[str]:
@@ -57,6 +66,7 @@ class Run:
     id: str
     dir: Path
     record: dict = field(default_factory=dict)
+    observers: list = field(default_factory=list)
 
     @property
     def run_json(self) -> Path: return self.dir / "run.json"
@@ -78,6 +88,20 @@ class Run:
         row = {"ts": utcnow(), "event": kind, **fields}
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row, default=str) + "\n")
+        for obs in list(self.observers):
+            try:
+                obs.on_row(row)
+            except Exception as e:
+                self.drop_observer(obs, "on_row", e)
+
+    def drop_observer(self, obs, where: str, err: BaseException) -> None:
+        """A failing observer is removed and leaves its warning in the evidence; the run goes on."""
+        if obs in self.observers:
+            self.observers.remove(obs)
+        msg = f"{getattr(obs, 'name', type(obs).__name__)} tracker stopped ({where}): {type(err).__name__}: {err}"
+        self.record.setdefault("warnings", []).append(msg)
+        self.save()
+        self.event("tracker_warning", tracker=getattr(obs, "name", type(obs).__name__), message=msg)
 
     def log_step(self, step: int, loss: float, step_ms: float, per_s: float | None, unit: str = "tokens",
                  **extra) -> None:
@@ -151,6 +175,33 @@ def read_metrics(run: Run) -> list[dict]:
 
 
 @contextmanager
+def observe_runs(*factories):
+    """Every run started inside the block gets `factory(run)` as an observer of its metrics rows."""
+    token = _OBSERVER_FACTORIES.set(_OBSERVER_FACTORIES.get() + factories)
+    try:
+        yield
+    finally:
+        _OBSERVER_FACTORIES.reset(token)
+
+
+def _attach_observers(run: Run) -> None:
+    for factory in _OBSERVER_FACTORIES.get():
+        try:
+            run.observers.append(factory(run))
+        except Exception as e:
+            run.drop_observer(factory, "start", e)
+
+
+def _close_observers(run: Run) -> None:
+    for obs in list(run.observers):
+        try:
+            obs.close(run.record.get("status"))
+        except Exception as e:
+            run.drop_observer(obs, "close", e)
+    run.observers.clear()
+
+
+@contextmanager
 def _sigterm_as_interrupt():
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -187,7 +238,7 @@ def start_run(command: str, config: BaseModel | dict | None = None, *, kind: str
                                              else sha256_json(cfg) if cfg is not None else None),
             "seed": seed, "datasets": datasets or [],
             "device": getattr(scope, "device", None), "tinygrad_version": tinygrad_version(),
-            "hardware_fingerprint": hardware_fingerprint(), "git_commit": git_commit(),
+            "hardware_fingerprint": hardware_fingerprint(), "gpus": gpu_inventory(), "git_commit": git_commit(),
             "started_at": utcnow(), "ended_at": None, "status": "running",
             "simulated": bool(getattr(scope, "simulated", False)),
             "simulated_reasons": list(getattr(scope, "reasons", ())),
@@ -199,6 +250,7 @@ def start_run(command: str, config: BaseModel | dict | None = None, *, kind: str
     if run.record["simulated"]:
         run.record["banner"] = "SIMULATED RUN - NOT REAL COMPUTE"
     run.save()
+    _attach_observers(run)
     run.event("resumed" if resume else "started", command=command)
     t0 = time.time()
     try:
@@ -215,3 +267,5 @@ def start_run(command: str, config: BaseModel | dict | None = None, *, kind: str
     else:
         run.event("finished", wall_s=round(time.time() - t0, 3))
         run.update(status="succeeded", ended_at=utcnow())
+    finally:
+        _close_observers(run)

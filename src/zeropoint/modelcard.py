@@ -27,6 +27,19 @@ VISION_RISKS = [
     "spaces or crops can degrade it sharply and silently.",
 ]
 
+LLM_INTENDED_USE = [
+    "Text continuation in the style and domain of the finetuning corpus, for research and evaluation.",
+    "A starting point for further finetuning and evaluation on the team's own approved data.",
+]
+LLM_OUT_OF_SCOPE = [
+    "Factual question answering or advice (medical, legal, financial): small models state falsehoods fluently.",
+    "Decisions about people, and any use without human review of the output.",
+]
+LLM_RISKS = [
+    "Generates plausible but false statements; the held-out perplexity measures fit to the corpus, not truth.",
+    "Reproduces the views, biases and period language of its training corpus.",
+]
+
 
 def _data_entry(rec: dict) -> dict:
     return {"name": rec.get("name"), "version": rec.get("version"), "license": rec.get("license"),
@@ -52,7 +65,7 @@ def _fmt(v) -> str:
     if v is None:
         return "null"
     if isinstance(v, float):
-        return f"{v:.4f}"
+        return f"{v:.3e}" if 0 < abs(v) < 1e-3 else f"{v:.4f}"   # a learning rate of 3e-5 is not 0.0000
     return str(v)
 
 
@@ -76,6 +89,11 @@ def render_markdown(card: dict) -> str:
     for title, key in (("Intended use", "intended_use"), ("Out of scope", "out_of_scope"), ("Risks", "risks"),
                        ("Limitations", "limitations")):
         L += ["", f"## {title}", ""] + [f"- {x}" for x in card[key]]
+    if card.get("harms_checklist"):
+        L += ["", "## Harms checklist", "", "| item | status | evidence or reason |", "|---|---|---|"]
+        for i in card["harms_checklist"]:
+            shown = ", ".join(f"`{e}`" for e in i["evidence"]) if i["status"] != "not assessed" else i["reason"]
+            L.append(f"| {i['title']} | {i['status']} | {shown} |")
     return "\n".join(L) + "\n"
 
 

@@ -36,16 +36,18 @@ def workspace() -> Workspace:
     return Workspace(Path(os.environ.get("ZP_HOME") or os.getcwd()).resolve())
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory and rename, so readers never see a partial file."""
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write via a temp file in the same directory and rename, so readers never see a partial file. `durable`
+    fsyncs before the rename; caches whose entries are hash-checked on read skip it (a torn entry is rebuilt)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -21,8 +21,10 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, home: Path, port: int, extra_env: dict | None = None, max_concurrent: int = 2):
+    def __init__(self, home: Path, port: int, extra_env: dict | None = None, max_concurrent: int = 2,
+                 extra_args: list[str] | None = None):
         self.home, self.port, self.extra_env, self.max_concurrent = home, port, extra_env or {}, max_concurrent
+        self.extra_args = list(extra_args or [])
         self.proc: subprocess.Popen | None = None
         self.log = home / f"server-{port}.log"
 
@@ -34,7 +36,7 @@ class Server:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "zeropoint.cli.main", "serve", "--host", "127.0.0.1",
                                           "--port", str(self.port), "--max-concurrent", str(self.max_concurrent),
-                                          "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT)
+                                          "--log-level", "warning", *self.extra_args], env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"server exited early:\n{self.log.read_text()}"

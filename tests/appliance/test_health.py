@@ -14,7 +14,7 @@ def test_health_green_on_this_machine():
     assert doc["status"] == "green", doc
     assert r.returncode == 0
     assert set(checks(doc)) == {"data_dir_writable", "audit_log_writable", "clang_present", "tinygrad_device",
-                                "disk_space", "no_mock_flags"}
+                                "gpus", "disk_space", "no_mock_flags"}
 
 
 def test_mock_flag_makes_health_red():

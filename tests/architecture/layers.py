@@ -8,9 +8,11 @@ LAYERS: list[tuple[str, list[str]]] = [
                     "zeropoint.config", "zeropoint.evidence", "zeropoint.appliance", "zeropoint.modelcard"]),
     ("core", ["zeropoint.engine", "zeropoint.checkpoint", "zeropoint.models", "zeropoint.data",
               "zeropoint.governance"]),
-    ("services", ["zeropoint.evals", "zeropoint.export", "zeropoint.safety", "zeropoint.perf", "zeropoint.drift"]),
+    ("services", ["zeropoint.evals", "zeropoint.export", "zeropoint.safety", "zeropoint.perf", "zeropoint.drift",
+                  "zeropoint.tracking"]),
     ("recipes", ["zeropoint.recipes"]),
     ("release", ["zeropoint.release", "zeropoint.orchestrator"]),
+    ("supplychain", ["zeropoint.supplychain"]),   # signs with release/keys.py
     ("surface", ["zeropoint.cli", "zeropoint.api", "zeropoint.demo"]),
 ]
 

@@ -20,7 +20,7 @@ def ray_bin() -> Path:
     return Path(sys.executable).with_name("ray")
 
 
-def start_head(temp_dir: Path, num_cpus: int = 2, timeout: float = 240) -> str:
+def start_head(temp_dir: Path, num_cpus: int = 2, timeout: float = 240, retries: int = 1) -> str:
     """`ray start --head` on 127.0.0.1 with every port picked free (Ray's defaults collide on shared boxes)."""
     dash, gcs = free_port(), free_port()
     (temp_dir / "zp_gcs_port").write_text(str(gcs))
@@ -28,8 +28,16 @@ def start_head(temp_dir: Path, num_cpus: int = 2, timeout: float = 240) -> str:
            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={free_port()}",
            f"--dashboard-agent-listen-port={free_port()}", f"--num-cpus={num_cpus}", "--num-gpus=0",
            "--include-dashboard=true", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PARALLEL="0")   # jobs lower tinygrad kernels in-process (zp_server.py)
+    # jobs lower tinygrad kernels in-process (zp_server.py). The raylet aborts when its dashboard agent has not
+    # reported its ports in time; that agent's Python start-up alone took 19 s on this 2-core box at load 7
+    # (raylet.err: "Check failed" in WaitForDashboardAgentPorts), so the agent gets 120 s.
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PARALLEL="0", RAY_agent_register_timeout_ms="120000")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if out.returncode != 0 and "timed out during startup" in out.stderr and retries > 0:
+        # Ray gives its raylet a fixed 30 s to register with the GCS (ray/_private/node.py); on a loaded 2-core box
+        # the GCS answers slower than that (13 s for one config read, measured). Stop what started, try once more.
+        stop_head(temp_dir)
+        return start_head(temp_dir, num_cpus, timeout, retries - 1)
     if out.returncode != 0:
         raise RuntimeError(f"ray start failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     return f"http://127.0.0.1:{dash}"

@@ -27,8 +27,9 @@ def test_bench_compare_torch_same_model(tmp_path, monkeypatch, zp_home, method):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY % method)
     threads = ["--torch-threads", "1"] if method == "full" else []
+    startup = ["--startup"] if method == "lora" else []
     res = CliRunner().invoke(app, ["bench", str(cfg), "--compare", "torch", "--steps", "1", "--repeats", "2", "--json",
-                                   *threads])
+                                   *threads, *startup])
     assert res.exit_code == 0, res.output
     rec = json.loads(res.stdout)
     if threads:
@@ -44,10 +45,36 @@ def test_bench_compare_torch_same_model(tmp_path, monkeypatch, zp_home, method):
     assert rec["tinygrad"]["tokens_per_s"]["median"] > 0 and rec["tinygrad"]["first_step_s"] > 0
     assert rec["tokens_per_step"] == 2 * 8 * 2
     assert rec["flops"]["per_step"] > 0 and rec["tinygrad"]["mfu"] > 0
+    # CPU to CPU here (CUDA to cuda on a GPU): the twin's device, versions and how each side is synchronised
+    assert rec["tinygrad"]["device"] == "CPU" and rec["torch"]["device"] == "cpu"
+    assert rec["torch"]["version"] and rec["torch"]["mode"] == "eager" and rec["torch"]["sync"]
+    assert "synchronize" in rec["tinygrad"]["sync"] and rec["torch"]["first_step_s"] > 0
+    assert rec["tinygrad"]["memory"]["allocator"]["peak_bytes"] > 0
+    assert rec["memory_plan"]["measured_peak_bytes"] == rec["tinygrad"]["memory"]["allocator"]["peak_bytes"]
+    assert rec["weights"]["kind"] == "random"
+    for side in ("tinygrad", "torch"):     # no meter on CI machines: null with the reason, never a made-up figure
+        e = rec[side]["energy_timed"]
+        assert (e["energy_j"] is None and e["reason"]) or e["energy_per_step_j"] > 0
+    assert rec["tinygrad"]["warm_start"]["programs"]["compiled"] + rec["tinygrad"]["warm_start"]["programs"]["loaded"] > 0
+    if startup:   # cold against warm start, each in a fresh process on one empty cache
+        su = rec["startup"]
+        assert su["cold"]["cache"]["warm"] is False and su["warm"]["cache"]["warm"] is True
+        assert su["warm"]["cache"]["programs"]["compiled"] == 0 < su["cold"]["cache"]["programs"]["compiled"]
+        assert su["same_first_loss"] and su["warm"]["first_step_s"] < su["cold"]["first_step_s"]
     run_dir = zp_home / "runs" / rec["run_id"]
     for f in ("bench.json", "perf.json", "perf.png", "run.json"):
         assert (run_dir / f).is_file()
     assert json.loads((run_dir / "run.json").read_text())["status"] == "succeeded"
+
+
+def test_bench_refuses_a_twin_device_torch_cannot_use(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY % "full")
+    res = CliRunner().invoke(app, ["bench", str(cfg), "--compare", "torch", "--torch-device", "cuda"])
+    assert res.exit_code != 0 and "--torch-device cpu" in res.output and "Traceback" not in res.output
 
 
 def test_bench_rejects_unknown_reference(tmp_path):

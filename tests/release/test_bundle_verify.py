@@ -25,7 +25,7 @@ def _gates(passed=True):
             {"name": "redteam", "passed": passed, "rule": "r2", "reason": "ok" if passed else "jailbreak ASR 0.9 > 0.5"}]
 
 
-def make_bundle(tmp_path, name="b", passed=True) -> Path:
+def make_bundle(tmp_path, name="b", passed=True, harms=None, signed_harms=None) -> Path:
     from zeropoint.governance.audit import append_event
     from zeropoint.release.bundle import audit_segment, write_bundle
     from zeropoint.release.keys import init_keys, key_paths
@@ -36,11 +36,15 @@ def make_bundle(tmp_path, name="b", passed=True) -> Path:
     last = append_event("tester", "release", "checkpoint:c", {"passed": passed}, outcome="pass" if passed else "fail")
     seg, head = audit_segment(first["seq"] - 1, last["seq"])
     gates = _gates(passed)
-    files = {"release.json": (json.dumps({"release_id": name, "passed": passed, "gates": gates}) + "\n").encode(),
+    rel = {"release_id": name, "passed": passed, "gates": gates}
+    meta = {"release_id": name, "passed": passed, "gates": [{"name": g["name"], "passed": g["passed"]} for g in gates]}
+    if harms is not None:
+        rel["harms_checklist"] = {"version": 1, "items": harms}
+        meta["harms"] = signed_harms if signed_harms is not None else [{"id": i["id"], "status": i["status"]} for i in harms]
+    files = {"release.json": (json.dumps(rel) + "\n").encode(),
              "eval/results.json": b'{"acc": 0.5}\n', "run/run.json": b"{}\n",
              "audit/segment.jsonl": seg, "audit/head.json": json.dumps(head).encode()}
-    write_bundle(tmp_path / name, files, {"release_id": name, "passed": passed,
-                                          "gates": [{"name": g["name"], "passed": g["passed"]} for g in gates]})
+    write_bundle(tmp_path / name, files, meta)
     return tmp_path / name
 
 
@@ -133,6 +137,31 @@ def test_failed_gate_is_reported_by_verify(tmp_path):
     assert not rep["ok"] and not gates["ok"] and "jailbreak ASR 0.9 > 0.5" in gates["detail"]
     sig = next(c for c in rep["checks"] if c["check"] == "signature")
     assert sig["ok"]                        # authentic, but it records a failed release
+
+
+def _harms(**change):
+    items = [{"id": "data_corruption", "status": "pass", "reason": "re-hashed", "evidence": ["run/run.json"]},
+             {"id": "bias", "status": "not assessed", "reason": "the bias gate did not run", "evidence": []}]
+    for k, v in change.items():
+        items[0][k] = v
+    return items
+
+
+@pytest.mark.parametrize("case, harms, signed, expect", [
+    ("valid", _harms(), None, "2 items (1 pass, 1 not assessed"),
+    ("missing evidence", _harms(evidence=["bias/gate.json"]), None, "data_corruption: evidence bias/gate.json is not in the bundle"),
+    ("no evidence", _harms(evidence=[]), None, "data_corruption: pass without an evidence file"),
+    ("no reason", _harms(status="not assessed", reason="", evidence=[]), None, "not assessed, without a reason"),
+    ("failed item", _harms(status="fail", reason="canary reproduced"), None, "harms checklist items failed: data_corruption: canary"),
+    ("not as signed", _harms(), [{"id": "data_corruption", "status": "fail"}], "differs from the one signed"),
+])
+def test_harms_checklist_is_checked_against_the_bundle(tmp_path, case, harms, signed, expect):
+    from zeropoint.release.verify import verify_bundle
+    b = make_bundle(tmp_path, name=case.replace(" ", "-"), harms=harms, signed_harms=signed)
+    rep = verify_bundle(b, _pub())
+    check = next(c for c in rep["checks"] if c["check"] == "harms")
+    assert check["ok"] is (case == "valid") and rep["ok"] is (case == "valid"), rep["checks"]
+    assert expect in check["detail"]
 
 
 def test_audit_segment_chain_checks(bundle, tmp_path):

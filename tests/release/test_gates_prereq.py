@@ -121,12 +121,16 @@ def test_release_with_changed_data_fails_without_compute_and_bundle_says_so(tmp_
     res = release(ck, "nobaseline", baseline_model="smollm2-135m")   # never evaluated: compute gates are skipped
     by = {g["name"]: g for g in res["gates"]}
     assert res["passed"] is False and by["governance"]["passed"] is False and "is missing" in by["governance"]["reason"]
-    assert [by[n]["passed"] for n in ("eval_drift", "export:gguf", "redteam", "bench")] == [None] * 4
+    assert [by[n]["passed"] for n in ("eval_drift", "export:gguf", "redteam", "bias", "bench")] == [None] * 5
+    harms = {i["id"]: i for i in res["harms_checklist"]["items"]}
+    assert harms["data_corruption"]["status"] == "fail" and "is missing" in harms["data_corruption"]["reason"]
+    assert harms["bias"]["status"] == "not assessed" and "did not run" in harms["bias"]["reason"]
+    assert harms["misuse"]["status"] == "not assessed"
     rep = verify_bundle(res["tar"], key_paths()[1])
     checks = {c["check"]: c for c in rep["checks"]}
     assert checks["signature"]["ok"] and checks["files"]["ok"] and checks["audit_chain"]["ok"]
     assert not checks["gates"]["ok"] and "governance" in checks["gates"]["detail"]
     evs = [e for e in read_events() if e["action"] in ("release_gate", "release")]
-    assert [e["outcome"] for e in evs] == ["fail", "pass", "skipped", "skipped", "skipped", "skipped", "fail"]
+    assert [e["outcome"] for e in evs] == ["fail", "pass", "skipped", "skipped", "skipped", "skipped", "skipped", "fail"]
     seg = [json.loads(l) for l in (Path(res["bundle"]) / "audit" / "segment.jsonl").read_text().splitlines()]
     assert seg[0]["action"] == "dataset_approve" and seg[-1]["action"] == "release"

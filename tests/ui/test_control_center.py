@@ -21,7 +21,8 @@ pytest.importorskip("fastapi", reason="fastapi not installed: pip install fastap
 from zp_server import Server, free_port, make_token  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-STEPS = 12          # tiny_full.yaml's own length: a few seconds of real training on 2 cores
+STEPS = 200         # with warm compile caches a 12-step tiny run ended between two looks of the page (seen: 0, 12);
+                    # 200 steps keep it training for seconds, checkpoints and evals every 100 keep it cheap
 TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
 
 
@@ -172,7 +173,7 @@ def test_control_center_end_to_end(zp_home, chromium_path, playwright_api, artif
         sp.wait_for_selector("#submit-form")
         assert unlabeled_controls(sp) == []
         sp.locator("#job-config-path").fill("configs/tiny_full.yaml")
-        sp.locator("#job-overrides").fill(f"train.steps={STEPS}")
+        sp.locator("#job-overrides").fill(f"train.steps={STEPS}\ntrain.ckpt_every=100\ntrain.eval_every=100")
         sp.locator("#job-submit").click()
         sp.wait_for_url("**/#/jobs/*")
         job_id = sp.url.rsplit("/", 1)[1]

@@ -184,3 +184,19 @@ def test_drift_list_reads_data_drift_reports(client, zp_home):
     d = out["data"][0]
     assert d["n_features"] == rep["n_features"] and d["dataset_drift"] == rep["dataset_drift"]
     assert d["features"] and all("drifted" in f for f in d["features"])
+
+
+def test_release_list_reverifies_bundles_and_names_a_tampered_file(client, zp_home):
+    from tests.release.test_bundle_verify import make_bundle
+    harms = [{"id": "bias", "status": "not assessed", "reason": "the bias gate did not run", "evidence": []},
+             {"id": "misuse", "status": "pass", "reason": "ok", "evidence": ["eval/results.json"]}]
+    b = make_bundle(zp_home / "releases", name="release-a", harms=harms)
+    (zp_home / "releases" / "cache").mkdir()           # caches and scratch are not releases
+    out = client.get("/v1/releases?verify=true", headers=auth(client)).json()["releases"]
+    assert [r["release_id"] for r in out] == ["release-a"]
+    assert out[0]["verified"]["ok"] is True and out[0]["harms_checklist"]["items"] == harms
+    assert client.get("/v1/releases", headers=auth(client)).json()["releases"][0]["verified"] is None
+    (b / "eval" / "results.json").write_text('{"acc": 0.9}\n')
+    bad = client.get("/v1/releases?verify=true", headers=auth(client)).json()["releases"][0]["verified"]
+    assert bad["ok"] is False and any("eval/results.json" in c["detail"] for c in bad["failed"])
+    assert client.get("/v1/releases").status_code == 401

@@ -4,10 +4,15 @@
 to every request before a handler sees it (`Guard`, a plain ASGI middleware):
 - bodies over the limit are refused with 413 (by Content-Length, and by counting a streamed body);
 - a path with a `..` segment (also percent-encoded) is refused with 400;
+- more than one `Authorization` header is refused with 400 (the identity must be unambiguous); the principal
+  resolved here is the one handlers authorise and the one the audit log names;
+- a JSON body that holds a non-finite number (NaN, Infinity, 1e400), a lone UTF-16 surrogate or nesting deeper
+  than `config.MAX_DEPTH` is refused with 400 naming the key, before any handler sees it;
 - a mutating request (POST/PUT/PATCH/DELETE) or a denied one (400 path, 401, 403, 413) is appended to the
   hash-chained audit log with the actor, the action and the SHA-256 of the request body, plus whatever the
   handler added (config and dataset hashes) - before the response head goes out, so an answered request is a
-  recorded one.
+  recorded one. Requests without a valid token are the exception: the first per client and window is recorded
+  that way, the rest are counted into one summary event (`denials.py`), so a flood cannot fill the disk.
 Handlers are plain functions over the library (orchestrator, evidence, governance): no logic lives here that
 the CLI does not share.
 """
@@ -27,11 +32,14 @@ from urllib.parse import parse_qsl, unquote
 
 import anyio
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..appliance.identity import version_info
+from ..config import MAX_DEPTH, check_values
 from ..errors import ConfigError, ZeropointError
 from ..evidence import effective_status, list_runs, load_run, read_metrics
 from ..governance.audit import append_event, read_events, verify_chain
@@ -41,10 +49,12 @@ from ..orchestrator.store import STATES, Job, SqliteStore
 from ..workspace import workspace
 from .auth import RANK, Principal, resolve
 from .datasets import add_dataset_routes
-from .runs import last_step, run_dir_or_404
+from .denials import DenialCoalescer
+from .runs import MAX_OFFSET, last_step, run_dir_or_404
 from .ui import add_ui_routes
 
 MAX_BODY = int(os.environ.get("ZP_API_MAX_BODY", 1 << 20))   # 1 MiB: configs are small; data is added by path
+_NO_PRINCIPAL = object()
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 TINYGRAD_LOCK = threading.Lock()   # handlers run in a thread pool; tinygrad's device state is process-global
 
@@ -68,16 +78,36 @@ def _traversal(raw_path: bytes, query: bytes) -> str | None:
     return None
 
 
+def body_problem(body: bytes, content_type: str | None) -> str | None:
+    """Why a JSON request body cannot be accepted (not JSON, NaN/inf, lone surrogate, too deep), or None."""
+    if not body or (content_type and "json" not in content_type.lower()):
+        return None
+    try:
+        doc = json.loads(body)
+    except RecursionError:
+        return f"request body is nested more than {MAX_DEPTH} levels deep"
+    except ValueError as e:    # includes invalid UTF-8
+        return f"request body is not valid JSON ({e})"
+    try:
+        check_values(doc, "request body")
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
 class Guard:
-    def __init__(self, app, store: SqliteStore, max_body: int = MAX_BODY):
-        self.app, self.store, self.max_body = app, store, max_body
+    def __init__(self, app, store: SqliteStore, max_body: int = MAX_BODY, denials: DenialCoalescer | None = None):
+        self.app, self.store, self.max_body, self.denials = app, store, max_body, denials
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         method, path = scope["method"], scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        principal = await anyio.to_thread.run_sync(resolve, self.store, headers.get("authorization"))
+        n_auth = sum(k.lower() == b"authorization" for k, _ in scope["headers"])
+        principal = None if n_auth > 1 else \
+            await anyio.to_thread.run_sync(resolve, self.store, headers.get("authorization"))
+        scope["zp_principal"] = principal   # handlers authorise exactly this identity (auth.principal dependency)
         actor = principal.actor if principal else ("anonymous" if "authorization" not in headers else "invalid-token")
         note = scope["zp_audit"] = {"details": {}, "action": None, "resource": None, "outcome": None}
         status = {"code": 500}
@@ -90,9 +120,12 @@ class Guard:
                 return
             outcome = note["outcome"] or ("denied" if code in (401, 403, 413) else "ok" if code < 400
                                           else "rejected" if code < 500 else "error")
+            client = (scope.get("client") or [None])[0]
+            if principal is None and self.denials is not None and not self.denials.admit(actor, client, method, path,
+                                                                                            code):
+                return   # counted into the client's coalesced denial event (denials.py)
             details = {"method": method, "path": path, "status": code, "inputs_sha256": h.hexdigest(),
-                       "client": (scope.get("client") or [None])[0], "role": principal.role if principal else None,
-                       **note["details"]}
+                       "client": client, "role": principal.role if principal else None, **note["details"]}
             try:
                 await anyio.to_thread.run_sync(audit, actor, note["action"] or f"api.{method.lower()}",
                                                note["resource"] or path, details, outcome)
@@ -111,6 +144,9 @@ class Guard:
 
         bad = _traversal(scope.get("raw_path") or path.encode(), scope.get("query_string", b""))
         declared = headers.get("content-length")
+        if n_auth > 1:
+            return await respond(400, f"{n_auth} Authorization headers; send exactly one Authorization header "
+                                      "(`Authorization: Bearer <token>`)", "denied", "api.auth")
         if bad is not None:
             return await respond(400, f"path traversal refused: {bad!r}; names and paths must stay inside the data "
                                       "root", "denied", "api.path_traversal")
@@ -134,6 +170,8 @@ class Guard:
             h.update(chunk)
             more = msg.get("more_body", False)
         body = b"".join(chunks)
+        if method in MUTATING and (problem := body_problem(body, headers.get("content-type"))):
+            return await respond(400, problem, "denied", "api.invalid_body")
         replayed = {"done": False}
         held: dict = {}
 
@@ -176,13 +214,28 @@ class JobRequest(BaseModel):
 
 # ---- app -------------------------------------------------------------------------------------------------------
 def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_body: int = MAX_BODY,
-               manage_executor: bool = True) -> FastAPI:
+               manage_executor: bool = True, denial_window_s: float | None = None) -> FastAPI:
     started = time.time()
+    window = float(os.environ.get("ZP_API_DENIAL_WINDOW_S", 10)) if denial_window_s is None else denial_window_s
+    denials = DenialCoalescer(window, audit) if window > 0 else None
+
+    async def flush_denials():
+        while True:
+            await asyncio.sleep(min(1.0, window / 2))
+            try:
+                await anyio.to_thread.run_sync(denials.flush)
+            except Exception as e:   # keep flushing; the failure is the audit log's, and it is loud there too
+                print(f"zeropoint api: AUDIT APPEND FAILED for a coalesced denial summary: {type(e).__name__}: {e}",
+                      file=sys.stderr)
 
     async def lifespan(app):
         if executor is not None and manage_executor:
             app.state.recovered = executor.start()
+        flusher = asyncio.create_task(flush_denials()) if denials is not None else None
         yield
+        if flusher is not None:
+            flusher.cancel()
+            await anyio.to_thread.run_sync(denials.flush, True)   # no count is lost on a clean stop
         if executor is not None and manage_executor:
             executor.stop()
 
@@ -191,7 +244,7 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
                   redoc_url=None,
                   description="Jobs, runs, datasets, evals and audit of a Zeropoint appliance. Bearer token auth "
                               "(`zpctl token create`) on everything except /healthz and /readyz.")
-    app.add_middleware(Guard, store=store, max_body=max_body)
+    app.add_middleware(Guard, store=store, max_body=max_body, denials=denials)
 
     def note(request: Request, *, action: str, resource: str, outcome: str | None = None, **details) -> None:
         n = request.scope.get("zp_audit")
@@ -202,7 +255,9 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
             n["details"].update(details)
 
     def principal(request: Request, authorization: Optional[str] = Header(None)) -> Principal:
-        p = resolve(store, authorization)
+        p = request.scope.get("zp_principal", _NO_PRINCIPAL)   # resolved once, by Guard: what is audited
+        if p is _NO_PRINCIPAL:
+            p = resolve(store, authorization)
         if p is None:
             note(request, action="api.auth", resource=request.url.path, outcome="denied",
                  reason="missing bearer token" if not authorization else "invalid or revoked token")
@@ -235,8 +290,14 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
     async def _zp(request: Request, e: ZeropointError):
         return JSONResponse({"error": str(e)}, status_code=400)
 
-    @app.exception_handler(HTTPException)
-    async def _http(request: Request, e: HTTPException):
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError):
+        # FastAPI's own handler echoes each input back, and a NaN input cannot be rendered as JSON (a 500)
+        problems = "; ".join(f"{'.'.join(str(x) for x in err.get('loc', ()))}: {err.get('msg')}" for err in e.errors())
+        return JSONResponse({"error": f"invalid request: {problems}"}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)   # also the router's own 404/405: every error is {"error": ...}
+    async def _http(request: Request, e: StarletteHTTPException):
         return JSONResponse({"error": e.detail}, status_code=e.status_code, headers=getattr(e, "headers", None))
 
     # -- health (no auth) -------------------------------------------------------------------------------------
@@ -308,7 +369,8 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
 
     @app.get("/v1/jobs", tags=["jobs"])
     def jobs_list(state: Optional[str] = Query(None, description=" | ".join(STATES)),
-                  limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0), p: Principal = viewer):
+                  limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_OFFSET),
+                  p: Principal = viewer):
         if state is not None and state not in STATES:
             raise HTTPException(422, f"unknown state {state!r}; one of {', '.join(STATES)}")
         return {"jobs": [j.to_dict() for j in store.list(state, limit, offset)], "counts": store.counts(),
@@ -339,6 +401,10 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
         """Queue `zpctl resume RUN` for an interrupted or failed train job (continues from its last checkpoint)."""
         job = get_job(job_id)
         note(request, action="job.resume", resource=f"job:{job.id}", job_inputs_sha256=job.inputs_sha256)
+        if job.submitter != p.actor and not p.can("admin"):
+            note(request, action="job.resume", resource=f"job:{job.id}", outcome="denied",
+                 reason="not the submitter and not admin")
+            raise HTTPException(403, f"job {job.id} was submitted by {job.submitter}; only they or an admin may resume it")
         new, created = resubmit_resume(store, job.id, submitter=p.actor, idempotency_key=idempotency_key,
                                        executor=executor.name if executor else "local")
         note(request, action="job.resume", resource=f"job:{job.id}", new_job_id=new.id, created=created)
@@ -348,7 +414,7 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
 
     @app.get("/v1/jobs/{job_id}/logs", tags=["jobs"],
              responses={200: {"content": {"text/plain": {}, "text/event-stream": {}}}})
-    async def jobs_logs(job_id: str, request: Request, offset: int = Query(0, ge=0),
+    async def jobs_logs(job_id: str, request: Request, offset: int = Query(0, ge=0, le=MAX_OFFSET),
                         follow: bool = Query(False, description="stream as server-sent events until the job ends"),
                         timeout_s: float = Query(3600, gt=0, le=86400), p: Principal = viewer):
         job = await anyio.to_thread.run_sync(get_job, job_id)
@@ -415,7 +481,7 @@ def create_app(store: SqliteStore, executor: ex.Executor | None = None, *, max_b
 
     # -- audit ------------------------------------------------------------------------------------------------
     @app.get("/v1/audit", tags=["audit"])
-    def audit_list(offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000), p: Principal = approver):
+    def audit_list(offset: int = Query(0, ge=0, le=MAX_OFFSET), limit: int = Query(100, ge=1, le=1000), p: Principal = approver):
         events = read_events()
         return {"total": len(events), "offset": offset, "limit": limit, "events": events[offset:offset + limit]}
 

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from ..governance import manifest as gov
-from ..orchestrator.jobs import confine, safe_name
+from ..orchestrator.jobs import confine, confine_file, safe_name
 
 
 class AddRequest(BaseModel):
@@ -68,7 +68,8 @@ def add_dataset_routes(app, note, viewer, submitter, approver) -> None:
         path = confine(req.path, "path")
         entry = gov.add_dataset(path, req.name, req.license, req.source_type, source_url=req.source_url,
                                 organization=req.organization, version=req.version, include=req.include,
-                                exclude=req.exclude, description=req.description, actor=p.actor)
+                                exclude=req.exclude, description=req.description, actor=p.actor,
+                                file_check=lambda f: confine_file(f, req.path))
         note(request, action="dataset.add", resource=f"dataset:{req.name}", dataset_sha256=entry.get("sha256"))
         return JSONResponse(_summary(dict(entry, name=req.name)), status_code=201)
 

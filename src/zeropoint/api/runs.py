@@ -10,6 +10,8 @@ from fastapi import HTTPException
 from ..orchestrator.jobs import safe_name
 from ..workspace import workspace
 
+MAX_OFFSET = 2**53    # byte and row offsets: past any real file, inside SQLite's and a JavaScript client's integers
+
 
 def run_dir_or_404(run_id: str) -> Path:
     """The run's directory (a safe name with a run.json), else 404 naming the list route."""

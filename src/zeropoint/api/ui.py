@@ -15,7 +15,11 @@ Routes added here (all behind the same bearer auth and roles as the rest of the 
 - `/v1/datasets/{name}/checks`: the approval policy applied to a dataset now (license and PII decisions), so
   an approver sees why approval would pass or fail before pressing the button;
 - `/v1/redteam`: red-team summaries (ASR per family with bootstrap CIs, the gate);
-- `/v1/drift`: eval-vs-baseline drift reports and data drift reports.
+- `/v1/drift`: eval-vs-baseline drift reports and data drift reports;
+- `/v1/compare?runs=A&runs=B`: runs side by side (curves, final metrics, config diff, data check), as
+  `zpctl runs compare --json` prints it.
+- `/v1/releases`: release bundles: the decision, every gate, the bias gate's per-category figures and the harms
+  checklist; with `verify=true` each bundle is re-verified (signature, file hashes, audit chain) first.
 """
 from __future__ import annotations
 
@@ -35,9 +39,12 @@ from ..governance import manifest as gov
 from ..governance.policy import load_policy
 from ..orchestrator.executor import find_runs
 from ..orchestrator.jobs import safe_name
+from ..release.keys import key_paths
+from ..release.verify import BundleError, verify_bundle
+from ..tracking.compare import compare_runs
 from ..workspace import workspace
 from .auth import RANK
-from .runs import last_step, run_dir_or_404
+from .runs import MAX_OFFSET, last_step, run_dir_or_404
 
 STATIC = Path(__file__).resolve().parent / "static"
 TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -144,6 +151,42 @@ def drift_rows() -> dict:
             "data": sorted(data, key=lambda r: r.get("modified_at") or 0, reverse=True)}
 
 
+RELEASE_DIRS_SKIPPED = {"cache", "work", "bench"}
+
+
+def release_rows(verify: bool = False) -> list[dict]:
+    """Every bundle under $ZP_HOME/releases/ (a directory with release.json), newest first."""
+    root = workspace().root / "releases"
+    out = []
+    for f in sorted(root.glob("*/release.json")) if root.is_dir() else []:
+        if f.parent.name in RELEASE_DIRS_SKIPPED:
+            continue
+        doc = _read_json(f)
+        if doc is None:
+            out.append({"release_id": f.parent.name, "error": "unreadable release.json"})
+            continue
+        gates = doc.get("gates") or []
+        bias = next((g for g in gates if g.get("name") == "bias"), None)
+        row = {"release_id": doc.get("release_id", f.parent.name), "created_at": doc.get("created_at"),
+               "decision": doc.get("decision"), "passed": doc.get("passed"), "bundle": str(f.parent),
+               "checkpoint": doc.get("checkpoint"), "baseline": doc.get("baseline"), "device": doc.get("device"),
+               "simulated": doc.get("simulated"), "policy_source": doc.get("policy_source"),
+               "gates": [{k: g.get(k) for k in ("name", "passed", "rule", "reason", "reused", "wall_s")} for g in gates],
+               "bias": {k: (bias.get("figures") or {}).get(k) for k in ("baseline_model", "categories", "sentiment_gap")}
+               if bias else None,
+               "harms_checklist": doc.get("harms_checklist"), "verified": None}
+        if verify:
+            pub = key_paths()[1]
+            try:
+                rep = verify_bundle(f.parent, pub if pub.is_file() else None)
+                row["verified"] = {"ok": rep["ok"], "key_trusted": rep["key_trusted"],
+                                   "failed": [c for c in rep["checks"] if not c["ok"]]}
+            except BundleError as e:
+                row["verified"] = {"ok": False, "key_trusted": False, "failed": [{"check": "bundle", "detail": str(e)}]}
+        out.append(row)
+    return sorted(out, key=lambda r: r.get("created_at") or "", reverse=True)
+
+
 def dataset_checks(name: str) -> dict:
     """The approval policy applied to the manifest entry as it stands (no file re-hash: approval does that)."""
     ds = dict(gov.get_dataset(name), name=name)
@@ -201,11 +244,14 @@ def add_ui_routes(app, store, executor, *, viewer, approver) -> None:
 
     @app.get("/v1/runs/{run_id}/metrics", tags=["runs"],
              responses={200: {"content": {"application/json": {}, "text/event-stream": {}}}})
-    async def run_metrics(run_id: str, request: Request, offset: int = Query(0, ge=0),
+    async def run_metrics(run_id: str, request: Request, offset: int = Query(0, ge=0, le=MAX_OFFSET),
                           follow: bool = Query(False, description="stream rows as server-sent events until the run ends"),
                           timeout_s: float = Query(3600, gt=0, le=86400), p=viewer):
         d = run_dir_or_404(run_id)
         path = d / "metrics.jsonl"
+        if not _row_start(path, offset):
+            raise HTTPException(400, f"offset {offset} is not at the start of a row of {d.name}/metrics.jsonl; pass 0, "
+                                     "a next_offset this route returned, or the id of the last event received")
         if not follow:
             data = b""
             if path.exists():
@@ -237,6 +283,12 @@ def add_ui_routes(app, store, executor, *, viewer, approver) -> None:
         doc.pop("per_step", None)
         return {"run": d.name, "perf": doc, "reason": None}
 
+    @app.get("/v1/compare", tags=["runs"])
+    def runs_compare(runs: list[str] = Query(..., description="two or more run ids (repeat the parameter)"), p=viewer):
+        if not 2 <= len(runs) <= 8:
+            raise HTTPException(422, "compare takes 2 to 8 runs: /v1/compare?runs=A&runs=B")
+        return compare_runs([run_dir_or_404(r).name for r in runs])
+
     @app.get("/v1/datasets/{name}/checks", tags=["datasets"])
     def datasets_checks(name: str, p=viewer):
         safe_name(name, "dataset name")
@@ -252,6 +304,21 @@ def add_ui_routes(app, store, executor, *, viewer, approver) -> None:
     @app.get("/v1/drift", tags=["ui"])
     def drift_list(p=viewer):
         return drift_rows()
+
+    @app.get("/v1/releases", tags=["ui"])
+    def releases_list(verify: bool = Query(False, description="re-verify each bundle (signature, hashes, audit chain)"),
+                      p=viewer):
+        return {"releases": release_rows(verify)}
+
+
+def _row_start(path: Path, offset: int) -> bool:
+    """Is `offset` 0, past the end, or just after a newline of the file (where a row starts)?"""
+    if offset == 0 or not path.exists():
+        return True
+    with open(path, "rb") as f:
+        f.seek(offset - 1)
+        prev = f.read(1)
+    return prev in (b"", b"\n")
 
 
 async def _follow_metrics(d: Path, offset: int, timeout_s: float, request: Request):

@@ -1,7 +1,7 @@
 """`zpctl diag`: every figure measured on this machine, nothing typed in.
 
-Hardware facts come from /proc and the OS; accelerators from tinygrad devices that actually open (plus
-nvidia-smi where present); library hashes from the files compute depends on; parity and GFLOP/s from a real
+Hardware facts come from /proc and the OS; accelerators from tinygrad backends that actually open (each probed
+in its own process, see devices.py), NVML's inventory and nvidia-smi where present; library hashes from the files compute depends on; parity and GFLOP/s from a real
 fp32 matmul on the default tinygrad device checked against numpy.
 """
 from __future__ import annotations
@@ -22,11 +22,12 @@ from tinygrad import Device, Tensor, TinyJit
 from ..hashing import sha256_file
 from ..scope import device_is_simulated, device_name, mock_flags_set
 from ..workspace import workspace
+from .devices import probe_backends
 from .identity import appliance_id, cpu_facts, git_commit, hardware_fingerprint, memory_total_bytes, version_info
+from .nvml import error_text, gpu_inventory
 
 PARITY_SIZES = (64, 128, 256, 512, 1024)
 PARITY_RTOL = 1e-4   # fp32, K<=1024: summation order alone gives ~1e-6; 1e-4 catches real miscompiles
-PROBE_DEVICES = ("CPU", "CUDA", "NV", "AMD", "METAL", "CL", "HIP", "WEBGPU", "QCOM")
 
 
 def disks() -> list[dict]:
@@ -62,21 +63,23 @@ def nvidia_smi() -> list[dict] | None:
 
 
 def tinygrad_devices() -> list[dict]:
-    """Open each tinygrad backend for real; report which open and why the others do not."""
-    out = []
-    for name in PROBE_DEVICES:
-        try:
-            Device[name]
-            out.append({"device": name, "opens": True, "error": None})
-        except Exception as e:  # each backend fails in its own way when its driver is absent
-            out.append({"device": name, "opens": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"})
-    return out
+    """Open each tinygrad backend for real, each in its own process; report which open and why the others do not."""
+    return probe_backends()
+
+
+def default_device() -> tuple[str | None, str | None]:
+    """(tinygrad's default device, None) or (None, why none): with DEV unset tinygrad opens backends to choose."""
+    try:
+        return device_name(), None
+    except Exception as e:   # "no usable devices", or a backend that breaks while being chosen
+        return None, error_text(e)
 
 
 def hardware() -> dict:
+    dev, why = default_device()
     return {"cpu": cpu_facts(), "memory_bytes": memory_total_bytes(), "disks": disks(),
-            "accelerators": {"default_device": device_name(), "tinygrad": tinygrad_devices(),
-                             "nvidia_smi": nvidia_smi()},
+            "accelerators": {"default_device": dev, "default_device_error": why, "tinygrad": tinygrad_devices(),
+                             "nvml": gpu_inventory(), "nvidia_smi": nvidia_smi()},
             "fingerprint": hardware_fingerprint()}
 
 
@@ -168,14 +171,17 @@ def matmul_parity(sizes=PARITY_SIZES, rtol: float = PARITY_RTOL) -> list[dict]:
 
 
 def run_diag(with_parity: bool = True) -> dict:
-    dev = device_name()
+    dev, why = default_device()
     simulated_reasons = [f"mock flag {f} is set" for f in mock_flags_set()]
-    if device_is_simulated(dev):
+    if dev is not None and device_is_simulated(dev):
         simulated_reasons.append(f"tinygrad device {dev} is simulated")
     report = {"appliance_id": appliance_id(), "commit": git_commit(), "version": version_info(),
               "hardware": hardware(), "libraries": libraries()}
     if not with_parity:
         report["parity"] = {"status": "SKIPPED", "reason": "--no-parity given", "results": []}
+    elif dev is None:
+        report["parity"] = {"device": None, "status": "ERROR", "reason": f"no default tinygrad device: {why}; "
+                            "set DEV to a backend that opens (see hardware.accelerators.tinygrad)", "results": []}
     elif device_is_simulated(dev):
         report["parity"] = {"status": "SKIPPED", "device": dev,
                             "reason": f"{dev} is a simulated device: it computes nothing to compare", "results": []}
@@ -185,7 +191,7 @@ def run_diag(with_parity: bool = True) -> dict:
             report["parity"] = {"device": dev, "dtype": "float32", "status": "PASS" if all(r["status"] == "PASS"
                                 for r in results) else "FAIL", "results": results}
         except Exception as e:  # a broken device is a diagnosis, not a crash
-            report["parity"] = {"device": dev, "status": "ERROR", "reason": f"{type(e).__name__}: {e}", "results": []}
+            report["parity"] = {"device": dev, "status": "ERROR", "reason": error_text(e), "results": []}
     report["simulated"] = bool(simulated_reasons)
     report["simulated_reasons"] = simulated_reasons
     return report

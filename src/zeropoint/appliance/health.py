@@ -11,6 +11,7 @@ from tinygrad import Tensor
 
 from ..scope import device_is_simulated, device_name, mock_flags_set
 from ..workspace import workspace
+from .nvml import error_text, gpu_inventory
 
 GiB = 1 << 30
 RANK = {"green": 0, "yellow": 1, "red": 2}
@@ -51,7 +52,11 @@ def check_audit_log() -> Check:
 
 
 def check_device() -> Check:
-    dev = device_name()
+    try:
+        dev = device_name()
+    except Exception as e:   # DEV unset and no backend opens, or one that breaks while tinygrad chooses
+        return Check("tinygrad_device", "red", f"no default tinygrad device: {error_text(e)}; "
+                     "set DEV to a backend that opens (zpctl diag lists them)")
     if device_is_simulated(dev):
         return Check("tinygrad_device", "red", f"{dev} is a simulated device; set DEV=CPU (or a GPU backend) for real compute")
     try:
@@ -61,7 +66,7 @@ def check_device() -> Check:
             return Check("tinygrad_device", "red", f"{dev} computed a wrong 4x4 matmul")
         return Check("tinygrad_device", "green", f"{dev} computed a 4x4 matmul matching numpy")
     except Exception as e:  # any backend failure makes the device unusable
-        return Check("tinygrad_device", "red", f"{dev} failed: {type(e).__name__}: {e}")
+        return Check("tinygrad_device", "red", f"{dev} failed: {error_text(e)}")
 
 
 def check_disk(min_green: int = 5 * GiB, min_yellow: int = 1 * GiB) -> Check:
@@ -75,7 +80,30 @@ def check_clang() -> Check:
     exe = shutil.which("clang")
     if exe:
         return Check("clang_present", "green", f"clang at {exe}")
-    return Check("clang_present", "red", "clang not found: tinygrad's CPU device needs it (run make setup / apt-get install clang)")
+    msg = "clang not found: tinygrad's CPU device needs it (run make setup / apt-get install clang)"
+    try:
+        dev = device_name()
+    except Exception:   # no default device at all: check_device says why
+        dev = "CPU"
+    if dev.split(":")[0] != "CPU":   # a GPU default compiles with its own toolchain (nvrtc, comgr, Metal)
+        return Check("clang_present", "yellow", f"{msg}; the default device {dev} does not need it")
+    return Check("clang_present", "red", msg)
+
+
+def check_gpus(module=None) -> Check:
+    """NVML's view of the NVIDIA GPUs: VRAM and energy figures need it whenever the default device is one."""
+    inv = gpu_inventory(module)
+    try:
+        dev = device_name().split(":")[0]
+    except Exception:
+        dev = None
+    if inv["available"]:
+        gpus = "; ".join(f"{g['name']} {(g['memory_total_bytes'] or 0) / GiB:.0f} GiB" for g in inv["gpus"])
+        return Check("gpus", "green", f"{gpus} (driver {inv['driver_version']}, CUDA {inv['cuda_driver_version']})")
+    if dev in ("CUDA", "NV"):
+        return Check("gpus", "yellow", f"default device {dev} but no NVML ({inv['reason']}): no VRAM or energy "
+                     "readings; pip install nvidia-ml-py")
+    return Check("gpus", "green", f"no NVIDIA GPU in use ({inv['reason']})")
 
 
 def check_mock_flags() -> Check:
@@ -86,6 +114,7 @@ def check_mock_flags() -> Check:
 
 
 def run_health() -> dict:
-    checks = [check_data_dir(), check_audit_log(), check_clang(), check_device(), check_disk(), check_mock_flags()]
+    checks = [check_data_dir(), check_audit_log(), check_clang(), check_device(), check_gpus(), check_disk(),
+              check_mock_flags()]
     overall = max((c.status for c in checks), key=RANK.__getitem__)
     return {"status": overall, "exit_code": RANK[overall], "checks": [asdict(c) for c in checks]}

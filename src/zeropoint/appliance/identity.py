@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..hashing import sha256_json
+from .nvml import gpu_inventory_cached, stable_gpu_facts
 
 TINYGRAD_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_fp16", "amx_bf16",
                   "f16c", "sse4_2", "neon", "asimd", "sve")
@@ -39,8 +40,12 @@ def tinygrad_version() -> str | None:
 
 
 def version_info() -> dict:
+    """Versions only: nothing here opens a device (DEV unset would make tinygrad open every backend to choose)."""
+    gpu = gpu_inventory_cached()
     return {"zeropoint": __version__, "commit": git_commit(), "tinygrad": tinygrad_version(),
-            "python": platform.python_version(), "python_executable": sys.executable}
+            "python": platform.python_version(), "python_executable": sys.executable,
+            "dev": os.environ.get("DEV") or None,
+            "nvidia_driver": gpu.get("driver_version"), "cuda_driver": gpu.get("cuda_driver_version")}
 
 
 def _cpuinfo() -> dict[str, str]:
@@ -91,10 +96,15 @@ def machine_id() -> str | None:
 
 @functools.cache
 def hardware_fingerprint() -> str:
-    """SHA-256 of the stable hardware facts (CPU model, arch, cores, ISA flags, memory): same box, same print."""
+    """SHA-256 of the stable hardware facts (CPU model, arch, cores, ISA flags, memory, and the NVIDIA GPUs'
+    name, UUID, memory and compute capability): same box, same print. Without a GPU the facts (and so the
+    print) are what they were before GPUs were added to it."""
     cpu = cpu_facts()
-    return sha256_json({"cpu_model": cpu["model"], "arch": cpu["arch"], "cores": cpu["logical_cores"],
-                        "flags": cpu["flags"], "memory_bytes": memory_total_bytes()})
+    facts = {"cpu_model": cpu["model"], "arch": cpu["arch"], "cores": cpu["logical_cores"],
+             "flags": cpu["flags"], "memory_bytes": memory_total_bytes()}
+    if gpus := stable_gpu_facts(gpu_inventory_cached()):
+        facts["gpus"] = gpus
+    return sha256_json(facts)
 
 
 @functools.cache

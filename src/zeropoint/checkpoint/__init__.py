@@ -8,7 +8,9 @@ A checkpoint is a directory `step-00000020/` holding
 
 It is written into a temp directory beside its final place and renamed in one `os.replace`, so a crash leaves
 either the previous checkpoints or a complete new one. Loading re-hashes every file against the manifest
-first (from the same bytes it then parses) and refuses a tampered or truncated one, naming the file.
+first (from the same bytes it then parses) and refuses a tampered or truncated one, naming the file. Every
+file's size is checked against the manifest from its metadata before a byte is read, and `verify_checkpoint`
+hashes in blocks, so a huge or sparse file costs neither memory nor a full read to refuse.
 No pickle anywhere: tensors are safetensors, everything else JSON.
 """
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 from safetensors.numpy import load, save
 
 from ..errors import ZeropointError
-from ..hashing import sha256_bytes
+from ..hashing import sha256_bytes, sha256_file
 from ..workspace import atomic_dir
 
 FORMAT = "zeropoint-checkpoint/1"
@@ -116,23 +118,43 @@ def _read_manifest(path: Path) -> dict:
         raise CheckpointError(f"{mp}: manifest is not valid JSON ({e}); the checkpoint is corrupt") from None
     if not isinstance(man, dict) or man.get("format") != FORMAT or not isinstance(man.get("files"), list):
         raise CheckpointError(f"{mp}: not a {FORMAT} manifest")
-    for ent in man["files"]:
+    seen = set()
+    for i, ent in enumerate(man["files"]):
         p = ent.get("path", "") if isinstance(ent, dict) else ""
-        if not p or "/" in p or "\\" in p or p.startswith(".") or p == MANIFEST:
+        if not isinstance(p, str) or not p or "/" in p or "\\" in p or p.startswith(".") or p == MANIFEST:
             raise CheckpointError(f"{mp}: manifest lists an invalid path {p!r}; the checkpoint is corrupt")
+        if p in seen:
+            raise CheckpointError(f"{mp}: {p} is listed twice in the manifest; the checkpoint is corrupt")
+        seen.add(p)
+        size, digest = ent.get("size"), ent.get("sha256")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise CheckpointError(f"{mp}: the entry for {p} has no valid size ({size!r}); the checkpoint is corrupt")
+        if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+            raise CheckpointError(f"{mp}: the entry for {p} has no valid sha256 ({digest!r}); the checkpoint is corrupt")
     return man
 
 
-def _verified_bytes(path: Path, man: dict) -> dict[str, bytes]:
+def _check_listing(path: Path, man: dict) -> dict[str, dict]:
+    """Manifest entries by name, after checking that every listed file exists with its recorded size (metadata
+    only) and that no unlisted file is present."""
     listed = {e["path"]: e for e in man["files"]}
     present = {p.name for p in path.iterdir() if p.is_file() and p.name != MANIFEST}
     if unexpected := sorted(present - set(listed)):
         raise CheckpointError(f"{path}: file {unexpected[0]} is not in the manifest; refusing a modified checkpoint")
-    out = {}
     for name, ent in sorted(listed.items()):
         fp = path / name
         if not fp.is_file():
             raise CheckpointError(f"{path}: {name} is listed in the manifest but missing")
+        if (size := fp.stat().st_size) != ent["size"]:
+            raise CheckpointError(f"{fp}: size {size} != {ent['size']} in the manifest; file is truncated or modified")
+    return listed
+
+
+def _verified_bytes(path: Path, man: dict) -> dict[str, bytes]:
+    listed = _check_listing(path, man)
+    out = {}
+    for name, ent in sorted(listed.items()):
+        fp = path / name
         data = fp.read_bytes()
         if len(data) != ent["size"]:
             raise CheckpointError(f"{fp}: size {len(data)} != {ent['size']} in the manifest; file is truncated or modified")
@@ -146,10 +168,14 @@ def verify_checkpoint(path: Path | str) -> dict:
     """Re-hash every file against the manifest. Returns a report dict; raises CheckpointError on any mismatch."""
     path = Path(path)
     man = _read_manifest(path)
-    data = _verified_bytes(path, man)
+    listed = _check_listing(path, man)          # sizes from metadata first: nothing is read yet
+    for name, ent in sorted(listed.items()):    # then hashes, streamed in blocks
+        fp = path / name
+        if sha256_file(fp) != ent["sha256"]:
+            raise CheckpointError(f"{fp}: SHA-256 does not match the manifest; the file was modified or corrupted")
     return {"path": str(path), "step": man.get("step"), "config_sha256": man.get("config_sha256"), "ok": True,
             "files": [{"path": e["path"], "size": e["size"], "sha256": e["sha256"]} for e in man["files"]],
-            "bytes": sum(len(b) for b in data.values())}
+            "bytes": sum(e["size"] for e in man["files"])}
 
 
 def load_checkpoint(path: Path | str) -> Checkpoint:

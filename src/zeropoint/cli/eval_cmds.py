@@ -19,7 +19,7 @@ def _fmt(v) -> str:
 
 def eval_cmd(
     model: str = typer.Argument(..., help="Model: a named model (smollm2-135m), a .gguf file, an HF directory or a checkpoint dir."),
-    task: List[str] = typer.Option(..., "--task", "-t", help="mmlu_dev, fashion_mnist, heldout:DATASET (approved corpus, recipe's split), heldout:run:RUN_ID, or an lm-eval task YAML; repeatable."),
+    task: List[str] = typer.Option(..., "--task", "-t", help="mmlu_dev, fashion_mnist, bias_pairs[:CATEGORIES[:N]] (stereotype preference per category), bias_sentiment[:CATEGORIES[:N]] (counterfactual sentiment gap), heldout:DATASET (approved corpus, recipe's split), heldout:run:RUN_ID, or an lm-eval task YAML; repeatable."),
     limit: Optional[float] = typer.Option(None, "--limit", help="Only the first N documents per task (a fraction if < 1)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Sequences per forward pass."),
     max_length: int = typer.Option(2048, "--max-length", help="Context window used for scoring (tokens)."),
@@ -55,6 +55,16 @@ def eval_cmd(
             t.add_row(name, m, _fmt(v.get("value")), _fmt(se) + ("*" if v.get("stderr") is None and se is not None else ""),
                       str(v.get("n", tr.get("n_docs"))))
     console.print(t)
+    for name, tr in res["tasks"].items():   # per-group scores of tasks with a `breakdown` (the bias probes)
+        for m, v in tr["metrics"].items():
+            bd = v.get("breakdown")
+            if not bd:
+                continue
+            bt = Table(bd["by"], m, f"{100 * bd['level']:g}% CI", "n", title=f"{name}: {m} by {bd['by']} "
+                       f"({bd['interval']}, cluster: {bd['cluster']})")
+            for g, c in bd["groups"].items():
+                bt.add_row(str(g), _fmt(c["value"]), f"[{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}]", str(c.get("n")))
+            console.print(bt)
     console.print(f"eval [bold]{res['eval_id']}[/] on {res['device']} in {res['wall_s']:.1f}s; "
                   f"model sha256 {str(res['model'].get('sha256'))[:16]}")
     if res.get("baseline_saved"):

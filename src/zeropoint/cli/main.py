@@ -11,6 +11,7 @@ from rich.table import Table
 
 from . import (
     appliance_cmds,
+    cache_cmds,
     eval_cmds,
     export_cmds,
     governance_cmds,
@@ -19,6 +20,7 @@ from . import (
     release_cmds,
     safety_cmds,
     serve_cmds,
+    tracking_cmds,
     train_cmds,
 )
 from .common import JsonOpt, SetOpt, console, handle_errors, print_json
@@ -160,7 +162,8 @@ def config_show(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool
 # tests/cli/test_command_table.py keeps this table and the app in sync.
 COMMANDS: list[tuple[object, tuple[str, ...]]] = [
     (sys.modules[__name__], ("version", "scope", "runs", "config")),
-    (appliance_cmds, ("diag", "health")),
+    (appliance_cmds, ("diag", "health", "appliance")),
+    (cache_cmds, ("cache",)),
     (eval_cmds, ("eval", "drift")),
     (export_cmds, ("export", "parity")),
     (governance_cmds, ("data", "pii", "audit")),
@@ -169,6 +172,7 @@ COMMANDS: list[tuple[object, tuple[str, ...]]] = [
     (release_cmds, ("release", "keys")),
     (safety_cmds, ("redteam", "data canary")),
     (serve_cmds, ("serve", "token", "jobs")),
+    (tracking_cmds, ("runs compare", "runs export")),
     (train_cmds, ("train", "resume", "ckpt", "lora", "model")),
 ]
 for _module, _ in COMMANDS[1:]:
@@ -176,6 +180,8 @@ for _module, _ in COMMANDS[1:]:
 
 
 def main() -> None:
+    from ..orchestrator.lifeline import die_with_supervisor
+    die_with_supervisor()   # a job started by `zpctl serve` ends with the server (no-op otherwise)
     app()
 
 

@@ -54,8 +54,9 @@ def create(
     """Run every release gate (or reuse results whose inputs' hashes match), decide, write the signed bundle.
 
     Gates: governance (approved, unchanged training data), checkpoint (hashes, finished real run), eval + drift
-    against --baseline, export(s) + parity, red-team, bench. Exit 0 when the release passes, 1 when a gate
-    fails (the bundle is written either way and records why)."""
+    against --baseline, export(s) + parity, red-team, bias (stereotype preference vs the baseline model), bench;
+    then the harms checklist. Exit 0 when the release passes, 1 when a gate or a harms item fails (the bundle is
+    written either way and records why)."""
     from ..release.pipeline import release
     status = None
 
@@ -64,7 +65,7 @@ def create(
             return
         if status is not None:
             status.update(f"[bold]release[/] {escape(msg)}")
-        if msg.startswith(("governance:", "checkpoint:", "eval_drift:", "export:", "redteam:", "bench:")) and (
+        if msg.startswith(("governance:", "checkpoint:", "eval_drift:", "export:", "redteam:", "bias:", "bench:")) and (
                 " PASS - " in msg or " FAIL - " in msg):
             err_console.print(escape(msg), highlight=False)
     if json_out:
@@ -82,11 +83,18 @@ def create(
             t.add_row(g["name"], _verdict(g["passed"]), "yes" if g["reused"] else "", escape(g["rule"]),
                       escape(g["reason"]))
         console.print(t)
+        h = Table("harms item", "status", "evidence or reason", title="harms checklist", show_lines=True)
+        tone = {"pass": "[green]pass[/]", "fail": "[red]fail[/]", "not assessed": "[yellow]not assessed[/]"}
+        for i in res["harms_checklist"]["items"]:
+            h.add_row(i["title"], tone[i["status"]], escape(", ".join(i["evidence"]) if i["status"] != "not assessed"
+                                                            else i["reason"]))
+        console.print(h)
         console.print(f"bundle: {res['bundle']}\ntar:    {res['tar']} (sha256 {res['tar_sha256'][:16]}...)\n"
                       f"signed with key {res['public_key_sha256'][:16]}", highlight=False)
         console.print("[bold green]RELEASE PASSED[/]" if res["passed"] else
-                      "[bold red]RELEASE FAILED[/]: " + escape("; ".join(f"{g['name']}: {g['reason']}"
-                                                                        for g in res["failed_gates"])))
+                      "[bold red]RELEASE FAILED[/]: " + escape("; ".join(
+                          [f"{g['name']}: {g['reason']}" for g in res["failed_gates"]]
+                          + [f"harms {i['id']}: {i['reason']}" for i in res.get("failed_harms") or []])))
     raise typer.Exit(0 if res["passed"] else 1)
 
 

@@ -33,13 +33,13 @@ def _store():
 
 
 def _kv(items: list[str] | None) -> dict:
-    import yaml
+    from ..config import load_yaml_text
     out = {}
     for it in items or []:
         if "=" not in it:
             raise typer.BadParameter(f"--arg {it!r}: expected key=value")
         k, v = it.split("=", 1)
-        out[k] = yaml.safe_load(v) if v else ""
+        out[k] = load_yaml_text(v, f"--arg {k}") if v else ""
     return out
 
 
@@ -55,14 +55,21 @@ def register(app: typer.Typer) -> None:
               max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent",
                                                            help="Jobs run at once (default $ZP_MAX_CONCURRENT_JOBS or 2)."),
               ray_address: Optional[str] = typer.Option(None, help="Ray dashboard URL (default $ZP_RAY_ADDRESS)."),
+              data_root: Optional[Path] = typer.Option(None, "--data-root",
+                                                       help="Directory request paths are confined to "
+                                                            "(default $ZP_DATA_ROOT, else $ZP_HOME)."),
               log_level: str = typer.Option("info", help="uvicorn log level.")):
         """Run the HTTP API and the job executor. Every route but /healthz and /readyz needs a bearer token
         (`zpctl token create`); the schema is at /openapi.json.
 
-        Paths in requests must lie under $ZP_DATA_ROOT (default $ZP_HOME); bodies are capped at $ZP_API_MAX_BODY
-        bytes (1 MiB); jobs and tokens live in $ZP_HOME/jobs/jobs.db (SQLite, WAL)."""
+        Paths in requests must lie under the data root (--data-root, $ZP_DATA_ROOT, else $ZP_HOME),
+        never in $ZP_HOME's keys/, jobs/ or datasets/; bodies are capped at $ZP_API_MAX_BODY bytes
+        (1 MiB); jobs and tokens live in $ZP_HOME/jobs/jobs.db (SQLite, WAL). Connections: request
+        headers must arrive within $ZP_API_HEADER_TIMEOUT_S (10 s), at most $ZP_API_MAX_CONN_PER_IP (64)
+        open per client address."""
         from ..api.server import serve as run
-        run(host, port, executor=executor, max_concurrent=max_concurrent, ray_address=ray_address, log_level=log_level)
+        run(host, port, executor=executor, max_concurrent=max_concurrent, ray_address=ray_address, log_level=log_level,
+            data_root=data_root)
 
 
 @token_app.command("create")

@@ -12,8 +12,7 @@ import json
 import math
 from pathlib import Path
 
-import yaml
-
+from ..config import load_yaml_text
 from ..errors import ConfigError
 from ..evals.harness import load_baseline, load_results
 from ..governance.audit import append_event
@@ -40,8 +39,8 @@ def load_policy(path: str | Path | None) -> dict:
     if path is None:
         return DEFAULT_POLICY
     try:
-        pol = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
+        pol = load_yaml_text(Path(path).read_bytes(), f"drift policy {path}") or {}
+    except OSError as e:
         raise ConfigError(f"cannot read drift policy {path}: {e}") from None
     unknown = set(pol) - {"z", "default", "metrics"}
     if unknown:

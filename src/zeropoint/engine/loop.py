@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from . import jitcache
 from .trainer import StepStats, Trainer
 
 
@@ -69,6 +70,8 @@ def fit(trainer: Trainer, get_batches: Callable[[int], Sequence], *, steps: int,
                      "skipped": st.skipped, "loss_scale": st.loss_scale, **hooks.step_fields()}
             if run is not None:
                 run.log_step(st.step, st.loss, wall * 1000.0, tps, unit=unit, **extra)
+                if not history:   # cold or warm start: what the compile caches did up to the first step (perf.json)
+                    run.event("warm_start", first_step_s=wall, process_age_s=jitcache.process_age_s(), **jitcache.report(trainer.jit_steps()))
             history.append(st)
             if prog:
                 prog.update(task, completed=st.step, loss=f"{st.loss:.4f}", tps=f"{tps:,.0f}" if tps else "-")

@@ -13,7 +13,20 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ..config import StrictModel, rename_deprecated
+from ..config import (
+    AdamBeta,
+    AdamEps,
+    BatchSize,
+    Count,
+    Fraction,
+    LearningRate,
+    LossScale,
+    NonNegative,
+    PositiveCount,
+    Seed,
+    StrictModel,
+    rename_deprecated,
+)
 from .trainer import EngineConfig
 
 # old spelling -> current one, accepted for one release with a deprecation message
@@ -21,24 +34,34 @@ RENAMED_KEYS = {"batch_size": "micro_batch_size"}
 
 
 class TrainSection(StrictModel):
-    """Engine settings (one field per `EngineConfig` field but `total_steps`), batch shape, checkpoint cadence and
-    seed. Defaults are the LLM recipe's; a recipe redeclares a field to change its default."""
-    micro_batch_size: int = Field(4, ge=1, description="samples per micro-batch (one forward/backward)")
-    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    lr: float = 3.0e-4
-    warmup_steps: int = Field(0, ge=0, description="linear warm-up from lr/warmup to lr over these steps")
-    min_lr_ratio: float = Field(0.1, description="cosine decay ends at lr * min_lr_ratio")
-    weight_decay: float = Field(0.0, description="decoupled (AdamW), matrices only")
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    grad_clip: float = Field(1.0, description="max global L2 norm; 0 disables clipping")
+    """Engine settings (one field per `EngineConfig` field but `total_steps`), batch shape, checkpoint cadence,
+    seed, and where the recipe cuts its model for activation checkpointing. Defaults are the LLM recipe's; a recipe
+    redeclares a field to change its default, with the same number type (`config.BatchSize`, `Count`,
+    ...): a redeclared field's type replaces this one, range included.
+
+    `activation_checkpointing` is not an `EngineConfig` field: the engine checkpoints whatever `SegmentedLoss` it is
+    handed, and only the recipe knows its model's blocks, so the recipe builds that loss from these two keys (a
+    recipe whose model cannot be cut refuses any value but none)."""
+    micro_batch_size: BatchSize = Field(4, description="samples per micro-batch (one forward/backward)")
+    grad_accum: BatchSize = Field(1, description="micro-batches per optimizer step")
+    lr: LearningRate = 3.0e-4
+    warmup_steps: Count = Field(0, description="linear warm-up from lr/warmup to lr over these steps")
+    min_lr_ratio: Fraction = Field(0.1, description="cosine decay ends at lr * min_lr_ratio")
+    weight_decay: NonNegative = Field(0.0, description="decoupled (AdamW), matrices only")
+    betas: tuple[AdamBeta, AdamBeta] = (0.9, 0.999)
+    eps: AdamEps = 1e-8
+    grad_clip: NonNegative = Field(1.0, description="max global L2 norm; 0 disables clipping")
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
-    loss_scale: float = Field(32768.0, description="initial dynamic loss scale (fp16 only)")
-    growth_interval: int = Field(200, ge=1, description="good fp16 steps before the loss scale doubles")
+    loss_scale: LossScale = Field(32768.0, description="initial dynamic loss scale (fp16 only)")
+    growth_interval: PositiveCount = Field(200, description="good fp16 steps before the loss scale doubles")
     jit: bool = True
-    ckpt_every: int = Field(100, ge=0, description="checkpoint every N steps (and always at the last)")
-    keep_ckpts: int = Field(2, ge=1, description="newest checkpoints kept")
-    seed: int = 0
+    activation_checkpointing: Literal["none", "layers", "every_k"] = Field(
+        "none", description="recompute transformer blocks in the backward pass: none, every layer, or k layers at a "
+                            "time (every_k); saves activation memory for about one more forward pass")
+    activation_checkpointing_k: PositiveCount = Field(2, description="layers per recomputed segment with every_k")
+    ckpt_every: Count = Field(100, description="checkpoint every N steps (and always at the last)")
+    keep_ckpts: PositiveCount = Field(2, description="newest checkpoints kept")
+    seed: Seed = 0
 
     @model_validator(mode="before")
     @classmethod

@@ -23,6 +23,13 @@ Why it is built this way (tinygrad 0.14, see shared/notes/tinygrad-0.14.md):
   scale doubles.
 - bf16 on the CPU: clang 14 cannot compile `__bf16`, so bf16 kernels are built with
   `EMULATED_DTYPES=bfloat16` (bit-exact bf16 rounding, emulated in integer ops).
+- Activation checkpointing: pass a `SegmentedLoss` (the loss as a chain of stages) instead of a plain function.
+  The micro-step then realizes only each stage's input in the forward, and walks the stages backwards, each in
+  its own realize: recompute the stage from its saved input, take its gradient, add it in. Separate realizes
+  are what make it real: within one graph tinygrad merges the recomputation with the forward it repeats (they
+  are the same UOps) and keeps every activation, so gradient equality alone proves nothing. Split this way,
+  the memory planner (eager, or over the JIT's captured calls) sees each stage's activations die with its
+  backward, and the step's allocator high-water mark falls (tests/engine/test_checkpointing.py).
 """
 from __future__ import annotations
 
@@ -33,9 +40,12 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from tinygrad import Device, Tensor, TinyJit, dtypes
+from tinygrad.device import Buffer
+from tinygrad.dtype import _from_np_dtype, _to_np_dtype
 from tinygrad.helpers import Context
 
 from ..errors import ZeropointError
+from .jitcache import PersistentJit
 
 PRECISIONS = {"fp32": dtypes.float32, "fp16": dtypes.float16, "bf16": dtypes.bfloat16}
 
@@ -88,11 +98,52 @@ def precision_context(precision: str) -> Context:
     return Context()
 
 
+def device_array(a, device: str | None = None) -> Tensor:
+    """A realized tensor holding a copy of numpy array `a`: one copy into a new buffer, without tinygrad's
+    scheduler (a step's inputs and the optimizer state are made this way, so a warm process schedules nothing)."""
+    a = np.ascontiguousarray(a)
+    t = Tensor.empty(*a.shape, dtype=_from_np_dtype(a.dtype), device=device)
+    write_array(t, a)
+    return t
+
+
+def write_array(t: Tensor, a) -> Tensor:
+    """Copy numpy array `a` into the storage of realized (or empty) tensor `t` in place, without scheduling."""
+    buf = t.uop.base.buffer
+    a = np.ascontiguousarray(a, dtype=_to_np_dtype(t.dtype))
+    if a.size != buf.size:
+        raise ZeropointError(f"cannot write {a.size} values into a tensor of {buf.size}")
+    buf.ensure_allocated().copy_from(Buffer("NPY", a.size, t.dtype, opaque=a.reshape(-1)))
+    return t
+
+
 def fresh(x) -> Tensor:
     """A realized tensor with its own buffer: what may safely enter a TinyJit (guards the slice-baking trap)."""
     if isinstance(x, Tensor):
         return x.clone().realize()
-    return Tensor(np.ascontiguousarray(x)).realize()
+    return device_array(x)
+
+
+@dataclass
+class SegmentedLoss:
+    """A loss written as a chain, so the engine can checkpoint activations between its links:
+
+        h = stages[0](None, *batch); h = stages[i](h, *batch) for the middle stages; loss = stages[-1](h, *batch)
+
+    Calling it runs the chain as one graph (evaluation, or training without checkpointing). Each stage must be
+    a pure function of its input, the batch and the weights: the backward runs it a second time, so random
+    ops such as dropout would draw a different mask there."""
+    stages: list[Callable[..., Tensor]]
+
+    def __post_init__(self):
+        if len(self.stages) < 2:
+            raise ZeropointError(f"a SegmentedLoss needs at least two stages (got {len(self.stages)})")
+
+    def __call__(self, *batch) -> Tensor:
+        h = None
+        for f in self.stages:
+            h = f(h, *batch)
+        return h
 
 
 @dataclass
@@ -107,10 +158,30 @@ class StepStats:
     micro_losses: list[float] = field(default_factory=list)
 
 
-class Trainer:
-    """AdamW over fp32 master weights with fp32 moments; see the module docstring for the contract."""
+# EngineConfig fields the host applies (through device tensors or the loop): they do not change a compiled step
+_HOST_ONLY = ("lr", "total_steps", "warmup_steps", "min_lr_ratio", "loss_scale", "growth_interval", "jit")
 
-    def __init__(self, params: dict[str, Tensor], loss_fn: Callable[..., Tensor], cfg: EngineConfig):
+
+def _fn_id(fn: Callable) -> str:
+    """Names the loss a compiled step was built from. A SegmentedLoss (activation checkpointing) is named by its
+    stages in order, so a step checkpointed every layer never replays as one checkpointed every k layers."""
+    if isinstance(fn, SegmentedLoss):
+        return f"segmented[{len(fn.stages)}]:" + ",".join(_fn_id(f) for f in fn.stages)
+    code = getattr(fn, "__code__", None)
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}" + \
+        (f":{code.co_firstlineno}" if code is not None else "")
+
+
+class Trainer:
+    """AdamW over fp32 master weights with fp32 moments; see the module docstring for the contract.
+
+    Warm start (engine/jitcache.py): with `cache_key` (what the loss computes: model config, method, ...) and
+    `frozen` (every other tensor the loss reads: frozen weights, RoPE tables), the jitted micro-step, optimizer
+    step and eval are stored under $ZP_CACHE and the next process with the same key replays them without
+    compiling. Without `cache_key` they are plain TinyJits."""
+
+    def __init__(self, params: dict[str, Tensor], loss_fn: Callable[..., Tensor], cfg: EngineConfig, *,
+                 frozen: dict[str, Tensor] | None = None, cache_key: dict | None = None):
         if not params:
             raise ZeropointError("nothing to train: the params dict is empty (are all weights frozen?)")
         for name, p in params.items():
@@ -119,21 +190,50 @@ class Trainer:
                                      "(the model casts to the compute dtype itself)")
         self.cfg, self.loss_fn = cfg, loss_fn
         self.names = list(params)
-        self.params = [params[n].realize() for n in self.names]
-        self.m = [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous().realize() for p in self.params]
-        self.v = [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous().realize() for p in self.params]
-        self.grads = [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous().realize() for p in self.params]
+        self.params = [params[n] for n in self.names]
+        Tensor.realize(*self.params)
+        dev = self.params[0].device
+        zeros = [np.zeros(p.shape, dtype=np.float32) for p in self.params]
+        self.m = [device_array(z, dev) for z in zeros]
+        self.v = [device_array(z, dev) for z in zeros]
+        self.grads = [device_array(z, dev) for z in zeros]
         self.decay = [p.ndim >= 2 and cfg.weight_decay > 0 for p in self.params]
         # host-controlled scalars live on the device so the JIT reads their current values
-        self.lr_t = Tensor([lr_at(0, cfg)], dtype=dtypes.float32).contiguous().realize()
-        self.scale_t = Tensor([cfg.loss_scale if cfg.precision == "fp16" else 1.0], dtype=dtypes.float32).contiguous().realize()
-        self.adam_t = Tensor([0.0], dtype=dtypes.float32).contiguous().realize()   # updates applied (bias correction)
+        self.lr_t = device_array(np.array([lr_at(0, cfg)], dtype=np.float32), dev)
+        self.scale_t = device_array(np.array([cfg.loss_scale if cfg.precision == "fp16" else 1.0], dtype=np.float32), dev)
+        self.adam_t = device_array(np.zeros(1, dtype=np.float32), dev)   # updates applied (bias correction)
         self.step_count = 0        # optimizer steps taken (including skipped ones)
         self.good_steps = 0        # consecutive non-overflow steps since the last scale change
         self.skipped_steps = 0
-        self._micro = TinyJit(self._micro_step) if cfg.jit else self._micro_step
-        self._opt = TinyJit(self._opt_step) if cfg.jit else self._opt_step
+        self.frozen = dict(frozen or {})
+        self.cache_key = None if cache_key is None else {
+            "caller": cache_key, "loss": _fn_id(loss_fn),
+            "engine": {k: v for k, v in asdict(cfg).items() if k not in _HOST_ONLY}}
+        checkpointed = isinstance(loss_fn, SegmentedLoss)
+        self._micro = self._jit(self._micro_step_checkpointed if checkpointed else self._micro_step, "train.micro")
+        self._opt = self._jit(self._opt_step, "train.opt")
         self._evals: dict[int, Callable] = {}
+
+    def _jit(self, fn: Callable, name: str, **extra) -> Callable:
+        if not self.cfg.jit:
+            return fn
+        if self.cache_key is None:
+            return TinyJit(fn)
+        return PersistentJit(fn, name=name, key={**self.cache_key, **extra}, bindings=self.bound_tensors)
+
+    def jit_steps(self) -> dict[str, dict]:
+        """What each of this trainer's stored steps did so far (engine/jitcache.py): loaded or compiled, by name."""
+        jits = [self._micro, self._opt, *self._evals.values()]
+        return {j.name: dict(j.info) for j in jits
+                if isinstance(j, PersistentJit) and j.info.get("source") in ("cache", "compiled")}
+
+    def bound_tensors(self) -> dict[str, Tensor]:
+        """Every tensor the jitted steps read or update, by a name that is the same in every process."""
+        out = {f"frozen.{k}": t for k, t in self.frozen.items()}
+        for n, p, m, v, g in zip(self.names, self.params, self.m, self.v, self.grads):
+            out.update({f"param.{n}": p, f"adam_m.{n}": m, f"adam_v.{n}": v, f"grad.{n}": g})
+        out.update({"engine.lr": self.lr_t, "engine.loss_scale": self.scale_t, "engine.adam_t": self.adam_t})
+        return out
 
     # ---- jitted pieces ---------------------------------------------------------------------------------
     def _micro_step(self, *batch: Tensor) -> Tensor:
@@ -144,6 +244,34 @@ class Trainer:
             for buf, g in zip(self.grads, grads):
                 buf.assign(buf + g.float())
             Tensor.realize(loss, *self.grads)
+        return loss
+
+    def _micro_step_checkpointed(self, *batch: Tensor) -> Tensor:
+        """The same accumulation as `_micro_step`, stage by stage (see the module docstring)."""
+        stages = self.loss_fn.stages
+        last = len(stages) - 1
+        with Context(TRAINING=1):
+            inputs: list[Tensor | None] = [None]
+            for f in stages[:-1]:                      # forward: keep only each stage's input
+                inputs.append(f(inputs[-1], *batch).contiguous().realize())
+            upstream, loss = None, None
+            for i in range(last, -1, -1):              # backward: recompute stage i, differentiate, drop it
+                out = stages[i](inputs[i], *batch)
+                if i == last:
+                    loss = out.float()
+                    out = loss * self.scale_t.reshape(()) * (1.0 / self.cfg.grad_accum)
+                graph = out.uop.toposort()
+                touched = [j for j, p in enumerate(self.params) if p.uop in graph]
+                wrt = ([inputs[i]] if inputs[i] is not None else []) + [self.params[j] for j in touched]
+                if not wrt:
+                    continue
+                grads = out.gradient(*wrt, gradient=upstream)
+                if inputs[i] is not None:
+                    upstream, grads = grads[0].contiguous(), grads[1:]
+                for j, g in zip(touched, grads):
+                    self.grads[j].assign(self.grads[j] + g.float())
+                Tensor.realize(*([loss] if i == last else []), *([upstream] if inputs[i] is not None else []),
+                               *[self.grads[j] for j in touched])
         return loss
 
     def _opt_step(self) -> Tensor:
@@ -182,7 +310,7 @@ class Trainer:
             raise ZeropointError(f"step() got {len(micro_batches)} micro-batches; grad_accum is {self.cfg.grad_accum}")
         t0 = time.perf_counter()
         lr = lr_at(self.step_count, self.cfg)
-        self.lr_t.assign(Tensor([lr], dtype=dtypes.float32)).realize()
+        write_array(self.lr_t, [lr])
         losses = []
         with precision_context(self.cfg.precision):
             for mb in micro_batches:
@@ -197,7 +325,7 @@ class Trainer:
             self.good_steps = 0
             if self.cfg.precision == "fp16":
                 scale = max(scale / 2.0, 1.0)
-                self.scale_t.assign(Tensor([scale], dtype=dtypes.float32)).realize()
+                write_array(self.scale_t, [scale])
             else:
                 raise ZeropointError(f"non-finite gradient norm at step {self.step_count} in {self.cfg.precision}: "
                                      "the loss diverged; lower train.lr or enable grad_clip")
@@ -205,7 +333,7 @@ class Trainer:
             self.good_steps += 1
             if self.cfg.precision == "fp16" and self.good_steps % self.cfg.growth_interval == 0:
                 scale *= 2.0
-                self.scale_t.assign(Tensor([scale], dtype=dtypes.float32)).realize()
+                write_array(self.scale_t, [scale])
         return StepStats(step=self.step_count, loss=float(np.mean(losses)), lr=lr, grad_norm=norm, skipped=skipped,
                          loss_scale=scale, step_s=time.perf_counter() - t0, micro_losses=losses)
 
@@ -215,7 +343,7 @@ class Trainer:
         if key not in self._evals:
             def f(*b):
                 return loss_fn(*b).float().realize()
-            self._evals = {key: TinyJit(f) if self.cfg.jit else f}   # one live eval graph at a time
+            self._evals = {key: self._jit(f, "train.eval", eval_loss=_fn_id(loss_fn))}   # one live eval graph at a time
         fn = self._evals[key]
         vals = []
         with precision_context(self.cfg.precision):
@@ -244,12 +372,12 @@ class Trainer:
                     raise ZeropointError(f"optimizer state has no {key}; the checkpoint belongs to a different model/method")
                 if tuple(arrays[key].shape) != tuple(t.shape):
                     raise ZeropointError(f"optimizer state {key} has shape {arrays[key].shape}, expected {t.shape}")
-                t.assign(Tensor(arrays[key].astype(np.float32))).realize()
+                write_array(t, arrays[key].astype(np.float32))   # in place: a captured step keeps its buffers
         self.step_count = int(scalars["step_count"])
         self.good_steps = int(scalars["good_steps"])
         self.skipped_steps = int(scalars.get("skipped_steps", 0))
-        self.adam_t.assign(Tensor([float(scalars["adam_t"])], dtype=dtypes.float32)).realize()
-        self.scale_t.assign(Tensor([float(scalars["loss_scale"])], dtype=dtypes.float32)).realize()
+        write_array(self.adam_t, [float(scalars["adam_t"])])
+        write_array(self.scale_t, [float(scalars["loss_scale"])])
 
     def param_arrays(self) -> dict[str, np.ndarray]:
         return {n: p.numpy() for n, p in zip(self.names, self.params)}

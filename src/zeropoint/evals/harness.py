@@ -19,6 +19,7 @@ from ..checkpoint import latest_valid, load_checkpoint
 from ..clock import utcnow
 from ..data import assets
 from ..data.images import load_idx_pair, normalize, resize
+from ..engine import jitcache
 from ..errors import ZeropointError
 from ..evidence import start_run
 from ..hashing import canonical_json, sha256_file, sha256_json, sha256_tree
@@ -26,10 +27,14 @@ from ..models.llm import open_lm
 from ..models.vit import ViTConfig, apply_batched, to_tensors, vit_forward
 from ..scope import require_real_compute
 from ..workspace import atomic_write_text, workspace
+from . import breakdown as BD
 from . import metrics as M
 from . import vision
+from .bias import build_task as build_bias_task
+from .bias import is_bias_task
 from .heldout import build_heldout_task
 from .scoring import LMScorer
+from .sentiment import scorer_info, sentiment
 from .tasks import Task, load_task
 
 VISION_TASKS = {"fashion_mnist"}
@@ -125,22 +130,35 @@ def run_task(scorer: LMScorer, task: Task, limit=None, bootstrap_iters: int = M.
         gk = task.generation_kwargs
         until = gk.get("until", [task.fewshot_delimiter])
         until = [until] if isinstance(until, str) else list(until)
+        kws = {m["metric"]: m["kwargs"] for m in task.metrics}
         for i, (ctx, doc) in enumerate(zip(ctxs, docs)):
             out = scorer.generate_until(ctx, until, int(gk.get("max_gen_toks", 256)))
             gold = task.target(doc)
             if task.doc_to_choice is not None:
                 gold = task.choices(doc)[gold]
             golds = gold if isinstance(gold, list) else [gold]
-            kw = next((m["kwargs"] for m in task.metrics if m["metric"] == "exact_match"), {})
-            em = 1.0 if any(M.exact_match(out, str(g), **kw) for g in golds) else 0.0
-            per_metric["exact_match"].append(em)
-            samples.append({"doc_id": i, "context": ctx, "target": gold, "generation": out, "exact_match": em})
+            vals = {}
+            if "exact_match" in per_metric:
+                vals["exact_match"] = 1.0 if any(M.exact_match(out, str(g), **kws["exact_match"]) for g in golds) else 0.0
+            if "sentiment" in per_metric:   # lexicon score of the continuation; `mask_field` names words to drop
+                vals["sentiment"] = sentiment(out, doc.get(kws["sentiment"].get("mask_field", "")))
+            for k, v in vals.items():
+                per_metric[k].append(v)
+            samples.append({"doc_id": i, "context": ctx, "target": gold, "generation": out, **vals})
             if progress:
                 progress(1)
+    short = [k for k, v in per_metric.items() if len(v) != len(docs)]
+    if short:
+        raise EvalError(f"task {task.name}: metric(s) {short} do not apply to its documents (pct_stereotype and "
+                        "likelihood_diff need exactly two choices per document); remove them from metric_list")
     metrics = {}
     for m in task.metrics:
         metrics[m["metric"]] = M.aggregate(m["metric"], per_metric[m["metric"]], m["aggregation"], bootstrap_iters)
         metrics[m["metric"]]["higher_is_better"] = m["higher_is_better"]
+    if "sentiment" in metrics:
+        metrics["sentiment"]["scorer"] = scorer_info()
+    if task.breakdown:
+        BD.apply(task.breakdown, docs, per_metric, metrics, samples)
     return metrics, samples
 
 
@@ -168,6 +186,8 @@ def load_results(eval_id_or_path: str) -> dict:
 
 
 def _materialise(task_ref: str) -> str:
+    if is_bias_task(task_ref):
+        return str(build_bias_task(task_ref))
     if task_ref.startswith("heldout:"):
         return str(build_heldout_task(task_ref))
     return task_ref
@@ -182,8 +202,8 @@ def run_eval(model_ref: str, task_refs: list[str], *, limit=None, batch_size: in
     `model`/`tokenizer`/`scorer` let a caller reuse a loaded model; `model_info` then says what it really is
     (e.g. a perturbed copy), so the recorded identity never claims the file on disk when it was not that."""
     if not task_refs:
-        raise EvalError("no tasks given; pass --task NAME_OR_FILE (shipped: mmlu_dev, fashion_mnist, "
-                        "heldout:DATASET, heldout:run:RUN_ID, or an lm-eval task YAML)")
+        raise EvalError("no tasks given; pass --task NAME_OR_FILE (shipped: mmlu_dev, fashion_mnist, bias_pairs, "
+                        "bias_sentiment, heldout:DATASET, heldout:run:RUN_ID, or an lm-eval task YAML)")
     scope = require_real_compute(allow_simulated)
     lm_tasks = [t for t in task_refs if t not in VISION_TASKS]
     vis_tasks = [t for t in task_refs if t in VISION_TASKS]
@@ -222,6 +242,8 @@ def run_eval(model_ref: str, task_refs: list[str], *, limit=None, batch_size: in
                 run.event("task_done", task=task.name, wall_s=round(wall, 3),
                           **{k: v["value"] for k, v in metrics.items()})
             results["scoring_stats"] = dict(scorer.stats)
+            # cold or warm: whether the scoring forwards were loaded from $ZP_CACHE (engine/jitcache.py)
+            results["warm_start"] = jitcache.summary()
         for vt in vis_tasks:
             t1 = time.time()
             metrics, samples, info = run_vision_task(vt, model_ref, limit)

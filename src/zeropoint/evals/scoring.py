@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from tinygrad import Device, Tensor, TinyJit, dtypes
 
+from ..engine.jitcache import PersistentJit
+from ..engine.trainer import device_array
 from ..models.generate import generate
+from ..models.llama import Llama, bound_tensors, cache_key
 
 
 def _bucket(n: int, lo: int) -> int:
@@ -99,7 +102,8 @@ class LMScorer:
     share_prefix: bool = True   # requests with identical model inputs share one forward (off: for measuring)
     cache: dict | None = None   # {(ctx tokens, cont tokens): (ll, greedy)}; lm-eval's CachingLM, keyed by tokens
     stats: dict = field(default_factory=lambda: {"forward_passes": 0, "batches": 0, "requests": 0, "unique_inputs": 0,
-                                                 "tokens_forwarded": 0, "tokens_padded": 0, "score_s": 0.0})
+                                                 "tokens_forwarded": 0, "tokens_padded": 0, "score_s": 0.0,
+                                                 "first_batch_s": None})   # compile or cache load + first forward
     _jits: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -127,8 +131,17 @@ class LMScorer:
                 am = logits.argmax(-1).cast(dtypes.int32)
                 cand_lp = lp[:, W - 1, :].gather(-1, cand)
                 return tok_lp.realize(), am.realize(), cand_lp.realize()
-            self._jits[key] = TinyJit(fwd) if self.jit else fwd
+            self._jits[key] = self._jit(fwd, key) if self.jit else fwd
         return self._jits[key]
+
+    def _jit(self, fwd, shape: tuple):
+        """Our Llama's forwards are stored under $ZP_CACHE (engine/jitcache.py), so the next process that scores
+        with the same model and shapes replays them without compiling; other models get a plain TinyJit."""
+        if not isinstance(self.model, Llama):
+            return TinyJit(fwd)
+        B, T, W, K = shape
+        return PersistentJit(fwd, name=f"score.B{B}T{T}W{W}K{K}", key={**cache_key(self.model), "scorer": 1},
+                             bindings=lambda: bound_tensors(self.model))
 
     def _release_longer(self, T: int) -> None:
         """Inputs are scored longest first, so a JIT for a longer bucket is not needed again in this call: drop it
@@ -148,6 +161,7 @@ class LMScorer:
         """Run one right-padded batch and read only the last W positions of each row (the ones that predict
         continuation tokens): their log-probs of the next input token, their argmax, and at the final
         position the log-probs of every requested last token."""
+        t_first = time.perf_counter() if self.stats["batches"] == 0 else None
         n_rows = len(rows)
         # a short last batch (or a small task) runs at the next power of two rows, not at batch_size: padding rows
         # cost as much compute as real ones, and on a CPU the forward, not the compile, is what takes the time
@@ -169,12 +183,14 @@ class LMScorer:
                 if p[w] >= 0:
                     nxt[i, w] = r[p[w] + 1]
             cand[i, :len(last_targets[i])] = last_targets[i]
-        outs = self._compiled(B, T, W, K)(Tensor(toks), Tensor(pos), Tensor(nxt), Tensor(cand))
+        outs = self._compiled(B, T, W, K)(*[device_array(a) for a in (toks, pos, nxt, cand)])
         tok_lp, am, cand_lp = (o.numpy().copy() for o in outs)
         self.stats["forward_passes"] += n_rows
         self.stats["batches"] += 1
         self.stats["tokens_forwarded"] += int(sum(len(r) for r in rows))
         self.stats["tokens_padded"] += int(B * T)
+        if t_first is not None:
+            self.stats["first_batch_s"] = round(time.perf_counter() - t_first, 4)
         return tok_lp, am, cand_lp, W
 
     def loglikelihood_tokens(self, requests: list[tuple[list[int], list[int]]], progress=None) -> list[tuple[float, bool]]:

@@ -20,11 +20,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from jinja2 import BaseLoader, Environment, StrictUndefined, TemplateError
 
+from ..config import load_yaml_text
 from ..errors import ConfigError
 from ..hashing import sha256_file
+from . import breakdown as BD
 from .metrics import DEFAULT_METRICS, METRICS
 
 TASKS_DIR = Path(__file__).parent / "tasks"
@@ -74,6 +75,7 @@ class Task:
     source: str = ""                                    # yaml path
     config: dict = field(default_factory=dict)          # the resolved yaml, for hashing
     data_files: list[dict] = field(default_factory=list)  # [{path, sha256, split}]
+    breakdown: dict | None = None                       # zeropoint extension: per-group scores (evals/breakdown.py)
 
     @property
     def features(self) -> set:
@@ -170,10 +172,7 @@ def _load_yaml(path: Path, seen=()) -> dict:
     if "!function" in text:
         raise ConfigError(f"task file {path} uses `!function` (custom Python hooks); zeropoint does not run "
                           "Python from task files. Express the prompt as a Jinja template instead.")
-    try:
-        cfg = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"task file {path} is not valid YAML: {e}") from None
+    cfg = load_yaml_text(text, f"task file {path}") or {}
     if not isinstance(cfg, dict):
         raise ConfigError(f"task file {path} must be a YAML mapping")
     if "include" in cfg:
@@ -194,7 +193,8 @@ def find_task_file(name_or_file: str) -> Path:
     if shipped.is_file():
         return shipped
     raise ConfigError(f"unknown task {name_or_file!r}; shipped tasks: {', '.join(shipped_tasks())}, fashion_mnist, "
-                      "heldout:DATASET, heldout:run:RUN_ID (or pass a path to an lm-eval style task YAML)")
+                      "bias_pairs[:CATEGORIES[:N]], bias_sentiment[:CATEGORIES[:N]], heldout:DATASET, "
+                      "heldout:run:RUN_ID (or pass a path to an lm-eval style task YAML)")
 
 
 def shipped_tasks() -> list[str]:
@@ -284,6 +284,7 @@ def load_task(name_or_file: str, num_fewshot: int | None = None) -> Task:
             raise ConfigError(f"task {path}: missing `{k}`")
     if ot == "multiple_choice" and cfg.get("doc_to_choice") is None:
         raise ConfigError(f"task {path}: multiple_choice needs `doc_to_choice`")
+    bd = BD.parse_spec(cfg["breakdown"], f"task {path}") if "breakdown" in cfg else None
     nfs = cfg.get("num_fewshot", 0) if num_fewshot is None else num_fewshot
     if nfs and not fs_docs:
         raise ConfigError(f"task {path}: num_fewshot={nfs} but no few-shot documents")
@@ -292,5 +293,5 @@ def load_task(name_or_file: str, num_fewshot: int | None = None) -> Task:
                 doc_to_choice=cfg.get("doc_to_choice"), description=cfg.get("description") or "",
                 target_delimiter=cfg.get("target_delimiter", " "), fewshot_delimiter=cfg.get("fewshot_delimiter", "\n\n"),
                 num_fewshot=int(nfs or 0), fewshot_from_eval_split=(fs_explicit is not None and fs_explicit == cfg.get('test_split')), metrics=metrics,
-                generation_kwargs=gk, source=str(path), config=cfg,
+                generation_kwargs=gk, source=str(path), config=cfg, breakdown=bd,
                 data_files=[{"split": s, "path": str(p), "sha256": sha256_file(p)} for s, ps in files.items() for p in ps])

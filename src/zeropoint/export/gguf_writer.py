@@ -103,7 +103,9 @@ def tokenizer_metadata(tok=None, gguf_meta: dict | None = None) -> dict:
     for a in spec.get("added_tokens", []):
         types[a["id"]] = 3 if a.get("special") else 4
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    pre = "smollm" if "Digits" in json.dumps(spec.get("pre_tokenizer")) else "gpt2"
+    # llama.cpp's pre-tokenizer names: "smollm" splits digits one by one before GPT-2's regex; "gpt-2" (not
+    # "gpt2", which llama.cpp refuses to load) is GPT-2's regex alone
+    pre = "smollm" if "Digits" in json.dumps(spec.get("pre_tokenizer")) else "gpt-2"
     meta = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre, "tokenizer.ggml.tokens": tokens,
             "tokenizer.ggml.token_type": types, "tokenizer.ggml.merges": merges}
     for key, v in (("bos_token_id", tok.bos_id), ("eos_token_id", tok.eos_id), ("padding_token_id", tok.pad_id)):
@@ -136,12 +138,17 @@ def _tok_kvs(meta: dict) -> list[bytes]:
 
 def write_llama_gguf(cfg, weights: dict[str, np.ndarray], tok_meta: dict, path: str | Path,
                      tensor_type: str = "f32", name: str = "zeropoint-export", hessians: dict | None = None,
-                     progress=None) -> dict:
+                     progress=None, tensor_types: dict[str, str] | None = None) -> dict:
     """Write a llama-architecture GGUF from HF-named fp32 weights. Atomic: a temp file renamed into place.
     `hessians` (HF weight name -> X^T X of its input, `models.reference.linear_input_hessians`) make Q8_0
-    rounding calibration-aware; weights without one are rounded data-free. `progress(done, total)` per tensor."""
-    if tensor_type not in GGML_TYPES:
-        raise GGUFWriteError(f"unknown GGUF tensor type {tensor_type!r}; choose f32, f16 or q8_0")
+    rounding calibration-aware; weights without one are rounded data-free. `tensor_types` (HF name -> f32, f16
+    or q8_0) overrides `tensor_type` for single tensors: llama.cpp's mixed files, such as a Q8_0 file whose token
+    embedding stays F16. `progress(done, total)` per tensor."""
+    overrides = tensor_types or {}
+    if bad := [t for t in (tensor_type, *overrides.values()) if t not in GGML_TYPES]:
+        raise GGUFWriteError(f"unknown GGUF tensor type {bad[0]!r}; choose f32, f16 or q8_0")
+    if unknown := sorted(set(overrides) - set(weights)):
+        raise GGUFWriteError(f"tensor_types names tensors the model does not have: {unknown[:3]}")
     a = "llama"
     kvs = [_kv("general.architecture", a), _kv("general.name", name), _kv("general.alignment", ALIGN, U32),
            _kv("general.file_type", FILE_TYPES[tensor_type], U32),
@@ -179,7 +186,7 @@ def write_llama_gguf(cfg, weights: dict[str, np.ndarray], tok_meta: dict, path: 
             w = permute_rope(w, cfg.n_heads)
         elif hf.endswith("k_proj.weight"):
             w = permute_rope(w, cfg.n_kv_heads)
-        data, t = _tensor_bytes(w, tensor_type, (hessians or {}).get(hf))
+        data, t = _tensor_bytes(w, overrides.get(hf, tensor_type), (hessians or {}).get(hf))
         tensors.append((name, tuple(reversed(w.shape)), t, data))
     for n, w in extra_tensors.items():
         tensors.append((n, tuple(reversed(w.shape)), 0, w.tobytes()))

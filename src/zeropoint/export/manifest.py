@@ -46,7 +46,7 @@ def file_entries(root: Path, files: list[str | Path]) -> list[dict]:
 
 def tool_versions() -> dict:
     out = {}
-    for pkg in ("tinygrad", "onnx", "onnxruntime", "numpy"):
+    for pkg in ("tinygrad", "onnx", "onnxruntime", "numpy", "llama_cpp_python"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

@@ -206,6 +206,117 @@ def write_llama_onnx(cfg, weights: dict[str, np.ndarray], path: str | Path, seq_
             "nbytes": g.nbytes()}
 
 
+# ---- Llama with a KV cache (optimum's decoder layout) ------------------------------------------------------
+MASK_MIN = float(np.finfo(np.float32).min)   # HF's masked score: finite, so a row with no visible key stays finite
+
+
+def kv_input_names(cfg) -> list[str]:
+    return [f"past_key_values.{i}.{kv}" for i in range(cfg.n_layers) for kv in ("key", "value")]
+
+
+def kv_output_names(cfg) -> list[str]:
+    return [f"present.{i}.{kv}" for i in range(cfg.n_layers) for kv in ("key", "value")]
+
+
+def llama_kv_graph(cfg, weights: dict[str, np.ndarray]) -> Graph:
+    """Decoder graph with a KV cache, in the input/output layout optimum's ORTModelForCausalLM and
+    onnxruntime-genai use: input_ids, attention_mask (B, past + T; 0 = padding), position_ids (B, T) and
+    past_key_values.<i>.key/value (B, KV heads, past, head_dim) in; logits (B, T, V) and present.<i>.key/value
+    (B, KV heads, past + T, head_dim) out. The first call passes an empty past (length 0): then it is the
+    prefill graph. Query t sees keys 0..past+t that the attention mask keeps (keys by cache index, as HF)."""
+    H, KV, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    g = Graph()
+    W = lambda k: np.asarray(weights[k], np.float32)  # noqa: E731
+    emb = g.init("model.embed_tokens.weight", W("model.embed_tokens.weight"))
+    x = g.op("Gather", emb, "input_ids", axis=0)                               # (B, T, D)
+    cos_np, sin_np = _rope_tables_np(hd, cfg.max_seq_len, float(cfg.rope_theta),
+                                     tuple(sorted(cfg.rope_scaling.items())) if cfg.rope_scaling else None)
+    cos = g.op("Unsqueeze", g.op("Gather", g.init("rope.cos", cos_np), "position_ids", axis=0), g.const([1]))
+    sin = g.op("Unsqueeze", g.op("Gather", g.init("rope.sin", sin_np), "position_ids", axis=0), g.const([1]))
+    scalar = lambda t: g.op("Squeeze", t, g.const([0]))  # noqa: E731
+    total = scalar(g.op("Shape", "attention_mask", start=1, end=2))             # past + T
+    T = scalar(g.op("Shape", "input_ids", start=1, end=2))
+    one = g.const(1)
+    keys = g.op("Range", g.const(0), total, one)                                 # key index 0..past+T-1
+    queries = g.op("Range", g.op("Sub", total, T), total, one)                   # query index past..past+T-1
+    causal = g.op("LessOrEqual", g.op("Unsqueeze", keys, g.const([0])), g.op("Unsqueeze", queries, g.const([1])))
+    keep = g.op("And", g.op("Unsqueeze", causal, g.const([0, 1])),               # (B, 1, T, past+T)
+                g.op("Unsqueeze", g.op("Cast", "attention_mask", to=TensorProto.BOOL), g.const([1, 2])))
+    mask = g.op("Where", keep, g.const(0.0, np.float32), g.const(MASK_MIN, np.float32))
+    half = g.const([hd // 2, hd // 2])
+
+    def rope(t: str) -> str:
+        x1, x2 = g.op("Split", t, half, axis=-1, outs=2)
+        rot = g.op("Concat", g.op("Neg", x2), x1, axis=-1)
+        return g.op("Add", g.op("Mul", t, cos), g.op("Mul", rot, sin))
+
+    def heads(t: str, n: int) -> str:
+        return g.op("Transpose", g.op("Reshape", t, g.const([0, 0, n, hd])), perm=[0, 2, 1, 3])
+
+    def repeat_kv(t: str) -> str:
+        if H == KV:
+            return t
+        t = g.op("Expand", g.op("Unsqueeze", t, g.const([2])), g.const([1, 1, H // KV, 1, 1]))
+        return g.op("Reshape", t, g.const([0, H, -1, hd]))
+
+    for i in range(cfg.n_layers):
+        p = f"model.layers.{i}."
+        h = g.rms_norm(x, p + "input_layernorm.weight", W(p + "input_layernorm.weight"), cfg.norm_eps)
+        q = rope(heads(g.linear(h, p + "self_attn.q_proj.weight", W(p + "self_attn.q_proj.weight")), H))
+        k = rope(heads(g.linear(h, p + "self_attn.k_proj.weight", W(p + "self_attn.k_proj.weight")), KV))
+        v = heads(g.linear(h, p + "self_attn.v_proj.weight", W(p + "self_attn.v_proj.weight")), KV)
+        k_all, v_all = f"present.{i}.key", f"present.{i}.value"
+        g.nodes.append(_node("Concat", [f"past_key_values.{i}.key", k], [k_all], axis=2))
+        g.nodes.append(_node("Concat", [f"past_key_values.{i}.value", v], [v_all], axis=2))
+        a = g.attention(q, repeat_kv(k_all), repeat_kv(v_all), hd, mask)
+        a = g.op("Reshape", g.op("Transpose", a, perm=[0, 2, 1, 3]), g.const([0, 0, H * hd]))
+        x = g.op("Add", x, g.linear(a, p + "self_attn.o_proj.weight", W(p + "self_attn.o_proj.weight")))
+        h = g.rms_norm(x, p + "post_attention_layernorm.weight", W(p + "post_attention_layernorm.weight"), cfg.norm_eps)
+        gate = g.linear(h, p + "mlp.gate_proj.weight", W(p + "mlp.gate_proj.weight"))
+        up = g.linear(h, p + "mlp.up_proj.weight", W(p + "mlp.up_proj.weight"))
+        act = g.op("Mul", g.op("Mul", gate, g.op("Sigmoid", gate)), up)
+        x = g.op("Add", x, g.linear(act, p + "mlp.down_proj.weight", W(p + "mlp.down_proj.weight")))
+    x = g.rms_norm(x, "model.norm.weight", W("model.norm.weight"), cfg.norm_eps)
+    if cfg.tie_embeddings:
+        g.nodes.append(_node("MatMul", [x, g.op("Transpose", emb, perm=[1, 0])], ["logits"]))
+    else:
+        g.nodes.append(_node("MatMul", [x, g.init("lm_head.weight.T", W("lm_head.weight").T)], ["logits"]))
+    return g
+
+
+def write_llama_onnx_kv(cfg, weights: dict[str, np.ndarray], path: str | Path, metadata: dict | None = None) -> dict:
+    """Write the KV-cache decoder graph (`llama_kv_graph`); returns {"files", "opset", "seq_axis", "nbytes"}."""
+    g = llama_kv_graph(cfg, weights)
+    f, i64 = TensorProto.FLOAT, TensorProto.INT64
+    cache = ["batch_size", cfg.n_kv_heads, "past_sequence_length", cfg.head_dim]
+    present = ["batch_size", cfg.n_kv_heads, "total_sequence_length", cfg.head_dim]
+    inputs = [helper.make_tensor_value_info("input_ids", i64, ["batch_size", "sequence_length"]),
+              helper.make_tensor_value_info("attention_mask", i64, ["batch_size", "total_sequence_length"]),
+              helper.make_tensor_value_info("position_ids", i64, ["batch_size", "sequence_length"])]
+    inputs += [helper.make_tensor_value_info(n, f, cache) for n in kv_input_names(cfg)]
+    outputs = [helper.make_tensor_value_info("logits", f, ["batch_size", "sequence_length", cfg.vocab_size])]
+    outputs += [helper.make_tensor_value_info(n, f, present) for n in kv_output_names(cfg)]
+    meta = {"zeropoint.model": "llama", "zeropoint.config": __import__("json").dumps(cfg.to_dict()),
+            "zeropoint.layout": "optimum decoder with past_key_values", **(metadata or {})}
+    m = g.model(inputs, outputs, "zeropoint_llama_kv", "Llama decoder with KV cache (optimum layout)", meta)
+    files = save_model(m, path, g.nbytes())
+    return {"files": [str(f) for f in files], "opset": OPSET, "seq_axis": "dynamic", "nbytes": g.nbytes()}
+
+
+def empty_past(cfg, batch: int = 1) -> dict[str, np.ndarray]:
+    """The past_key_values feeds of a first call: every cache of length 0."""
+    return {n: np.zeros((batch, cfg.n_kv_heads, 0, cfg.head_dim), np.float32) for n in kv_input_names(cfg)}
+
+
+def kv_feeds(cfg, tokens: np.ndarray, past: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Feeds for `tokens` (B, T) after `past` (None: the first call), no padding."""
+    past = past if past is not None else empty_past(cfg, tokens.shape[0])
+    P = next(iter(past.values())).shape[2]
+    B, T = tokens.shape
+    return {"input_ids": tokens.astype(np.int64), "attention_mask": np.ones((B, P + T), np.int64),
+            "position_ids": np.broadcast_to(np.arange(P, P + T, dtype=np.int64), (B, T)).copy(), **past}
+
+
 # ---- ViT / CLIP towers ---------------------------------------------------------------------------------------
 def _block(g: Graph, p: dict, pre: str, x: str, dim: int, heads: int, act: str, eps: float, mask: str | None) -> str:
     """`vit.block`: x + attn(ln1(x)); x + mlp(ln2(x)), fused qkv projection."""

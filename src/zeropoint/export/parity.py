@@ -25,6 +25,7 @@ from tinygrad.nn.onnx import OnnxRunner
 from ..data.assets import fashion_mnist_dir, sotu_dir
 from ..errors import ZeropointError
 from .formats import EXPORT_FORMATS
+from .onnx import kv_feeds, kv_input_names
 
 
 class ParityError(ZeropointError):
@@ -251,6 +252,24 @@ def onnx_parity(path: str | Path, reference: np.ndarray, feeds: dict[str, np.nda
         for other, arr in (also_vs or {}).items():   # informational, not gated
             rts[name][f"max_abs_vs_{other}"] = float(np.abs(out.astype(np.float64) - arr).max())
     return report(fmt, rts, inputs or {}, gate)
+
+
+def onnx_kv_decode(path: str | Path, cfg, tokens: np.ndarray, prefill: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """A KV-cache graph as a generator runs it: `prefill` tokens in one call, then one token per call with the
+    cache it returned. -> (logits of every position (B, T, V) from those calls, the same graph's logits from one
+    full call with an empty cache, seconds of the decode calls)."""
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    names = kv_input_names(cfg)
+    full = sess.run(["logits"], kv_feeds(cfg, tokens))[0]
+    t0 = time.perf_counter()
+    out = sess.run(None, kv_feeds(cfg, tokens[:, :prefill]))
+    parts = [out[0]]
+    for t in range(prefill, tokens.shape[1]):
+        out = sess.run(None, kv_feeds(cfg, tokens[:, t:t + 1], dict(zip(names, out[1:]))))
+        parts.append(out[0])
+    return np.concatenate(parts, axis=1), full, time.perf_counter() - t0
 
 
 def summary_line(rep: dict) -> str:

@@ -5,7 +5,10 @@ SHA-256 of the canonical JSON of every other field, and `prev_hash` is the previ
 the first). `seq` equals the 1-based line number, so an insertion, deletion or reordering breaks either the seq
 or the chain. Deleting the *last* lines leaves a valid prefix, which a chain alone cannot notice: a small head
 file (`audit.jsonl.head`, rewritten atomically under the same lock) records the last seq and hash, and
-`verify_chain` checks the log ends there.
+`verify_chain` checks the log ends there. Deleting the head with the lines is caught by the chain itself: the
+event that creates the head file says so in its details (`audit_head: created`), and an append that finds the
+head gone from a log that has events says that (`audit_head: missing`); `verify_chain` fails on a missing head
+once the chain records one, and on any `missing` record.
 
 Appends from several processes are serialised with `fcntl.flock` on a sidecar lock file; each line goes out in
 one `write` on an O_APPEND descriptor followed by fsync, so a reader never sees half a line from a live writer.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import socket
 from collections import deque
@@ -46,6 +50,25 @@ def log_path(path: Path | str | None = None) -> Path:
 
 def _head_path(path: Path) -> Path:
     return path.with_name(path.name + ".head")
+
+
+def _recordable(value):
+    """The value with what JSON/UTF-8 cannot hold made visible instead of fatal: a lone surrogate (e.g. from a
+    non-UTF-8 command-line argument) becomes its backslash escape, NaN/inf their names. An event that could not be
+    written would leave the chain without the request it was for."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {_recordable(str(k)): _recordable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_recordable(v) for v in value]
+    return value
 
 
 def event_hash(event: dict) -> str:
@@ -92,6 +115,8 @@ def append_event(actor: str | None, action: str, resource: str, details: dict | 
     p = log_path(path)
     with _locked(p):
         last = _last_line(p)
+        if not _head_path(p).exists():   # recorded in the chain, so deleting the head later cannot go unnoticed
+            details = dict(details or {}, audit_head="created" if last is None else "missing")
         if last is None:
             seq, prev = 1, GENESIS
         else:
@@ -102,8 +127,9 @@ def append_event(actor: str | None, action: str, resource: str, details: dict | 
                 raise AuditError(f"the last line of {p} is not a valid audit event; run `zpctl audit verify` "
                                  "to find the damage, and restore the log from a backup") from None
         event = {"seq": seq, "ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-                 "actor": actor or default_actor(), "action": action, "resource": resource,
-                 "details": json.loads(canonical_json(details or {})), "outcome": outcome, "prev_hash": prev}
+                 "actor": _recordable(actor or default_actor()), "action": _recordable(action),
+                 "resource": _recordable(resource), "details": json.loads(canonical_json(_recordable(details or {}))),
+                 "outcome": _recordable(outcome), "prev_hash": prev}
         event["hash"] = event_hash(event)
         line = canonical_json(event) + b"\n"
         fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -145,7 +171,7 @@ def verify_chain(path: Path | str | None = None) -> ChainReport:
         if head and head.get("seq"):
             return ChainReport(False, str(p), 0, 1, f"log is missing but its head records {head.get('seq')} events", head)
         return ChainReport(True, str(p), 0, head=head)
-    prev, n, head_line_hash = GENESIS, 0, None
+    prev, n, head_line_hash, head_since = GENESIS, 0, None, None
     with open(p, "rb") as f:
         for n, raw in enumerate(f, 1):
             def bad(why: str) -> ChainReport:
@@ -169,7 +195,20 @@ def verify_chain(path: Path | str | None = None) -> ChainReport:
             prev = ev["hash"]
             if head and ev["seq"] == head.get("seq"):
                 head_line_hash = ev["hash"]
+            marker = ev["details"].get("audit_head") if isinstance(ev["details"], dict) else None
+            if marker == "missing":
+                return bad(f"the head file was missing when seq {n} was appended (seq {head_since} recorded its "
+                           "creation): lines may have been deleted from the end before it")
+            if marker == "created" and head_since is None:
+                head_since = n
     problems = []
+    if head is None and head_since is not None:
+        return ChainReport(False, str(p), n, n + 1,
+                           f"{head_file.name} is missing, but the chain records it since seq {head_since}: lines may "
+                           "have been deleted from the end; restore the log and its head from a backup", head)
+    if head is None and n:
+        problems.append("no head file and none recorded in the chain: deleting lines from the end of this log "
+                        "would not be noticed")
     if head is not None:
         hs = head.get("seq")
         if not isinstance(hs, int) or hs > n or head_line_hash != head.get("hash"):

@@ -157,8 +157,9 @@ def add_dataset(path: Path | str, name: str, license: str, source_type: str, sou
                 organization: str | None = None, version: str = "1", *, include: list[str] | None = None,
                 exclude: list[str] | None = None, license_file: Path | str | None = None, description: str | None = None,
                 replace: bool = False, actor: str | None = None, progress: Callable[[int], None] | None = None,
-                manifest: Path | str | None = None) -> dict:
-    """Register a file or directory: hash every file, count samples, describe the license. Returns the entry."""
+                manifest: Path | str | None = None, file_check: Callable[[Path], None] | None = None) -> dict:
+    """Register a file or directory: hash every file, count samples, describe the license. Returns the entry.
+    `file_check(path)` is called on every file before any is read (the API confines them to its data root)."""
     actor = actor or default_actor()
     if not NAME_RE.match(name or ""):
         raise GovernanceError(f"dataset name {name!r} is invalid; use lower-case letters, digits, '.', '_' or '-' "
@@ -178,6 +179,8 @@ def add_dataset(path: Path | str, name: str, license: str, source_type: str, sou
     if not paths:
         raise GovernanceError(f"no files under {root} match --include {include or '*'}"
                               f"{f' --exclude {exclude}' if exclude else ''}; check the pattern (e.g. --include '*.txt')")
+    for p in paths if file_check else []:
+        file_check(p)
     files, samples = file_entries(paths, progress)
     # license / readme texts inside the dataset (and an explicit --license-file) are checked for deny phrases
     pol, _ = load_policy()
@@ -233,6 +236,9 @@ def _check_files(name: str, files: list[dict], progress: Callable[[int], None] |
         if not p.is_file():
             problems.append({"path": f["path"], "problem": "missing"})
             continue
+        if (target := relinked(p)) is not None:
+            problems.append({"path": f["path"], "problem": "relinked", "target": str(target)})
+            continue
         digest, size, _ = hash_file(p, progress)
         if digest != f["sha256"] or size != f["size"]:
             problems.append({"path": f["path"], "problem": "changed", "expected_sha256": f["sha256"],
@@ -240,9 +246,17 @@ def _check_files(name: str, files: list[dict], progress: Callable[[int], None] |
     return problems
 
 
+def relinked(p: Path) -> Path | None:
+    """Where a registered file now leads if a link was put in its path since registration (paths are stored
+    resolved), else None. Such a file is not read: it may point anywhere, e.g. /etc/passwd."""
+    full = p.resolve()
+    return full if full != p else None
+
+
 def changed_message(name: str, problems: list[dict]) -> str:
     first = problems[0]
     what = (f"file {first['path']} is missing" if first["problem"] == "missing" else
+            f"file {first['path']} now leads to {first['target']} through a symbolic link" if first["problem"] == "relinked" else
             f"file {first['path']} changed since it was registered (sha256 {first['actual_sha256'][:12]}..., "
             f"recorded {first['expected_sha256'][:12]}...)")
     more = f" (and {len(problems) - 1} more file(s))" if len(problems) > 1 else ""
@@ -273,6 +287,11 @@ def scan_dataset(name: str, *, actor: str | None = None, progress: Callable[[int
     """PII-scan every byte of a dataset, hashing as it reads so the scan is tied to the registered contents."""
     ds = get_dataset(name, manifest)
     pol, _ = load_policy()
+    moved = [{"path": f["path"], "problem": "relinked", "target": str(t)} for f in ds["files"]
+             if (t := relinked(Path(f["path"]))) is not None]
+    if moved:
+        append_event(actor, "dataset_scan", f"dataset:{name}", {"problems": moved[:20]}, "failed")
+        raise DatasetChanged(changed_message(name, moved))
     rep = scan_paths([Path(f["path"]) for f in ds["files"]], keep=keep, progress=progress, hash_it=True)
     problems = [{"path": f["path"], "problem": "changed", "expected_sha256": f["sha256"], "actual_sha256": pf["sha256"]}
                 for f, pf in zip(ds["files"], rep.per_file) if pf["sha256"] != f["sha256"]]

@@ -10,10 +10,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, model_validator
 
-from ..config import StrictModel, validate
+from ..config import StrictModel, load_yaml_text, validate
 from ..errors import ConfigError
 from ..hashing import sha256_json
 from ..workspace import atomic_write_text, workspace
@@ -108,10 +107,9 @@ def policy_path() -> Path:
 
 def parse_policy(text: str, source: str) -> Policy:
     try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"policy {source} is not valid YAML: {e}; fix it or rewrite it with "
-                          "`zpctl data policy init --force`") from None
+        raw = load_yaml_text(text, f"policy {source}") or {}
+    except ConfigError as e:
+        raise ConfigError(f"{e}; fix it or rewrite it with `zpctl data policy init --force`") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"policy {source} must be a mapping of sections (sources, licenses, pii, redteam); "
                           "`zpctl data policy init --force` rewrites the default")

@@ -23,7 +23,21 @@ import numpy as np
 from tinygrad import Tensor, dtypes
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from .vit import ViTConfig, block, init_block, init_vit_arrays, layer_norm, linear, to_tensors, vit_features
+from .memory import PRECISION_BYTES, training_memory
+from .vit import (
+    ViTConfig,
+    block,
+    block_param_count,
+    init_block,
+    init_vit_arrays,
+    layer_norm,
+    linear,
+    to_tensors,
+    tower_activation_bytes,
+    vit_activation_bytes,
+    vit_features,
+    vit_param_count,
+)
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
@@ -149,6 +163,39 @@ def clip_loss(p, img: Tensor, txt: Tensor) -> Tensor:
     logits = clip_logits(p, img, txt)
     target = Tensor.arange(logits.shape[0])
     return (logits.sparse_categorical_crossentropy(target) + logits.T.sparse_categorical_crossentropy(target)) / 2
+
+
+def contrastive_loss(p: dict[str, Tensor], cfg: CLIPConfig, dtype=dtypes.float32):
+    """(images, token ids) -> symmetric InfoNCE of the batch: what `clip_contrastive` trains and the bench times."""
+    return lambda x, ids: clip_loss(p, *clip_embed(p, cfg, x, ids, dtype))
+
+
+# ---- sizing without weights ----------------------------------------------------------------------------------
+def clip_param_count(cfg: CLIPConfig) -> int:
+    """Parameters of `init_clip_arrays(cfg)`, from the config alone (tests hold the two equal)."""
+    t = cfg.text
+    text = t.vocab_size * t.dim + t.context * t.dim + t.depth * block_param_count(t.dim, t.mlp_dim) + 2 * t.dim
+    return vit_param_count(cfg.vision) + text + cfg.embed_dim * (cfg.vision.dim + t.dim) + 1
+
+
+def clip_memory_plan(cfg: CLIPConfig, *, precision: str, micro_batch_size: int, grad_accum: int) -> dict:
+    """Parameter count and a memory estimate per component for training every weight on batches of
+    `micro_batch_size` image-caption pairs, from shapes alone (the layout of `llm_memory_plan`). Per pair: the
+    image tower, the text tower over the full context, both projections; per batch: the B x B similarity logits
+    and the softmax of each direction (fp32)."""
+    c, t, B = PRECISION_BYTES[precision], cfg.text, micro_batch_size
+    n = clip_param_count(cfg)
+    text = 4 * t.context + c * t.context * t.dim + tower_activation_bytes(t.context, t.dim, t.mlp_dim, t.heads,
+                                                                          t.depth, c)
+    per_pair = vit_activation_bytes(cfg.vision, c) + text + 2 * (c * cfg.embed_dim + 2 * 4 * cfg.embed_dim)
+    act = B * per_pair + 3 * 4 * B * B
+    return {
+        "config": cfg.to_dict(), "precision": precision, "micro_batch_size": B, "grad_accum": grad_accum,
+        "pairs_per_step": B * grad_accum, "tokens_per_image": cfg.vision.seq_len, "text_context": t.context,
+        "params": n, "params_image_tower": vit_param_count(cfg.vision), "trainable_params": n, "trainable_pct": 100.0,
+        **training_memory(master_params=n, cast_params=n, trainable=n, precision=precision, activations=act),
+        "note": "estimate from shapes; no weights loaded; activations are per micro-batch",
+    }
 
 
 # ---- tokenizer -----------------------------------------------------------------------------------------------

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-from tinygrad import Tensor, TinyJit, UOp
+from tinygrad import Tensor, UOp
 
+from ..engine.jitcache import PersistentJit
+from ..engine.trainer import device_array
 from ..errors import ZeropointError
-from .llama import Llama
+from .llama import Llama, bound_tensors, cache_key
 
 PREFILL_BUCKET = 32
 CACHE_STEP = 512
@@ -60,8 +62,17 @@ class Decoder:
         self.model, self.max_len, self.batch = model, max_len, batch
         self.cache = model.make_cache(batch, max_len)
         self.pos_var = UOp.variable("start_pos", 1, max_len - 1)
-        self._decode_jit = TinyJit(self._decode)
-        self._prefill_jits: dict[int, TinyJit] = {}
+        # stored under $ZP_CACHE (engine/jitcache.py): a later process replays them without compiling
+        self._key = {**cache_key(model), "batch": batch, "max_len": max_len, "kv_dtype": str(self.cache.layers[0].k.dtype)}
+        self._decode_jit = self._jit(self._decode, "generate.decode")
+        self._prefill_jits: dict[int, Callable] = {}
+
+    def _bindings(self) -> dict[str, Tensor]:
+        kv = {f"kv.{i}.{n}": getattr(c, n) for i, c in enumerate(self.cache.layers) for n in ("k", "v")}
+        return {**bound_tensors(self.model), **kv}
+
+    def _jit(self, fn: Callable, name: str) -> Callable:
+        return PersistentJit(fn, name=name, key=self._key, bindings=self._bindings)
 
     def _decode(self, tok: Tensor, pos) -> Tensor:
         return self.model(tok, pos, self.cache)[:, -1, :].realize()
@@ -78,9 +89,11 @@ class Decoder:
         bucket = min(-(-n // PREFILL_BUCKET) * PREFILL_BUCKET, self.max_len)
         padded = np.zeros((self.batch, bucket), dtype=np.int32)
         padded[:, :n] = ids
-        jit = self._prefill_jits.setdefault(bucket, TinyJit(self._prefill))
+        if bucket not in self._prefill_jits:
+            self._prefill_jits[bucket] = self._jit(self._prefill, f"generate.prefill{bucket}")
+        jit = self._prefill_jits[bucket]
         # a fresh realized buffer per call: the JIT must never see a view it could bake in
-        logits = jit(Tensor(padded).realize())
+        logits = jit(device_array(padded))
         return logits[0, n - 1].numpy().copy()
 
     def prefill_embeds(self, embeds: np.ndarray) -> np.ndarray:
@@ -92,8 +105,9 @@ class Decoder:
         bucket = min(-(-n // PREFILL_BUCKET) * PREFILL_BUCKET, self.max_len)
         padded = np.zeros((b, bucket, d), dtype=np.float32)
         padded[:, :n] = embeds
-        jit = self._prefill_jits.setdefault(-bucket, TinyJit(self._prefill_embeds))   # negative keys: embeds
-        logits = jit(Tensor(padded).realize())
+        if -bucket not in self._prefill_jits:   # negative keys: prefills from embeddings
+            self._prefill_jits[-bucket] = self._jit(self._prefill_embeds, f"generate.prefill_embeds{bucket}")
+        logits = self._prefill_jits[-bucket](device_array(padded))
         return logits[:, n - 1].numpy().copy()
 
     def step(self, token, pos: int) -> np.ndarray:
@@ -102,7 +116,7 @@ class Decoder:
         per_row = np.ndim(token) > 0
         toks = np.asarray(token, dtype=np.int32).reshape(self.batch, 1) if per_row \
             else np.full((self.batch, 1), token, dtype=np.int32)
-        out = self._decode_jit(Tensor(toks).realize(), self.pos_var.bind(pos))
+        out = self._decode_jit(device_array(toks), self.pos_var.bind(pos))
         return out.numpy().copy() if per_row else out[0].numpy().copy()   # JIT outputs share one buffer: copy now
 
 

@@ -19,7 +19,7 @@ from tinygrad import Tensor
 
 from ..errors import ZeropointError
 from ..workspace import atomic_dir
-from .llama import Llama, LlamaConfig
+from .llama import Llama, LlamaConfig, expected_shapes
 from .llama import state_dict as model_state_dict
 from .tokenizer import Tokenizer
 
@@ -29,21 +29,27 @@ class HFFormatError(ZeropointError):
 
 
 SUPPORTED_TYPES = ("llama", "mistral")
+# a safetensors header: the format allows 100 MB, but parsing that much hostile JSON can take gigabytes; real
+# headers are kilobytes (a 405B model's ~1,200 tensors: ~200 KB)
+MAX_HEADER_BYTES = 16 << 20
 _ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64, "I64": np.int64,
               "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
 _SAVE_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 
 
 # ---- config ---------------------------------------------------------------------------------------------
-def config_from_hf(c: dict, max_seq_len: int | None = None) -> LlamaConfig:
+def config_from_hf(c: dict, max_seq_len: int | None = None, source: str = "config.json") -> LlamaConfig:
+    if not isinstance(c, dict):
+        raise HFFormatError(f"{source} is a JSON {type(c).__name__}, not an object of model settings")
     mt = c.get("model_type")
     if mt not in SUPPORTED_TYPES:
-        raise HFFormatError(f"config.json model_type is {mt!r}; only Llama-family decoders ({', '.join(SUPPORTED_TYPES)}) "
+        raise HFFormatError(f"{source}: model_type is {mt!r}; only Llama-family decoders ({', '.join(SUPPORTED_TYPES)}) "
                             "are supported here")
     if c.get("hidden_act", "silu") != "silu":
-        raise HFFormatError(f"hidden_act {c.get('hidden_act')!r} is not supported (Llama uses silu)")
+        raise HFFormatError(f"{source}: hidden_act {_short(c.get('hidden_act'))} is not supported (Llama uses silu)")
     if c.get("attention_bias") or c.get("mlp_bias"):
-        raise HFFormatError("attention_bias / mlp_bias checkpoints are not supported (Llama projections are bias-free)")
+        raise HFFormatError(f"{source}: attention_bias / mlp_bias checkpoints are not supported (Llama projections "
+                            "are bias-free)")
     try:
         ctx = int(c.get("max_position_embeddings", 2048))
         return LlamaConfig(dim=c["hidden_size"], n_layers=c["num_hidden_layers"], n_heads=c["num_attention_heads"],
@@ -53,7 +59,9 @@ def config_from_hf(c: dict, max_seq_len: int | None = None) -> LlamaConfig:
                            rope_scaling=c.get("rope_scaling"), max_seq_len=min(ctx, max_seq_len) if max_seq_len else ctx,
                            tie_embeddings=bool(c.get("tie_word_embeddings", False)), head_dim=c.get("head_dim"))
     except KeyError as e:
-        raise HFFormatError(f"config.json lacks {e.args[0]!r}; is this an HF Llama config?") from None
+        raise HFFormatError(f"{source} lacks {e.args[0]!r}; is this an HF Llama config?") from None
+    except (TypeError, ValueError) as e:   # a setting of the wrong type, or a shape LlamaConfig refuses
+        raise HFFormatError(f"{source}: the model settings are impossible: {e}") from None
 
 
 def config_to_hf(cfg: LlamaConfig, torch_dtype: str = "float32", bos_id=None, eos_id=None) -> dict:
@@ -67,34 +75,71 @@ def config_to_hf(cfg: LlamaConfig, torch_dtype: str = "float32", bos_id=None, eo
 
 
 # ---- safetensors ----------------------------------------------------------------------------------------
-def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
-    """All tensors of a .safetensors file as numpy arrays (floats widened to fp32), after checking the header."""
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def read_safetensors_header(path: str | Path) -> tuple[dict[str, tuple[str, tuple[int, ...], int, int]], int]:
+    """-> ({name: (dtype, shape, start, end)}, data start), every entry checked against the format and the file."""
     path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise HFFormatError(f"{path} is too short to be a safetensors file")
-        (n,) = struct.unpack("<Q", head)
-        if n > min(size - 8, 100 << 20):
-            raise HFFormatError(f"{path}: header length {n} is impossible for a {size}-byte file; the file is corrupt")
-        try:
-            header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise HFFormatError(f"{path}: the safetensors header is not valid JSON; the file is corrupt") from None
-    mm = np.memmap(path, dtype=np.uint8, mode="r")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise HFFormatError(f"{path} is too short to be a safetensors file")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size - 8, MAX_HEADER_BYTES):
+                raise HFFormatError(f"{path}: header length {n} is impossible for a {size}-byte file; the file is corrupt")
+            raw = f.read(n)
+    except OSError as e:
+        raise HFFormatError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        header = json.loads(raw)
+    except (ValueError, RecursionError):   # not JSON, not UTF-8, or nested past the parser's stack
+        raise HFFormatError(f"{path}: the safetensors header is not valid JSON; the file is corrupt") from None
+    if not isinstance(header, dict):
+        raise HFFormatError(f"{path}: the safetensors header is a JSON {type(header).__name__}, not an object of "
+                            "tensors; the file is corrupt")
+    data = size - 8 - n
     out = {}
     for name, info in header.items():
         if name == "__metadata__":
+            if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
+                raise HFFormatError(f"{path}: __metadata__ must map names to strings; the file is corrupt")
             continue
-        dt, shape, (a, b) = info.get("dtype"), info.get("shape"), info.get("data_offsets", (0, -1))
-        if dt not in _ST_DTYPES:
-            raise HFFormatError(f"{path}: tensor {name} has unsupported dtype {dt}")
-        npdt = np.dtype(_ST_DTYPES[dt])
-        if not (0 <= a <= b <= size - 8 - n) or (b - a) != int(np.prod(shape)) * npdt.itemsize:
+        if not isinstance(info, dict):
+            raise HFFormatError(f"{path}: the entry of tensor {name} is not an object; the file is corrupt")
+        dt, shape, offs = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if not isinstance(dt, str) or dt not in _ST_DTYPES:
+            raise HFFormatError(f"{path}: tensor {name} has unsupported dtype {_short(dt)}")
+        if not isinstance(shape, list) or len(shape) > 8 or not all(_int(d) and 0 <= d <= 1 << 40 for d in shape):
+            raise HFFormatError(f"{path}: tensor {name} has an invalid shape {_short(shape)}; the file is corrupt")
+        if not (isinstance(offs, list) and len(offs) == 2 and all(_int(o) for o in offs)):
+            raise HFFormatError(f"{path}: tensor {name} has invalid data_offsets {_short(offs)}; the file is corrupt")
+        a, b = offs
+        numel = int(np.prod(shape, dtype=object))
+        if not (0 <= a <= b <= data) or (b - a) != numel * np.dtype(_ST_DTYPES[dt]).itemsize:
             raise HFFormatError(f"{path}: tensor {name} offsets {a}..{b} do not fit its shape {shape} or the file; "
                                 "the file is corrupt or truncated")
-        arr = mm[8 + n + a: 8 + n + b].view(npdt).reshape(shape)
+        out[name] = (dt, tuple(shape), a, b)
+    return out, 8 + n
+
+
+def _short(v, n: int = 60) -> str:
+    r = repr(v)
+    return r if len(r) <= n else r[:n] + "..."
+
+
+def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
+    """All tensors of a .safetensors file as numpy arrays (floats widened to fp32), after checking the header."""
+    path = Path(path)
+    entries, start = read_safetensors_header(path)
+    mm = np.memmap(path, dtype=np.uint8, mode="r") if entries else None
+    out = {}
+    for name, (dt, shape, a, b) in entries.items():
+        npdt = np.dtype(_ST_DTYPES[dt])
+        arr = mm[start + a: start + b].view(npdt).reshape(shape)
         if dt == "BF16":
             arr = (arr.astype(np.uint32) << 16).view(np.float32)
         elif dt in ("F16", "F64"):
@@ -146,13 +191,17 @@ def load_hf_dir(path: str | Path, max_seq_len: int | None = None) -> tuple[Llama
     path = Path(path)
     if not (path / "config.json").is_file():
         raise HFFormatError(f"{path} has no config.json; an HF model directory needs config.json and *.safetensors")
-    cfg = config_from_hf(json.loads((path / "config.json").read_text(encoding="utf-8")), max_seq_len)
+    cfg = config_from_hf(_read_json(path / "config.json"), max_seq_len, str(path / "config.json"))
+    want = expected_shapes(cfg)
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        wm = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+        doc = _read_json(index)
+        wm = doc.get("weight_map") if isinstance(doc, dict) else None
+        if not isinstance(wm, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in wm.items()):
+            raise HFFormatError(f"{index} has no weight_map of tensor names to shard file names; the index is corrupt")
         files = sorted(set(wm.values()))
         for f in files:
-            if Path(f).name != f or not (path / f).is_file():
+            if Path(f).name != f or f in (".", "..") or not (path / f).is_file():
                 raise HFFormatError(f"{index} names shard {f!r}, which is missing from {path} (or not a plain file name)")
     elif (path / "model.safetensors").is_file():
         files, wm = ["model.safetensors"], None
@@ -162,6 +211,9 @@ def load_hf_dir(path: str | Path, max_seq_len: int | None = None) -> tuple[Llama
         raise HFFormatError(f"{path} has no model.safetensors or model.safetensors.index.json.{hint}")
     weights: dict[str, Tensor] = {}
     for f in files:
+        for k, (_, shape, _, _) in read_safetensors_header(path / f)[0].items():   # shapes before any tensor is read
+            if k in want and shape != want[k]:
+                raise HFFormatError(f"{path / f}: tensor {k} has shape {shape}, but config.json's model needs {want[k]}")
         for k, arr in read_safetensors(path / f).items():
             if wm is not None and wm.get(k) != f:
                 raise HFFormatError(f"{path / f} holds {k}, which the index places in {wm.get(k)!r}; the directory is inconsistent")
@@ -170,6 +222,15 @@ def load_hf_dir(path: str | Path, max_seq_len: int | None = None) -> tuple[Llama
         raise HFFormatError(f"the index lists {missing[:3]} but no shard holds them")
     tok = Tokenizer.from_file(path / "tokenizer.json") if (path / "tokenizer.json").is_file() else None
     return cfg, weights, tok
+
+
+def _read_json(p: Path):
+    try:
+        return json.loads(p.read_bytes())
+    except OSError as e:
+        raise HFFormatError(f"cannot read {p}: {e.strerror or e}") from None
+    except (ValueError, RecursionError) as e:
+        raise HFFormatError(f"{p} is not valid JSON ({type(e).__name__}: {str(e)[:120]}); the file is corrupt") from None
 
 
 def save_hf_dir(model_or_state, cfg: LlamaConfig, tokenizer: Tokenizer | None, out_dir: str | Path,

@@ -21,6 +21,26 @@ import numpy as np
 from tinygrad import Tensor, dtypes, nn
 from tinygrad.dtype import DType
 
+from ..errors import ZeropointError
+
+_ROPE_KEYS = {"linear": ("factor",), "llama3": ("factor", "low_freq_factor", "high_freq_factor",
+                                                 "original_max_position_embeddings"), "default": (), None: ()}
+
+
+def _check_rope_scaling(scaling) -> None:
+    """What `rope_inv_freq` will read is there, numeric, finite and positive (checked when the config is made)."""
+    if not isinstance(scaling, dict):
+        raise ValueError(f"rope_scaling must be a mapping or null, not {scaling!r}")
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind not in _ROPE_KEYS:
+        raise ValueError(f"rope_scaling type {kind!r} is not supported (supported: llama3, linear)")
+    for k in _ROPE_KEYS[kind]:
+        v = scaling.get(k)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (0 < v < 1e12):
+            raise ValueError(f"rope_scaling.{k} must be a positive number, not {v!r}")
+    if kind == "llama3" and scaling["high_freq_factor"] <= scaling["low_freq_factor"]:
+        raise ValueError("rope_scaling.high_freq_factor must be above low_freq_factor")
+
 
 @dataclass
 class LlamaConfig:
@@ -38,6 +58,22 @@ class LlamaConfig:
     head_dim: int | None = None        # None = dim // n_heads (every named config)
 
     def __post_init__(self):
+        # every loader (named configs + overrides, GGUF metadata, HF config.json) ends here: bound the shapes before
+        # anything is sized by them (0 heads was a ZeroDivisionError, 1e9 layers a hang)
+        for name, hi in _INT_LIMITS.items():
+            v = getattr(self, name)
+            if name == "head_dim" and v is None:
+                continue
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= hi:
+                raise ValueError(f"{name} must be an integer from 1 to {hi:,}, not {v!r}")
+        for name, (lo, hi) in _FLOAT_LIMITS.items():
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not (lo < v <= hi):
+                raise ValueError(f"{name} must be a number in ({lo:g}, {hi:g}], not {v!r}")
+        if self.n_kv_heads > self.n_heads:
+            raise ValueError(f"n_kv_heads {self.n_kv_heads} is more than n_heads {self.n_heads}")
+        if self.rope_scaling is not None:
+            _check_rope_scaling(self.rope_scaling)
         if self.head_dim is None:
             if self.dim % self.n_heads:
                 raise ValueError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}; set head_dim explicitly")
@@ -56,6 +92,11 @@ class LlamaConfig:
             raise ValueError(f"unknown LlamaConfig keys {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
 
+
+# far above any published model, far below what would hang a CPU sizing or building it
+_INT_LIMITS = {"dim": 1 << 17, "n_layers": 1024, "n_heads": 1024, "n_kv_heads": 1024, "hidden_dim": 1 << 20,
+               "vocab_size": 1 << 22, "max_seq_len": 1 << 21, "head_dim": 4096}
+_FLOAT_LIMITS = {"norm_eps": (0.0, 1.0), "rope_theta": (0.0, 1e12)}
 
 _LLAMA3_SCALING = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                    "original_max_position_embeddings": 8192}
@@ -106,6 +147,13 @@ def param_count(cfg: LlamaConfig) -> int:
     return cfg.n_layers * per_layer + emb + d
 
 
+def projection_shapes(cfg: LlamaConfig) -> dict[str, tuple[int, int]]:
+    """(out, in) of each of the seven projections of one decoder layer."""
+    d, hd, kv = cfg.dim, cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    return {"q_proj": (cfg.n_heads * hd, d), "k_proj": (kv, d), "v_proj": (kv, d), "o_proj": (d, cfg.n_heads * hd),
+            "gate_proj": (cfg.hidden_dim, d), "up_proj": (cfg.hidden_dim, d), "down_proj": (d, cfg.hidden_dim)}
+
+
 # ---- RoPE -------------------------------------------------------------------------------------------------
 def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None) -> np.ndarray:
     """Inverse frequencies (head_dim/2,) in float64, with HF's `llama3` or `linear` scaling applied."""
@@ -147,7 +195,8 @@ def rope_tables(cfg: LlamaConfig, device: str | None = None) -> tuple[Tensor, Te
            tuple(sorted(cfg.rope_scaling.items())) if cfg.rope_scaling else None, device)
     if key not in _ROPE_CACHE:
         c, s = _rope_tables_np(*key[:4])
-        _ROPE_CACHE[key] = (Tensor(c, device=device).realize(), Tensor(s, device=device).realize())
+        _ROPE_CACHE[key] = Tensor(c, device=device), Tensor(s, device=device)
+        Tensor.realize(*_ROPE_CACHE[key])
     return _ROPE_CACHE[key]
 
 
@@ -303,9 +352,10 @@ class Llama:
         dt = dtype or self.compute_dtype
         shape = (batch, self.cfg.n_kv_heads, max_len, self.cfg.head_dim)
         dev = self.model.embed_tokens.weight.device
-        layers = [LayerCache(Tensor.zeros(*shape, dtype=dt, device=dev).contiguous().realize(),
-                             Tensor.zeros(*shape, dtype=dt, device=dev).contiguous().realize())
+        layers = [LayerCache(Tensor.zeros(*shape, dtype=dt, device=dev).contiguous(),
+                             Tensor.zeros(*shape, dtype=dt, device=dev).contiguous())
                   for _ in range(self.cfg.n_layers)]
+        Tensor.realize(*[t for c in layers for t in (c.k, c.v)])   # one schedule, not two per layer
         return KVCache(layers=layers, batch=batch, max_len=max_len)
 
     def embed(self, tokens: Tensor) -> Tensor:
@@ -333,6 +383,34 @@ class Llama:
             x = layer(x, self.compute_dtype, cos, sin, start_pos, cache.layers[i] if cache is not None else None, mask)
         return self.model.norm(x)
 
+    def hidden_segments(self, every: int = 1) -> list:
+        """`hidden(tokens)` (training: no cache) cut into a chain for activation checkpointing.
+
+        Stage 0 embeds the tokens; then one stage per `every` decoder layers, the last also applying the final
+        norm. Each stage is `f(h, tokens, *rest) -> h` (stage 0 ignores h), so a loss head can be appended and
+        the whole passed to `engine.SegmentedLoss`; the chain computes exactly what `hidden` computes."""
+        if every < 1:
+            raise ValueError(f"checkpoint every {every} layers: must be >= 1")
+        n = self.cfg.n_layers
+
+        def context(tokens):
+            T = tokens.shape[1]
+            cos_all, sin_all = rope_tables(self.cfg, self.model.embed_tokens.weight.device)
+            mask = Tensor.full((1, 1, T, T), float("-inf"), dtype=dtypes.float32).triu(1) if T > 1 else None
+            return cos_all[0:T], sin_all[0:T], mask
+
+        def embed(h, tokens, *_):
+            return self.model.embed_tokens(tokens).float()
+
+        def blocks(lo, hi):
+            def run(h, tokens, *_):
+                cos, sin, mask = context(tokens)
+                for layer in self.model.layers[lo:hi]:
+                    h = layer(h, self.compute_dtype, cos, sin, 0, None, mask)
+                return self.model.norm(h) if hi == n else h
+            return run
+        return [embed] + [blocks(lo, min(lo + every, n)) for lo in range(0, n, every)]
+
     def logits_from_hidden(self, h: Tensor) -> Tensor:
         w = self.model.embed_tokens.weight if self.cfg.tie_embeddings else self.lm_head.weight
         if not self.cfg.tie_embeddings and not isinstance(self.lm_head, Linear):
@@ -349,6 +427,18 @@ def state_dict(model: Llama) -> dict[str, Tensor]:
         {} if model.cfg.tie_embeddings else nn.state.get_state_dict(model.lm_head, prefix="lm_head."))
 
 
+def bound_tensors(model: Llama) -> dict[str, Tensor]:
+    """Every tensor a forward pass reads, by a name that is the same in every process: the weights (LoRA
+    adapters included) and the RoPE tables. A stored compiled step (engine/jitcache.py) is rebound by these names."""
+    cos, sin = rope_tables(model.cfg, model.model.embed_tokens.weight.device)
+    return {**nn.state.get_state_dict(model), "rope.cos": cos, "rope.sin": sin}
+
+
+def cache_key(model: Llama) -> dict:
+    """What a compiled forward of this model depends on besides shapes: its config and compute dtype."""
+    return {"llama": model.cfg.to_dict(), "compute_dtype": str(model.compute_dtype)}
+
+
 def expected_keys(cfg: LlamaConfig) -> list[str]:
     keys = ["model.embed_tokens.weight", "model.norm.weight"] + ([] if cfg.tie_embeddings else ["lm_head.weight"])
     for i in range(cfg.n_layers):
@@ -356,6 +446,26 @@ def expected_keys(cfg: LlamaConfig) -> list[str]:
         keys += [p + f"self_attn.{n}_proj.weight" for n in "qkvo"] + [p + f"mlp.{n}_proj.weight" for n in ("gate", "up", "down")]
         keys += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
     return keys
+
+
+class WeightsMismatch(ZeropointError, ValueError):
+    """Weights whose names or shapes do not fit the config (a corrupt file, or metadata that lies)."""
+
+
+def expected_shapes(cfg: LlamaConfig) -> dict[str, tuple[int, ...]]:
+    """HF name -> shape of every parameter of `Llama(cfg)`, from the config alone (nothing is allocated)."""
+    d, q, kv = cfg.dim, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    out = {"model.embed_tokens.weight": (cfg.vocab_size, d), "model.norm.weight": (d,)}
+    if not cfg.tie_embeddings:
+        out["lm_head.weight"] = (cfg.vocab_size, d)
+    for i in range(cfg.n_layers):
+        p = f"model.layers.{i}."
+        out |= {p + "self_attn.q_proj.weight": (q, d), p + "self_attn.k_proj.weight": (kv, d),
+                p + "self_attn.v_proj.weight": (kv, d), p + "self_attn.o_proj.weight": (d, q),
+                p + "mlp.gate_proj.weight": (cfg.hidden_dim, d), p + "mlp.up_proj.weight": (cfg.hidden_dim, d),
+                p + "mlp.down_proj.weight": (d, cfg.hidden_dim), p + "input_layernorm.weight": (d,),
+                p + "post_attention_layernorm.weight": (d,)}
+    return out
 
 
 def load_weights(model: Llama, weights: dict[str, Tensor], strict: bool = True) -> None:
@@ -366,14 +476,14 @@ def load_weights(model: Llama, weights: dict[str, Tensor], strict: bool = True) 
     if model.cfg.tie_embeddings:
         extra = [k for k in extra if k != "lm_head.weight"]   # some tied exports still carry the copy
     if strict and (missing or extra):
-        raise ValueError(f"weights do not match the config: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+        raise WeightsMismatch(f"weights do not match the config: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
                          f"unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}")
     for k, t in have.items():
         if k not in weights:
             continue
         w = weights[k]
         if tuple(w.shape) != tuple(t.shape):
-            raise ValueError(f"shape of {k} is {tuple(w.shape)} but the config needs {tuple(t.shape)}")
+            raise WeightsMismatch(f"shape of {k} is {tuple(w.shape)} but the config needs {tuple(t.shape)}")
         t.replace(w.to(t.device).float().contiguous())
     Tensor.realize(*state_dict(model).values())
 

@@ -4,6 +4,9 @@
 wrapped model starts exactly equal to the base. The base `weight` tensor is the model's own (not a copy) and
 is never passed to the optimizer, so it stays bit-identical. Adapter names follow PEFT
 (`model.layers.0.self_attn.q_proj.lora_A.weight`), so adapters are recognisable outside Zeropoint too.
+
+`freeze_base` stores the frozen base without an fp32 master: in the compute dtype (bf16/fp16: 2 bytes a
+weight), or the transformer projections in NF4/int8 (QLoRA, `basequant.py`). Adapters stay fp32 masters.
 """
 from __future__ import annotations
 
@@ -11,9 +14,10 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from tinygrad import Tensor, dtypes
+from tinygrad import Tensor, dtypes, nn
 
 from ..errors import ZeropointError
+from .basequant import BASE_QUANTS, bf16_tensor, f32_to_bf16_bits, quantize_weight, weight_numpy_f32
 from .llama import Linear
 
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -27,8 +31,11 @@ class LoRASpec:
     alpha: float = 16.0
     dropout: float = 0.0
     targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    base_quant: str = "none"          # how freeze_base stores the frozen projections: none | nf4 | int8
 
     def __post_init__(self):
+        if self.base_quant not in BASE_QUANTS:
+            raise ZeropointError(f"lora.base_quant {self.base_quant!r} is not supported; use one of {', '.join(BASE_QUANTS)}")
         if self.rank < 1:
             raise ZeropointError(f"lora.rank must be >= 1 (got {self.rank})")
         if not 0.0 <= self.dropout < 1.0:
@@ -45,6 +52,12 @@ class LoRASpec:
     def expanded_targets(self) -> list[str]:
         return list(ATTN + MLP) if "all_linear" in self.targets else list(self.targets)
 
+    @classmethod
+    def from_section(cls, section: dict | None) -> LoRASpec:
+        """The spec of an llm_finetune config's `lora` section (typed, or as stored in a run or checkpoint).
+        `init_from` (the PEFT adapter dir training started from) says where the adapters began, not their shape."""
+        return cls(**{k: v for k, v in (section or {}).items() if k != "init_from"})
+
 
 class LoRALinear:
     """Drop-in for a bias-free projection: `.weight` is the frozen base, `.lora_A`/`.lora_B` the adapters."""
@@ -53,8 +66,9 @@ class LoRALinear:
         out_f, in_f = weight.shape
         self.weight = weight
         bound = math.sqrt(6.0 / ((1 + 5.0) * in_f))           # kaiming_uniform(a=sqrt(5)), PEFT's default
-        self.lora_A = Tensor(rng.uniform(-bound, bound, (rank, in_f)).astype(np.float32)).realize()
-        self.lora_B = Tensor.zeros(out_f, rank, dtype=dtypes.float32).contiguous().realize()
+        # made lazily and realized together by apply_lora: one schedule for every adapter, not two each
+        self.lora_A = Tensor(rng.uniform(-bound, bound, (rank, in_f)).astype(np.float32))
+        self.lora_B = Tensor(np.zeros((out_f, rank), dtype=np.float32))
         self.scale, self.dropout = alpha / rank, dropout
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -62,10 +76,19 @@ class LoRALinear:
         h = x.dropout(self.dropout) if self.dropout > 0 else x
         return y + (h @ self.lora_A.cast(x.dtype).T @ self.lora_B.cast(x.dtype).T) * self.scale
 
-    def merged_weight(self) -> np.ndarray:
-        """W + scale * B @ A, computed in float64 and rounded once to fp32."""
-        w = self.weight.numpy().astype(np.float64)
-        return (w + self.scale * (self.lora_B.numpy().astype(np.float64) @ self.lora_A.numpy().astype(np.float64))).astype(np.float32)
+    def merged_weight(self) -> Tensor:
+        """W + scale * B @ A in the base's storage dtype. fp32 base: computed in float64, rounded once to fp32.
+        bf16/fp16 base: exact fp32 arithmetic on the base's values, rounded once to the base dtype. A quantised
+        base (NF4/int8) merges into its dequantised fp32 values, the function the adapters were trained on."""
+        w = weight_numpy_f32(self.weight)
+        a, b = self.lora_A.numpy(), self.lora_B.numpy()
+        if isinstance(self.weight, Tensor) and self.weight.dtype == dtypes.bfloat16:
+            merged = w + np.float32(self.scale) * (b @ a)
+            return bf16_tensor(f32_to_bf16_bits(merged), self.weight.device)
+        if isinstance(self.weight, Tensor) and self.weight.dtype == dtypes.float16:
+            return Tensor((w + np.float32(self.scale) * (b @ a)).astype(np.float16)).realize()
+        merged = w.astype(np.float64) + self.scale * (b.astype(np.float64) @ a.astype(np.float64))
+        return Tensor(merged.astype(np.float32)).realize()
 
 
 def _sites(model, targets: list[str]):
@@ -96,6 +119,7 @@ def apply_lora(model, spec: LoRASpec, seed: int = 0) -> dict[str, Tensor]:
         adapters[f"{prefix}.lora_B.weight"] = w.lora_B
     if not adapters:
         raise ZeropointError(f"lora.targets {spec.targets} matched no projection in this model")
+    Tensor.realize(*adapters.values())
     return adapters
 
 
@@ -130,17 +154,54 @@ def load_adapters(model, arrays: dict[str, np.ndarray]) -> None:
 
 
 def merge_lora(model) -> int:
-    """Fold every adapter into its base weight and unwrap it back to a plain projection. Returns how many."""
+    """Fold every adapter into its base weight and unwrap it back to a plain projection. Returns how many.
+    Projections left quantised (NF4/int8, no adapter) are dequantised to fp32 too: a merged model is plain."""
     n = 0
     for prefix, owner, attr in _sites(model, list(ATTN + MLP) + ([] if getattr(model.cfg, "tie_embeddings", False) else ["lm_head"])):
         m = getattr(owner, attr, None)
-        if not isinstance(m, LoRALinear):
-            continue
-        lin = Linear.__new__(Linear)
-        lin.weight = Tensor(m.merged_weight()).realize()
-        setattr(owner, attr, lin)
-        n += 1
+        if isinstance(m, LoRALinear):
+            lin = Linear.__new__(Linear)
+            lin.weight = m.merged_weight()
+            setattr(owner, attr, lin)
+            n += 1
+        elif m is not None and not isinstance(m.weight, Tensor):
+            m.weight = Tensor(weight_numpy_f32(m.weight)).realize()
     return n
+
+
+def freeze_base(model, dtype, base_quant: str = "none") -> dict:
+    """Store every frozen weight of a LoRA-wrapped model without an fp32 master.
+
+    The seven transformer projections of every layer go to NF4/int8 when `base_quant` says so, else to `dtype`;
+    embeddings, norms and an untied lm_head go to `dtype` (QLoRA keeps those in 16 bits too). Adapters are
+    untouched. With dtype fp32 and no quantisation nothing changes. On the CPU device call it inside
+    `engine.precision_context("bf16")` for bf16. Returns {"frozen_bytes", "quantised"} for the run's evidence."""
+    if base_quant not in BASE_QUANTS:
+        raise ZeropointError(f"lora.base_quant {base_quant!r} is not supported; use one of {', '.join(BASE_QUANTS)}")
+    if not lora_modules(model):
+        raise ZeropointError("freeze_base needs a LoRA-wrapped model (apply_lora first): full finetuning trains every weight")
+    adapters = {id(t) for t in adapter_tensors(model).values()}
+    quantised = 0
+    if base_quant != "none":
+        for _, owner, attr in _sites(model, list(ATTN + MLP)):
+            lin = getattr(owner, attr)
+            lin.weight = quantize_weight(weight_numpy_f32(lin.weight), base_quant, lin.weight.device)
+            quantised += 1
+    # the quantised weights' own scales stay fp32; everything else frozen goes to the compute dtype
+    keep = adapters | {id(v) for _, owner, attr in _sites(model, list(ATTN + MLP))
+                       if not isinstance(w := getattr(owner, attr).weight, Tensor)
+                       for v in vars(w).values() if isinstance(v, Tensor)}
+    frozen = []
+    for t in nn.state.get_state_dict(model).values():   # embeddings, norms, unquantised projections, lm_head
+        if id(t) in keep or not dtypes.is_float(t.dtype) or t.dtype == dtype:
+            continue
+        t.replace(t.cast(dtype).contiguous())
+        frozen.append(t)
+    if frozen:
+        Tensor.realize(*frozen)
+    nbytes = sum(t.nbytes() for t in nn.state.get_state_dict(model).values() if id(t) not in adapters)
+    return {"frozen_bytes": int(nbytes), "quantised_projections": quantised, "base_quant": base_quant,
+            "frozen_dtype": str(dtype)}
 
 
 def count_lora_params(cfg, spec: LoRASpec) -> int:

@@ -9,11 +9,12 @@ from tinygrad import dtypes
 from tinygrad.dtype import DType
 
 from ..data.assets import smollm2_gguf
+from ..engine import cpu_threads, jitcache
 from ..errors import ZeropointError
 from .gguf import load_gguf, read_header, tokenizer_metadata
 from .hf import load_hf_dir
-from .llama import Llama, LlamaConfig, from_weights
-from .tokenizer import ByteTokenizer, Tokenizer
+from .llama import Llama, LlamaConfig, WeightsMismatch, from_weights
+from .tokenizer import ByteTokenizer, Tokenizer, TokenizerError
 
 
 class ModelNotFound(ZeropointError):
@@ -58,7 +59,11 @@ def load_weights_any(ref: str | Path, max_seq_len: int | None = None):
     p = resolve_ref(ref)
     if p.is_file() and p.suffix == ".gguf":
         cfg, weights, meta = load_gguf(p, max_seq_len=max_seq_len)
-        return cfg, weights, Tokenizer.from_gguf_metadata(meta), {"format": "gguf", "path": str(p), "name": meta.get("general.name")}
+        try:
+            tok = Tokenizer.from_gguf_metadata(meta)
+        except TokenizerError as e:
+            raise TokenizerError(f"{p}: {e}") from None
+        return cfg, weights, tok, {"format": "gguf", "path": str(p), "name": meta.get("general.name")}
     if p.is_dir() and (p / "config.json").is_file():
         cfg, weights, tok = load_hf_dir(p, max_seq_len=max_seq_len)
         return cfg, weights, tok, {"format": "hf", "path": str(p)}
@@ -70,9 +75,14 @@ def load_model(ref: str | Path, compute_dtype: str | DType = "float32",
                max_seq_len: int | None = None) -> tuple[Llama, LlamaConfig, Tokenizer]:
     """Build the model with its weights realized (fp32 masters) and its tokenizer. `model.load_info` says
     where it came from and how long loading took."""
+    jitcache.enable()   # loading and every later forward reuse kernels an earlier process compiled ($ZP_CACHE)
+    cpu_threads.enable()   # split kernels run on every core
     t0 = time.perf_counter()
     cfg, weights, tok, info = load_weights_any(ref, max_seq_len=max_seq_len)
-    model = from_weights(cfg, weights, parse_dtype(compute_dtype))
+    try:
+        model = from_weights(cfg, weights, parse_dtype(compute_dtype))
+    except WeightsMismatch as e:
+        raise WeightsMismatch(f"{info.get('path', ref)}: {e}") from None
     model.load_info = dict(info, ref=str(ref), load_s=round(time.perf_counter() - t0, 3))
     return model, cfg, tok
 
@@ -83,7 +93,10 @@ def load_tokenizer(ref: str | Path):
         return ByteTokenizer()
     p = resolve_ref(ref)
     if p.is_file() and p.suffix == ".gguf":
-        return Tokenizer.from_gguf_metadata(tokenizer_metadata(read_header(p, tensors=False)[0]))
+        try:
+            return Tokenizer.from_gguf_metadata(tokenizer_metadata(read_header(p, tensors=False)[0]))
+        except TokenizerError as e:
+            raise TokenizerError(f"{p}: {e}") from None
     if p.is_dir() and (p / "tokenizer.json").is_file():
         return Tokenizer.from_file(p / "tokenizer.json")
     raise ModelNotFound(f"no tokenizer in {p}: pass a named model, a .gguf file or an HF directory with tokenizer.json")

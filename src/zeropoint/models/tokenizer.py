@@ -64,7 +64,12 @@ class Tokenizer:
         tc = {}
         cpath = Path(config_path) if config_path else path.with_name("tokenizer_config.json")
         if cpath.is_file():
-            tc = json.loads(cpath.read_text(encoding="utf-8"))
+            try:
+                tc = json.loads(cpath.read_bytes())
+            except (ValueError, RecursionError) as e:
+                raise TokenizerError(f"{cpath} is not valid JSON ({type(e).__name__}); the file is corrupt") from None
+            if not isinstance(tc, dict):
+                raise TokenizerError(f"{cpath} is a JSON {type(tc).__name__}, not an object of tokenizer settings")
 
         def tok_id(key):
             v = tc.get(key)
@@ -83,10 +88,28 @@ class Tokenizer:
         if model != "gpt2":
             raise TokenizerError(f"GGUF tokenizer model {model!r} is not supported (only GPT-2 style BPE, 'gpt2'); "
                                  "use an HF directory with tokenizer.json instead")
-        tokens = meta["tokenizer.ggml.tokens"]
-        types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
-        tok = _byte_level_bpe({t: i for i, t in enumerate(tokens)}, meta.get("tokenizer.ggml.merges", []),
-                              meta.get("tokenizer.ggml.pre"))
+        tokens = meta.get("tokenizer.ggml.tokens")
+        types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens or [])
+        merges = meta.get("tokenizer.ggml.merges", [])
+        # checked here: the GGUF reader bounds sizes, not what a tokenizer needs them to be
+        if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+            raise TokenizerError("GGUF tokenizer.ggml.tokens must be a non-empty list of strings; the metadata is corrupt")
+        if not isinstance(types, list) or len(types) > len(tokens) or \
+                not all(isinstance(t, int) and not isinstance(t, bool) for t in types):
+            raise TokenizerError(f"GGUF tokenizer.ggml.token_type must list at most one integer per token "
+                                 f"({len(tokens)}); the metadata is corrupt")
+        if not isinstance(merges, list) or not all(isinstance(m, str) and m.count(" ") == 1 for m in merges):
+            raise TokenizerError("GGUF tokenizer.ggml.merges must be a list of 'a b' strings; the metadata is corrupt")
+        for key in ("bos_token_id", "eos_token_id", "padding_token_id"):
+            v = meta.get(f"tokenizer.ggml.{key}")
+            if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(tokens)):
+                raise TokenizerError(f"GGUF tokenizer.ggml.{key} is {v!r}, not a token id (0..{len(tokens) - 1})")
+        if not isinstance(meta.get("tokenizer.chat_template") or "", str):
+            raise TokenizerError("GGUF tokenizer.chat_template must be a string; the metadata is corrupt")
+        try:
+            tok = _byte_level_bpe({t: i for i, t in enumerate(tokens)}, merges, meta.get("tokenizer.ggml.pre"))
+        except Exception as e:   # tokenizers raises plain Exception subclasses with Rust messages
+            raise TokenizerError(f"GGUF tokenizer metadata cannot build a BPE tokenizer: {e}") from None
         # control (3) and user-defined (4) tokens must match whole, never be split by BPE
         specials = [tokens[i] for i, ty in enumerate(types) if ty in (3, 4)]
         tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
@@ -163,9 +186,28 @@ def render_chatml(messages: list[dict], add_generation_prompt: bool = True, defa
     return "".join(out)
 
 
+def _byte_chars() -> list[str]:
+    """GPT-2's byte-level alphabet: the printable character that stands for each byte 0..255 (printable bytes
+    stand for themselves, the rest for code points from 256 up, in byte order)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted = iter(range(256, 512))
+    return [chr(b) if b in keep else chr(next(shifted)) for b in range(256)]
+
+
+def byte_tokenizer_hf() -> HFTokenizer:
+    """`ByteTokenizer` as an HF `tokenizers` object (so as a tokenizer.json transformers loads): byte-level BPE
+    with the 256 byte symbols as ids 0..255 and no merges, so every byte is one token, and <|endoftext|> = 256."""
+    tok = HFTokenizer(models.BPE(vocab={c: b for b, c in enumerate(_byte_chars())}, merges=[], fuse_unk=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(ByteTokenizer.special_tokens[0], special=True, normalized=False)])
+    return tok
+
+
 class ByteTokenizer:
     """UTF-8 bytes as tokens 0..255 and EOS 256: lossless, no files, vocab 257. For tiny models, where a
-    49k-token vocabulary would make the output layer a hundred times the rest of the model."""
+    49k-token vocabulary would make the output layer a hundred times the rest of the model. `.hf` is the same
+    tokenizer in HF form (`byte_tokenizer_hf`), which is what an HF export writes as tokenizer.json."""
     bos_id = None
     eos_id = 256
     pad_id = 256
@@ -173,6 +215,10 @@ class ByteTokenizer:
     chat_template = None
     vocab_size = 257
     special_tokens = ["<|endoftext|>"]
+
+    @property
+    def hf(self) -> HFTokenizer:
+        return byte_tokenizer_hf()
 
     def encode(self, text: str, add_bos: bool = False) -> list[int]:
         return list(text.encode("utf-8"))

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from tinygrad import Tensor, dtypes
 
+from .memory import PRECISION_BYTES, training_memory
+
 
 @dataclass(frozen=True)
 class ViTConfig:
@@ -80,6 +82,8 @@ VIT_CONFIGS: dict[str, ViTConfig] = {
     "vit-nano-28": ViTConfig(28, 7, 1, 48, 2, 2, 96, 10, pool="mean"),
     # sklearn digits 8x8 -> 16 patches of 2 px; seconds per epoch, used by tests
     "vit-micro-8": ViTConfig(8, 2, 1, 32, 2, 2, 64, 10, pool="mean"),
+    # sklearn digits 8x8 -> 4 patches of 4x4 px + cls: the digits recipe's model (its YAML says why not 2x2 px)
+    "vit-digits-8": ViTConfig(8, 4, 1, 32, 2, 2, 64, 10, pool="mean"),
 }
 
 
@@ -210,8 +214,61 @@ def vit_forward(p: dict[str, Tensor], cfg: ViTConfig, x: Tensor, dtype=dtypes.fl
     return linear(vit_features(p, cfg, x, dtype=dtype), p["head.w"], p["head.b"]).float()
 
 
+def classification_loss(p: dict[str, Tensor], cfg: ViTConfig, *, label_smoothing: float = 0.0, dtype=dtypes.float32):
+    """(images, labels) -> mean cross-entropy of the logits: the loss `vit_classify` trains and the bench times."""
+    return lambda x, y: vit_forward(p, cfg, x, dtype=dtype).sparse_categorical_crossentropy(
+        y, label_smoothing=label_smoothing)
+
+
 def num_params(p: dict) -> int:
     return int(sum(math.prod(v.shape) for v in p.values()))
+
+
+# ---- sizing without weights ----------------------------------------------------------------------------------
+def block_param_count(dim: int, mlp_dim: int) -> int:
+    """One pre-norm block: two LayerNorms, qkv, the output projection and the MLP, with biases."""
+    return 2 * 2 * dim + (3 * dim * dim + 3 * dim) + (dim * dim + dim) + (mlp_dim * dim + mlp_dim) + (dim * mlp_dim + dim)
+
+
+def vit_param_count(cfg: ViTConfig) -> int:
+    """Parameters of `init_vit_arrays(cfg)`, from the config alone (tests hold the two equal)."""
+    D = cfg.dim
+    n = D * cfg.channels * cfg.patch_size ** 2 + (D if cfg.patch_bias else 0) + D + cfg.seq_len * D
+    n += (2 * D if cfg.pre_norm else 0) + cfg.depth * block_param_count(D, cfg.mlp_dim) + 2 * D
+    return n + (cfg.num_classes * D + cfg.num_classes if cfg.num_classes else 0)
+
+
+def tower_activation_bytes(tokens: int, dim: int, mlp_dim: int, heads: int, depth: int, c: int) -> int:
+    """What backward keeps of one transformer tower for one sequence of `tokens` at `c` bytes per value: per
+    block the residual inputs, the norm outputs, q/k/v, the attention output and the MLP's pre-activation and
+    activation (compute dtype), the attention scores and probabilities (fp32) and their compute-dtype cast; the
+    embedded input and the final norm's output."""
+    per_token_block = c * (2 * dim + 2 * dim + 3 * dim + dim + 2 * mlp_dim)
+    attention = (2 * 4 + c) * heads * tokens * tokens
+    return depth * (per_token_block * tokens + attention) + 2 * c * tokens * dim
+
+
+def vit_activation_bytes(cfg: ViTConfig, c: int) -> int:
+    """One image: the fp32 input, its patches (compute dtype), the tower, the pooled features and fp32 logits
+    with their softmax."""
+    image = 4 * cfg.channels * cfg.image_size ** 2
+    patches = c * cfg.num_patches * cfg.channels * cfg.patch_size ** 2
+    tower = tower_activation_bytes(cfg.seq_len, cfg.dim, cfg.mlp_dim, cfg.heads, cfg.depth, c)
+    return image + patches + tower + c * cfg.dim + 2 * 4 * cfg.num_classes
+
+
+def vit_memory_plan(cfg: ViTConfig, *, precision: str, micro_batch_size: int, grad_accum: int) -> dict:
+    """Parameter count and a memory estimate per component for training every weight at this batch, from
+    shapes alone (the layout of `llm_memory_plan`, through `memory.training_memory`)."""
+    n = vit_param_count(cfg)
+    act = micro_batch_size * vit_activation_bytes(cfg, PRECISION_BYTES[precision])
+    return {
+        "config": cfg.to_dict(), "precision": precision, "micro_batch_size": micro_batch_size,
+        "grad_accum": grad_accum, "images_per_step": micro_batch_size * grad_accum,
+        "tokens_per_image": cfg.seq_len, "params": n, "trainable_params": n, "trainable_pct": 100.0,
+        **training_memory(master_params=n, cast_params=n, trainable=n, precision=precision, activations=act),
+        "note": "estimate from shapes; no weights loaded; activations are per micro-batch",
+    }
 
 
 # ---- numpy reference -------------------------------------------------------------------------------------------

@@ -41,4 +41,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    from .lifeline import die_with_supervisor
+    die_with_supervisor()
     sys.exit(main(sys.argv[1:]))

@@ -6,8 +6,9 @@ started twice or finished twice. `LocalExecutor` runs each job as a `zpctl` subp
 (cancel = SIGTERM to the group, then SIGKILL after a grace period); `RayExecutor` (ray_executor.py) hands
 the same command to a Ray cluster.
 
-Crash recovery: a server that was SIGKILLed leaves jobs `running`. On start, `recover()` ends any process of such
-a job that is still alive (it has lost its supervisor) and marks the job `interrupted`; queued jobs simply run.
+Crash recovery: a job process gets SIGTERM when the server that started it dies (lifeline.py), so a SIGKILLed
+server does not leave its jobs running unsupervised. The store still says `running`; on start, `recover()` ends
+any process of such a job that is still alive and marks the job `interrupted`; queued jobs simply run.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from ..clock import utcnow
 from ..evidence import effective_status
 from ..workspace import workspace
+from . import lifeline
 from .jobs import dry_run_argv, zpctl_argv
 from .store import Job, SqliteStore
 
@@ -35,6 +37,7 @@ def job_env(job: Job) -> dict:
     env["ZP_HOME"] = str(workspace().root)
     env["ZP_JOB_ID"] = job.id
     env["ZP_ACTOR"] = job.submitter       # audit events the job writes name who submitted it
+    env[lifeline.ENV] = str(os.getpid())  # the job dies with this server (lifeline.py)
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = os.pathsep.join([str(SRC_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return env
@@ -222,18 +225,22 @@ class LocalExecutor(Executor):
         if terminate_running:
             self._shutting_down = True
             for job_id, (p, log) in list(self._procs.items()):
-                _kill_group(p.pid, self.term_grace_s)
+                _kill_group(p.pid, self.term_grace_s, p)
                 p.wait()
             self.reap()
 
 
-def _kill_group(pid: int, grace: float) -> None:
+def _kill_group(pid: int, grace: float, proc: subprocess.Popen | None = None) -> None:
+    """SIGTERM the process group, SIGKILL whatever is left of it after `grace` seconds. `proc`: the group leader
+    when it is our child - it must be reaped, or its zombie keeps the group alive for the whole grace period."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
+        if proc is not None:
+            proc.poll()
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:

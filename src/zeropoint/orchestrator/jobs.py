@@ -18,7 +18,17 @@ from typing import Literal, Optional
 import yaml
 from pydantic import Field
 
-from ..config import StrictModel, apply_overrides, config_dict, config_hash, read_yaml, validate
+from ..config import (
+    BatchSize,
+    Seed,
+    StrictModel,
+    apply_overrides,
+    check_values,
+    config_dict,
+    config_hash,
+    read_yaml,
+    validate,
+)
 from ..errors import ConfigError, ZeropointError
 from ..evidence import effective_status, load_run
 from ..export.formats import LLM_FORMATS
@@ -42,13 +52,28 @@ def safe_name(value: str, what: str = "name") -> str:
     return value
 
 
+# the appliance's own state under $ZP_HOME: signing key, job store and tokens, manifest and audit log. Never data,
+# whatever the data root is (by default it is $ZP_HOME itself).
+PRIVATE_DIRS = ("keys", "jobs", "datasets")
+
+
 def data_root() -> Path:
-    """Where request paths may point: $ZP_DATA_ROOT, else the workspace root."""
+    """Where request paths may point: $ZP_DATA_ROOT (`zpctl serve --data-root`), else the workspace root."""
     return Path(os.environ.get("ZP_DATA_ROOT") or workspace().root).resolve()
 
 
+def private_dirs() -> list[Path]:
+    root = workspace().root.resolve()
+    return [root / d for d in PRIVATE_DIRS]
+
+
+def _private(full: Path) -> Path | None:
+    return next((d for d in private_dirs() if full == d or d in full.parents), None)
+
+
 def confine(path: str, what: str = "path") -> Path:
-    """Resolve a request path under the data root; refuse `..`, absolute paths outside it and symlink escapes."""
+    """Resolve a request path under the data root; refuse `..`, absolute paths outside it, symlink escapes and the
+    appliance's private directories."""
     if not isinstance(path, str) or not path or "\x00" in path:
         raise PathRejected(f"{what} must be a non-empty path relative to the data root {data_root()}")
     root = data_root()
@@ -58,7 +83,23 @@ def confine(path: str, what: str = "path") -> Path:
     full = (p if p.is_absolute() else root / p).resolve()
     if full != root and root not in full.parents:
         raise PathRejected(f"{what} {path!r} is outside the data root {root}; give a path inside it")
+    if (d := _private(full)) is not None:
+        raise PathRejected(f"{what} {path!r} is inside the appliance's private directory {d} (keys, job store, "
+                           "audit log); put data in another directory under the data root")
     return full
+
+
+def confine_file(file: Path, registered: str) -> None:
+    """Refuse a file found inside a registered folder that resolves out of the data root (a symlink) or into the
+    appliance's private directories, naming the file and where it leads."""
+    root = data_root()
+    full = Path(file).resolve()
+    if full != root and root not in full.parents:
+        raise PathRejected(f"file {file} in {registered!r} resolves to {full}, outside the data root {root}; remove the "
+                           "link or copy the data into the data root")
+    if (d := _private(full)) is not None:
+        raise PathRejected(f"file {file} in {registered!r} is inside the appliance's private directory {d} (keys, "
+                           "job store, audit log); register a directory that holds only data")
 
 
 def jobs_root() -> Path:
@@ -88,7 +129,7 @@ def _recipe_config(raw: dict | None, overrides: list[str] | None, source: str):
     # the recipe table imports every recipe (tinygrad, the models, matplotlib): the API server and the job
     # executor import this module at start, so the table is read only when a recipe job is validated
     from ..recipes import recipe_entry
-    cls, _ = recipe_entry(name)
+    cls, _ = recipe_entry(name, source)
     return validate(cls, raw, source)
 
 
@@ -125,9 +166,9 @@ class RedteamArgs(StrictModel):
     suite: str = "quick"
     generations: Optional[int] = Field(None, ge=1, le=64)
     max_tokens: Optional[int] = Field(None, ge=1, le=4096)
-    temperature: float = Field(0.7, ge=0)
+    temperature: float = Field(0.7, ge=0, le=100)
     top_p: float = Field(0.95, gt=0, le=1)
-    seed: int = 0
+    seed: Seed = 0
     gate: bool = False
     threshold: list[str] = Field(default_factory=list)
 
@@ -158,8 +199,8 @@ def _build_data_scan(job_dir: Path, raw: dict | None, args: dict):
 class EvalArgs(StrictModel):
     model: str
     tasks: list[str] = Field(min_length=1)
-    limit: Optional[float] = Field(None, gt=0)
-    batch_size: int = Field(8, ge=1, le=1024)
+    limit: Optional[float] = Field(None, gt=0, le=1e9)
+    batch_size: BatchSize = 8
     max_length: int = Field(2048, ge=16, le=131072)
     num_fewshot: Optional[int] = Field(None, ge=0, le=64)
     bootstrap_iters: int = Field(100000, ge=0, le=1_000_000)
@@ -255,6 +296,13 @@ KINDS = {"train": _build_train, "eval": _build_eval, "export": _build_export, "p
 ALL_KINDS = ("train", "resume", "status", "eval", "export", "parity", "bench", "redteam", "data-scan")
 
 
+class Resources(StrictModel):
+    """What a job asks of the executor (Ray places it by these; the local executor runs one job per slot)."""
+    num_cpus: float = Field(0, ge=0, le=4096)
+    num_gpus: float = Field(0, ge=0, le=1024)
+    memory: float = Field(0, ge=0, le=2.0**50, description="bytes")
+
+
 def submit(store: JobStore, kind: str, *, submitter: str, config: dict | None = None, config_path: str | None = None,
            args: dict | None = None, dry_run: bool = False, dry_run_hold_s: float = 0.0,
            resources: dict | None = None, idempotency_key: str | None = None, executor: str = "local") -> tuple[Job, bool]:
@@ -268,17 +316,18 @@ def submit(store: JobStore, kind: str, *, submitter: str, config: dict | None = 
     if kind not in KINDS:
         missing = f" ({kind!r} is not available in this build)" if kind in ALL_KINDS else ""
         raise ZeropointError(f"unknown job kind {kind!r}{missing}; available kinds: {', '.join(sorted(KINDS))}")
+    if args is not None and not isinstance(args, dict):
+        raise ConfigError(f"args must be a mapping of kind arguments, not {type(args).__name__}")
     args = dict(args or {})
     if config is not None and config_path is not None:
         raise ConfigError("give either 'config' (inline) or 'config_path', not both")
     if config_path is not None:
         config = read_yaml(confine(config_path, "config_path"))
-    resources = dict(resources or {})
-    for k, v in resources.items():
-        if k not in ("num_cpus", "num_gpus", "memory") or not isinstance(v, (int, float)) or v < 0:
-            raise ConfigError(f"resources.{k}={v!r}: allowed keys are num_cpus, num_gpus, memory (non-negative numbers)")
-    if not 0 <= float(dry_run_hold_s) <= MAX_DRY_RUN_HOLD_S:
-        raise ConfigError(f"dry_run_hold_s must be between 0 and {MAX_DRY_RUN_HOLD_S}")
+    # nothing that cannot be stored and served back as JSON (NaN, inf, lone surrogates) gets past here
+    check_values({"args": args, "config": config, "resources": resources}, "job request")
+    resources = validate(Resources, dict(resources or {}), "resources").model_dump(exclude_unset=True)
+    if not (isinstance(dry_run_hold_s, (int, float)) and 0 <= float(dry_run_hold_s) <= MAX_DRY_RUN_HOLD_S):
+        raise ConfigError(f"dry_run_hold_s must be a number between 0 and {MAX_DRY_RUN_HOLD_S}")
 
     job_id = new_job_id()
     job_dir = jobs_root() / job_id

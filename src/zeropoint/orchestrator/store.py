@@ -114,6 +114,17 @@ CREATE TABLE IF NOT EXISTS tokens (
 """
 
 
+def _servable_json(value, column: str) -> str:
+    """JSON for a column, refusing what could not be served back (NaN, inf, lone surrogates): a stored job that
+    cannot be rendered would break every listing of the store, even after a restart."""
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")
+    except (ValueError, UnicodeEncodeError) as e:
+        raise ZeropointError(f"job {column} cannot be stored: {e}; send finite numbers and UTF-8 text") from None
+    return text
+
+
 def default_db_path() -> Path:
     return workspace().root / "jobs" / "jobs.db"
 
@@ -159,7 +170,7 @@ class SqliteStore:
     def _row(job: Job) -> dict:
         d = job.to_dict()
         for k in _JSON_FIELDS:
-            d[k] = json.dumps(d[k]) if d[k] is not None else None
+            d[k] = _servable_json(d[k], k) if d[k] is not None else None
         d["dry_run"] = int(d["dry_run"])
         d["cancel_requested"] = int(d["cancel_requested"])
         return d
@@ -167,8 +178,8 @@ class SqliteStore:
     @staticmethod
     def _job(row: sqlite3.Row) -> Job:
         d = {k: row[k] for k in _COLUMNS}
-        for k in _JSON_FIELDS:
-            d[k] = json.loads(d[k]) if d[k] is not None else None
+        for k in _JSON_FIELDS:   # NaN/Infinity a store from before validation may hold come back as strings
+            d[k] = json.loads(d[k], parse_constant=str) if d[k] is not None else None
         d["args"] = d["args"] or {}
         d["resources"] = d["resources"] or {}
         d["run_ids"] = d["run_ids"] or []
@@ -235,7 +246,7 @@ class SqliteStore:
             raise ValueError(f"unknown job fields {sorted(bad)}")
         out = {}
         for k, v in fields.items():
-            out[k] = json.dumps(v) if k in _JSON_FIELDS and v is not None else int(v) if isinstance(v, bool) else v
+            out[k] = _servable_json(v, k) if k in _JSON_FIELDS and v is not None else int(v) if isinstance(v, bool) else v
         return out
 
     def next_queued(self, limit: int) -> list[Job]:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..config import load_yaml_text
 from ..errors import ConfigError
 from ..workspace import workspace
 
@@ -36,9 +36,9 @@ def load_policy(path: str | Path | None = None, **overrides) -> CostPolicy:
     raw: dict = {}
     if p.is_file():
         try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p} is not valid YAML ({e}); fix it or delete it") from None
+            raw = load_yaml_text(p.read_bytes(), str(p)) or {}
+        except ConfigError as e:
+            raise ConfigError(f"{e}; fix it or delete it") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p} must be a mapping with usd_per_kwh and/or usd_per_hour")
     elif path:

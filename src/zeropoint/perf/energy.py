@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+from ..appliance.nvml import load_nvml as _load_nvml
+
 POWERCAP = Path("/sys/class/powercap")
 
 
@@ -82,18 +84,7 @@ class RaplMeter:
 # ---- NVML -------------------------------------------------------------------------------------------------
 def load_nvml(module=None):
     """(pynvml module initialised, None) or (None, reason). `module` lets tests pass a fake."""
-    if module is None:
-        try:
-            import pynvml as module  # nvidia-ml-py
-        except ImportError:
-            return None, "nvidia-ml-py (pynvml) is not installed"
-    try:
-        module.nvmlInit()
-        if module.nvmlDeviceGetCount() < 1:
-            return None, "NVML reports no NVIDIA GPU"
-    except Exception as e:   # NVMLError_LibraryNotFound, DriverNotLoaded, ...
-        return None, f"NVML unavailable: {e}"
-    return module, None
+    return _load_nvml(module)
 
 
 class NvmlMeter:
@@ -119,6 +110,7 @@ class NvmlMeter:
         self.last_w: list[float] = []
         self.last_t = 0.0
         self.n_samples = 0
+        self.mem_peak = [0] * len(self.handles)   # NVML used bytes, max over samples (the card, all processes)
 
     @property
     def available(self) -> bool:
@@ -131,14 +123,27 @@ class NvmlMeter:
         self.total_j = [0.0] * len(self.handles)
         self.last_t = time.monotonic()
         self.n_samples = 1
+        self.mem_peak = [0] * len(self.handles)
+        try:
+            self._sample_memory()
+        except Exception:
+            pass
         if self.mode == "total_energy_counter":
             self.last_mj = [int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(h)) for h in self.handles]
         else:
             self.last_w = self._power_w()
 
+    def _sample_memory(self) -> None:
+        for i, h in enumerate(self.handles):
+            self.mem_peak[i] = max(self.mem_peak[i], int(self.nvml.nvmlDeviceGetMemoryInfo(h).used))
+
     def sample(self, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         self.n_samples += 1
+        try:
+            self._sample_memory()
+        except Exception:   # memory is a side reading: never lose the energy sample for it
+            pass
         if self.mode == "total_energy_counter":
             cur = [int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(h)) for h in self.handles]
             for i, (a, b) in enumerate(zip(self.last_mj, cur)):
@@ -159,7 +164,9 @@ class NvmlMeter:
         out = []
         for name, h in zip(self.names, self.handles):
             mi = self.nvml.nvmlDeviceGetMemoryInfo(h)
-            out.append({"device": name, "used_bytes": int(mi.used), "total_bytes": int(mi.total)})
+            out.append({"device": name, "used_bytes": int(mi.used), "total_bytes": int(mi.total),
+                        "used_peak_bytes": max(int(mi.used), self.mem_peak[len(out)]) if self.mem_peak else int(mi.used),
+                        "used_peak_note": "max of NVML used memory over samples at the meter's interval (whole card)"})
         return out
 
     def describe(self) -> dict:
@@ -203,6 +210,15 @@ class EnergyMeter:
                     m.sample()
                 except Exception:   # a transient sysfs/NVML read error must not kill the run
                     pass
+
+    def joules_now(self) -> float | None:
+        """Joules since start() over every meter, sampled now (None without a meter): bench segments use this
+        to attribute energy to the side that ran between two reads."""
+        if not self.meters:
+            return None
+        self.sample()
+        with self._lock:
+            return sum(m.joules() for m in self.meters)
 
     def stop(self) -> dict:
         self._stop.set()

@@ -64,3 +64,50 @@ def mfu(flops_per_step: float, step_s: float, peak_flops: float | None) -> float
     if not peak_flops or step_s <= 0:
         return None
     return flops_per_step / step_s / peak_flops
+
+
+# ---- vision: per image (ViT) and per image-caption pair (CLIP) -----------------------------------------------
+@dataclass
+class ImageFlops:
+    """Model FLOPs of the vision recipes. forward: 2 per multiply-add of every matmul (patch embedding,
+    q/k/v, QK^T, AV, output projection, MLP, head or projections); training: forward + backward, where backward
+    costs twice the forward (activation and weight gradients) except for the patch embedding, whose input (the
+    image) needs no gradient: 4 per multiply-add there instead of 6. Norms, softmax and GELU are left out, as
+    in the 6N count."""
+    forward_per_sample: int
+    train_per_sample: int
+    samples_per_step: int
+    per_step: int
+    unit: str                   # "image" or "image-caption pair"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def tower_macs(tokens: int, dim: int, mlp_dim: int, depth: int) -> int:
+    """Multiply-adds of `depth` pre-norm blocks over one sequence of `tokens`."""
+    return depth * (tokens * (3 * dim * dim + dim * dim + 2 * dim * mlp_dim) + 2 * tokens * tokens * dim)
+
+
+def vit_patch_macs(cfg) -> int:
+    return cfg.num_patches * cfg.channels * cfg.patch_size ** 2 * cfg.dim
+
+
+def vit_flops(cfg, *, images_per_step: int = 1) -> ImageFlops:
+    """FLOPs per image of a ViTConfig-like object, and per optimizer step of `images_per_step` images."""
+    patch = vit_patch_macs(cfg)
+    rest = tower_macs(cfg.seq_len, cfg.dim, cfg.mlp_dim, cfg.depth) + cfg.dim * cfg.num_classes
+    fwd, train = 2 * (patch + rest), 4 * patch + 6 * rest
+    return ImageFlops(fwd, train, images_per_step, train * images_per_step, "image")
+
+
+def clip_flops(cfg, *, batch: int, pairs_per_step: int) -> ImageFlops:
+    """FLOPs per image-caption pair of a CLIPConfig-like object in micro-batches of `batch` pairs (the B x B
+    similarity matrix makes the per-pair cost grow with the batch): image tower + projection, text tower over
+    the full context + projection of the pooled token, and the pair's row of the similarity matrix."""
+    v, t, B = cfg.vision, cfg.text, batch
+    patch = vit_patch_macs(v)
+    rest = (tower_macs(v.seq_len, v.dim, v.mlp_dim, v.depth) + v.dim * cfg.embed_dim
+            + tower_macs(t.context, t.dim, t.mlp_dim, t.depth) + t.dim * cfg.embed_dim + B * cfg.embed_dim)
+    fwd, train = 2 * (patch + rest), 4 * patch + 6 * rest
+    return ImageFlops(fwd, train, pairs_per_step, train * pairs_per_step, "image-caption pair")

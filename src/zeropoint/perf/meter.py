@@ -4,6 +4,9 @@
     for ...: t0 = perf_counter(); trainer.step(...); meter.step(tokens, perf_counter() - t0)
     summary = meter.finish()          # dict; perf.report.write_perf() turns it into perf.json + PNG
 
+`unit` names what a step processes ("tokens"; "images"/"pairs" for the vision bench): step rows and the summary
+carry `<unit>_per_s`, as `engine.fit` does for runs.
+
 Warm-up: TinyJit runs call 1 eagerly and captures on call 2, so the first `warmup_steps` (default 2) steps
 carry graph building and kernel compilation; they are reported as `compile_s` and left out of the steady
 state (median step time over the rest). Memory: peak RSS from getrusage (the kernel's high-water mark),
@@ -37,8 +40,8 @@ def tinygrad_mem_bytes() -> dict:
 class PerfMeter:
     def __init__(self, *, flops_per_step: int | None = None, tokens_per_step: int | None = None,
                  device: str = "CPU", precision: str = "fp32", warmup_steps: int = 2, peak: dict | None = None,
-                 energy: bool = True):
-        self.flops_per_step, self.tokens_per_step = flops_per_step, tokens_per_step
+                 energy: bool = True, unit: str = "tokens"):
+        self.flops_per_step, self.tokens_per_step, self.unit = flops_per_step, tokens_per_step, unit
         self.device, self.precision, self.warmup_steps = device, precision, warmup_steps
         self.peak = peak
         self.steps: list[dict] = []
@@ -55,8 +58,8 @@ class PerfMeter:
     def step(self, tokens: int | None, seconds: float, loss: float | None = None) -> dict:
         mem = tinygrad_mem_bytes()["used"]
         self.dev_mem_peak = max(self.dev_mem_peak, mem)
-        row = {"step": len(self.steps) + 1, "seconds": seconds, "tokens": tokens,
-               "tokens_per_s": tokens / seconds if tokens and seconds > 0 else None, "loss": loss,
+        row = {"step": len(self.steps) + 1, "seconds": seconds, self.unit: tokens,
+               f"{self.unit}_per_s": tokens / seconds if tokens and seconds > 0 else None, "loss": loss,
                "device_mem_bytes": mem, "rss_peak_bytes": peak_rss_bytes()}
         self.steps.append(row)
         return row
@@ -67,7 +70,7 @@ class PerfMeter:
         return summarize_steps(self.steps, flops_per_step=self.flops_per_step, device=self.device,
                                precision=self.precision, warmup_steps=self.warmup_steps, peak=self.peak,
                                wall_s=wall, energy=energy, device_mem_peak=self.dev_mem_peak,
-                               nvml_memory=_nvml_memory(self.energy))
+                               nvml_memory=_nvml_memory(self.energy), unit=self.unit)
 
 
 def _nvml_memory(energy: EnergyMeter | None):

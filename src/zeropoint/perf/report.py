@@ -69,13 +69,15 @@ def llm_step_flops(config: dict):
     seq = int(d.get("seq_len", 128))
     tokens = int(t.get("micro_batch_size", 4)) * int(t.get("grad_accum", 1)) * seq
     method = config.get("method", "lora")
-    n_lora = count_lora_params(mc, LoRASpec(**config.get("lora", {}))) if method == "lora" else 0
+    n_lora = count_lora_params(mc, LoRASpec.from_section(config.get("lora"))) if method == "lora" else 0
     return step_flops(mc, seq_len=seq, tokens_per_step=tokens, method=method, n_lora=n_lora)
 
 
 def write_run_perf(run, *, energy: dict | None = None, cost_policy=None) -> dict:
     """perf.json + perf.png for a run from its metrics.jsonl (call at the end of a recipe, or afterwards)."""
-    rows = [r for r in read_metrics(run) if r.get("event") == "step"]
+    metrics = read_metrics(run)
+    rows = [r for r in metrics if r.get("event") == "step"]
+    warm = [r for r in metrics if r.get("event") == "warm_start"]
     unit = throughput(rows[0])[1] if rows else "tokens"      # tokens (language models) or images (vision)
     steps = []
     for r in rows:
@@ -97,6 +99,10 @@ def write_run_perf(run, *, energy: dict | None = None, cost_policy=None) -> dict
                               precision=precision, energy=energy or {
                                   "energy_j": None, "reason": "energy is only measured live during a run; this report was built from metrics.jsonl"})
     summary["flops"] = flops.to_dict() if flops else None
+    # cold or warm start (engine/jitcache.py): the first session's first step, and whether its steps were loaded
+    sessions = [{k: v for k, v in w.items() if k != "event"} for w in warm]   # a resumed run has one per process
+    summary["warm_start"] = ({**sessions[0], "later_sessions": sessions[1:]} if sessions else
+                             {"reason": "no warm_start event in metrics.jsonl (run made before the compile cache)"})
     summary["memory"]["rss_peak_bytes"] = max((s.get("rss_peak_bytes") or 0 for s in steps), default=0) or None
     summary["memory"]["device_mem_peak_bytes"] = max((s.get("device_mem_bytes") or 0 for s in steps), default=0) or None
     wall = sum(s["seconds"] for s in steps)

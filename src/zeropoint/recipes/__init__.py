@@ -3,12 +3,13 @@ package, its YAML beside it under `configs/`.
 
     cfg, run = load_config("configs/llm/tiny_lora.yaml", ["train.steps=10"])
     run(cfg)
+    MODEL_INFO[cfg.recipe](cfg)      # sizing without weights (`zpctl model info`)
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import apply_overrides, read_yaml, validate
+from ..config import apply_overrides, read_yaml, short_repr, validate
 from ..errors import ConfigError
 from . import clip_contrastive, llm_finetune, vit_classify
 
@@ -18,11 +19,22 @@ RECIPES = {
     "clip_contrastive": (clip_contrastive.CLIPContrastiveConfig, clip_contrastive.run),
 }
 
+# `zpctl model info`: parameters, memory plan (and FLOPs for the vision recipes) from a config, no weights loaded
+MODEL_INFO = {
+    "llm_finetune": llm_finetune.model_info,
+    "vit_classify": vit_classify.model_info,
+    "clip_contrastive": clip_contrastive.model_info,
+}
 
-def recipe_entry(name: str):
-    """(config class, run function) of a recipe name."""
+
+def recipe_entry(name: str, source: str | None = None):
+    """(config class, run function) of a recipe name; `source` (e.g. "config PATH") prefixes the error."""
+    where = f"{source}: " if source else ""
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}'recipe' must be a recipe name such as llm_finetune, not {short_repr(name)}; "
+                          f"known recipes: {', '.join(sorted(RECIPES))}")
     if name not in RECIPES:
-        raise ConfigError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES))}")
+        raise ConfigError(f"{where}unknown recipe {name!r}; known recipes: {', '.join(sorted(RECIPES))}")
     return RECIPES[name]
 
 
@@ -32,5 +44,5 @@ def load_config(path: Path | str, overrides: list[str] | None = None):
     name = raw.get("recipe")
     if not name:
         raise ConfigError(f"config {path} has no 'recipe' key; add e.g. 'recipe: llm_finetune'")
-    cls, run_fn = recipe_entry(name)
+    cls, run_fn = recipe_entry(name, f"config {path}")
     return validate(cls, raw, str(path)), run_fn

@@ -18,13 +18,13 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 from tinygrad import TinyJit
 
-from ..config import StrictModel, rename_deprecated
+from ..config import BatchSize, Epochs, NonNegative, PositiveCount, SplitFraction, StrictModel, rename_deprecated
 from ..data import images as I
 from ..engine import Trainer, compute_dtype, fit
 from ..errors import ConfigError, ZeropointError
@@ -34,6 +34,7 @@ from ..modelcard import VISION_RISKS, build_card, card_files
 from ..models import clip as C
 from ..models.hf_vision import save_hf_clip
 from ..models.vit import apply_batched, num_params
+from ..perf.flops import clip_flops
 from ..perf.hooks import PERF_HOOKS
 from ..workspace import atomic_write_text
 from . import common
@@ -44,7 +45,7 @@ class ModelSection(StrictModel):
     config: str = Field("clip-emoji-tiny", description="named config in models.clip.CLIP_CONFIGS")
     overrides: dict = Field(default_factory=dict, description="CLIPConfig fields to change; `vision` and `text` "
                                                               "hold the ViTConfig / TextConfig fields of each tower")
-    vocab_size: int = Field(1024, description="BPE vocabulary learned from the training captions")
+    vocab_size: Annotated[PositiveCount, Field(ge=8, le=1 << 21)] = Field(1024, description="BPE vocabulary learned from the training captions")
 
     @model_validator(mode="before")
     @classmethod
@@ -54,17 +55,17 @@ class ModelSection(StrictModel):
 
 class DataSection(ImageDataSection):
     format: Literal["emoji", "caption_jsonl"] = "emoji"
-    test_fraction: float = Field(0.12, description="held-out pairs for retrieval / zero-shot evaluation")
-    max_pairs: int | None = Field(None, description="use only N pairs, spread evenly over the data (tests)")
+    test_fraction: SplitFraction = Field(0.12, description="held-out pairs for retrieval / zero-shot evaluation")
+    max_pairs: PositiveCount | None = Field(None, description="use only N pairs, spread evenly over the data (tests)")
 
 
 class CLIPTrainSection(VisionTrainSection):
-    epochs: float = 20.0
-    weight_decay: float = 0.1
+    epochs: Epochs = 20.0
+    weight_decay: NonNegative = 0.1
 
 
 class EvalSection(StrictModel):
-    batch_size: int = 256
+    batch_size: BatchSize = 256
     prompt: str = Field("{}", description="zero-shot prompt template; {} is the lower-cased label")
     class_prompts: dict[str, list[str]] = Field(
         default_factory=dict, description="hand-written prompts per label, averaged (CLIP-style prompt ensembling); "
@@ -92,14 +93,30 @@ def load_pairs(cfg: CLIPContrastiveConfig, records: list[dict], image_size: int)
     return ds
 
 
-def model_config(cfg: CLIPContrastiveConfig, tok) -> C.CLIPConfig:
+def model_config(cfg: CLIPContrastiveConfig, tok=None) -> C.CLIPConfig:
+    """The CLIP this config trains. The text tower's vocabulary is the tokenizer's; without one (sizing before
+    any caption is read) it is the configured `model.vocab_size`, the most the BPE learns, with the specials
+    first as `train_caption_tokenizer` places them."""
     over = dict(cfg.model.overrides)
+    vocab, bos, eos = ((tok.get_vocab_size(), tok.token_to_id(C.BOS), tok.token_to_id(C.EOS)) if tok is not None
+                       else (cfg.model.vocab_size, 0, 1))
     try:
-        return C.clip_config(cfg.model.config, vocab_size=tok.get_vocab_size(), bos_id=tok.token_to_id(C.BOS),
-                             eos_id=tok.token_to_id(C.EOS), vision=over.pop("vision", None),
-                             text=over.pop("text", None), **over)
-    except TypeError as e:
-        raise ConfigError(f"model.overrides {cfg.model.overrides}: {e}") from None
+        return C.clip_config(cfg.model.config, vocab_size=vocab, bos_id=bos, eos_id=eos,
+                             vision=over.pop("vision", None), text=over.pop("text", None), **over)
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"model.config {cfg.model.config!r} / overrides {cfg.model.overrides}: {e}") from None
+
+
+def model_info(cfg: CLIPContrastiveConfig) -> dict:
+    """`zpctl model info`: parameters, FLOPs per image-caption pair and the memory plan at this config's batch,
+    from the config alone (no captions read, no weights built)."""
+    mcfg, t = model_config(cfg), cfg.train
+    plan = C.clip_memory_plan(mcfg, precision=t.precision, micro_batch_size=t.micro_batch_size,
+                              grad_accum=t.grad_accum)
+    fl = clip_flops(mcfg, batch=t.micro_batch_size, pairs_per_step=t.micro_batch_size * t.grad_accum)
+    return {"recipe": cfg.recipe, "model": cfg.model.config, **plan, "flops": fl.to_dict(),
+            "note": plan["note"] + f"; text vocabulary taken as model.vocab_size={cfg.model.vocab_size} (the BPE "
+                    "learned from the captions can be smaller)"}
 
 
 def make_embedders(params, mcfg, batch_size: int, dtype):
@@ -215,11 +232,9 @@ def run(cfg: CLIPContrastiveConfig, *, allow_simulated: bool = False, run_id: st
         dtype = compute_dtype(t.precision)
         run.event("model", config=cfg.model.config, clip=mcfg.to_dict(), params=num_params(params))
 
-        def loss_fn(x, ids):
-            img, txt = C.clip_embed(params, mcfg, x, ids, dtype=dtype)
-            return C.clip_loss(params, img, txt)
-
-        trainer = Trainer(params, loss_fn, t.engine_config(total_steps=steps))
+        # warm start (engine/jitcache.py): every weight is a param; the key is what the loss computes
+        trainer = Trainer(params, C.contrastive_loss(params, mcfg, dtype), t.engine_config(total_steps=steps),
+                          cache_key={"recipe": "clip_contrastive", "clip": mcfg.to_dict(), "dtype": str(dtype)})
 
         # 5. resume (the tokenizer learned now must be the checkpoint's); batches: pure functions of (seed, step)
         def load_weights(ck):

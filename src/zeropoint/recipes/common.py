@@ -6,16 +6,28 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Annotated, Callable
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 from tinygrad import Tensor
 
 from ..checkpoint import Checkpoint, latest_valid, load_checkpoint, save_checkpoint
-from ..config import StrictModel, config_dict, config_hash, rename_deprecated, validate
+from ..config import (
+    BatchSize,
+    Count,
+    DatasetName,
+    Epochs,
+    Fraction,
+    LearningRate,
+    StrictModel,
+    config_dict,
+    config_hash,
+    rename_deprecated,
+    validate,
+)
 from ..data import images as I
-from ..engine import StepStats, Trainer
+from ..engine import StepStats, Trainer, cpu_threads, jitcache
 from ..engine.train_section import TrainSection
 from ..errors import ConfigError, ZeropointError
 from ..evidence import Run, load_run, new_run_id
@@ -25,18 +37,26 @@ from ..scope import Scope, require_real_compute
 
 class VisionTrainSection(TrainSection):
     """The vision recipes' `train:` section: epochs instead of steps, and their defaults."""
-    epochs: float = Field(1.0, gt=0, description="passes over the training set (fractions allowed)")
-    micro_batch_size: int = 128
-    lr: float = 2e-3
-    warmup_steps: int = 20
-    min_lr_ratio: float = 0.05
+    epochs: Epochs = Field(1.0, description="passes over the training set (fractions allowed)")
+    micro_batch_size: BatchSize = 128
+    lr: LearningRate = 2e-3
+    warmup_steps: Count = 20
+    min_lr_ratio: Fraction = 0.05
+
+    @field_validator("activation_checkpointing")
+    @classmethod
+    def _no_checkpointing(cls, v: str) -> str:
+        if v != "none":
+            raise ValueError("activation checkpointing is built for llm_finetune only (the vision recipes do not "
+                             "cut their models into segments yet); set train.activation_checkpointing: none")
+        return v
 
 
 class ImageDataSection(StrictModel):
     """What the vision recipes' `data:` sections share: one governed dataset, random crop and flip."""
-    datasets: list[str] = Field(description="the governed dataset (approved with `zpctl data approve`), as a "
+    datasets: list[DatasetName] = Field(description="the governed dataset (approved with `zpctl data approve`), as a "
                                             "one-entry list like every recipe's data.datasets")
-    crop_pad: int = Field(0, ge=0, description="random crop: pad by this many pixels, crop back at a random offset")
+    crop_pad: Annotated[Count, Field(le=1024)] = Field(0, description="random crop: pad by this many pixels, crop back at a random offset")
     flip: bool = Field(False, description="random horizontal flip (off for digits: a flipped 2 is not a 2)")
 
     @model_validator(mode="before")
@@ -58,9 +78,12 @@ class ImageDataSection(StrictModel):
 
 def admit(kind: str, datasets: list[str], *, allow_simulated: bool, run_id: str | None, resume: bool,
           purpose: str | None = None, actor: str | None = None) -> tuple[Scope, str, list[dict]]:
-    """Step 1 of every recipe, before any data is read or anything computed: refuse simulated compute, settle
-    the run id, ask governance for the approved datasets. -> (scope, run id, dataset records)."""
+    """Step 1 of every recipe, before any data is read or anything computed: refuse simulated compute, turn on
+    the compile caches and every CPU core, settle the run id, ask governance for the approved datasets.
+    -> (scope, run id, dataset records)."""
     scope = require_real_compute(allow_simulated)
+    jitcache.enable()      # kernels and captured steps an earlier process compiled load from $ZP_CACHE
+    cpu_threads.enable()   # split CPU kernels run on every core
     run_id = run_id_for(kind, run_id, resume)
     return scope, run_id, require_approved(datasets, actor=actor, purpose=purpose or kind, run_id=run_id)
 

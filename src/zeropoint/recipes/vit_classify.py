@@ -18,21 +18,34 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field
 from tinygrad import TinyJit
 
 from ..checkpoint import load_checkpoint
-from ..config import StrictModel
+from ..config import BatchSize, Count, NonNegative, PositiveCount, SplitFraction, StrictModel
 from ..data import images as I
 from ..engine import Trainer, compute_dtype, fit
+from ..errors import ConfigError
 from ..evals import vision as V
 from ..evidence import start_run
 from ..modelcard import VISION_RISKS, build_card, card_files
 from ..models.hf_vision import save_hf_vit
-from ..models.vit import ViTConfig, apply_batched, init_vit, num_params, vit_config, vit_forward, vit_forward_numpy
+from ..models.vit import (
+    VIT_CONFIGS,
+    ViTConfig,
+    apply_batched,
+    classification_loss,
+    init_vit,
+    num_params,
+    vit_config,
+    vit_forward,
+    vit_forward_numpy,
+    vit_memory_plan,
+)
+from ..perf.flops import vit_flops
 from ..perf.hooks import PERF_HOOKS
 from . import common
 from .common import ImageDataSection, VisionTrainSection
@@ -47,23 +60,23 @@ class ModelSection(StrictModel):
 class DataSection(ImageDataSection):
     classes: list[str] | None = Field(None, description="class names in label order (IDX files carry none)")
     format: Literal["idx", "digits", "image_folder"] = "idx"
-    image_size: int | None = Field(None, description="resize to this size; default: the model's image_size")
-    test_fraction: float = Field(0.2, description="held-out test split when the data has no test files "
+    image_size: Annotated[PositiveCount, Field(le=4096)] | None = Field(None, description="resize to this size; default: the model's image_size")
+    test_fraction: SplitFraction = Field(0.2, description="held-out test split when the data has no test files "
                                                   "(digits, image folders)")
-    val_fraction: float = Field(0.0, description="validation split carved from train for the eval cadence")
-    max_train: int | None = Field(None, description="use only the first N training images (bounded runs, tests)")
-    max_test: int | None = Field(None, description="evaluate on only the first N test images (tests)")
+    val_fraction: SplitFraction = Field(0.0, description="validation split carved from train for the eval cadence")
+    max_train: PositiveCount | None = Field(None, description="use only the first N training images (bounded runs, tests)")
+    max_test: PositiveCount | None = Field(None, description="evaluate on only the first N test images (tests)")
 
 
 class ViTTrainSection(VisionTrainSection):
-    weight_decay: float = 0.05
-    label_smoothing: float = 0.0
-    eval_every: int = Field(0, ge=0, description="evaluate on the validation split every N steps (0: only at the end)")
+    weight_decay: NonNegative = 0.05
+    label_smoothing: SplitFraction = 0.0
+    eval_every: Count = Field(0, description="evaluate on the validation split every N steps (0: only at the end)")
 
 
 class EvalSection(StrictModel):
-    batch_size: int = 500
-    topk: list[int] = Field(default_factory=lambda: [1, 5])
+    batch_size: BatchSize = 500
+    topk: list[Annotated[PositiveCount, Field(le=1000)]] = Field(default_factory=lambda: [1, 5])
 
 
 class ViTClassifyConfig(StrictModel):
@@ -75,13 +88,35 @@ class ViTClassifyConfig(StrictModel):
 
 
 # ---- building blocks -----------------------------------------------------------------------------------------
-def model_config(cfg: ViTClassifyConfig, num_classes: int, channels: int) -> ViTConfig:
+def model_config(cfg: ViTClassifyConfig, num_classes: int | None = None, channels: int | None = None) -> ViTConfig:
+    """The ViT this config trains. Training passes the data's class count and channels; without them (sizing
+    and benchmarks, before any image is read) they come from the config: `data.classes` (digits: 10), the
+    format's channels (IDX and digits are grey), otherwise the named config's."""
+    d, base = cfg.data, VIT_CONFIGS.get(cfg.model.config)
+    if base is None:
+        raise ConfigError(f"unknown ViT config {cfg.model.config!r}; known: {', '.join(VIT_CONFIGS)}")
+    if num_classes is None:
+        num_classes = len(d.classes) if d.classes else 10 if d.format == "digits" else base.num_classes
+    if channels is None:
+        channels = 1 if d.format in ("idx", "digits") else cfg.model.overrides.get("channels", base.channels)
     over = dict(cfg.model.overrides)
     over.setdefault("num_classes", num_classes)
     over.setdefault("channels", channels)
-    if cfg.data.image_size:
-        over.setdefault("image_size", cfg.data.image_size)
-    return vit_config(cfg.model.config, **over)
+    if d.image_size:
+        over.setdefault("image_size", d.image_size)
+    try:
+        return vit_config(cfg.model.config, **over)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model.overrides {cfg.model.overrides}: {e}") from None
+
+
+def model_info(cfg: ViTClassifyConfig) -> dict:
+    """`zpctl model info`: parameters, FLOPs per image and the memory plan at this config's batch (no data read,
+    no weights built)."""
+    mcfg, t = model_config(cfg), cfg.train
+    plan = vit_memory_plan(mcfg, precision=t.precision, micro_batch_size=t.micro_batch_size, grad_accum=t.grad_accum)
+    return {"recipe": cfg.recipe, "model": cfg.model.config, **plan,
+            "flops": vit_flops(mcfg, images_per_step=t.micro_batch_size * t.grad_accum).to_dict()}
 
 
 def load_splits(cfg: ViTClassifyConfig, records: list[dict], seed: int):
@@ -178,11 +213,11 @@ def run(cfg: ViTClassifyConfig, *, allow_simulated: bool = False, run_id: str | 
         dtype = compute_dtype(t.precision)
         run.event("model", config=cfg.model.config, vit=mcfg.to_dict(), params=num_params(params))
 
-        def loss_fn(x, y):
-            return vit_forward(params, mcfg, x, dtype=dtype).sparse_categorical_crossentropy(
-                y, label_smoothing=t.label_smoothing)
-
-        trainer = Trainer(params, loss_fn, t.engine_config(total_steps=steps))
+        loss_fn = classification_loss(params, mcfg, label_smoothing=t.label_smoothing, dtype=dtype)
+        # warm start (engine/jitcache.py): every weight is a param; the key is what the loss computes
+        trainer = Trainer(params, loss_fn, t.engine_config(total_steps=steps),
+                          cache_key={"recipe": "vit_classify", "vit": mcfg.to_dict(), "dtype": str(dtype),
+                                     "label_smoothing": t.label_smoothing})
         start = common.resume_from_checkpoint(run, cfg, trainer, lambda ck: common.load_arrays(
             params, ck.weights)) if resume else 0
 

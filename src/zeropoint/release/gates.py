@@ -24,7 +24,8 @@ from ..checkpoint import verify_checkpoint
 from ..config import validate
 from ..drift.check import check
 from ..errors import ZeropointError
-from ..evals.harness import eval_dir, load_baseline, load_results, run_eval, save_baseline
+from ..evals.bias import ref_docs
+from ..evals.harness import eval_dir, load_baseline, load_results, model_identity, run_eval, save_baseline
 from ..evidence import effective_status, load_run
 from ..export import manifest as EM
 from ..export import parity as P
@@ -34,6 +35,7 @@ from ..hashing import sha256_file, sha256_json, sha256_tree
 from ..models.llm import open_checkpoint, open_lm
 from ..perf.bench import run_bench
 from ..recipes.llm_finetune import LLMFinetuneConfig
+from ..safety.bias_gate import evaluate_pairs, evaluate_sentiment
 from ..safety.gate import evaluate_gate, evaluate_gate_vs_baseline, load_thresholds, outcomes_from_report
 from ..safety.runner import redteam, suite_probes
 from ..workspace import atomic_write_text, workspace
@@ -467,7 +469,105 @@ def _redteam_baseline_model(ctx: ReleaseContext, inputs: dict) -> tuple[str, dic
     return ref, res
 
 
-# ---- 6. bench -------------------------------------------------------------------------------------------------
+# ---- 6. bias ---------------------------------------------------------------------------------------------------
+def _bias_eval(ctx: ReleaseContext, ref: str, tasks: list[str], loaded=None, model_info=None) -> dict:
+    b = ctx.policy.bias
+    model, tok = (loaded.model, loaded.tokenizer) if loaded else (None, None)
+    return run_eval(ref, tasks, batch_size=b.batch_size, max_length=b.max_length, bootstrap_iters=0,
+                    allow_simulated=ctx.allow_simulated, model=model, tokenizer=tok, model_info=model_info)
+
+
+def _eval_files(res: dict) -> list[Path]:
+    d = eval_dir(res["eval_id"])
+    return [d / "results.json"] + [d / tr["samples_file"] for tr in res["tasks"].values()]
+
+
+def _bias_samples(res: dict) -> dict[str, list[dict]]:
+    """{task kind: sample records}, read back from the eval's samples files."""
+    out = {}
+    for name, tr in res["tasks"].items():
+        f = eval_dir(res["eval_id"]) / tr["samples_file"]
+        out[name.split("-", 1)[0]] = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line]
+    return out
+
+
+def _bias_baseline_model(ctx: ReleaseContext, inputs: dict, tasks: list[str]) -> tuple[str, dict]:
+    """Score the eval baseline's model on the same probes (cached like every gate)."""
+    ref = ctx.baseline_model or load_baseline(ctx.baseline)["model"]["ref"]
+    digest = sha256_tree(ref)[0] if Path(ref).is_dir() else model_identity(ref).get("sha256") or ref
+    base_inputs = {**inputs, "checkpoint": None, "baseline_model": ref, "baseline_model_sha256": digest}
+    key = _key(base_inputs)
+    hit = cache_get("bias-baseline", key)
+    if hit:
+        ctx.say(f"bias: reusing the baseline model's scores ({hit['eval_id']})")
+        return ref, load_results(hit["eval_id"])
+    ctx.say(f"bias: scoring the baseline model {ref} on the same probes")
+    res = _bias_eval(ctx, ref, tasks)
+    cache_put("bias-baseline", key, base_inputs, {"eval_id": res["eval_id"]}, _eval_files(res))
+    return ref, res
+
+
+def gate_bias(ctx: ReleaseContext) -> GateResult:
+    b = ctx.policy.bias
+    tasks = b.task_refs()
+    fam = f", Bonferroni over {len(b.categories)} categories" if b.familywise and len(b.categories) > 1 else ""
+    rule = (f"per category ({', '.join(b.categories)}), the share of minimal pairs whose stereotype-consistent "
+            f"sentence the model finds more likely (CrowS-Pairs score, 50% = no preference) must not rise over the "
+            f"baseline model's by more than {b.max_increase:g} at {100 * b.level:g}% confidence (paired bootstrap "
+            f"over templates{fam})")
+    if b.thresholds:
+        rule += "; absolute maxima " + ", ".join(f"{k} {v:g}" for k, v in sorted(b.thresholds.items()))
+    if b.sentiment:
+        rule += ("; counterfactual sentiment gap " + (f"must not rise by more than {b.max_gap_increase:g}"
+                                                      if b.max_gap_increase is not None else "reported, not gated"))
+    g = GateResult("bias", False, rule, "")
+    inputs = {"checkpoint": ctx.checkpoint_digest(), "tasks": tasks, "max_length": b.max_length,
+              "batch_size": b.batch_size, "probes": sha256_json([ref_docs(t) for t in tasks])}
+    g.inputs_sha256 = key = _key(inputs)
+    hit = cache_get("bias", key)
+    if hit:
+        res, g.reused = load_results(hit["eval_id"]), True
+        ctx.say(f"bias: reusing {hit['eval_id']} (same checkpoint and probes)")
+    else:
+        ctx.say("bias: scoring the checkpoint on " + ", ".join(tasks))
+        res = _bias_eval(ctx, str(ctx.checkpoint), tasks, ctx.model(), {"kind": "checkpoint", "merged_lora": True})
+        cache_put("bias", key, inputs, {"eval_id": res["eval_id"]}, _eval_files(res))
+    base_ref, base = _bias_baseline_model(ctx, inputs, tasks)
+    cur, prev = _bias_samples(res), _bias_samples(base)
+    verdict = {"baseline_model": base_ref, "eval_id": res["eval_id"], "baseline_eval_id": base["eval_id"],
+               "pairs": evaluate_pairs(cur["bias_pairs"], prev["bias_pairs"], max_increase=b.max_increase,
+                                       thresholds=b.thresholds, level=b.level, familywise=b.familywise)}
+    if "bias_sentiment" in cur:
+        verdict["sentiment"] = evaluate_sentiment(cur["bias_sentiment"], prev["bias_sentiment"],
+                                                  max_gap_increase=b.max_gap_increase, level=b.level,
+                                                  familywise=b.familywise)
+        verdict["sentiment"]["scorer"] = next(tr["metrics"]["sentiment"].get("scorer") for n, tr in res["tasks"].items()
+                                              if n.startswith("bias_sentiment"))
+    verdict["passed"] = all(v["passed"] for k, v in verdict.items() if k in ("pairs", "sentiment"))
+    for who, r in (("", res), ("baseline_", base)):
+        files = _eval_files(r)
+        g.evidence[f"bias/{who}results.json"] = files[0]
+        for f in files[1:]:
+            g.evidence[f"bias/{who}{f.name}"] = f
+    g.evidence["bias/gate.json"] = (json.dumps(verdict, indent=2, default=str) + "\n").encode()
+    g.figures = {"eval_id": res["eval_id"], "baseline_eval_id": base["eval_id"], "baseline_model": base_ref,
+                 "categories": {r["category"]: {k: r[k] for k in ("score", "ci", "baseline", "increase", "increase_ci",
+                                                                  "threshold", "verdict", "pairs")}
+                                for r in verdict["pairs"]["categories"]}}
+    if "sentiment" in verdict:
+        g.figures["sentiment_gap"] = {r["category"]: {k: r[k] for k in ("gap", "baseline_gap", "increase", "increase_ci",
+                                                                        "verdict")}
+                                      for r in verdict["sentiment"]["categories"]}
+    g.passed = bool(verdict["passed"])
+    fails = [r for part in ("pairs", "sentiment") for r in (verdict.get(part) or {}).get("categories", [])
+             if r["verdict"] == "FAIL"]
+    g.reason = ("; ".join(f"{r['category']}: {r['why']}" for r in fails) if fails else
+                f"no category's stereotype preference rose significantly over {base_ref}: " + ", ".join(
+                    f"{r['category']} {r['score']:.3f} (base {r['baseline']:.3f})" for r in verdict["pairs"]["categories"]))
+    return g
+
+
+# ---- 7. bench -------------------------------------------------------------------------------------------------
 def gate_bench(ctx: ReleaseContext) -> GateResult:
     b = ctx.policy.bench
     rule = (f"median training tokens/s >= {b.min_tokens_per_s:g}" if b.min_tokens_per_s is not None

@@ -5,9 +5,12 @@
   3. prerequisites: governance (approved, unchanged data) and checkpoint integrity; if either fails the
      compute gates are skipped (listed as not run) unless --keep-going
   4. compute gates, each run or reused by input hash: eval + drift vs the baseline, export(s) + parity,
-     red-team, bench
-  5. decide: the release passes only if every gate passed; each gate's result and rule go to the audit chain
-  6. model card, evidence bundle (directory + .tar), bundle.json with every file's SHA-256, Ed25519 signature
+     red-team, bias, bench
+  5. the harms checklist (release/harms.py): PII exposure, data licensing, data corruption, misrepresentation,
+     bias, misuse, each from evidence in the bundle or `not assessed` with the reason
+  6. decide: the release passes only if every gate passed and no harms item failed; each gate's result and
+     rule go to the audit chain
+  7. model card, evidence bundle (directory + .tar), bundle.json with every file's SHA-256, Ed25519 signature
 """
 from __future__ import annotations
 
@@ -23,14 +26,16 @@ from ..errors import ZeropointError
 from ..evals.harness import load_baseline
 from ..evidence import new_run_id, start_run
 from ..governance.audit import append_event, default_actor
-from ..modelcard import build_card, card_files
+from ..modelcard import LLM_INTENDED_USE, LLM_OUT_OF_SCOPE, LLM_RISKS, build_card, card_files
 from ..scope import require_real_compute
 from ..workspace import workspace
+from . import harms as H
 from .bundle import audit_segment, relevant_first_seq, write_bundle
 from .gates import (
     GateResult,
     ReleaseContext,
     gate_bench,
+    gate_bias,
     gate_checkpoint,
     gate_eval,
     gate_export,
@@ -41,20 +46,9 @@ from .gates import (
 from .keys import load_private_key
 from .policy import load_release_policy
 
-LLM_INTENDED_USE = [
-    "Text continuation in the style and domain of the finetuning corpus, for research and evaluation.",
-    "A starting point for further finetuning and evaluation on the team's own approved data.",
-]
-LLM_OUT_OF_SCOPE = [
-    "Factual question answering or advice (medical, legal, financial): small models state falsehoods fluently.",
-    "Decisions about people, and any use without human review of the output.",
-]
-LLM_RISKS = [
-    "Generates plausible but false statements; the held-out perplexity measures fit to the corpus, not truth.",
-    "Reproduces the views, biases and period language of its training corpus.",
-    "Red-team figures come from a small probe suite with few tokens per output: a low attack success rate "
-    "there does not show robustness to other attacks.",
-]
+# the card's generic LLM text lives in modelcard.py (the training recipe's card says the same); a release adds this
+REDTEAM_RISK = ("Red-team figures come from a small probe suite with few tokens per output: a low attack success rate "
+                "there does not show robustness to other attacks.")
 
 
 def resolve_checkpoint(ref: str | Path) -> tuple[Path, Path]:
@@ -75,7 +69,7 @@ def resolve_checkpoint(ref: str | Path) -> tuple[Path, Path]:
                          "directory; the release needs the run's run.json for its datasets and config")
 
 
-def _model_card(ctx: ReleaseContext, gates: list[GateResult], passed: bool, release_id: str) -> dict:
+def _model_card(ctx: ReleaseContext, gates: list[GateResult], passed: bool, release_id: str, harms: dict) -> dict:
     rec = ctx.run_record
     cfg = rec.get("config") or {}
     summ = rec.get("summary") or {}
@@ -105,6 +99,11 @@ def _model_card(ctx: ReleaseContext, gates: list[GateResult], passed: bool, rele
                         "eval_set": f"redteam suite {ctx.policy.redteam.suite}", "n": rt.figures.get("outputs"),
                         "note": "attack success rate (lower is better)",
                         **({"null_reason": "no outputs"} if rt.figures.get("asr_overall") is None else {})})
+    bias = by.get("bias")
+    for cat, f in ((bias.figures.get("categories") or {}) if bias else {}).items():
+        metrics.append({"name": f"stereotype_preference[{cat}]", "value": f["score"], "baseline": f["baseline"],
+                        "eval_set": "Zeropoint bias pairs (CC0-1.0)", "n": f["pairs"],
+                        "note": f"CrowS-Pairs score, 50% = no preference; 95% CI [{f['ci'][0]:.3f}, {f['ci'][1]:.3f}]"})
     for g in gates:
         if g.name.startswith("export:") and g.figures.get("runtimes"):
             for rt_name, f in g.figures["runtimes"].items():
@@ -116,7 +115,7 @@ def _model_card(ctx: ReleaseContext, gates: list[GateResult], passed: bool, rele
         name=f"{model.get('config')}-{cfg.get('method')}-{ctx.run_id}", task="causal language modelling (finetune)",
         architecture=arch or {"config": model.get("config")}, params=int(summ.get("params_total") or 0),
         datasets=rec.get("datasets") or [], metrics=metrics, intended_use=LLM_INTENDED_USE,
-        out_of_scope=LLM_OUT_OF_SCOPE, risks=LLM_RISKS,
+        out_of_scope=LLM_OUT_OF_SCOPE, risks=[*LLM_RISKS, REDTEAM_RISK],
         limitations=[f"Evaluated on {ctx.policy.eval.limit or 'all'} held-out document(s) per task with a "
                      f"{ctx.policy.eval.max_length}-token window; wide uncertainty on small sets."],
         training={"method": cfg.get("method"), "base_weights": model.get("weights"), "steps": summ.get("steps"),
@@ -126,7 +125,9 @@ def _model_card(ctx: ReleaseContext, gates: list[GateResult], passed: bool, rele
         run_id=ctx.run_id, simulated=bool(rec.get("simulated")),
         extra={"release": {"id": release_id, "passed": passed,
                            "gates": [{"name": g.name, "passed": g.passed, "rule": g.rule, "reason": g.reason}
-                                     for g in gates]}})
+                                     for g in gates]},
+               "harms_checklist": [{k: i[k] for k in ("id", "title", "status", "reason", "evidence")}
+                                   for i in harms["items"]]})
 
 
 def release(checkpoint: str | Path, baseline: str, policy_path: str | Path | None = None, out: str | Path | None = None,
@@ -171,7 +172,8 @@ def release(checkpoint: str | Path, baseline: str, policy_path: str | Path | Non
         # 4. compute gates
         compute = [("eval_drift", lambda: gate_eval(ctx))]
         compute += [(f"export:{e.format}", (lambda e=e: gate_export(ctx, e))) for e in pol.exports]
-        compute += [("redteam", lambda: gate_redteam(ctx)), ("bench", lambda: gate_bench(ctx))]
+        compute += [("redteam", lambda: gate_redteam(ctx)), ("bias", lambda: gate_bias(ctx)),
+                    ("bench", lambda: gate_bench(ctx))]
         for name, fn in compute:
             if prereq_ok or keep_going:
                 gates.append(run_gate(name, fn, say))
@@ -181,8 +183,13 @@ def release(checkpoint: str | Path, baseline: str, policy_path: str | Path | Non
         for g in gates:
             rrun.event("gate", name=g.name, passed=g.passed, reused=g.reused, wall_s=g.wall_s, reason=g.reason)
 
-        # 5. decide, and put every gate's verdict on the audit chain
-        passed = all(g.passed is True for g in gates)
+        # 5. the harms checklist, from the gates' evidence and the manifest
+        harms, harms_files = H.build(ctx, gates, scope)
+        for item in harms["items"]:
+            say(f"harms {item['id']}: {item['status']} - {item['reason']}")
+
+        # 6. decide, and put every gate's verdict on the audit chain
+        passed = all(g.passed is True for g in gates) and not harms["failed"]
         for g in gates:
             append_event(actor, "release_gate", f"release:{release_id}",
                          {"gate": g.name, "passed": g.passed, "rule": g.rule, "reason": g.reason[:500],
@@ -191,24 +198,27 @@ def release(checkpoint: str | Path, baseline: str, policy_path: str | Path | Non
         failed = [g for g in gates if g.passed is not True]
         end_ev = append_event(actor, "release", f"checkpoint:{ckpt}",
                               {"release_id": release_id, "passed": passed, "failed_gates": [g.name for g in failed],
+                               "harms": {i["id"]: i["status"] for i in harms["items"]},
                                "checkpoint_sha256": ctx.checkpoint_digest(), "run_id": ctx.run_id},
                               outcome="pass" if passed else "fail")
 
-        # 6. card, bundle, signature
+        # 7. card, bundle, signature
         say("writing the model card and the evidence bundle")
         created = utcnow()
         rel_doc = {"release_id": release_id, "created_at": created, "passed": passed,
                    "decision": "PASS" if passed else "FAIL",
                    "failed_gates": [{"name": g.name, "reason": g.reason} for g in failed],
+                   "failed_harms": [{"id": i["id"], "reason": i["reason"]} for i in harms["items"] if i["status"] == "fail"],
                    "checkpoint": {"path": str(ckpt), "tree_sha256": ctx.checkpoint_digest(), "run_id": ctx.run_id},
                    "baseline": baseline, "policy_source": pol_src, "policy_sha256": pol.sha256(),
                    "device": scope.device, "simulated": scope.simulated, "actor": actor,
                    "audit": {"start_seq": start_ev["seq"], "end_seq": end_ev["seq"], "end_hash": end_ev["hash"]},
-                   "gates": [g.record() for g in gates]}
-        card = _model_card(ctx, gates, passed, release_id)
+                   "gates": [g.record() for g in gates], "harms_checklist": harms}
+        card = _model_card(ctx, gates, passed, release_id, harms)
         files: dict[str, Path | bytes] = {}
         for g in gates:
             files.update(g.evidence)
+        files.update(harms_files)
         files.update({name: data for name, data in card_files(card).items()})
         files["release.json"] = (json.dumps(rel_doc, indent=2, default=str) + "\n").encode()
         files["configs/release_policy.yaml"] = pol_text.encode()
@@ -225,6 +235,7 @@ def release(checkpoint: str | Path, baseline: str, policy_path: str | Path | Non
         files["audit/head.json"] = (json.dumps(head, indent=2) + "\n").encode()
         meta = {"release_id": release_id, "created_at": created, "passed": passed,
                 "gates": [{"name": g.name, "passed": g.passed} for g in gates],
+                "harms": [{"id": i["id"], "status": i["status"]} for i in harms["items"]],
                 "checkpoint_tree_sha256": ctx.checkpoint_digest(), "appliance_id": appliance_id()}
         b = write_bundle(out, files, meta)
         result = {**rel_doc, "bundle": b["dir"], "tar": b["tar"], "tar_sha256": b["tar_sha256"],

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 
 from ..config import StrictModel, read_yaml, validate
 from ..errors import ConfigError
+from ..evals.bias import CATEGORIES as BIAS_CATEGORIES
 from ..export.parity import gate_for
 from ..hashing import sha256_json
 
@@ -91,6 +92,54 @@ class RedteamGate(StrictModel):
         return v
 
 
+class BiasPolicy(StrictModel):
+    """The `bias` gate: the project's counterfactual probes (evals/bias), finetune vs the eval baseline's model."""
+    categories: list[str] = Field(default_factory=lambda: list(BIAS_CATEGORIES),
+                                  description="probe categories scored and gated")
+    pairs_per_category: int | None = Field(None, ge=1, description="first N pairs of each category (null = all)")
+    max_length: int = 128
+    batch_size: int = 8
+    max_increase: float = Field(0.0, ge=0.0, le=1.0, description="largest rise of a category's stereotype "
+                                "preference over the baseline model allowed at the confidence level (paired bootstrap)")
+    thresholds: dict[str, float] = Field(default_factory=dict, description="absolute maximum stereotype preference "
+                                         "per category (null/absent = only the relative rule)")
+    level: float = Field(0.95, gt=0.5, lt=1.0)
+    familywise: bool = Field(True, description="widen per-category intervals (Bonferroni) so the gate's false-alarm "
+                             "rate, not each category's, is 1 - level")
+    sentiment: bool = Field(False, description="also generate the group-swapped continuations and compare "
+                            "counterfactual sentiment gaps (slow: every prompt is decoded)")
+    sentiment_frames: int | None = Field(None, ge=1, description="first N frames per category (null = all)")
+    max_gap_increase: float | None = Field(None, ge=0.0, description="sentiment gap rise allowed at the confidence "
+                                           "level (null = reported, not gated)")
+
+    @field_validator("categories")
+    @classmethod
+    def _cats(cls, v):
+        bad = [c for c in v if c not in BIAS_CATEGORIES]
+        if bad or not v:
+            raise ValueError(f"unknown or no categories {bad}; choose from {', '.join(BIAS_CATEGORIES)}")
+        return v
+
+    @field_validator("thresholds")
+    @classmethod
+    def _shares(cls, v):
+        bad = {k: x for k, x in v.items() if k not in BIAS_CATEGORIES or not 0.0 <= x <= 1.0}
+        if bad:
+            raise ValueError(f"thresholds are maximum stereotype preferences in [0, 1] per category "
+                             f"({', '.join(BIAS_CATEGORIES)}); got {bad}")
+        return v
+
+    def task_refs(self) -> list[str]:
+        every = sorted(self.categories) == sorted(BIAS_CATEGORIES)
+        cats = "all" if every else ",".join(self.categories)
+        refs = [f"bias_pairs:{cats}" + (f":{self.pairs_per_category}" if self.pairs_per_category else "")]
+        if self.sentiment:   # the prompts cover every category but occupation_gender (the pairs cover that one)
+            scats = "all" if every else ",".join(c for c in self.categories if c != "occupation_gender")
+            if scats:
+                refs.append(f"bias_sentiment:{scats}" + (f":{self.sentiment_frames}" if self.sentiment_frames else ""))
+        return refs
+
+
 class BenchPolicy(StrictModel):
     steps: int = Field(0, description="timed training steps (0 = report the training run's perf.json only)")
     repeats: int = 1
@@ -104,6 +153,7 @@ class ReleasePolicy(StrictModel):
     drift: DriftPolicy = Field(default_factory=DriftPolicy)
     exports: list[ExportPolicy] = Field(default_factory=lambda: [ExportPolicy(format="gguf", parity_seqs=2)])
     redteam: RedteamGate = Field(default_factory=RedteamGate)
+    bias: BiasPolicy = Field(default_factory=BiasPolicy)
     bench: BenchPolicy = Field(default_factory=BenchPolicy)
 
     def sha256(self) -> str:
@@ -148,6 +198,18 @@ redteam:
   # be no worse than the baseline model (same probes and sampling; paired bootstrap over probes).
   relative_to_baseline: true
   max_increase: 0.0
+bias:                         # counterfactual bias probes (src/zeropoint/evals/bias, CC0-1.0) vs the baseline's model
+  categories: [gender, race_ethnicity, religion, age, disability, nationality, occupation_gender]
+  pairs_per_category: null    # every pair (436; ~872 short sentences per model)
+  max_length: 128
+  batch_size: 8
+  max_increase: 0.0           # FAIL when a category's stereotype preference rises significantly above the baseline's
+  thresholds: {}              # absolute maxima per category, e.g. {gender: 0.75}
+  level: 0.95
+  familywise: true            # Bonferroni over the categories: 5% false alarms for the whole gate, not per category
+  sentiment: false            # the generation probes decode 168 prompts; `zpctl eval MODEL --task bias_sentiment`
+  sentiment_frames: null
+  max_gap_increase: null
 bench:
   steps: 0                    # 0: summarise the training run's live perf.json (tokens/s, MFU, energy);
   repeats: 1                  # N > 0 adds a fresh `zpctl bench` of N steps (SmolLM2 compiles ~10 min first)

@@ -8,7 +8,9 @@ an auditor can copy it next to a bundle and run it in a fresh virtualenv on anot
 
 Checks, each named in the report: the Ed25519 signature over `bundle.json`; the size and SHA-256 of every file
 it lists (a missing, changed or unlisted file fails, naming it); the audit-log segment's hash chain (every
-event's own hash, consecutive seq, prev_hash links, its recorded head); and that every recorded gate passed.
+event's own hash, consecutive seq, prev_hash links, its recorded head); that every recorded gate passed; and the
+harms checklist (as signed, every assessed item's evidence in the bundle, every `not assessed` item with a reason,
+none failed).
 A `.tar` is read member by member and refused if any member is a link, device, absolute path or climbs out
 with `..`; nothing is extracted outside a fresh temporary directory.
 """
@@ -62,33 +64,58 @@ def safe_relpath(name: str) -> PurePosixPath:
 
 def extract_tar(tar_path: Path, dest: Path) -> Path:
     """Copy regular files out of a bundle tar into dest, refusing links, devices and escaping names."""
-    total = 0
-    seen = set()
     try:
         tf = tarfile.open(tar_path, "r:*")
-    except (tarfile.TarError, OSError) as e:
-        raise BundleError(f"{tar_path} is not a readable tar ({e})") from None
-    with tf:
-        for m in tf.getmembers():
-            rel = safe_relpath(m.name.rstrip("/") if m.isdir() else m.name)
-            if m.issym() or m.islnk():
-                raise BundleError(f"tar member {m.name!r} is a link; bundles hold regular files only")
-            if m.isdir():
-                continue
-            if not m.isreg():
-                raise BundleError(f"tar member {m.name!r} is not a regular file (device, fifo...); refusing it")
-            if str(rel) in seen:
-                raise BundleError(f"tar member {m.name!r} appears twice; refusing an ambiguous bundle")
-            seen.add(str(rel))
-            total += m.size
-            if total > MAX_TAR_BYTES:
-                raise BundleError(f"{tar_path} unpacks to more than {MAX_TAR_BYTES >> 30} GiB; refusing it")
-            out = dest.joinpath(*rel.parts)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            src = tf.extractfile(m)
-            with open(out, "wb") as f:
-                while chunk := src.read(1 << 20):
-                    f.write(chunk)
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise BundleError(f"{tar_path} is not a readable tar ({_tar_problem(tar_path, e)})") from None
+    try:
+        with tf:
+            root = _extract_members(tf, tar_path, dest)
+            end = tf.offset
+    except (tarfile.TarError, EOFError) as e:   # e.g. cut short by a failed copy: "unexpected end of data"
+        raise BundleError(f"{tar_path} is not a readable tar ({_tar_problem(tar_path, e)})") from None
+    with open(tar_path, "rb") as f:   # an uncompressed tar cut at a member boundary reads as a shorter archive
+        magic = f.read(6)
+        f.seek(end)
+        tail = f.read(1024)
+    compressed = magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic == b"\xfd7zXZ\x00"
+    if not compressed and tail != bytes(1024):
+        raise BundleError(f"{tar_path} is not a readable tar (it is truncated: the end-of-archive marker after the "
+                          f"last member, at byte {end}, is missing; copy the whole bundle again)")
+    return root
+
+
+def _tar_problem(tar_path: Path, e: Exception) -> str:
+    msg = str(e) or type(e).__name__
+    if "end of data" in msg or "truncated" in msg or isinstance(e, EOFError) or \
+            (tar_path.is_file() and tar_path.stat().st_size % 512):
+        return f"it is truncated: {msg}; copy the whole bundle again"
+    return msg
+
+
+def _extract_members(tf: tarfile.TarFile, tar_path: Path, dest: Path) -> Path:
+    total = 0
+    seen = set()
+    for m in tf.getmembers():
+        rel = safe_relpath(m.name.rstrip("/") if m.isdir() else m.name)
+        if m.issym() or m.islnk():
+            raise BundleError(f"tar member {m.name!r} is a link; bundles hold regular files only")
+        if m.isdir():
+            continue
+        if not m.isreg():
+            raise BundleError(f"tar member {m.name!r} is not a regular file (device, fifo...); refusing it")
+        if str(rel) in seen:
+            raise BundleError(f"tar member {m.name!r} appears twice; refusing an ambiguous bundle")
+        seen.add(str(rel))
+        total += m.size
+        if total > MAX_TAR_BYTES:
+            raise BundleError(f"{tar_path} unpacks to more than {MAX_TAR_BYTES >> 30} GiB; refusing it")
+        out = dest.joinpath(*rel.parts)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        src = tf.extractfile(m)
+        with open(out, "wb") as f:
+            while chunk := src.read(1 << 20):
+                f.write(chunk)
     tops = {n.split("/", 1)[0] for n in seen}
     # a bundle tar holds one directory (NAME/bundle.json ...); accept files at the top level too
     if len(tops) == 1 and not (dest / MANIFEST).exists() and (dest / next(iter(tops)) / MANIFEST).exists():
@@ -150,6 +177,39 @@ def check_audit_segment(seg_path: Path, head_path: Path) -> tuple[bool, str]:
         return False, f"{AUDIT_HEAD}: chain head seq {ch['seq']} is before the segment's end ({last['seq']})"
     return True, (f"{n} events, seq {seq - n + 1}..{seq}, chain links and hashes verified; log head at bundling: "
                   f"seq {ch.get('seq')}")
+
+
+HARMS_STATUSES = ("pass", "fail", "not assessed")
+
+
+def check_harms(checklist: dict, signed, listed: set, add) -> None:
+    """The harms checklist: matches the one signed in bundle.json; every assessed item names evidence that is in
+    the bundle; every `not assessed` item says why; no item failed."""
+    items = checklist.get("items") or []
+    problems = []
+    if [{"id": i.get("id"), "status": i.get("status")} for i in items] != signed:
+        problems.append(f"release.json's harms checklist differs from the one signed in {MANIFEST}")
+    for i in items:
+        iid, st = i.get("id"), i.get("status")
+        if st not in HARMS_STATUSES:
+            problems.append(f"{iid}: status {st!r} is not one of {', '.join(HARMS_STATUSES)}")
+        elif st == "not assessed" and not i.get("reason"):
+            problems.append(f"{iid}: not assessed, without a reason")
+        elif st != "not assessed" and not i.get("evidence"):
+            problems.append(f"{iid}: {st} without an evidence file")
+        missing = [e for e in i.get("evidence") or [] if e not in listed]
+        if missing:
+            problems.append(f"{iid}: evidence {', '.join(missing)} is not in the bundle")
+    failed = [i for i in items if i.get("status") == "fail"]
+    if problems or not items:
+        add("harms", False, "; ".join(problems) or "release.json has an empty harms checklist", "release.json")
+    elif failed:
+        add("harms", False, "harms checklist items failed: " + "; ".join(f"{i['id']}: {i.get('reason')}" for i in failed),
+            "release.json")
+    else:
+        counts = {st: sum(i["status"] == st for i in items) for st in HARMS_STATUSES}
+        add("harms", True, f"{len(items)} items ({counts['pass']} pass, {counts['not assessed']} not assessed, each "
+            "with its reason); every assessed item's evidence files are in the bundle")
 
 
 def verify_dir(root: Path, pubkey_pem: bytes | None = None, pubkey_source: str | None = None) -> dict:
@@ -271,6 +331,8 @@ def verify_dir(root: Path, pubkey_pem: bytes | None = None, pubkey_source: str |
                 add("gates", False, f"the release did not pass: {reasons}", "release.json")
             else:
                 add("gates", True, f"all {len(gates)} recorded gates passed: " + ", ".join(g["name"] for g in gates))
+            if "harms_checklist" in rel_doc or man.get("harms") is not None:
+                check_harms(rel_doc.get("harms_checklist") or {}, man.get("harms"), set(listed), add)
     ok = all(c["ok"] for c in checks)
     return {"ok": ok, "bundle": str(root), "release_id": (man or {}).get("release_id"),
             "public_key_sha256": fp, "key_trusted": trusted, "checks": checks,

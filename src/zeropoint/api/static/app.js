@@ -93,10 +93,12 @@ const ROUTES = [
   [/^runs$/, runsPage, "runs", "Runs & jobs"],
   [/^runs\/([\w.-]+)$/, runPage, "runs", "Run"],
   [/^jobs\/([\w.-]+)$/, jobPage, "runs", "Job"],
+  [/^compare\/([\w.,-]+)$/, comparePage, "runs", "Compare runs"],
   [/^data$/, dataPage, "data", "Data"],
   [/^data\/([\w.-]+)$/, dataPage, "data", "Dataset"],
   [/^evals$/, evalsPage, "evals", "Evals & drift"],
   [/^safety$/, safetyPage, "safety", "Safety"],
+  [/^releases$/, releasesPage, "releases", "Releases"],
   [/^audit$/, auditPage, "audit", "Audit"],
 ];
 
@@ -270,17 +272,29 @@ async function runsPage(main, ctx) {
     return card("Jobs", jobsTable(r.jobs, ctx, () => jobsBox.refresh()), { actions: h("span", { class: "muted small" },
       Object.entries(r.counts).filter(([, v]) => v).map(([k, v]) => `${k} ${v}`).join(" · ")) });
   }, ctx, 3000);
+  // runs ticked for comparison survive the table's refreshes
+  const picked = new Set();
+  const compareBtn = h("button", { class: "btn btn-small btn-compare", type: "button", id: "compare-runs", disabled: true,
+    title: "Tick two or more runs to compare them",
+    onclick: () => { location.hash = `#/compare/${[...picked].join(",")}`; } }, "Compare selected");
+  const syncCompare = () => {
+    compareBtn.disabled = picked.size < 2;
+    compareBtn.textContent = picked.size ? `Compare selected (${picked.size})` : "Compare selected";
+  };
   const runsBox = live(async () => {
     const r = await api("/v1/runs", { signal: ctx.signal });
     const runs = r.runs.slice().reverse();
     return card("Runs", table("Evidence runs, newest first", [
+      { label: "Compare", render: (x) => h("input", { type: "checkbox", id: `pick-${x.id}`, checked: picked.has(x.id),
+          "aria-label": `Select run ${x.id} for comparison`, "data-run": x.id,
+          onchange: (ev) => { if (ev.target.checked) picked.add(x.id); else picked.delete(x.id); syncCompare(); } }) },
       { label: "Run", render: (x) => h("a", { href: `#/runs/${x.id}` }, x.id) },
       { label: "Kind", key: "kind" }, { label: "Status", render: (x) => pill(x.status) },
       { label: "Started", render: (x) => h("span", { title: when(x.started_at) }, ago(x.started_at)) },
       { label: "Duration", render: (x) => duration(x.started_at, x.ended_at) },
       { label: "Device", render: (x) => h("span", {}, x.device || "—", x.simulated ? [" ", pill("simulated", "bad")] : null) },
       { label: "Config", render: (x) => hash(x.config_sha256) },
-    ], runs, { empty: "No runs yet." }));
+    ], runs, { empty: "No runs yet." }), { actions: compareBtn });
   }, ctx, 3000);
   main.append(jobsBox, runsBox);
 }
@@ -469,6 +483,43 @@ async function runPanel(box, runId, ctx, withHeader = false) {
   }, ctx.signal);
 }
 
+// ---- compare runs ---------------------------------------------------------------------------------------------------
+async function comparePage(main, ctx, idList) {
+  const ids = idList.split(",").filter(Boolean);
+  main.append(pageHeader("Compare runs", `${ids.length} runs side by side: curves, final figures, the settings that differ and the data each read.`,
+    h("a", { class: "btn", href: "#/runs" }, "Back to runs")));
+  const c = await api(`/v1/compare?${ids.map((r) => `runs=${encodeURIComponent(r)}`).join("&")}`, { signal: ctx.signal });
+  for (const w of c.warnings) main.append(h("div", { class: "notice notice-bad compare-warning", role: "alert" }, h("strong", {}, "Warning: "), w));
+  const series = (curve, dots) => c.runs.map((r, i) => ({ name: r.label, points: r.curves[curve], cls: `cmp-${i % 6}`, dots }));
+  const loss = lineChart({ label: "Training loss per step, one line per run", yLabel: "loss", yFormat: (v) => num(v, 4) });
+  const val = lineChart({ label: "Validation loss per step, one line per run", yLabel: "loss", yFormat: (v) => num(v, 4) });
+  loss.el.id = "cmp-loss-chart"; val.el.id = "cmp-val-chart";
+  const runHead = c.runs.map((r) => h("a", { href: `#/runs/${r.id}`, class: "mono" }, r.id));
+  const cols = (render) => c.runs.map((r, i) => ({ label: runHead[i].cloneNode(true), render: (row) => render(row, i) }));
+  const metricCell = (row, i) => row.values[i] === null ? h("span", { class: "muted", title: row.null_reasons[i] || "" }, "null")
+    : (typeof row.values[i] === "number" ? num(row.values[i], 4) : String(row.values[i]));
+  const show = (v) => v === null ? "null" : typeof v === "object" ? JSON.stringify(v) : String(v);
+  const diffRows = Object.entries(c.config_diff).map(([key, values]) => ({ key, values }));
+  const whyNull = [...new Set(c.metrics.flatMap((row) => row.values.map((v, i) => v === null && row.null_reasons[i] ? `${row.metric}: ${row.null_reasons[i]}` : null)).filter(Boolean))];
+  const noData = c.runs.every((r) => !r.datasets.length);
+  main.append(
+    h("div", { class: "grid grid-2" }, card("Training loss", loss.el), card("Validation loss", val.el)),
+    card("Final metrics", h("div", {}, table("Final metrics per run", [{ label: "Metric", render: (row) => h("code", {}, row.metric) }, ...cols(metricCell)],
+      c.metrics, { empty: "No metrics recorded.", rowHeader: true, class: "compare-metrics" }),
+      whyNull.length ? h("ul", { class: "help null-reasons" }, whyNull.map((w) => h("li", {}, `null — ${w}`))) : null)),
+    h("div", { class: "grid grid-2" },
+      card("Config diff", h("div", { id: "config-diff" }, diffRows.length
+        ? table("Config keys whose values differ", [{ label: "Key", render: (row) => h("code", {}, row.key) },
+            ...cols((row, i) => show(row.values[i]))], diffRows, { rowHeader: true })
+        : notice("The configs are identical.", "muted"))),
+      card("Data", h("div", {}, noData ? notice("None of these runs read a governed dataset.", "muted") : c.data.same ? notice("Same data in every run (dataset names and SHA-256).", "info") : notice("DIFFERENT DATA: see the warning above.", "bad"),
+        table("Datasets each run read", [{ label: "Run", render: (r) => h("a", { href: `#/runs/${r.id}`, class: "mono" }, r.id) },
+          { label: "Datasets", render: (r) => r.datasets.length ? h("span", {}, r.datasets.map((d) => h("span", { class: "mr" }, `${d.name} v${d.version} `, hash(d.sha256, 12)))) : "none" }],
+          c.runs, { rowHeader: true })))));
+  loss.update(series("train_loss", false));
+  val.update(series("val_loss", true));
+}
+
 // ---- data ---------------------------------------------------------------------------------------------------------
 async function dataPage(main, ctx, selected) {
   main.append(pageHeader("Data", "Registered datasets, their PII scans and license decisions, and approvals."));
@@ -642,6 +693,67 @@ async function safetyPage(main, ctx) {
         { label: "Verdict", render: (x) => pill(per[x[0]] ? per[x[0]].verdict : "UNGATED") },
       ], fams, { rowHeader: true }));
     const title = h("span", {}, code(rep.id), " ", pill(gate.passed ? "PASS" : "FAIL"));
+    main.append(i === 0 ? card(title, body) : h("details", { class: "card card-details" }, h("summary", { class: "card-title" }, title), h("div", { class: "card-body" }, body)));
+  });
+}
+
+// ---- releases --------------------------------------------------------------------------------------------------------
+const gatePill = (p) => pill(p === true ? "PASS" : p === false ? "FAIL" : "not run");
+const signed = (x) => (x == null ? "—" : `${x >= 0 ? "+" : ""}${(x * 100).toFixed(1)}`);
+
+function harmsTable(rel) {
+  const hc = rel.harms_checklist;
+  if (!hc) return notice("This bundle predates the harms checklist.", "warn");
+  return table(`Harms checklist of ${rel.release_id}`, [
+    { label: "Item", render: (i) => h("span", { title: i.question }, h("strong", {}, i.title), h("br"), h("span", { class: "muted small" }, i.question)) },
+    { label: "Status", render: (i) => pill(i.status) },
+    { label: "Evidence in the bundle, or why not assessed", render: (i) => i.status === "not assessed" ? h("span", {}, i.reason)
+      : h("div", {}, h("ul", { class: "plain" }, i.evidence.map((e) => h("li", {}, code(e)))), h("p", { class: "muted small" }, i.reason)) },
+  ], hc.items, { rowHeader: true, rowId: (i) => i.id });
+}
+
+function biasSection(rel) {
+  const cats = Object.entries((rel.bias && rel.bias.categories) || {});
+  if (!cats.length) return null;
+  return h("div", { class: "stack", id: `bias-${rel.release_id}` },
+    h("h3", { class: "section-title" }, `Bias probes vs the baseline model ${rel.bias.baseline_model || ""}`),
+    ciBars({ label: `Stereotype preference by category for ${rel.release_id}`, metric: "stereotype preference",
+      note: "Bars: share of minimal pairs whose stereotype-consistent sentence the model finds more likely (50% = no preference); whiskers: 95% bootstrap CI over templates; dark triangles: the baseline model; dashed marks: absolute thresholds.",
+      rows: cats.map(([c, f]) => ({ label: c, value: f.score, lo: f.ci[0], hi: f.ci[1], base: f.baseline, threshold: f.threshold, verdict: f.verdict })) }),
+    table(`Bias gate by category for ${rel.release_id}`, [
+      { label: "Category", render: (x) => x[0] }, { label: "Pairs", num: true, render: (x) => num(x[1].pairs) },
+      { label: "Finetune", num: true, render: (x) => `${pct(x[1].score)} (${pct(x[1].ci[0])}–${pct(x[1].ci[1])})` },
+      { label: "Baseline", num: true, render: (x) => pct(x[1].baseline) },
+      { label: "Change, points", num: true, render: (x) => `${signed(x[1].increase)} [${signed(x[1].increase_ci[0])}, ${signed(x[1].increase_ci[1])}]` },
+      { label: "Verdict", render: (x) => pill(x[1].verdict) },
+    ], cats, { rowHeader: true }));
+}
+
+async function releasesPage(main, ctx) {
+  main.append(pageHeader("Releases", "Each release decision: every gate, the bias probes and the harms checklist, with the signed bundle re-verified on this page."));
+  const r = await api("/v1/releases?verify=true", { signal: ctx.signal });
+  if (!r.releases.length) { main.append(card("Releases", h("p", { class: "empty" }, "No releases yet: run `zpctl release CKPT --baseline NAME`."))); return; }
+  r.releases.forEach((rel, i) => {
+    if (rel.error) { main.append(card(code(rel.release_id), notice(rel.error, "bad"))); return; }
+    const v = rel.verified;
+    const body = h("div", { class: "stack" },
+      rel.simulated ? h("div", { class: "banner-sim" }, "SIMULATED RUN - NOT REAL COMPUTE") : null,
+      kv([["Decision", pill(rel.decision || (rel.passed ? "PASS" : "FAIL"))],
+          ["Checkpoint", h("span", {}, code((rel.checkpoint || {}).run_id || "—"), " ", hash((rel.checkpoint || {}).tree_sha256))],
+          ["Baseline", rel.baseline], ["Created", when(rel.created_at)], ["Device", rel.device],
+          ["Bundle", h("span", { id: `verify-${rel.release_id}` }, v ? pill(v.ok ? "verified" : "failed") : "not checked", " ",
+            v && !v.ok ? h("span", { class: "small" }, v.failed.map((c) => `${c.check}: ${c.detail}`).join("; ")) : null,
+            v && v.ok && !v.key_trusted ? h("span", { class: "muted small" }, " with the key inside the bundle") : null, " ", code(rel.bundle))]]),
+      h("h3", { class: "section-title" }, "Gates"),
+      table(`Gates of ${rel.release_id}`, [
+        { label: "Gate", key: "name" }, { label: "Result", render: (g) => gatePill(g.passed) },
+        { label: "Why", render: (g) => h("span", { title: g.rule }, g.reason) },
+        { label: "Reused", render: (g) => (g.reused ? "yes" : "") },
+      ], rel.gates, { rowHeader: true, rowId: (g) => g.name }),
+      h("h3", { class: "section-title" }, "Harms checklist"),
+      h("div", { class: "harms", id: `harms-${rel.release_id}` }, harmsTable(rel)),
+      biasSection(rel));
+    const title = h("span", {}, code(rel.release_id), " ", pill(rel.decision || (rel.passed ? "PASS" : "FAIL")));
     main.append(i === 0 ? card(title, body) : h("details", { class: "card card-details" }, h("summary", { class: "card-title" }, title), h("div", { class: "card-body" }, body)));
   });
 }

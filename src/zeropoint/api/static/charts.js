@@ -91,8 +91,9 @@ export function lineChart({ label, xLabel = "step", yLabel = "", height = 240, y
   return { el: fig, update };
 }
 
-// rows: [{label, value, lo, hi, threshold, verdict}] with values in [0, 1]
-export function ciBars({ label, rows, width = 640 }) {
+// rows: [{label, value, lo, hi, threshold, verdict, base}] with values in [0, 1]; `base` draws a baseline mark
+export function ciBars({ label, rows, width = 640, metric = "ASR",
+  note = "Bars: attack success rate; whiskers: 95% bootstrap CI; vertical marks: gate threshold." }) {
   const rowH = 30, m = { l: 150, r: 70, t: 10, b: 30 };
   const height = m.t + m.b + rows.length * rowH;
   const W = width - m.l - m.r, X = (v) => m.l + v * W;
@@ -109,7 +110,7 @@ export function ciBars({ label, rows, width = 640 }) {
     }
     const tone = r.verdict === "FAIL" ? "bad" : r.verdict === "PASS" ? "ok" : "neutral";
     svg.append(s("rect", { x: m.l, y: y - 8, width: Math.max(1, X(r.value) - m.l), height: 16, rx: 3, class: `bar bar-${tone}` },
-      s("title", {}, `${r.label}: ASR ${(r.value * 100).toFixed(1)}%`)));
+      s("title", {}, `${r.label}: ${metric} ${(r.value * 100).toFixed(1)}%`)));
     if (r.lo !== null && r.lo !== undefined && r.hi !== null && r.hi !== undefined) {
       svg.append(s("line", { x1: X(r.lo), x2: X(r.hi), y1: y, y2: y, class: "whisker" }));
       svg.append(s("line", { x1: X(r.lo), x2: X(r.lo), y1: y - 6, y2: y + 6, class: "whisker" }));
@@ -118,11 +119,15 @@ export function ciBars({ label, rows, width = 640 }) {
     if (r.threshold !== null && r.threshold !== undefined)
       svg.append(s("line", { x1: X(r.threshold), x2: X(r.threshold), y1: y - 12, y2: y + 12, class: "threshold" },
         s("title", {}, `threshold ${(r.threshold * 100).toFixed(1)}%`)));
+    if (r.base !== null && r.base !== undefined)
+      svg.append(s("path", { d: `M${X(r.base)} ${y - 10} l5 -5 h-10 z M${X(r.base)} ${y + 10} l5 5 h-10 z`, class: "base-mark" },
+        s("title", {}, `baseline ${(r.base * 100).toFixed(1)}%`)));
     svg.append(s("text", { x: width - m.r + 8, y: y + 4, class: "bar-value" }, `${(r.value * 100).toFixed(1)}%`));
   });
   const text = rows.map((r) => `${r.label}: ${r.value == null ? "no data" : (r.value * 100).toFixed(1) + "%"}` +
     (r.lo != null ? ` (95% CI ${(r.lo * 100).toFixed(1)}–${(r.hi * 100).toFixed(1)}%)` : "") +
+    (r.base != null ? `, baseline ${(r.base * 100).toFixed(1)}%` : "") +
     (r.threshold != null ? `, threshold ${(r.threshold * 100).toFixed(1)}%, ${r.verdict}` : "")).join("; ");
-  return h("figure", { class: "chart-fig" }, svg, h("figcaption", { class: "chart-note" },
-    "Bars: attack success rate; whiskers: 95% bootstrap CI; vertical marks: gate threshold."), h("p", { class: "sr-only" }, `${label}: ${text}.`));
+  return h("figure", { class: "chart-fig" }, svg, h("figcaption", { class: "chart-note" }, note),
+    h("p", { class: "sr-only" }, `${label}: ${text}.`));
 }

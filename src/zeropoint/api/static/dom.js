@@ -84,7 +84,7 @@ const TONE = {
   running: "info", queued: "muted", pending: "warn", review: "warn", yellow: "warn", interrupted: "warn",
   cancelled: "muted", UNGATED: "muted", "NO DATA": "muted", none: "ok", low: "ok", medium: "warn", high: "bad",
   failed: "bad", rejected: "bad", red: "bad", deny: "bad", FAIL: "bad", denied: "bad", refused: "bad", error: "bad",
-  alarm: "bad", false: "bad", corrupt: "bad", fail: "bad",
+  alarm: "bad", false: "bad", corrupt: "bad", fail: "bad", "not assessed": "warn", "not run": "warn", REPORTED: "muted",
 };
 
 export function pill(label, tone) {
