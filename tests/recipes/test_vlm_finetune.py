@@ -1,10 +1,19 @@
 """vlm_finetune on real Noto emoji (category questions, a held-out split of emoji never trained on): the two
 stages train, each resumes bit-identically from a checkpoint, and the held-out loss needs the image (the
 shuffled-image control is at least 0.2 nats per reply token worse)."""
+import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+from tinygrad import Tensor
+from typer.testing import CliRunner
+
+from zeropoint.cli.main import app
+from zeropoint.data.images import load_image
+from zeropoint.hashing import sha256_file
+from zeropoint.models.vlm import open_vlm_checkpoint
 
 from zeropoint.checkpoint import load_checkpoint
 from zeropoint.evidence import load_run, read_metrics
@@ -61,3 +70,32 @@ def test_two_stages_exact_resume_and_shuffled_image_control(tmp_path):
     assert losses(b["run_dir"]) == curve2
     assert same_weights(load_checkpoint(b2["checkpoint"]).weights, w2)
     assert b2["eval"]["loss_real"] == ev["loss_real"] and b2["eval"]["loss_shuffled"] == ev["loss_shuffled"]
+
+    _generate_from_the_checkpoint(b["checkpoint"], tmp_path / "emoji-vlm")
+
+
+def _generate_from_the_checkpoint(ckpt: str, dataset: Path):
+    """`zpctl generate CKPT --image PNG`: the KV-cached answer is the greedy continuation that full forwards (no
+    cache) give; the run records the image's hash; a VLM checkpoint without an image is a clear error."""
+    rows = [json.loads(x) for x in (dataset / "conversations.jsonl").read_text().splitlines()]
+    png = dataset / next(r["image"] for r in rows if r["split"] == "heldout")
+    args = ["generate", ckpt, "--image", str(png), "--prompt", "Which category?", "--max-tokens", "6"]
+    res = CliRunner().invoke(app, args + ["--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["generated_tokens"] >= 1 and doc["image"] == str(png)
+    run = load_run(doc["run_id"]).record
+    assert run["status"] == "succeeded" and run["image"]["sha256"] == sha256_file(png)
+
+    vlm = open_vlm_checkpoint(ckpt)
+    x = vlm.normalize(load_image(png, vlm.tower.cfg.image_size, 3)[None])[0]
+    ids, emb = vlm.prompt_embeds(x, [{"role": "user", "content": "<image>\nWhich category?"}])
+    assert doc["prompt_tokens"] == len(ids)
+    model, seq = vlm.lm.model, list(doc["ids"])
+    for i, t in enumerate(seq):
+        prev = model.embed(Tensor(np.array([seq[:i]], np.int32))).numpy()[0] if i else np.zeros((0, emb.shape[1]))
+        h = model.hidden_from_embeds(Tensor(np.concatenate([emb, prev])[None].astype(np.float32)))
+        assert int(model.logits_from_hidden(h)[0, -1].argmax().item()) == t, (i, seq)
+
+    no_image = CliRunner().invoke(app, ["generate", ckpt, "--prompt", "Which category?"])
+    assert no_image.exit_code == 2 and "pass --image" in no_image.output

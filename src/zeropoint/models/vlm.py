@@ -25,8 +25,10 @@ from tinygrad import Tensor, dtypes
 
 from ..checkpoint import load_checkpoint
 from ..config import StrictModel, validate
+from ..data.images import load_image
 from ..errors import ConfigError, ZeropointError
 from .clip import CLIPConfig
+from .generate import GenerationResult, generate
 from .llama import Llama
 from .llm import LLMSpec, LoadedLM, build_llm, trainable_params
 from .lora import LoRASpec, load_adapters, merge_lora
@@ -296,3 +298,13 @@ def open_vlm_checkpoint(path: str | Path) -> LoadedVLM:
     return LoadedVLM(lm, tower, {**tower.params, **proj},
                      {"kind": "vlm_checkpoint", "path": str(Path(path).resolve()), "stage": stage, "step": ck.step,
                       "image_size": vcfg.image_size})
+
+
+def generate_from_image(vlm: LoadedVLM, image: str | Path, prompt: str, **kw) -> GenerationResult:
+    """Answer `prompt` about the image file (decoded at the tower's size, normalised as in training), with the
+    KV cache and streaming of `models.generate.generate` (`on_token`, `max_tokens`, `temperature`, ...). The
+    prompt is the user turn; `<image>` marks where the image goes (before the text when absent)."""
+    x = vlm.normalize(load_image(image, vlm.tower.cfg.image_size, vlm.tower.cfg.channels)[None])[0]
+    content = prompt if IMAGE in prompt else f"{IMAGE}\n{prompt}"
+    ids, emb = vlm.prompt_embeds(x, [{"role": "user", "content": content}])
+    return generate(vlm.lm.model, vlm.lm.tokenizer, ids, prompt_embeds=emb, **kw)
