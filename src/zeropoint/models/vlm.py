@@ -178,11 +178,13 @@ def _segments(tok, text: str, n_img: int, image_id: int) -> tuple[list[int], lis
 
 
 def encode_conversation(tok, messages: list[dict], n_img: int, *, seq_len: int, reply_len: int,
-                        image_id: int = 0, where: str = "conversation") -> EncodedRow:
-    """Chat-template the turns; the `<image>` placeholder (exactly once) becomes `n_img` image slots; every
-    assistant turn (its text and the template's end-of-turn) is labelled, nothing else."""
-    if sum(m.get("content", "").count(IMAGE) for m in messages) != 1:
-        raise VLMError(f"{where}: the turns must contain the {IMAGE} placeholder exactly once")
+                        image_id: int = 0, where: str = "conversation", image: bool = True) -> EncodedRow:
+    """Chat-template the turns; the `<image>` placeholder (exactly once; never with `image=False`, the text-only
+    baseline) becomes `n_img` image slots; every assistant turn (its text and the template's end-of-turn) is
+    labelled, nothing else."""
+    if sum(m.get("content", "").count(IMAGE) for m in messages) != int(image):
+        raise VLMError(f"{where}: the turns must contain the {IMAGE} placeholder exactly once" if image else
+                       f"{where}: a text-only row still contains {IMAGE}")
     if not any(m.get("role") == "assistant" for m in messages):
         raise VLMError(f"{where}: no assistant turn to learn from")
     ids, slots, pos, labels = [], [], [], []

@@ -16,8 +16,8 @@ Read top to bottom:
      and the majority class with a bootstrap 95% CI
   8. model card in the final checkpoint; summary in run.json
 
-    zpctl train configs/vlm/tiny_emoji_stage1.yaml
-    zpctl train configs/vlm/tiny_emoji_stage2.yaml --set init_from=runs/<stage-1 run>/checkpoints/step-...
+    zpctl train configs/vlm/smollm2-135m_clip-emoji.yaml --set vision.checkpoint=<clip_contrastive checkpoint>
+    zpctl train configs/vlm/smollm2-135m_clip-emoji.yaml --set stage=2 --set init_from=<stage-1 checkpoint> ...
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ from ..models.llm import LLMSpec
 from ..models.lora import LoRASpec
 from ..models.vit import num_params
 from ..models.vlm import (
+    IMAGE,
     VisionSpec,
     VisionTower,
     batch_arrays,
@@ -75,6 +76,8 @@ class DataSection(StrictModel):
     seq_len: SeqLen = Field(96, description="prompt + image tokens + reply, padded to this length")
     reply_len: Annotated[PositiveCount, Field(le=4096)] = Field(16, description="most assistant tokens per row")
     max_rows: PositiveCount | None = Field(None, description="use only the first N training rows (tests)")
+    drop_images: bool = Field(False, description="the text-only baseline: the same conversations with the image "
+                                                 "placeholder removed, so nothing of the image reaches the model")
 
 
 class VLMTrainSection(TrainSection):
@@ -132,8 +135,12 @@ def start_from_stage1(cfg: VLMFinetuneConfig, tower: VisionTower, projector: dic
 
 
 def encode_rows(cfg: VLMFinetuneConfig, tok, rows: list[dict], n_img: int):
-    return [encode_conversation(tok, r["messages"], n_img, seq_len=cfg.data.seq_len, reply_len=cfg.data.reply_len,
-                                where=f"row {i}") for i, r in enumerate(rows)]
+    def turns(msgs):   # the text-only baseline: the placeholder (and the newline after it) removed
+        return [{**m, "content": m["content"].replace(IMAGE + "\n", "").replace(IMAGE, "")} for m in msgs] \
+            if cfg.data.drop_images else msgs
+    return [encode_conversation(tok, turns(r["messages"]), n_img, seq_len=cfg.data.seq_len,
+                                reply_len=cfg.data.reply_len, where=f"row {i}", image=not cfg.data.drop_images)
+            for i, r in enumerate(rows)]
 
 
 def derangement(n: int, seed: int) -> np.ndarray:
