@@ -1,6 +1,8 @@
 """vlm_finetune on real Noto emoji (category questions, a held-out split of emoji never trained on): the two
-stages train, each resumes bit-identically from a checkpoint, and the held-out loss needs the image (the
-shuffled-image control is at least 0.2 nats per reply token worse)."""
+stages train, stage 2 (projector + LoRA adapters + optimizer state) resumes bit-identically from a checkpoint, and
+the held-out loss needs the image (the shuffled-image control is at least 0.2 nats per reply token worse).
+Stage 1's resume goes through the same save/load steps with a subset of those tensors (the projector), so it is
+not run a second time here (each run() captures its jitted steps anew: ~15 s on the shared box)."""
 import json
 import shutil
 from pathlib import Path
@@ -46,11 +48,7 @@ def test_two_stages_exact_resume_and_shuffled_image_control(tmp_path):
     data = next(e for e in read_metrics(load_run(a["run_id"])) if e.get("event") == "data")
     assert data["heldout_images"] == info["heldout_images"] and data["train_images"] == info["images"] - data["heldout_images"]
     w1 = load_checkpoint(a["checkpoint"]).weights
-    curve1 = losses(a["run_dir"])
-    a2 = _resume_from(a, 5, cfg1, run)
-    assert a2["start_step"] == 5 and a2["steps_this_session"] == 5
-    assert losses(a["run_dir"]) == curve1
-    assert same_weights(load_checkpoint(a2["checkpoint"]).weights, w1)
+    assert a["last_loss"] < a["first_loss"]
     assert a["params_trainable"] == sum(int(np.prod(v.shape)) for k, v in w1.items() if k.startswith("projector."))
 
     # stage 2: projector + LoRA, from stage 1's projector
@@ -66,7 +64,7 @@ def test_two_stages_exact_resume_and_shuffled_image_control(tmp_path):
     assert gap >= 0.2, f"shuffled-image control only {gap:.3f} nats/token worse than real images: {ev}"
     curve2 = losses(b["run_dir"])
     b2 = _resume_from(b, 180, cfg2, run)
-    assert b2["start_step"] == 180
+    assert b2["start_step"] == 180 and b2["steps_this_session"] == 20
     assert losses(b["run_dir"]) == curve2
     assert same_weights(load_checkpoint(b2["checkpoint"]).weights, w2)
     assert b2["eval"]["loss_real"] == ev["loss_real"] and b2["eval"]["loss_shuffled"] == ev["loss_shuffled"]
@@ -99,3 +97,13 @@ def _generate_from_the_checkpoint(ckpt: str, dataset: Path):
 
     no_image = CliRunner().invoke(app, ["generate", ckpt, "--prompt", "Which category?"])
     assert no_image.exit_code == 2 and "pass --image" in no_image.output
+
+
+def test_token_f1_and_bootstrap_interval():
+    from zeropoint.recipes.vlm_finetune import exact_match, mean_ci, token_f1
+    assert token_f1("Grinning face.", "grinning face") == 1.0
+    assert token_f1("Red heart.", "Grinning face.") == 0.0
+    assert abs(token_f1("flag: france", "Flag: United Kingdom.") - 2 * (1 / 2) * (1 / 3) / (1 / 2 + 1 / 3)) < 1e-12
+    em = exact_match(["Flags", "Objects", "Flags", "Flags"], ["Flags", "Flags", "Flags", "Flags"], seed=0)
+    assert em["accuracy"] == 0.75 and em["n"] == 4 and 0.0 <= em["ci95"][0] <= 0.75 <= em["ci95"][1] <= 1.0
+    assert mean_ci([], 0)["mean"] is None and mean_ci([1.0] * 5, 0)["ci95"] == [1.0, 1.0]

@@ -22,7 +22,9 @@ Read top to bottom:
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -59,7 +61,6 @@ from ..models.vlm import (
     vlm_token_nll,
 )
 from ..perf.hooks import PERF_HOOKS
-from ..safety.stats import bootstrap_ci
 from . import common
 
 
@@ -170,27 +171,51 @@ def heldout_nll(nll_fn, images: np.ndarray, enc, img_idx: np.ndarray, n_img: int
     return {"nll_sum": total, "tokens": count, "loss_per_token": total / max(count, 1)}
 
 
-def category_answers(model, tower, params, tok, images, enc, img_idx, n_img, batch, max_new) -> list[str]:
-    """Greedy answers to held-out prompts that share one length (the same question about different images)."""
-    out = []
+def greedy_answers(model, tower, params, tok, images, enc, img_idx, n_img, batch, max_new) -> list[str]:
+    """Greedy answers to held-out prompts (the context before each row's first reply token), decoded in batches
+    of prompts that share one length (the same question about different images), in row order."""
     emb = TinyJit(lambda x, i, s: spliced_embeds(model, tower, params, x, i, s).realize())
-    for s in range(0, len(enc), batch):
-        idx = list(range(s, min(s + batch, len(enc))))
-        rows = [enc[i] for i in idx] + [enc[idx[-1]]] * (batch - len(idx))
-        n = rows[0].reply_pos[0] + 1                       # the prompt: everything before the first reply token
-        ids, slots, _, _ = batch_arrays(rows, n_img)
-        x = images[img_idx[[*idx] + [idx[-1]] * (batch - len(idx))]]
-        e = emb(*[Tensor(a).realize() for a in (x, ids, slots)]).numpy()[:, :n]
-        gen = greedy_batch(model, e, max_new, tok.stop_ids())
-        out += [tok.decode(g).strip() for g in gen[:len(idx)]]
-    return out
+    out: dict[int, str] = {}
+    lengths = [int(r.reply_pos[0]) + 1 for r in enc]
+    for n in sorted(set(lengths)):
+        group = [i for i, m in enumerate(lengths) if m == n]
+        for s in range(0, len(group), batch):
+            idx = group[s:s + batch]
+            idx_p = idx + [idx[-1]] * (batch - len(idx))
+            ids, slots, _, _ = batch_arrays([enc[i] for i in idx_p], n_img)
+            e = emb(*[Tensor(a).realize() for a in (images[img_idx[idx_p]], ids, slots)]).numpy()[:, :n]
+            for i, g in zip(idx, greedy_batch(model, e, max_new, tok.stop_ids())):
+                out[i] = tok.decode(g).strip()
+    return [out[i] for i in range(len(enc))]
+
+
+def mean_ci(values: list[float], seed: int, n_boot: int = 2000) -> dict:
+    """Mean and its percentile-bootstrap 95% interval (rows resampled)."""
+    if not values:
+        return {"mean": None, "ci95": [None, None], "n": 0}
+    v = np.asarray(values, np.float64)
+    means = v[np.random.default_rng([seed, 95]).integers(0, len(v), (n_boot, len(v)))].mean(1)
+    return {"mean": float(v.mean()), "ci95": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))],
+            "n": len(v)}
 
 
 def exact_match(pred: list[str], gold: list[str], seed: int) -> dict:
-    hits = [p == g for p, g in zip(pred, gold)]
-    lo, hi = bootstrap_ci([(str(i), not h) for i, h in enumerate(hits)], seed=seed)   # CI of the miss rate
-    acc = float(np.mean(hits)) if hits else None
-    return {"accuracy": acc, "ci95": [None if hi is None else 1 - hi, None if lo is None else 1 - lo], "n": len(hits)}
+    m = mean_ci([float(p == g) for p, g in zip(pred, gold)], seed)
+    return {"accuracy": m["mean"], "ci95": m["ci95"], "n": m["n"]}
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^\w\s]", " ", text.lower()).split()
+
+
+def token_f1(pred: str, gold: str) -> float:
+    """SQuAD-style token F1: lower-cased words, punctuation dropped, bag-of-words overlap."""
+    p, g = _words(pred), _words(gold)
+    common = sum((Counter(p) & Counter(g)).values())
+    if not p or not g or not common:
+        return float(p == g)
+    prec, rec = common / len(p), common / len(g)
+    return 2 * prec * rec / (prec + rec)
 
 
 def model_card(cfg, *, run, scope, params_total, datasets, ev, steps, tower) -> dict:
@@ -209,6 +234,13 @@ def model_card(cfg, *, run, scope, params_total, datasets, ev, steps, tower) -> 
     else:
         metrics += [{"name": "category_exact_match", "value": None, "eval_set": held,
                      "null_reason": "no held-out category rows, or eval.exact_match is off"}]
+    f1 = ev.get("name_token_f1")
+    metrics += [{"name": "name_token_f1", "value": f1["mean"], "eval_set": held, "n": f1["n"],
+                 "baseline": ev["name_token_f1_shuffled"]["mean"],
+                 "note": f"'What is shown?' answers vs the emoji names; bootstrap 95% CI {f1['ci95']}; baseline: the "
+                         "shuffled-image control"} if f1 else
+                {"name": "name_token_f1", "value": None, "eval_set": held,
+                 "null_reason": "no held-out name rows, or eval.exact_match is off"}]
     metrics += [{"name": "category_exact_match_text_only", "value": None, "eval_set": held,
                  "null_reason": "the text-only baseline is a separate run of this recipe (not run here)"}]
     return build_card(
@@ -327,24 +359,32 @@ def run(cfg: VLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
             ev["loss_shuffled"] = heldout_nll(nll, images, enc_te, perm[img_te], n_img, eb, t.precision)
             ev["shuffle_gap_nats_per_token"] = ev["loss_shuffled"]["loss_per_token"] - ev["loss_real"]["loss_per_token"]
             cats = [i for i, r in enumerate(held_rows) if r["task"] == "category"]
+            names = [i for i, r in enumerate(held_rows) if r["task"] == "name"]
             labels_train = [r["label"] for r in train_rows if r["task"] == "category"]
             n_cat = len({r["label"] for r in data.rows if r["task"] == "category"})
+
+            def answers(rows_idx, shuffled: bool) -> list[str]:
+                ii = perm[img_te[rows_idx]] if shuffled else img_te[rows_idx]
+                with precision_context(t.precision):
+                    return greedy_answers(model, tower, vision_params, tok, images, [enc_te[i] for i in rows_idx],
+                                          ii, n_img, min(eb, len(rows_idx)), cfg.eval.max_new_tokens)
             if cats and cfg.eval.exact_match:
                 gold = [held_rows[i]["label"] for i in cats]
-                sub = [enc_te[i] for i in cats]
-                args = (model, tower, vision_params, tok, images, sub)
-                with precision_context(t.precision):
-                    pred = category_answers(*args, img_te[cats], n_img, min(eb, len(cats)), cfg.eval.max_new_tokens)
-                    pred_s = category_answers(*args, perm[img_te[cats]], n_img, min(eb, len(cats)),
-                                              cfg.eval.max_new_tokens)
+                pred, pred_s = answers(cats, False), answers(cats, True)
                 majority = max(set(labels_train), key=labels_train.count) if labels_train else None
                 ev.update(category_exact_match=exact_match(pred, gold, t.seed),
                           category_exact_match_shuffled=exact_match(pred_s, gold, t.seed),
                           category_chance=1.0 / max(n_cat, 1), n_categories=n_cat,
                           category_majority=float(np.mean([g == majority for g in gold])),
                           category_examples=[{"gold": g, "pred": p} for g, p in list(zip(gold, pred))[:8]])
+            if names and cfg.eval.exact_match:
+                gold = [held_rows[i]["messages"][-1]["content"] for i in names]
+                pred, pred_s = answers(names, False), answers(names, True)
+                ev.update(name_token_f1=mean_ci([token_f1(p, g) for p, g in zip(pred, gold)], t.seed),
+                          name_token_f1_shuffled=mean_ci([token_f1(p, g) for p, g in zip(pred_s, gold)], t.seed),
+                          name_examples=[{"gold": g, "pred": p} for g, p in list(zip(gold, pred))[:8]])
         ev["eval_s"] = round(time.perf_counter() - te0, 3)
-        run.event("test_eval", **{k: v for k, v in ev.items() if k != "category_examples"})
+        run.event("test_eval", **{k: v for k, v in ev.items() if not k.endswith("_examples")})
 
         # 8. card in the final checkpoint; summary
         steps_done = t.steps
