@@ -25,6 +25,7 @@ import json
 import re
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -43,7 +44,7 @@ from ..evidence import start_run
 from ..governance.gate import read_verified
 from ..modelcard import LLM_RISKS, VISION_RISKS, build_card, card_files
 from ..models.generate import greedy_batch
-from ..models.llama import param_count
+from ..models.llama import bound_tensors, cache_key, param_count
 from ..models.llm import LLMSpec
 from ..models.lora import LoRASpec
 from ..models.vit import num_params
@@ -316,7 +317,14 @@ def run(cfg: VLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
 
         # 5. engine; batches: pure functions of (seed, micro-batch number)
         loss_fn = vlm_loss(model, tower, vision_params)
-        trainer = Trainer(params, loss_fn, t.engine_config(total_steps=t.steps))
+        # warm start (engine/jitcache.py): the next process (a resume) replays the stored steps without capturing
+        trainable = {id(v) for v in params.values()}
+        frozen = {f"lm.{k}": v for k, v in bound_tensors(model).items() if id(v) not in trainable} | \
+            {k: v for k, v in vision_params.items() if id(v) not in trainable}
+        key = {"recipe": "vlm_finetune", **cache_key(model), "stage": cfg.stage, "vision": tower.cfg.to_dict(),
+               "feature_layer": tower.feature_layer, "trainable_vision": cfg.vision.trainable,
+               "lora": asdict(lora_spec(cfg)) if cfg.stage == 2 else None}
+        trainer = Trainer(params, loss_fn, t.engine_config(total_steps=t.steps), frozen=frozen, cache_key=key)
 
         def get_batches(step: int) -> list:
             out = []
