@@ -91,3 +91,17 @@ def test_decoder_state_stays_out_of_the_state_dict(tiny):
     get_decoder(tiny, 64)
     assert tiny.runtime.decoders
     assert all(k.startswith("model.") or k == "lm_head.weight" for k in nn.state.get_state_dict(tiny))
+
+
+def test_prompt_embeds_and_batched_greedy_match_the_token_path(tiny):
+    """A prompt given as input embeddings (how a VLM splices image features in) decodes like the same prompt given
+    as ids, and `greedy_batch` (one row per prompt, one jitted step for all rows) gives each row's greedy answer."""
+    from zeropoint.models.generate import greedy_batch
+    prompts = [[5, 17, 300, 42], [9, 8, 7, 6], [1, 2, 3, 4]]
+    want = [generate(tiny, None, p, max_tokens=4, stop_ids=[]).ids for p in prompts]
+    emb = tiny.embed(Tensor(np.array(prompts, np.int32))).numpy()
+    assert generate(tiny, None, prompts[0], max_tokens=4, stop_ids=[], prompt_embeds=emb[0]).ids == want[0]
+    assert greedy_batch(tiny, emb, 4, stop_ids=[]) == want
+    assert greedy_batch(tiny, emb, 4, stop_ids=[want[1][2]])[1] == want[1][:2]   # a row stops at its stop id
+    with pytest.raises(GenerationError, match="one embedding per prompt position"):
+        generate(tiny, None, prompts[0], max_tokens=2, prompt_embeds=emb[0, :3])

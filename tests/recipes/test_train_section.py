@@ -12,7 +12,7 @@ from zeropoint.recipes import RECIPES, load_config
 from tests.helpers import REPO
 
 YAMLS = {"llm_finetune": "configs/llm/tiny_lora.yaml", "vit_classify": "configs/vision/vit-micro_digits.yaml",
-         "clip_contrastive": "configs/vision/clip-tiny_emoji.yaml"}
+         "clip_contrastive": "configs/vision/clip-tiny_emoji.yaml", "vlm_finetune": "configs/vlm/tiny_emoji.yaml"}
 # a value unlike every recipe's default for each EngineConfig field but total_steps (which steps/epochs set)
 SETTINGS = {"lr": 0.0123, "warmup_steps": 7, "min_lr_ratio": 0.33, "weight_decay": 0.011, "betas": [0.8, 0.95],
             "eps": 1e-6, "grad_clip": 0.25, "grad_accum": 3, "precision": "fp16", "loss_scale": 1024.0,

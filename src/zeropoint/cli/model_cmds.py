@@ -1,4 +1,5 @@
-"""`zpctl generate`: stream a continuation from a named model, a .gguf file, an HF directory or a checkpoint."""
+"""`zpctl generate`: stream a continuation from a named model, a .gguf file, an HF directory or a checkpoint
+(a vlm_finetune checkpoint answers about `--image`)."""
 from __future__ import annotations
 
 import sys
@@ -35,27 +36,39 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Sampling seed (same seed, same output)."),
         chat: bool = typer.Option(False, "--chat", help="Wrap the prompt in the model's chat template."),
         dtype: str = typer.Option("float32", "--dtype", help="Compute dtype: float32 | float16 | bfloat16."),
+        image: Path = typer.Option(None, "--image", help="An image to ask about (a vlm_finetune checkpoint): the "
+                                                         "prompt is the user turn, <image> marks where it goes."),
         allow_simulated: bool = AllowSimOpt,
         json_out: bool = JsonOpt,
     ):
         """Generate text with a KV cache, streaming tokens as they come (`--json` prints one document at the end)."""
+        from ..errors import ZeropointError
         from ..evidence import start_run
         from ..models.generate import generate_text
+        from ..models.vlm import is_vlm_checkpoint
         from ..scope import require_real_compute
-
         scope = require_real_compute(allow_simulated)
+        vision = is_vlm_checkpoint(model)
+        if vision != (image is not None):
+            raise ZeropointError(f"{model} is a vision-language checkpoint: pass --image PATH" if vision else
+                                 "--image needs a vlm_finetune checkpoint; this model reads text only")
         cfg = {"model": model, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
-               "chat": chat, "dtype": dtype}
+               "chat": chat or vision, "dtype": dtype, "image": str(image) if image else None}
         with start_run("zpctl generate", cfg, kind="generate", seed=seed, scope=scope) as run:
             t0 = time.perf_counter()
             from ..models.llm import open_lm
-            loaded = open_lm(model, compute_dtype=dtype)
+            from ..models.vlm import generate_from_image, open_vlm_checkpoint
+            vlm = open_vlm_checkpoint(model) if vision else None
+            loaded = vlm.lm if vlm else open_lm(model, compute_dtype=dtype)
             lm, lcfg, tok = loaded.model, loaded.config, loaded.tokenizer
             if tok is None:
-                from ..errors import ZeropointError
                 raise ZeropointError(f"{model} has no tokenizer (tokenizer.json); generate needs one to encode the prompt")
             load_s = time.perf_counter() - t0
             run.update(model_source=_source(model, lm))
+            if vlm:
+                from ..hashing import sha256_file
+                run.update(image={"path": str(image), "sha256": sha256_file(image) if image.is_file() else None})
+                chat = True
             if not json_out:
                 if scope.simulated:
                     console.print("[bold white on red] SIMULATED - NOT REAL COMPUTE [/]")
@@ -69,10 +82,11 @@ def register(app: typer.Typer) -> None:
                 sys.stdout.write(piece)
                 sys.stdout.flush()
 
-            res = generate_text(lm, tok, prompt, chat=chat, max_tokens=max_tokens, temperature=temperature,
-                                top_p=top_p, seed=seed, on_token=None if json_out else stream)
-            out = dict(res.to_dict(), model=model, prompt=prompt, load_s=round(load_s, 3), run_id=run.id,
-                       device=scope.device, simulated=scope.simulated)
+            kw = dict(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                      on_token=None if json_out else stream)
+            res = generate_from_image(vlm, image, prompt, **kw) if vlm else generate_text(lm, tok, prompt, chat=chat, **kw)
+            out = dict(res.to_dict(), model=model, prompt=prompt, image=str(image) if image else None,
+                       load_s=round(load_s, 3), run_id=run.id, device=scope.device, simulated=scope.simulated)
             run.event("generation", **{k: v for k, v in out.items() if k != "ids"})
             run.update(result={k: out[k] for k in ("prompt_tokens", "generated_tokens", "first_token_s",
                                                     "decode_tok_s", "stop_reason", "load_s")})

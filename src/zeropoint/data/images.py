@@ -141,8 +141,15 @@ def load_image(path: Path | str, size: int, channels: int = 3, background: int =
         raise ImageDataError(f"image {path} not found; check the paths in the dataset")
     if path.stat().st_size > MAX_IMAGE_BYTES:
         raise ImageDataError(f"image {path} is larger than {MAX_IMAGE_BYTES >> 20} MiB; refusing to decode it")
+    return decode_image(path, size, channels, background, name=str(path))
+
+
+def decode_image(src: Path | bytes, size: int, channels: int = 3, background: int = 255, name: str = "") -> np.ndarray:
+    """`load_image` from a path or from bytes already read (and hash-checked: `governance.gate.read_verified`)."""
+    if isinstance(src, bytes) and len(src) > MAX_IMAGE_BYTES:
+        raise ImageDataError(f"image {name} is larger than {MAX_IMAGE_BYTES >> 20} MiB; refusing to decode it")
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
             im = im.convert("RGBA")
             bg = Image.new("RGBA", im.size, (background,) * 3 + (255,))
             im = Image.alpha_composite(bg, im).convert("RGB" if channels == 3 else "L")
@@ -150,7 +157,8 @@ def load_image(path: Path | str, size: int, channels: int = 3, background: int =
                 im = im.resize((size, size), Image.Resampling.BILINEAR)
             a = np.asarray(im, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        raise ImageDataError(f"cannot decode image {path}: {e}") from None
+        raise ImageDataError(f"cannot decode image {name or ('(bytes)' if isinstance(src, bytes) else src)}: {e}") \
+            from None
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 

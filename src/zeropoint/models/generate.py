@@ -80,6 +80,9 @@ class Decoder:
     def _prefill(self, toks: Tensor) -> Tensor:
         return self.model(toks, 0, self.cache).realize()
 
+    def _prefill_embeds(self, x: Tensor) -> Tensor:
+        return self.model.logits_from_hidden(self.model.hidden_from_embeds(x, 0, self.cache)).realize()
+
     def prefill(self, ids: list[int]) -> np.ndarray:
         """Run the prompt through the model from position 0; -> fp32 logits of its last position (V,)."""
         n = len(ids)
@@ -93,14 +96,31 @@ class Decoder:
         logits = jit(device_array(padded))
         return logits[0, n - 1].numpy().copy()
 
-    def step(self, token: int, pos: int) -> np.ndarray:
-        """Feed one token at position `pos` (>= 1); -> fp32 logits (V,) for the next position."""
-        tok = device_array(np.full((self.batch, 1), token, dtype=np.int32))
-        out = self._decode_jit(tok, self.pos_var.bind(pos))
-        return out[0].numpy().copy()   # JIT outputs share one buffer: copy before the next call
+    def prefill_embeds(self, embeds: np.ndarray) -> np.ndarray:
+        """`prefill` from input embeddings (batch, n, dim) (a vision-language prompt: image features spliced in
+        among the token embeddings); every row has the same length n. -> fp32 logits (batch, V) of position n-1."""
+        b, n, d = embeds.shape
+        if b != self.batch:
+            raise GenerationError(f"prefill_embeds got {b} rows; this decoder's batch is {self.batch}")
+        bucket = min(-(-n // PREFILL_BUCKET) * PREFILL_BUCKET, self.max_len)
+        padded = np.zeros((b, bucket, d), dtype=np.float32)
+        padded[:, :n] = embeds
+        if -bucket not in self._prefill_jits:   # negative keys: prefills from embeddings
+            self._prefill_jits[-bucket] = self._jit(self._prefill_embeds, f"generate.prefill_embeds{bucket}")
+        logits = self._prefill_jits[-bucket](device_array(padded))
+        return logits[:, n - 1].numpy().copy()
+
+    def step(self, token, pos: int) -> np.ndarray:
+        """Feed one token at position `pos` (>= 1); -> fp32 logits (V,) for the next position. `token` may also be
+        one token per row (batch,); the logits are then (batch, V)."""
+        per_row = np.ndim(token) > 0
+        toks = np.asarray(token, dtype=np.int32).reshape(self.batch, 1) if per_row \
+            else np.full((self.batch, 1), token, dtype=np.int32)
+        out = self._decode_jit(device_array(toks), self.pos_var.bind(pos))
+        return out.numpy().copy() if per_row else out[0].numpy().copy()   # JIT outputs share one buffer: copy now
 
 
-def get_decoder(model: Llama, need_len: int) -> Decoder:
+def get_decoder(model: Llama, need_len: int, batch: int = 1) -> Decoder:
     """A cached decoder whose cache holds `need_len` positions (lengths rounded up so they get reused)."""
     cap = model.cfg.max_seq_len
     if need_len > cap:
@@ -108,9 +128,10 @@ def get_decoder(model: Llama, need_len: int) -> Decoder:
                               "shorten the prompt or lower --max-tokens")
     length = min(cap, -(-need_len // CACHE_STEP) * CACHE_STEP)
     decoders = model.runtime.decoders   # Runtime has no __dict__: the caches never enter the state dict
-    if length not in decoders:
-        decoders[length] = Decoder(model, length)
-    return decoders[length]
+    key = length if batch == 1 else (length, batch)
+    if key not in decoders:
+        decoders[key] = Decoder(model, length, batch)
+    return decoders[key]
 
 
 def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
@@ -130,10 +151,13 @@ def sample(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.
 
 def generate(model: Llama, tokenizer, prompt_ids: list[int], max_tokens: int = 64, temperature: float = 0.0,
              top_p: float = 1.0, seed: int = 0, stop_ids: list[int] | None = None,
-             on_token: Callable[[int, str], None] | None = None) -> GenerationResult:
+             on_token: Callable[[int, str], None] | None = None,
+             prompt_embeds: np.ndarray | None = None) -> GenerationResult:
     """Continue `prompt_ids` by up to `max_tokens` tokens. `on_token(id, text_piece)` streams each token.
 
-    `stop_ids` defaults to the tokenizer's stop tokens (EOS, `<|im_end|>`); pass [] to never stop early."""
+    `stop_ids` defaults to the tokenizer's stop tokens (EOS, `<|im_end|>`); pass [] to never stop early.
+    `prompt_embeds` (len(prompt_ids), dim): feed these input embeddings for the prompt instead of the ids'
+    (a vision-language prompt whose image placeholder positions hold projected image features)."""
     if not prompt_ids:
         raise GenerationError("the prompt is empty; give at least one token (e.g. the BOS id)")
     if max_tokens < 1:
@@ -151,9 +175,12 @@ def generate(model: Llama, tokenizer, prompt_ids: list[int], max_tokens: int = 6
     need = min(len(prompt_ids) + max_tokens, model.cfg.max_seq_len)
     if len(prompt_ids) >= model.cfg.max_seq_len:
         raise GenerationError(f"the prompt has {len(prompt_ids)} tokens; the model's context is {model.cfg.max_seq_len}")
+    if prompt_embeds is not None and tuple(prompt_embeds.shape) != (len(prompt_ids), model.cfg.dim):
+        raise GenerationError(f"prompt_embeds has shape {tuple(prompt_embeds.shape)}; expected "
+                              f"({len(prompt_ids)}, {model.cfg.dim}): one embedding per prompt position")
     t0 = time.perf_counter()
     dec = get_decoder(model, need)
-    logits = dec.prefill(list(prompt_ids))
+    logits = dec.prefill(list(prompt_ids)) if prompt_embeds is None else dec.prefill_embeds(prompt_embeds[None])[0]
     out: list[int] = []
     stop_reason = "max_tokens"
     emitted = ""
@@ -205,3 +232,31 @@ def generate_text(model: Llama, tokenizer, prompt: str, chat: bool = False, **kw
     else:
         ids = tokenizer.encode(prompt, add_bos=tokenizer.add_bos)
     return generate(model, tokenizer, ids, **kw)
+
+
+def greedy_batch(model: Llama, prompt_embeds: np.ndarray, max_tokens: int, stop_ids: list[int]) -> list[list[int]]:
+    """Greedy continuations of a batch of prompts given as input embeddings (batch, n, dim), all of length n (an
+    evaluation asks one question per image, so its prompts line up). One prefill, then one jitted decode step per
+    token for the whole batch; a row stops at its first stop id (left out of the result)."""
+    b, n, _ = prompt_embeds.shape
+    need = min(n + max_tokens, model.cfg.max_seq_len)
+    if n >= model.cfg.max_seq_len:
+        raise GenerationError(f"the prompts have {n} positions; the model's context is {model.cfg.max_seq_len}")
+    dec = get_decoder(model, need, batch=b)
+    logits = dec.prefill_embeds(prompt_embeds)
+    stops, out = set(stop_ids), [[] for _ in range(b)]
+    done = np.zeros(b, bool)
+    pos = n
+    for _ in range(max_tokens):
+        toks = logits.argmax(-1)
+        for i, t in enumerate(toks):
+            if not done[i]:
+                if int(t) in stops:
+                    done[i] = True
+                else:
+                    out[i].append(int(t))
+        if done.all() or pos >= dec.max_len:
+            break
+        logits = dec.step(toks, pos)
+        pos += 1
+    return out

@@ -358,9 +358,18 @@ class Llama:
         Tensor.realize(*[t for c in layers for t in (c.k, c.v)])   # one schedule, not two per layer
         return KVCache(layers=layers, batch=batch, max_len=max_len)
 
+    def embed(self, tokens: Tensor) -> Tensor:
+        """Token embeddings (B, T, dim) fp32: the residual stream's input."""
+        return self.model.embed_tokens(tokens).float()
+
     def hidden(self, tokens: Tensor, start_pos=0, cache: KVCache | None = None) -> Tensor:
         """Final-norm hidden states (B, T, dim) fp32; `start_pos` is an int or a bound symbolic variable."""
-        B, T = tokens.shape
+        return self.hidden_from_embeds(self.embed(tokens), start_pos, cache)
+
+    def hidden_from_embeds(self, x: Tensor, start_pos=0, cache: KVCache | None = None) -> Tensor:
+        """`hidden` from input embeddings (B, T, dim) instead of token ids: what a vision-language model feeds
+        when image features take the place of some tokens."""
+        B, T, _ = x.shape
         if cache is None and not (isinstance(start_pos, int) and start_pos == 0):
             raise ValueError("start_pos > 0 needs a KV cache (model.make_cache) holding the earlier positions")
         dev = self.model.embed_tokens.weight.device   # a tuple when the weights are replicated across devices
@@ -370,7 +379,7 @@ class Llama:
         mask = None
         if T > 1:
             mask = Tensor.full((1, 1, T, start_pos + T), float("-inf"), dtype=dtypes.float32, device=dev).triu(start_pos + 1)
-        x = self.model.embed_tokens(tokens).float()
+        x = x.float()
         for i, layer in enumerate(self.model.layers):
             x = layer(x, self.compute_dtype, cos, sin, start_pos, cache.layers[i] if cache is not None else None, mask)
         return self.model.norm(x)

@@ -181,8 +181,10 @@ def patchify(x: Tensor, p: int) -> Tensor:
     return x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5).reshape(B, (H // p) * (W // p), C * p * p)
 
 
-def vit_features(p: dict[str, Tensor], cfg: ViTConfig, x: Tensor, prefix: str = "", dtype=dtypes.float32) -> Tensor:
-    """Pooled image features (B, dim) after the final LayerNorm."""
+def vit_hidden_states(p: dict[str, Tensor], cfg: ViTConfig, x: Tensor, prefix: str = "", dtype=dtypes.float32,
+                      depth: int | None = None) -> list[Tensor]:
+    """Token states (B, 1 + patches, dim) before the final LayerNorm, as HF's `hidden_states`: the embeddings
+    (after CLIP's pre-norm), then the output of each of the first `depth` blocks (all of them by default)."""
     if x.ndim != 4 or tuple(x.shape[1:]) != (cfg.channels, cfg.image_size, cfg.image_size):
         raise ValueError(f"expected images (B, {cfg.channels}, {cfg.image_size}, {cfg.image_size}), got {tuple(x.shape)}")
     B, D = x.shape[0], cfg.dim
@@ -192,8 +194,15 @@ def vit_features(p: dict[str, Tensor], cfg: ViTConfig, x: Tensor, prefix: str = 
     h = p[prefix + "cls"].cast(dtype).expand(B, 1, D).cat(h, dim=1) + p[prefix + "pos"].cast(dtype)
     if cfg.pre_norm:
         h = layer_norm(h, p[prefix + "ln_pre.w"], p[prefix + "ln_pre.b"], cfg.eps)
-    for i in range(cfg.depth):
-        h = block(p, f"{prefix}blocks.{i}.", h, cfg.heads, cfg.act, cfg.eps)
+    states = [h]
+    for i in range(cfg.depth if depth is None else depth):
+        states.append(block(p, f"{prefix}blocks.{i}.", states[-1], cfg.heads, cfg.act, cfg.eps))
+    return states
+
+
+def vit_features(p: dict[str, Tensor], cfg: ViTConfig, x: Tensor, prefix: str = "", dtype=dtypes.float32) -> Tensor:
+    """Pooled image features (B, dim) after the final LayerNorm."""
+    h = vit_hidden_states(p, cfg, x, prefix, dtype)[-1]
     h = layer_norm(h, p[prefix + "norm.w"], p[prefix + "norm.b"], cfg.eps)
     return h[:, 0] if cfg.pool == "cls" else h[:, 1:].mean(1)
 

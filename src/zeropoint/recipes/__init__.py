@@ -13,12 +13,13 @@ from pathlib import Path
 from ..config import apply_overrides, read_yaml, short_repr, validate
 from ..engine.parallel import per_device_plan
 from ..errors import ConfigError
-from . import clip_contrastive, llm_finetune, vit_classify
+from . import clip_contrastive, llm_finetune, vit_classify, vlm_finetune
 
 RECIPES = {
     "llm_finetune": (llm_finetune.LLMFinetuneConfig, llm_finetune.run),
     "vit_classify": (vit_classify.ViTClassifyConfig, vit_classify.run),
     "clip_contrastive": (clip_contrastive.CLIPContrastiveConfig, clip_contrastive.run),
+    "vlm_finetune": (vlm_finetune.VLMFinetuneConfig, vlm_finetune.run),
 }
 
 # `zpctl model info`: parameters, memory plan (and FLOPs for the vision recipes) from a config, no weights loaded
@@ -26,6 +27,7 @@ MODEL_INFO = {
     "llm_finetune": llm_finetune.model_info,
     "vit_classify": vit_classify.model_info,
     "clip_contrastive": clip_contrastive.model_info,
+    "vlm_finetune": vlm_finetune.model_info,
 }
 # recipes that train with train.devices > 1 (clip_contrastive's loss compares across the whole batch: not yet)
 DATA_PARALLEL = ("llm_finetune", "vit_classify")
