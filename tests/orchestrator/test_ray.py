@@ -160,3 +160,14 @@ metric_list: [{{metric: word_perplexity}}, {{metric: byte_perplexity}}, {{metric
     assert len({w["pid"] for w in workers}) == 2 and os.getpid() not in {w["pid"] for w in workers}
     assert all(w["batches"] > 0 for w in workers) and sum(w["batches"] for w in workers) == one["scoring_stats"]["batches"]
     assert "fanout" not in one
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(workers=0), "at least 1"),
+    (dict(workers=2, address="http://127.0.0.1:8265"), "GCS address"),
+    (dict(workers=2, tasks=["fashion_mnist"]), "not split over Ray"),
+])
+def test_ray_eval_refuses_bad_settings_before_touching_ray(kw, msg):
+    from zeropoint.orchestrator.ray_eval import RayEvalError, run_eval_on_ray
+    with pytest.raises(RayEvalError, match=msg):
+        run_eval_on_ray("tiny", kw.pop("tasks", ["mmlu_dev"]), **kw)
