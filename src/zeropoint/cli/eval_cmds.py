@@ -26,6 +26,8 @@ def eval_cmd(
     num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", help="Override the task's num_fewshot."),
     bootstrap_iters: int = typer.Option(100000, "--bootstrap-iters", help="Bootstrap draws for stderrs lm-eval bootstraps (0 = none)."),
     save_baseline: Optional[str] = typer.Option(None, "--save-baseline", help="Also pin these results as baseline NAME for `drift check`."),
+    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help="Split the scoring over N Ray workers (1 CPU each); same figures as one process."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster (GCS host:port or auto) for --ray-workers; default $RAY_ADDRESS, else a new local Ray."),
     allow_simulated: bool = AllowSimOpt,
     json_out: bool = JsonOpt,
 ):
@@ -35,13 +37,20 @@ def eval_cmd(
     from ..evals.harness import run_eval
     from ..evals.harness import save_baseline as _save
     lim = None if limit is None else (int(limit) if limit >= 1 else limit)
+    if ray_address and ray_workers is None:
+        raise typer.BadParameter("--ray-address needs --ray-workers N")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=json_out, transient=True) as prog:
         def factory(name, total):
             tid = prog.add_task(f"scoring {name}", total=total)
             return lambda n: prog.advance(tid, n)
-        res = run_eval(model, task, limit=lim, batch_size=batch_size, max_length=max_length, num_fewshot=num_fewshot,
-                       bootstrap_iters=bootstrap_iters, allow_simulated=allow_simulated, progress_factory=factory)
+        kw = dict(limit=lim, batch_size=batch_size, max_length=max_length, num_fewshot=num_fewshot,
+                  bootstrap_iters=bootstrap_iters, allow_simulated=allow_simulated, progress_factory=factory)
+        if ray_workers is None:
+            res = run_eval(model, task, **kw)
+        else:
+            from ..orchestrator.ray_eval import run_eval_on_ray
+            res = run_eval_on_ray(model, task, workers=ray_workers, address=ray_address, **kw)
     if save_baseline:
         res["baseline_saved"] = str(_save(res["eval_id"], save_baseline))
     if json_out:
@@ -65,6 +74,8 @@ def eval_cmd(
             for g, c in bd["groups"].items():
                 bt.add_row(str(g), _fmt(c["value"]), f"[{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}]", str(c.get("n")))
             console.print(bt)
+    if res.get("fanout"):
+        console.print(f"scored by {len(res['fanout']['workers'])} Ray workers at {res['fanout']['address'] or 'a local Ray'}")
     console.print(f"eval [bold]{res['eval_id']}[/] on {res['device']} in {res['wall_s']:.1f}s; "
                   f"model sha256 {str(res['model'].get('sha256'))[:16]}")
     if res.get("baseline_saved"):

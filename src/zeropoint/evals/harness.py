@@ -131,8 +131,8 @@ def run_task(scorer: LMScorer, task: Task, limit=None, bootstrap_iters: int = M.
         until = gk.get("until", [task.fewshot_delimiter])
         until = [until] if isinstance(until, str) else list(until)
         kws = {m["metric"]: m["kwargs"] for m in task.metrics}
-        for i, (ctx, doc) in enumerate(zip(ctxs, docs)):
-            out = scorer.generate_until(ctx, until, int(gk.get("max_gen_toks", 256)))
+        gens = scorer.generate_many([(ctx, until, int(gk.get("max_gen_toks", 256))) for ctx in ctxs], progress)
+        for i, (ctx, doc, out) in enumerate(zip(ctxs, docs, gens)):
             gold = task.target(doc)
             if task.doc_to_choice is not None:
                 gold = task.choices(doc)[gold]
@@ -145,8 +145,6 @@ def run_task(scorer: LMScorer, task: Task, limit=None, bootstrap_iters: int = M.
             for k, v in vals.items():
                 per_metric[k].append(v)
             samples.append({"doc_id": i, "context": ctx, "target": gold, "generation": out, **vals})
-            if progress:
-                progress(1)
     short = [k for k, v in per_metric.items() if len(v) != len(docs)]
     if short:
         raise EvalError(f"task {task.name}: metric(s) {short} do not apply to its documents (pct_stereotype and "
@@ -244,6 +242,8 @@ def run_eval(model_ref: str, task_refs: list[str], *, limit=None, batch_size: in
             results["scoring_stats"] = dict(scorer.stats)
             # cold or warm: whether the scoring forwards were loaded from $ZP_CACHE (engine/jitcache.py)
             results["warm_start"] = jitcache.summary()
+            if (fan := scorer.fanout()) is not None:   # scored by Ray workers (orchestrator/ray_eval.py)
+                results["fanout"] = fan
         for vt in vis_tasks:
             t1 = time.time()
             metrics, samples, info = run_vision_task(vt, model_ref, limit)

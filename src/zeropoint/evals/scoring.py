@@ -222,25 +222,35 @@ class LMScorer:
         order = sorted(inputs, key=lambda k: (-len(k[0]), k))
         self.stats["requests"] += len(requests)
         self.stats["unique_inputs"] += len(order)
+        chunks = [order[b:b + self.batch_size] for b in range(0, len(order), self.batch_size)]
+        finals = [[sorted({seqs[i][0][-1] for i in inputs[inp]}) for inp in chunk] for chunk in chunks]
+        batches = [([list(inp[0]) for inp in chunk], max(seqs[i][1] for inp in chunk for i in inputs[inp]), fin)
+                   for chunk, fin in zip(chunks, finals)]
+        counts = [sum(len(inputs[inp]) for inp in chunk) for chunk in chunks]
         out: list = [None] * len(requests)
-        for b in range(0, len(order), self.batch_size):
-            chunk = order[b:b + self.batch_size]
-            finals = [sorted({seqs[i][0][-1] for i in inputs[inp]}) for inp in chunk]
-            W = max(seqs[i][1] for inp in chunk for i in inputs[inp])
-            tok_lp, am, cand_lp, W = self._forward_batch([list(inp[0]) for inp in chunk], W, finals)
+        for chunk, fin, (tok_lp, am, cand_lp, W) in zip(chunks, finals, self.forward_batches(batches, counts, progress)):
             for r, inp in enumerate(chunk):
                 n = len(inp[0])
                 for i in inputs[inp]:
                     seq, c = seqs[i]
                     # positions n-c .. n-1 predict the continuation; they are columns W-c .. W-1
                     ll = float(sum(float(v) for v in tok_lp[r, W - c:W - 1]))
-                    ll += float(cand_lp[r, finals[r].index(seq[-1])])
+                    ll += float(cand_lp[r, fin[r].index(seq[-1])])
                     greedy = bool(np.all(am[r, W - c:W - 1] == np.array(seq[n - c + 1:n], dtype=np.int32))) \
                         and int(am[r, W - 1]) == seq[-1]
                     out[i] = (ll, greedy)
-            if progress:
-                progress(sum(len(inputs[inp]) for inp in chunk))
         return out
+
+    def forward_batches(self, batches: list[tuple[list[list[int]], int, list[list[int]]]], counts: list[int],
+                        progress=None):
+        """Each planned batch's outputs, in plan order. The plan (which inputs share a batch, at which padded
+        shape) is made once by `_score`; a fan-out scorer runs the same batches elsewhere
+        (orchestrator/ray_eval.py), so every request gets the bits it gets here."""
+        for (rows, W, fin), n in zip(batches, counts):
+            res = self._forward_batch(rows, W, fin)
+            if progress:
+                progress(n)
+            yield res
 
     def loglikelihood(self, pairs: list[tuple[str, str]], progress=None) -> list[tuple[float, bool]]:
         reqs = [encode_request(self.tok, self.prefix_id, c, x) for c, x in pairs]
@@ -248,6 +258,19 @@ class LMScorer:
 
     def rolling_requests(self, text: str) -> list[tuple[list[int], list[int]]]:
         return rolling_windows(self.tok.encode(text, add_bos=False), self.prefix_id, self.max_length, 1)
+
+    def generate_many(self, requests: list[tuple[str, list[str], int]], progress=None) -> list[str]:
+        """`generate_until` for each (context, until, max_gen_toks), in order."""
+        out = []
+        for ctx, until, max_gen_toks in requests:
+            out.append(self.generate_until(ctx, until, max_gen_toks))
+            if progress:
+                progress(1)
+        return out
+
+    def fanout(self) -> dict | None:
+        """Where the scoring ran, when not in this process (results.json `fanout`)."""
+        return None
 
     def generate_until(self, context: str, until: list[str], max_gen_toks: int = 256) -> str:
         """Greedy decoding, cut at the first stop sequence or EOS, as lm-eval's HF backend does. Our Llama goes
