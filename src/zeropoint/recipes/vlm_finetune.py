@@ -325,6 +325,9 @@ def run(cfg: VLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
                "feature_layer": tower.feature_layer, "trainable_vision": cfg.vision.trainable,
                "lora": asdict(lora_spec(cfg)) if cfg.stage == 2 else None}
         trainer = Trainer(params, loss_fn, t.engine_config(total_steps=t.steps), frozen=frozen, cache_key=key)
+        if trainer.place.devices:   # image features and the spliced prompt are not split across devices yet
+            raise ConfigError("vlm_finetune does not support train.devices > 1 yet; set train.devices: 1 "
+                              "(data parallel runs the llm_finetune and vit_classify recipes)")
 
         def get_batches(step: int) -> list:
             out = []
