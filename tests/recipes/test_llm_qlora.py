@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tinygrad.helpers import Context
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # helpers beside this file, whatever the import mode
@@ -69,7 +70,10 @@ def test_qlora_run_learns_resumes_exactly_and_merges(zp_home, tmp_path):
     sets = ["train.eval_every=0", "train.steps=4", "train.ckpt_every=2", "train.keep_ckpts=3", "train.precision=bf16",
             "lora.base_quant=nf4", "train.activation_checkpointing=layers"]
     cfg, _ = load_config("configs/llm/tiny_lora.yaml", sets)
-    out = run(cfg, progress=False)
+    # NOOPT=1 (no upcast/unroll inside a kernel; part of the compile-cache key): kernel building is most of this
+    # test's cost, and what it checks (loss falls, base frozen, exact resume, merge) does not depend on the tiling
+    with Context(NOOPT=1):
+        out = run(cfg, progress=False)
     assert out["last_loss"] < out["first_loss"] and out["final_eval"]["val_loss"] < out["base_eval"]["val_loss"]
     assert out["base_weights_unchanged"] is True
     run_dir = Path(out["run_dir"])
@@ -81,7 +85,8 @@ def test_qlora_run_learns_resumes_exactly_and_merges(zp_home, tmp_path):
         return [(int(x["step"]), x["loss"]) for x in csv.DictReader(open(run_dir / "loss_curve.csv"))]
     before = curve()
     shutil.rmtree(run_dir / "checkpoints" / "step-00000004")
-    again = run(cfg, run_id=out["run_id"], resume=True, progress=False)
+    with Context(NOOPT=1):
+        again = run(cfg, run_id=out["run_id"], resume=True, progress=False)
     assert again["start_step"] == 2
     assert curve() == before and [s for s, _ in before] == [1, 2, 3, 4]
 
