@@ -134,7 +134,7 @@ def llama_graph(cfg, weights: dict[str, np.ndarray], seq_len: int | None = None,
     """Prefill graph: input_ids int64 (B, T) -> logits fp32 (B, T, V), positions 0..T-1, causal attention.
 
     `weights` are HF-named fp32 arrays (LoRA already merged). seq_len/batch None = dynamic axis."""
-    H, KV, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    hd = cfg.head_dim
     max_len = cfg.max_seq_len if seq_len is None else seq_len
     g = Graph()
     W = lambda k: np.asarray(weights[k], np.float32)  # noqa: E731
@@ -148,6 +148,15 @@ def llama_graph(cfg, weights: dict[str, np.ndarray], seq_len: int | None = None,
     sin = g.op("Slice", g.init("rope.sin", sin_np), zero, T, ax0)
     pos = g.op("Slice", g.init("rope.positions", np.arange(max_len, dtype=np.int64)), zero, T, ax0)
     mask = g.causal_mask(pos)
+    _decoder(g, cfg, W, emb, x, cos, sin, mask)
+    return g
+
+
+def _decoder(g: Graph, cfg, W, emb: str, x: str, cos: str, sin: str, mask: str, kv_cache: bool = False) -> None:
+    """The decoder layers, the final norm and the `logits` output, shared by the prefill and the KV-cache graphs.
+    With `kv_cache` each layer's keys and values are appended to `past_key_values.<i>.*` (outputs `present.<i>.*`)
+    before attention."""
+    H, KV, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     half = g.const([hd // 2, hd // 2])
 
     def rope(t: str) -> str:                       # HF rotate_half: (-x2, x1)
@@ -170,6 +179,11 @@ def llama_graph(cfg, weights: dict[str, np.ndarray], seq_len: int | None = None,
         q = rope(heads(g.linear(h, p + "self_attn.q_proj.weight", W(p + "self_attn.q_proj.weight")), H))
         k = rope(heads(g.linear(h, p + "self_attn.k_proj.weight", W(p + "self_attn.k_proj.weight")), KV))
         v = heads(g.linear(h, p + "self_attn.v_proj.weight", W(p + "self_attn.v_proj.weight")), KV)
+        if kv_cache:                               # attention over the cache and the new positions
+            k_all, v_all = f"present.{i}.key", f"present.{i}.value"
+            g.nodes.append(_node("Concat", [f"past_key_values.{i}.key", k], [k_all], axis=2))
+            g.nodes.append(_node("Concat", [f"past_key_values.{i}.value", v], [v_all], axis=2))
+            k, v = k_all, v_all
         a = g.attention(q, repeat_kv(k), repeat_kv(v), hd, mask)
         a = g.op("Reshape", g.op("Transpose", a, perm=[0, 2, 1, 3]), g.const([0, 0, H * hd]))
         x = g.op("Add", x, g.linear(a, p + "self_attn.o_proj.weight", W(p + "self_attn.o_proj.weight")))
@@ -183,7 +197,6 @@ def llama_graph(cfg, weights: dict[str, np.ndarray], seq_len: int | None = None,
         g.nodes.append(_node("MatMul", [x, g.op("Transpose", emb, perm=[1, 0])], ["logits"]))
     else:
         g.nodes.append(_node("MatMul", [x, g.init("lm_head.weight.T", W("lm_head.weight").T)], ["logits"]))
-    return g
 
 
 def _node(op, inputs, outputs, **attrs):
@@ -224,7 +237,7 @@ def llama_kv_graph(cfg, weights: dict[str, np.ndarray]) -> Graph:
     past_key_values.<i>.key/value (B, KV heads, past, head_dim) in; logits (B, T, V) and present.<i>.key/value
     (B, KV heads, past + T, head_dim) out. The first call passes an empty past (length 0): then it is the
     prefill graph. Query t sees keys 0..past+t that the attention mask keeps (keys by cache index, as HF)."""
-    H, KV, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    hd = cfg.head_dim
     g = Graph()
     W = lambda k: np.asarray(weights[k], np.float32)  # noqa: E731
     emb = g.init("model.embed_tokens.weight", W("model.embed_tokens.weight"))
@@ -243,44 +256,7 @@ def llama_kv_graph(cfg, weights: dict[str, np.ndarray]) -> Graph:
     keep = g.op("And", g.op("Unsqueeze", causal, g.const([0, 1])),               # (B, 1, T, past+T)
                 g.op("Unsqueeze", g.op("Cast", "attention_mask", to=TensorProto.BOOL), g.const([1, 2])))
     mask = g.op("Where", keep, g.const(0.0, np.float32), g.const(MASK_MIN, np.float32))
-    half = g.const([hd // 2, hd // 2])
-
-    def rope(t: str) -> str:
-        x1, x2 = g.op("Split", t, half, axis=-1, outs=2)
-        rot = g.op("Concat", g.op("Neg", x2), x1, axis=-1)
-        return g.op("Add", g.op("Mul", t, cos), g.op("Mul", rot, sin))
-
-    def heads(t: str, n: int) -> str:
-        return g.op("Transpose", g.op("Reshape", t, g.const([0, 0, n, hd])), perm=[0, 2, 1, 3])
-
-    def repeat_kv(t: str) -> str:
-        if H == KV:
-            return t
-        t = g.op("Expand", g.op("Unsqueeze", t, g.const([2])), g.const([1, 1, H // KV, 1, 1]))
-        return g.op("Reshape", t, g.const([0, H, -1, hd]))
-
-    for i in range(cfg.n_layers):
-        p = f"model.layers.{i}."
-        h = g.rms_norm(x, p + "input_layernorm.weight", W(p + "input_layernorm.weight"), cfg.norm_eps)
-        q = rope(heads(g.linear(h, p + "self_attn.q_proj.weight", W(p + "self_attn.q_proj.weight")), H))
-        k = rope(heads(g.linear(h, p + "self_attn.k_proj.weight", W(p + "self_attn.k_proj.weight")), KV))
-        v = heads(g.linear(h, p + "self_attn.v_proj.weight", W(p + "self_attn.v_proj.weight")), KV)
-        k_all, v_all = f"present.{i}.key", f"present.{i}.value"
-        g.nodes.append(_node("Concat", [f"past_key_values.{i}.key", k], [k_all], axis=2))
-        g.nodes.append(_node("Concat", [f"past_key_values.{i}.value", v], [v_all], axis=2))
-        a = g.attention(q, repeat_kv(k_all), repeat_kv(v_all), hd, mask)
-        a = g.op("Reshape", g.op("Transpose", a, perm=[0, 2, 1, 3]), g.const([0, 0, H * hd]))
-        x = g.op("Add", x, g.linear(a, p + "self_attn.o_proj.weight", W(p + "self_attn.o_proj.weight")))
-        h = g.rms_norm(x, p + "post_attention_layernorm.weight", W(p + "post_attention_layernorm.weight"), cfg.norm_eps)
-        gate = g.linear(h, p + "mlp.gate_proj.weight", W(p + "mlp.gate_proj.weight"))
-        up = g.linear(h, p + "mlp.up_proj.weight", W(p + "mlp.up_proj.weight"))
-        act = g.op("Mul", g.op("Mul", gate, g.op("Sigmoid", gate)), up)
-        x = g.op("Add", x, g.linear(act, p + "mlp.down_proj.weight", W(p + "mlp.down_proj.weight")))
-    x = g.rms_norm(x, "model.norm.weight", W("model.norm.weight"), cfg.norm_eps)
-    if cfg.tie_embeddings:
-        g.nodes.append(_node("MatMul", [x, g.op("Transpose", emb, perm=[1, 0])], ["logits"]))
-    else:
-        g.nodes.append(_node("MatMul", [x, g.init("lm_head.weight.T", W("lm_head.weight").T)], ["logits"]))
+    _decoder(g, cfg, W, emb, x, cos, sin, mask, kv_cache=True)
     return g
 
 

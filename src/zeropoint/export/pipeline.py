@@ -182,10 +182,7 @@ def export_llama(model, cfg, tok, source: dict, fmt: str = "onnx", out: str | Pa
             out = P.llama_logits(from_weights(c2, w2), tokens)
             rep = P.report(fmt, {"zeropoint-hf-loader": {**P.compare(ref, out, tokens), "run_s": round(time.perf_counter() - t1, 3)}},
                            inputs)
-        files = [p for p in d.iterdir() if p.name != M.MANIFEST]
-        rec.update(parity=rep, files=M.file_entries(d, files), artifact=str(artifact.relative_to(d)),
-                   status="succeeded" if rep["passed"] else "failed",
-                   error=None if rep["passed"] else "parity gate failed: " + "; ".join(rep["failures"]))
+        _record_parity(rec, d, rep, str(artifact.relative_to(d)))
     except BaseException as e:
         rec.update(status="failed", error=f"{type(e).__name__}: {e}")
         raise
@@ -279,10 +276,7 @@ def export_peft(checkpoint: str | Path, out: str | Path | None = None, n_seq: in
         rep = P.report("peft", runtimes, inputs)
         if skipped:
             rep["skipped_runtimes"] = skipped
-        files = [p for p in d.iterdir() if p.name != M.MANIFEST]
-        rec.update(parity=rep, files=M.file_entries(d, files), artifact=".",
-                   status="succeeded" if rep["passed"] else "failed",
-                   error=None if rep["passed"] else "parity gate failed: " + "; ".join(rep["failures"]))
+        _record_parity(rec, d, rep, ".")
     except BaseException as e:
         rec.update(status="failed", error=f"{type(e).__name__}: {e}")
         raise
@@ -292,6 +286,14 @@ def export_peft(checkpoint: str | Path, out: str | Path | None = None, n_seq: in
         M.write_manifest(d, rec)
     rec["dir"] = str(d)
     return rec
+
+
+def _record_parity(rec: dict, d: Path, rep: dict, artifact: str) -> None:
+    """The export record after its parity gate: the report, every file of the export dir, and the outcome."""
+    files = [p for p in d.iterdir() if p.name != M.MANIFEST]
+    rec.update(parity=rep, files=M.file_entries(d, files), artifact=artifact,
+               status="succeeded" if rep["passed"] else "failed",
+               error=None if rep["passed"] else "parity gate failed: " + "; ".join(rep["failures"]))
 
 
 def _gguf_report(artifact: Path, fmt: str, tokens: np.ndarray, inputs: dict, ref: np.ndarray, cfg, step,
