@@ -186,36 +186,50 @@ RING_THRESHOLD = 256_000   # tinygrad 0.14 (schedule/allreduce.py): ring all-red
 
 
 def per_device_plan(memory: dict, devices: int, *, micro_batch_size: int, shard_optimizer: bool = False,
-                    device_gb: Sequence[float] = (80.0, 141.0)) -> dict:
+                    optimizer_step_detail: dict | None = None, device_gb: Sequence[float] = (80.0, 141.0)) -> dict:
     """One device's share of a one-device memory plan (`memory`: weights/grads/optimizer/activations bytes, as
     `models.llm.llm_memory_plan` gives): weights and gradient buffers are replicated, the optimizer state is
-    divided under ZeRO-1, activations follow the split batch, and the gradient all-reduce needs staging: with
-    tinygrad's naive all-reduce (2 devices, or small tensors) each device holds its partial gradient and one copy
-    from every peer; the ring all-reduce holds the partial plus two chunks in flight. `fits` compares the total
-    with devices of `device_gb` GB (10^9 bytes). A micro-batch that does not split evenly is planned at its
-    largest slice, with a `warning` (training refuses it)."""
+    divided under ZeRO-1, activations follow the split batch. `fits` compares the total with devices of
+    `device_gb` GB (10^9 bytes). A micro-batch that does not split evenly is planned at its largest slice, with a
+    `warning` (training refuses it).
+
+    With the plan's `optimizer_step_detail` (`models.memory.adamw_step_bytes`), as measured on tinygrad 0.14's
+    captured steps (docs/scale-out.md): the gradient all-reduce runs one tensor at a time inside the backward, so
+    it stages about one gradient tensor at once, the largest: its partial sum plus what arrives from the peers
+    (naive all-reduce, 2 devices or small tensors: one copy from every peer; ring, 3+ devices: two chunks).
+    Under ZeRO-1 the optimizer step holds the new moments of its slices or, written back last, the gathered new
+    weights (whichever is larger), the zero-padded slices the all-gather sends (4 B a parameter), the zeroed
+    gradients, and one tensor's all-gather in flight. Without the detail (plans that carry none) the staging is
+    counted for every gradient at once, an upper bound."""
     n = int(devices)
     if n < 1:
         raise ZeropointError(f"--devices must be >= 1 (got {devices})")
     g = memory["grads_bytes"]
-    if n == 1:
-        staging = 0
-    elif n == 2 or g // 4 <= RING_THRESHOLD:
-        staging = n * g
-    else:
-        staging = g + 2 * g // n
+    zero = bool(shard_optimizer and n > 1)
+    largest = optimizer_step_detail["new_weight_bytes"] if optimizer_step_detail else g   # one tensor, or all
+    ring = n > 2 and largest // 4 > RING_THRESHOLD
+    arriving = 0 if n == 1 else 2 * largest // n if ring else (n - 1) * largest   # from the peers, in flight
+    staging = 0 if n == 1 else largest + arriving
     mem = {"weights_bytes": memory["weights_bytes"], "grads_bytes": g,
-           "optimizer_bytes": memory["optimizer_bytes"] // n if shard_optimizer else memory["optimizer_bytes"],
-           "activations_bytes": memory["activations_bytes"] * -(-micro_batch_size // n) // micro_batch_size,
-           **({"other_bytes": memory["other_bytes"]} if "other_bytes" in memory else {}),   # replicated
-           "allreduce_staging_bytes": staging}
+           "optimizer_bytes": memory["optimizer_bytes"] // n if zero else memory["optimizer_bytes"],
+           "activations_bytes": memory["activations_bytes"] * -(-micro_batch_size // n) // micro_batch_size}
+    if "optimizer_step_bytes" in memory:
+        step = memory["optimizer_step_bytes"]
+        if zero and optimizer_step_detail:
+            d = optimizer_step_detail
+            step = max(d["new_moments_bytes"] // n, g) + g + d["zeroed_grads_bytes"] + arriving
+        mem["optimizer_step_bytes"] = step
+    if "other_bytes" in memory:
+        mem["other_bytes"] = memory["other_bytes"]   # replicated
+    mem["allreduce_staging_bytes"] = staging
     mem["total_bytes"] = sum(mem.values())
-    out = {"devices": n, "shard_optimizer": bool(shard_optimizer and n > 1), "memory": mem,
+    out = {"devices": n, "shard_optimizer": zero, "memory": mem,
             "memory_gib": {k.replace("_bytes", ""): round(v / 2 ** 30, 3) for k, v in mem.items()},
             "fits": [{"device_gb": gb, "fits": mem["total_bytes"] <= gb * 1e9,
                       "headroom_gb": round((gb * 1e9 - mem["total_bytes"]) / 1e9, 2)} for gb in device_gb],
             "note": "per device: weights and gradient buffers replicated, optimizer divided under ZeRO-1, "
-                    "activations split with the batch, plus all-reduce staging; an estimate from shapes"}
+                    "activations split with the batch, the optimizer step's buffers, plus all-reduce staging; "
+                    "an estimate from shapes"}
     if micro_batch_size % n:
         out["warning"] = (f"train.micro_batch_size {micro_batch_size} does not split over {n} devices; training "
                           f"needs a multiple of {n} (raise micro_batch_size and lower grad_accum to keep the "

@@ -41,7 +41,7 @@ from .llama import (
     state_dict,
 )
 from .lora import LoRASpec, apply_lora, count_lora_params, freeze_base, load_adapters, lora_modules, merge_lora
-from .memory import PRECISION_BYTES, training_memory
+from .memory import PRECISION_BYTES, adamw_step_bytes, training_memory
 from .registry import load_model, load_tokenizer, parse_dtype
 
 CHECKPOINTING = ("none", "layers", "every_k")
@@ -253,7 +253,9 @@ def llm_memory_plan(spec: LLMSpec, *, method: str, lora: LoRASpec, precision: st
     fp32 masters plus, for fp16/bf16, the compute-dtype copy the matmuls read.
     grads: fp32 accumulation buffers of the trainable parameters. optimizer: AdamW m and v, fp32.
     activations: what the backward pass keeps for one micro-batch (`activation_bytes`); with activation
-    checkpointing, the saved segment inputs plus one recomputed segment. other: RoPE tables and the batch."""
+    checkpointing, the saved segment inputs plus one recomputed segment. optimizer_step: the jitted AdamW step's
+    own buffers (`memory.adamw_step_bytes`: new moments, zeroed gradients, one new weight), held beside the
+    micro-step's activations. other: RoPE tables and the batch."""
     mc = arch_config(spec)
     n = param_count(mc)
     n_lora = count_lora_params(mc, lora) if method == "lora" else 0
@@ -273,8 +275,9 @@ def llm_memory_plan(spec: LLMSpec, *, method: str, lora: LoRASpec, precision: st
     act, act_detail = activation_bytes(mc, precision=precision, micro_batch_size=B, seq_len=T,
                                        checkpointing=activation_checkpointing, k=activation_checkpointing_k)
     other = 2 * 4 * mc.max_seq_len * mc.head_dim + 2 * 2 * 4 * B * T     # cos/sin tables; x, y and their JIT copies
+    step = adamw_step_bytes(trainable=trainable, largest=largest_trainable_tensor(mc, method, lora))
     plan = training_memory(master_params=masters, cast_params=cast, trainable=trainable, precision=precision,
-                           activations=act, frozen_bytes=frozen or 0, other=other)
+                           activations=act, frozen_bytes=frozen or 0, other=other, optimizer_step=step["bytes"])
     pub = PUBLISHED_PARAMS.get(spec.config)
     return {
         "config": spec.config, "method": method, "precision": precision,
@@ -290,10 +293,23 @@ def llm_memory_plan(spec: LLMSpec, *, method: str, lora: LoRASpec, precision: st
         "frozen_base_bytes": frozen,
         **plan,
         "activations_detail": act_detail,
+        "optimizer_step_detail": step["detail"],
         "lora": asdict(lora) if method == "lora" else None,
         "note": "plan from shapes; no weights loaded; checked against tinygrad's allocator high-water mark in "
                 "docs/memory.md",
     }
+
+
+def largest_trainable_tensor(mc: LlamaConfig, method: str, lora: LoRASpec) -> int:
+    """Elements of the largest trainable tensor: a whole weight (full finetuning: usually the embedding or the
+    LM head), or one LoRA factor (rank x the wider side of its projection)."""
+    if method != "lora":
+        return max(mc.vocab_size * mc.dim, *(o * i for o, i in projection_shapes(mc).values()))
+    shapes = projection_shapes(mc)
+    sides = [max(shapes[t]) for t in lora.expanded_targets() if t in shapes]
+    if "lm_head" in lora.targets:
+        sides.append(max(mc.dim, mc.vocab_size))
+    return lora.rank * max(sides, default=0)
 
 
 def activation_bytes(mc: LlamaConfig, *, precision: str, micro_batch_size: int, seq_len: int,

@@ -44,7 +44,8 @@ def model_info(cfg, devices: int | None = None, shard_optimizer: bool | None = N
         t = cfg.train
         info["per_device"] = per_device_plan(info["memory"], devices, micro_batch_size=t.micro_batch_size,
                                              shard_optimizer=t.shard_optimizer if shard_optimizer is None
-                                             else shard_optimizer)
+                                             else shard_optimizer,
+                                             optimizer_step_detail=info.get("optimizer_step_detail"))
     return info
 
 
