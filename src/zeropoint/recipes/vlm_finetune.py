@@ -54,6 +54,7 @@ from ..models.vlm import (
     VisionTower,
     batch_arrays,
     build_vlm_lm,
+    check_tower_heldout,
     encode_conversation,
     init_projector,
     open_vision_tower,
@@ -305,6 +306,7 @@ def run(cfg: VLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
     if train_imgs_set & set(held_imgs):
         raise ZeropointError(f"{data.source}: {len(train_imgs_set & set(held_imgs))} images are in both splits; the "
                              "held-out split must hold images never trained on")
+    tower_heldout = check_tower_heldout(tower, {Path(data.image_names[i]).name for i in held_imgs})
 
     with start_run(command, cfg, kind="vlm_finetune", seed=t.seed, datasets=records, scope=scope,
                    run_id=run_id, resume=resume) as run:
@@ -313,6 +315,7 @@ def run(cfg: VLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
                   train_images=len(train_imgs_set), heldout_images=len(held_imgs), image_tokens=n_img,
                   longest=max(r.n for r in enc_tr + enc_te), seq_len=cfg.data.seq_len)
         run.event("model", lm=cfg.model.config, weights=cfg.model.weights, stage=cfg.stage, vision=tower.info,
+                  tower_heldout=tower_heldout,
                   params_total=params_total, params_trainable=num_params(params), init_from=stage1)
 
         # 5. engine; batches: pure functions of (seed, micro-batch number)
@@ -405,7 +408,8 @@ def run(cfg: VLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
         summary = {**common.throughput_summary(hist, steps=t.steps, start=start, wall=wall, per_step=micro * accum,
                                                unit="samples"),
                    "stage": cfg.stage, "eval": ev, "checkpoint": str(final), "params_total": params_total,
-                   "params_trainable": num_params(params), "skipped_steps": trainer.skipped_steps}
+                   "params_trainable": num_params(params), "skipped_steps": trainer.skipped_steps,
+                   "tower_heldout": tower_heldout}
         run.update(summary=summary)
         return {"run_id": run.id, "run_dir": str(run.dir), **summary}
 
