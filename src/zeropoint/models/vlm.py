@@ -322,11 +322,14 @@ def open_vlm_checkpoint(path: str | Path) -> LoadedVLM:
                       "image_size": vcfg.image_size})
 
 
-def generate_from_image(vlm: LoadedVLM, image: str | Path, prompt: str, **kw) -> GenerationResult:
+def generate_from_image(vlm: LoadedVLM, image: str | Path, prompt: str, system: str | None = None,
+                        **kw) -> GenerationResult:
     """Answer `prompt` about the image file (decoded at the tower's size, normalised as in training), with the
     KV cache and streaming of `models.generate.generate` (`on_token`, `max_tokens`, `temperature`, ...). The
-    prompt is the user turn; `<image>` marks where the image goes (before the text when absent)."""
+    prompt is the user turn; `<image>` marks where the image goes (before the text when absent). `system`: a system
+    turn first (the one the training conversations had; None leaves the chat template's default)."""
     x = vlm.normalize(load_image(image, vlm.tower.cfg.image_size, vlm.tower.cfg.channels)[None])[0]
     content = prompt if IMAGE in prompt else f"{IMAGE}\n{prompt}"
-    ids, emb = vlm.prompt_embeds(x, [{"role": "user", "content": content}])
+    turns = ([{"role": "system", "content": system}] if system is not None else []) + [{"role": "user", "content": content}]
+    ids, emb = vlm.prompt_embeds(x, turns)
     return generate(vlm.lm.model, vlm.lm.tokenizer, ids, prompt_embeds=emb, **kw)
