@@ -10,7 +10,7 @@ from zeropoint.data.images import ImageDataError
 from zeropoint.data.vlm import emoji_vlm_rows, read_vlm_jsonl
 from zeropoint.hashing import sha256_file
 from zeropoint.models.registry import load_tokenizer
-from zeropoint.models.vlm import VLMError, batch_arrays, encode_conversation
+from zeropoint.models.vlm import VisionSpec, VLMError, batch_arrays, check_tower_heldout, encode_conversation, open_vision_tower
 
 TURNS = [{"role": "user", "content": "<image>\nWhich category?"}, {"role": "assistant", "content": "Flags"}]
 
@@ -59,3 +59,13 @@ def test_only_approved_images_are_read(tmp_path):
     assert d.images.shape == (1, 3, 16, 16) and d.rows[0]["split"] == "train"
     with pytest.raises(ImageDataError, match="not part of the approved dataset"):
         read_vlm_jsonl(files[1:], 16, read)
+
+
+def test_a_clip_tower_that_trained_on_heldout_images_is_refused():
+    tower = open_vision_tower(VisionSpec(config="vit-micro-8", overrides={"image_size": 16, "channels": 3}))
+    assert check_tower_heldout(tower, {"1f600.png"})["checked"] is False        # a random tower: nothing to check
+    tower.info = {"kind": "clip_checkpoint", "path": "/clip/step-1"}
+    tower.trained_heldout = frozenset({"1f600.png", "1f601.png"})
+    assert check_tower_heldout(tower, {"1f600.png"}) == {"checked": True, "heldout_images": 1, "seen_by_tower": 0}
+    with pytest.raises(VLMError, match="1f602.png"):
+        check_tower_heldout(tower, {"1f600.png", "1f602.png"})

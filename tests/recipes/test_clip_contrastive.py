@@ -3,9 +3,13 @@ retrieval / zero-shot evaluation and the model card."""
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from zeropoint.checkpoint import load_checkpoint
+from zeropoint.config import validate
+from zeropoint.data.vlm import emoji_vlm_rows
+from zeropoint.recipes.clip_contrastive import CLIPContrastiveConfig, split_pairs
 from zeropoint.recipes import load_config
 from zeropoint.data import assets
 from zeropoint.data import images as I
@@ -71,3 +75,24 @@ def test_emoji_determinism_exact_resume_and_card(monkeypatch, tmp_path):
 
     from tests.snapshots import assert_snapshot, evidence_keys
     assert_snapshot("evidence_keys_clip_contrastive.txt", evidence_keys(a["run_dir"]))
+
+
+def test_emoji_vlm_split_holds_out_exactly_the_vlm_heldout_emoji():
+    """`data.split: emoji_vlm` (no training): the tower's held-out emoji are the VLM dataset's, by file name."""
+    ej = assets.emoji_google_dir() / "emoji.json"
+    records = [{"files": [{"path": str(ej)}]}]
+    labels = np.array([r["label"] for r in I.emoji_records(ej)])
+    raw = {"data": {"datasets": ["emoji-google"], "split": "emoji_vlm", "test_fraction": 0.15,
+                    "split_per_category": 60}}
+    tr, te, names = split_pairs(validate(CLIPContrastiveConfig, raw, "t"), records, labels)
+    vlm_held = {r["image"].rsplit("/", 1)[-1] for r in emoji_vlm_rows(ej, per_category=60, tasks=("category",))
+                if r["split"] == "heldout"}
+    assert {names[i] for i in te} == vlm_held and len(vlm_held) == 81
+    assert len(tr) + len(te) == len(labels) and not set(tr) & set(te)
+    raw["data"]["split"] = "stratified"        # the default split draws another held-out set
+    _, te2, _ = split_pairs(validate(CLIPContrastiveConfig, raw | {"data": {**raw["data"], "split_per_category": None}},
+                                     "t"), records, labels)
+    assert {names[i] for i in te2} != vlm_held
+    with pytest.raises(Exception, match="needs data.format emoji"):
+        validate(CLIPContrastiveConfig, {"data": {"datasets": ["x"], "format": "caption_jsonl", "split": "emoji_vlm"}},
+                 "t")

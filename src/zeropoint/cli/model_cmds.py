@@ -38,6 +38,9 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option("float32", "--dtype", help="Compute dtype: float32 | float16 | bfloat16."),
         image: Path = typer.Option(None, "--image", help="An image to ask about (a vlm_finetune checkpoint): the "
                                                          "prompt is the user turn, <image> marks where it goes."),
+        system: str = typer.Option(None, "--system", help="With --image: a system turn before the prompt (the one "
+                                                          "the checkpoint was trained with; default: the chat "
+                                                          "template's own)."),
         allow_simulated: bool = AllowSimOpt,
         json_out: bool = JsonOpt,
     ):
@@ -52,8 +55,11 @@ def register(app: typer.Typer) -> None:
         if vision != (image is not None):
             raise ZeropointError(f"{model} is a vision-language checkpoint: pass --image PATH" if vision else
                                  "--image needs a vlm_finetune checkpoint; this model reads text only")
+        if system is not None and image is None:
+            raise ZeropointError("--system is for a vlm_finetune checkpoint with --image; for a text model put the "
+                                 "instructions in the prompt")
         cfg = {"model": model, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
-               "chat": chat or vision, "dtype": dtype, "image": str(image) if image else None}
+               "chat": chat or vision, "dtype": dtype, "image": str(image) if image else None, "system": system}
         with start_run("zpctl generate", cfg, kind="generate", seed=seed, scope=scope) as run:
             t0 = time.perf_counter()
             from ..models.llm import open_lm
@@ -84,7 +90,7 @@ def register(app: typer.Typer) -> None:
 
             kw = dict(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
                       on_token=None if json_out else stream)
-            res = generate_from_image(vlm, image, prompt, **kw) if vlm else generate_text(lm, tok, prompt, chat=chat, **kw)
+            res = generate_from_image(vlm, image, prompt, system=system, **kw) if vlm else generate_text(lm, tok, prompt, chat=chat, **kw)
             out = dict(res.to_dict(), model=model, prompt=prompt, image=str(image) if image else None,
                        load_s=round(load_s, 3), run_id=run.id, device=scope.device, simulated=scope.simulated)
             run.event("generation", **{k: v for k, v in out.items() if k != "ids"})

@@ -31,38 +31,58 @@ def name_answer(caption: str) -> str:
     return caption[:1].upper() + caption[1:] + "."
 
 
-def emoji_vlm_rows(emoji_json: Path | str, *, heldout_fraction: float = 0.15, seed: int = 0,
-                   per_category: int | None = None, tasks: tuple[str, ...] = ("name", "category")) -> list[dict]:
-    """Rows (image path absolute) for every base emoji: 'What is shown?' -> its name, 'Which category?' -> its
-    category. Per category, the emoji whose hash(seed, image) ranks in the lowest `heldout_fraction` are held out."""
-    recs = emoji_records(emoji_json)
+def _by_category(recs: list[dict], per_category: int | None) -> dict[str, list[dict]]:
     by_cat: dict[str, list[dict]] = {}
     for r in recs:
         by_cat.setdefault(r["label"], []).append(r)
-    rows = []
-    for cat in sorted(by_cat):
-        group = by_cat[cat][:per_category] if per_category else by_cat[cat]
+    return {c: by_cat[c][:per_category] if per_category else by_cat[c] for c in sorted(by_cat)}
+
+
+def heldout_emoji(recs: list[dict], *, heldout_fraction: float = 0.15, seed: int = 0,
+                  per_category: int | None = None) -> set[str]:
+    """The image file names (e.g. '1f600.png') the emoji VLM split holds out: per category (its first
+    `per_category` emoji), those whose sha256(seed:name) ranks in the lowest `heldout_fraction`. The CLIP recipe
+    uses the same rule (`data.split: emoji_vlm`), so a tower trained there never sees these images either."""
+    held: set[str] = set()
+    if not heldout_fraction:
+        return held
+    for group in _by_category(recs, per_category).values():
         rank = sorted(group, key=lambda r: hashlib.sha256(f"{seed}:{Path(r['image']).name}".encode()).hexdigest())
-        held = {r["image"] for r in rank[:max(1, round(heldout_fraction * len(group)))]} if heldout_fraction else set()
+        held |= {Path(r["image"]).name for r in rank[:max(1, round(heldout_fraction * len(group)))]}
+    return held
+
+
+def emoji_vlm_rows(emoji_json: Path | str, *, heldout_fraction: float = 0.15, seed: int = 0,
+                   per_category: int | None = None, tasks: tuple[str, ...] = ("name", "category"),
+                   system: str | None = None) -> list[dict]:
+    """Rows (image path absolute) for every base emoji: 'What is shown?' -> its name, 'Which category?' -> its
+    category. Per category, the emoji whose hash(seed, image) ranks in the lowest `heldout_fraction` are held out.
+    `system`: a system turn first (a short one keeps rows short where the chat template would insert a long
+    default, as SmolLM2's does)."""
+    recs = emoji_records(emoji_json)
+    held = heldout_emoji(recs, heldout_fraction=heldout_fraction, seed=seed, per_category=per_category)
+    rows = []
+    for cat, group in _by_category(recs, per_category).items():
         for r in group:
             answers = {"name": name_answer(r["caption"]), "category": cat}
             for task in tasks:
                 answer = answers[task]
                 rows.append({"image": r["image"], "label": cat, "task": task,
-                             "split": "heldout" if r["image"] in held else "train",
-                             "messages": [{"role": "user", "content": f"<image>\n{QUESTIONS[task]}"},
+                             "split": "heldout" if Path(r["image"]).name in held else "train",
+                             "messages": ([{"role": "system", "content": system}] if system is not None else []) +
+                                         [{"role": "user", "content": f"<image>\n{QUESTIONS[task]}"},
                                           {"role": "assistant", "content": answer}]})
     return rows
 
 
 def write_emoji_vlm_dataset(out_dir: Path | str, emoji_json: Path | str, *, heldout_fraction: float = 0.15,
                             seed: int = 0, per_category: int | None = None,
-                            tasks: tuple[str, ...] = ("name", "category")) -> dict:
+                            tasks: tuple[str, ...] = ("name", "category"), system: str | None = None) -> dict:
     """A dataset folder (img/*.png + conversations.jsonl) to register with `zpctl data add`. -> counts."""
     out = Path(out_dir)
     (out / "img").mkdir(parents=True, exist_ok=True)
     rows = emoji_vlm_rows(emoji_json, heldout_fraction=heldout_fraction, seed=seed, per_category=per_category,
-                          tasks=tasks)
+                          tasks=tasks, system=system)
     lines = []
     for r in rows:
         name = Path(r["image"]).name

@@ -69,6 +69,7 @@ class VisionTower:
     std: list[float] | None
     feature_layer: int = -1
     info: dict = field(default_factory=dict)
+    trained_heldout: frozenset[str] | None = None   # a CLIP checkpoint's held-out image names (never trained on)
 
     @property
     def n_tokens(self) -> int:
@@ -91,14 +92,33 @@ def open_vision_tower(spec: VisionSpec, seed: int = 0) -> VisionTower:
         ccfg = CLIPConfig.from_dict(json.loads(ck.extra["clip_config.json"]))
         arrays = {k: v for k, v in ck.weights.items() if k.startswith("visual.") and k != "visual_proj"}
         norm = ck.state.get("normalize") or {}
+        held = (ck.state.get("split") or {}).get("heldout_images")
         return VisionTower(ccfg.vision, to_tensors(arrays), norm.get("mean"), norm.get("std"), spec.feature_layer,
-                           {"kind": "clip_checkpoint", "path": str(Path(spec.checkpoint).resolve()), "step": ck.step})
+                           {"kind": "clip_checkpoint", "path": str(Path(spec.checkpoint).resolve()), "step": ck.step,
+                            "split": (ck.state.get("split") or {}).get("rule")},
+                           frozenset(held) if held is not None else None)
     try:
         cfg = vit_config(spec.config, **{"num_classes": 0, **spec.overrides})
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"vision.config {spec.config!r} / overrides {spec.overrides}: {e}") from None
     arrays = init_vit_arrays(cfg, seed, prefix="visual.")
     return VisionTower(cfg, to_tensors(arrays), None, None, spec.feature_layer, {"kind": "random", "config": spec.config})
+
+
+def check_tower_heldout(tower: VisionTower, heldout_images: set[str]) -> dict:
+    """A CLIP tower must not have trained on the VLM's held-out images (compared by file name): raise if it did;
+    -> what was checked (a random tower, or a checkpoint that lists no held-out images, cannot be checked)."""
+    if tower.info.get("kind") != "clip_checkpoint":
+        return {"checked": False, "reason": "the tower is not a trained checkpoint's"}
+    if tower.trained_heldout is None:
+        return {"checked": False, "reason": "the CLIP checkpoint lists no held-out images (caption_jsonl data or "
+                                            "an older run)"}
+    seen = sorted(heldout_images - tower.trained_heldout)
+    if seen:
+        raise VLMError(f"{len(seen)} of the {len(heldout_images)} held-out images (e.g. {seen[0]}) were in the "
+                       f"training split of the CLIP tower {tower.info['path']}; train the tower with data.split: "
+                       "emoji_vlm and this dataset's held-out fraction, seed and per_category")
+    return {"checked": True, "heldout_images": len(heldout_images), "seen_by_tower": 0}
 
 
 def init_projector(vision_dim: int, lm_dim: int, seed: int = 0) -> dict[str, Tensor]:
@@ -302,11 +322,14 @@ def open_vlm_checkpoint(path: str | Path) -> LoadedVLM:
                       "image_size": vcfg.image_size})
 
 
-def generate_from_image(vlm: LoadedVLM, image: str | Path, prompt: str, **kw) -> GenerationResult:
+def generate_from_image(vlm: LoadedVLM, image: str | Path, prompt: str, system: str | None = None,
+                        **kw) -> GenerationResult:
     """Answer `prompt` about the image file (decoded at the tower's size, normalised as in training), with the
     KV cache and streaming of `models.generate.generate` (`on_token`, `max_tokens`, `temperature`, ...). The
-    prompt is the user turn; `<image>` marks where the image goes (before the text when absent)."""
+    prompt is the user turn; `<image>` marks where the image goes (before the text when absent). `system`: a system
+    turn first (the one the training conversations had; None leaves the chat template's default)."""
     x = vlm.normalize(load_image(image, vlm.tower.cfg.image_size, vlm.tower.cfg.channels)[None])[0]
     content = prompt if IMAGE in prompt else f"{IMAGE}\n{prompt}"
-    ids, emb = vlm.prompt_embeds(x, [{"role": "user", "content": content}])
+    turns = ([{"role": "system", "content": system}] if system is not None else []) + [{"role": "user", "content": content}]
+    ids, emb = vlm.prompt_embeds(x, turns)
     return generate(vlm.lm.model, vlm.lm.tokenizer, ids, prompt_embeds=emb, **kw)

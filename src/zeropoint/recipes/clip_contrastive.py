@@ -26,6 +26,7 @@ from tinygrad import TinyJit
 
 from ..config import BatchSize, Epochs, NonNegative, PositiveCount, SplitFraction, StrictModel, rename_deprecated
 from ..data import images as I
+from ..data.vlm import heldout_emoji
 from ..engine import Trainer, compute_dtype, fit
 from ..errors import ConfigError, ZeropointError
 from ..evals import vision as V
@@ -57,6 +58,21 @@ class DataSection(ImageDataSection):
     format: Literal["emoji", "caption_jsonl"] = "emoji"
     test_fraction: SplitFraction = Field(0.12, description="held-out pairs for retrieval / zero-shot evaluation")
     max_pairs: PositiveCount | None = Field(None, description="use only N pairs, spread evenly over the data (tests)")
+    split: Literal["stratified", "emoji_vlm"] = Field(
+        "stratified", description="stratified: a random held-out set per label. emoji_vlm (format emoji only): "
+        "exactly the emoji the VLM dataset (data.vlm.write_emoji_vlm_dataset) holds out at heldout_fraction = "
+        "test_fraction and seed = train.seed, so a tower trained here never sees the VLM's held-out images")
+    split_per_category: PositiveCount | None = Field(None, description="emoji_vlm split: the per_category the VLM "
+                                                     "dataset was written with (its held-out emoji depend on it)")
+
+    @model_validator(mode="after")
+    def _split(self):
+        if self.split == "emoji_vlm" and (self.format != "emoji" or self.max_pairs):
+            raise ValueError("data.split emoji_vlm needs data.format emoji and no data.max_pairs (the held-out "
+                             "emoji are named by the VLM split rule over the whole package)")
+        if self.split_per_category and self.split != "emoji_vlm":
+            raise ValueError("data.split_per_category is for data.split: emoji_vlm")
+        return self
 
 
 class CLIPTrainSection(VisionTrainSection):
@@ -91,6 +107,20 @@ def load_pairs(cfg: CLIPContrastiveConfig, records: list[dict], image_size: int)
     if cfg.data.max_pairs and cfg.data.max_pairs < len(ds):
         ds = ds.subset(np.linspace(0, len(ds) - 1, cfg.data.max_pairs).round().astype(np.int64))
     return ds
+
+
+def split_pairs(cfg: CLIPContrastiveConfig, records: list[dict], labels: np.ndarray):
+    """(train, held-out) pair indices and, for the emoji package, each pair's image file name (the checkpoint
+    lists the held-out ones, so a VLM using this tower can check it never saw its own held-out images)."""
+    emoji = (I.emoji_records(I.find_file([f for r in records for f in r["files"]], "emoji.json"))
+             if cfg.data.format == "emoji" and not cfg.data.max_pairs else None)   # load_emoji_captions' order
+    names = [Path(r["image"]).name for r in emoji] if emoji else None
+    if cfg.data.split == "stratified":
+        return (*I.split_indices(len(labels), cfg.data.test_fraction, cfg.train.seed, labels), names)
+    held = heldout_emoji(emoji, heldout_fraction=cfg.data.test_fraction, seed=cfg.train.seed,
+                         per_category=cfg.data.split_per_category)
+    is_held = np.array([n in held for n in names])
+    return np.flatnonzero(~is_held), np.flatnonzero(is_held), names
 
 
 def model_config(cfg: CLIPContrastiveConfig, tok=None) -> C.CLIPConfig:
@@ -208,7 +238,7 @@ def run(cfg: CLIPContrastiveConfig, *, allow_simulated: bool = False, run_id: st
 
     # 2. data and held-out split
     pairs = load_pairs(cfg, records, image_size)
-    tr, te = I.split_indices(len(pairs), cfg.data.test_fraction, t.seed, pairs.labels)
+    tr, te, names = split_pairs(cfg, records, pairs.labels)
     train, test = pairs.subset(tr), pairs.subset(te)
     mean, std = I.channel_stats(train.images)
     xtr, xte = I.normalize(train.images, mean, std), I.normalize(test.images, mean, std)
@@ -223,7 +253,8 @@ def run(cfg: CLIPContrastiveConfig, *, allow_simulated: bool = False, run_id: st
 
     with start_run(command, cfg, kind="clip_contrastive", seed=t.seed, datasets=records, scope=scope,
                    run_id=run_id, resume=resume) as run:
-        run.event("data", pairs=len(pairs), train=len(xtr), test=len(xte), labels=pairs.classes, steps=steps,
+        run.event("data", pairs=len(pairs), train=len(xtr), test=len(xte), split=cfg.data.split, labels=pairs.classes,
+                  steps=steps,
                   vocab_size=tok.get_vocab_size(), image_size=image_size,
                   truncated_captions=int(sum(len(tok.encode(c.lower()).ids) > ctx - 2 for c in pairs.captions)))
 
@@ -254,7 +285,9 @@ def run(cfg: CLIPContrastiveConfig, *, allow_simulated: bool = False, run_id: st
             return common.save_training_state(
                 run, step, cfg, trainer, weights={k: p.numpy() for k, p in params.items()},
                 state={"data": {"seed": t.seed, "samples_seen": step * micro * accum},
-                       "normalize": {"mean": mean, "std": std}},
+                       "normalize": {"mean": mean, "std": std},
+                       "split": {"rule": cfg.data.split,
+                                 "heldout_images": [names[i] for i in te] if names else None}},
                 extra_files={"clip_config.json": common.json_bytes(mcfg.to_dict()),
                              "tokenizer.json": tok.to_str().encode(), **(extra or {})})
 

@@ -54,6 +54,7 @@ from ..models.vlm import (
     VisionTower,
     batch_arrays,
     build_vlm_lm,
+    check_tower_heldout,
     encode_conversation,
     init_projector,
     open_vision_tower,
@@ -305,6 +306,7 @@ def run(cfg: VLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
     if train_imgs_set & set(held_imgs):
         raise ZeropointError(f"{data.source}: {len(train_imgs_set & set(held_imgs))} images are in both splits; the "
                              "held-out split must hold images never trained on")
+    tower_heldout = check_tower_heldout(tower, {Path(data.image_names[i]).name for i in held_imgs})
 
     with start_run(command, cfg, kind="vlm_finetune", seed=t.seed, datasets=records, scope=scope,
                    run_id=run_id, resume=resume) as run:
@@ -313,6 +315,7 @@ def run(cfg: VLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
                   train_images=len(train_imgs_set), heldout_images=len(held_imgs), image_tokens=n_img,
                   longest=max(r.n for r in enc_tr + enc_te), seq_len=cfg.data.seq_len)
         run.event("model", lm=cfg.model.config, weights=cfg.model.weights, stage=cfg.stage, vision=tower.info,
+                  tower_heldout=tower_heldout,
                   params_total=params_total, params_trainable=num_params(params), init_from=stage1)
 
         # 5. engine; batches: pure functions of (seed, micro-batch number)
@@ -366,8 +369,13 @@ def run(cfg: VLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
             eb = min(cfg.eval.batch_size, len(enc_te))
             perm = np.arange(len(images))
             perm[held_imgs] = np.array(held_imgs)[derangement(len(held_imgs), t.seed)]
+            # the text-only baseline has no image tokens: its shuffled control is the same computation, not re-run
+            no_image = cfg.data.drop_images
             ev["loss_real"] = heldout_nll(nll, images, enc_te, img_te, n_img, eb, t.precision)
-            ev["loss_shuffled"] = heldout_nll(nll, images, enc_te, perm[img_te], n_img, eb, t.precision)
+            ev["loss_shuffled"] = ev["loss_real"] if no_image else heldout_nll(nll, images, enc_te, perm[img_te],
+                                                                                n_img, eb, t.precision)
+            if no_image:
+                ev["shuffled_control"] = "= real: data.drop_images leaves no image token to shuffle"
             ev["shuffle_gap_nats_per_token"] = ev["loss_shuffled"]["loss_per_token"] - ev["loss_real"]["loss_per_token"]
             cats = [i for i, r in enumerate(held_rows) if r["task"] == "category"]
             names = [i for i, r in enumerate(held_rows) if r["task"] == "name"]
@@ -381,7 +389,8 @@ def run(cfg: VLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
                                           ii, n_img, min(eb, len(rows_idx)), cfg.eval.max_new_tokens)
             if cats and cfg.eval.exact_match:
                 gold = [held_rows[i]["label"] for i in cats]
-                pred, pred_s = answers(cats, False), answers(cats, True)
+                pred = answers(cats, False)
+                pred_s = pred if no_image else answers(cats, True)
                 majority = max(set(labels_train), key=labels_train.count) if labels_train else None
                 ev.update(category_exact_match=exact_match(pred, gold, t.seed),
                           category_exact_match_shuffled=exact_match(pred_s, gold, t.seed),
@@ -390,7 +399,8 @@ def run(cfg: VLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
                           category_examples=[{"gold": g, "pred": p} for g, p in list(zip(gold, pred))[:8]])
             if names and cfg.eval.exact_match:
                 gold = [held_rows[i]["messages"][-1]["content"] for i in names]
-                pred, pred_s = answers(names, False), answers(names, True)
+                pred = answers(names, False)
+                pred_s = pred if no_image else answers(names, True)
                 ev.update(name_token_f1=mean_ci([token_f1(p, g) for p, g in zip(pred, gold)], t.seed),
                           name_token_f1_shuffled=mean_ci([token_f1(p, g) for p, g in zip(pred_s, gold)], t.seed),
                           name_examples=[{"gold": g, "pred": p} for g, p in list(zip(gold, pred))[:8]])
@@ -405,7 +415,8 @@ def run(cfg: VLMFinetuneConfig, *, allow_simulated: bool = False, run_id: str | 
         summary = {**common.throughput_summary(hist, steps=t.steps, start=start, wall=wall, per_step=micro * accum,
                                                unit="samples"),
                    "stage": cfg.stage, "eval": ev, "checkpoint": str(final), "params_total": params_total,
-                   "params_trainable": num_params(params), "skipped_steps": trainer.skipped_steps}
+                   "params_trainable": num_params(params), "skipped_steps": trainer.skipped_steps,
+                   "tower_heldout": tower_heldout}
         run.update(summary=summary)
         return {"run_id": run.id, "run_dir": str(run.dir), **summary}
 
