@@ -171,7 +171,8 @@ class _Weight:
         xa = x.astype(np.float16).astype(F32) if self.typ == 1 else x
         if self.k % 16 or self.n % 4:
             return (xa @ self.w.T).astype(F32)
-        return _lanes16(self.w, xa)
+        step = max(4, (1 << 22) // (16 * x.shape[0]) // 4 * 4)       # 16 fp32 lanes per output: bounded memory
+        return np.concatenate([_lanes16(self.w[n0:n0 + step], xa) for n0 in range(0, self.n, step)], -1)
 
     def _blocks(self, x, budget: int = 1 << 25):
         """Q8_0 / Q4_0: tinyBLAS_Q0_AVX; Q4_1: ggml_vec_dot_q4_1_q8_1. Both: per 32-block 8 int32 lanes of 4 code
@@ -202,8 +203,11 @@ class _Weight:
 
 def _lanes16(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """tinyBLAS<16, __m512> C = b a^T: a (..., M, K), b (..., N, K) -> (..., N, M); lane j of each output sums
-    a[k] * b[k] for k = j mod 16 with FMA in K order, then _mm512_reduce_add_ps."""
+    a[k] * b[k] for k = j mod 16 with FMA in K order, then _mm512_reduce_add_ps. llamafile_sgemm declines shapes
+    with K % 16 or M % 4 (ggml's vec_dot_f16 then sums in another order): an fp32 product stands in for those."""
     K = a.shape[-1]
+    if K % 16 or a.shape[-2] % 4:
+        return (b @ np.swapaxes(a, -1, -2)).astype(F32)
     A = a.reshape(*a.shape[:-1], K // 16, 16)
     B = b.reshape(*b.shape[:-1], K // 16, 16)
     acc = np.zeros(b.shape[:-1] + a.shape[-2:-1] + (16,), F32)
