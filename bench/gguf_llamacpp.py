@@ -69,12 +69,14 @@ def main() -> None:
              "emulated": P.compare(ref, emu, tokens),
              "same_top1_llama.cpp_vs_emulated": float((real.argmax(-1) == emu.argmax(-1)).mean()),
              "max_abs_llama.cpp_vs_emulated": float(np.abs(real - emu).max()),
+             "bit_equal_positions_llama.cpp_vs_emulated": float((real == emu).all(-1).mean()),
              "run_s": {"llama.cpp": round(t1 - t0, 1), "emulated": round(t2 - t1, 1)}}
         r["top1_gap_pp"] = round(100 * (r["emulated"]["top1_agreement"] - r["llama.cpp"]["top1_agreement"]), 3)
         out["files"][str(f)] = r
         print(f"{f.name}: llama.cpp top-1 {100 * r['llama.cpp']['top1_agreement']:.2f}%, emulated "
               f"{100 * r['emulated']['top1_agreement']:.2f}% (gap {r['top1_gap_pp']:+.3f} pp), same top-1 "
-              f"{100 * r['same_top1_llama.cpp_vs_emulated']:.2f}%", flush=True)
+              f"{100 * r['same_top1_llama.cpp_vs_emulated']:.2f}%, bit-equal positions "
+              f"{100 * r['bit_equal_positions_llama.cpp_vs_emulated']:.2f}%", flush=True)
         del real, emu
     out["load_after"] = os.getloadavg()
     text = json.dumps(out, indent=2, default=float)
