@@ -125,3 +125,21 @@ def test_kernels_lowered_in_tinygrads_compile_workers_follow_the_rules(rules, mo
         for k in keys:
             ups = [o.arg for o in codegen.to_program_cache[k].src[0].arg.applied_opts if o.op is OptOps.UPCAST]
             assert (ups == tile) if tile else (ups != [8, 8])
+
+
+def test_symbolic_shapes_of_a_kv_cache_lower_and_compute(rules):
+    """Decoding with a KV cache reads `cache[:start_pos]`: axis sizes are symbolic, and no rule may ask them to
+    be a number (a first version raised "eval failed to be a single number" in generation)."""
+    from tinygrad import UOp
+    rng = np.random.default_rng(4)
+    q_np, k_np = rng.standard_normal((64, 64), dtype=np.float32), rng.standard_normal((1024, 64), dtype=np.float32)
+    q, k = device_array(q_np), device_array(k_np)
+    pos = UOp.variable("start_pos", 1, 1023)    # sizes that straddle the thread threshold: unknown until run
+    rules("")
+    for n in (5, 700):
+        kk = k.shrink(((0, pos.bind(n)), None))
+        scores = (q @ kk.T).softmax(-1) @ kk
+        ref = q_np @ k_np[:n].T
+        ref = np.exp(ref - ref.max(-1, keepdims=True))
+        ref = (ref / ref.sum(-1, keepdims=True)) @ k_np[:n]
+        np.testing.assert_allclose(scores.numpy(), ref, rtol=1e-4, atol=1e-4)

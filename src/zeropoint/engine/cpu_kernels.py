@@ -24,7 +24,7 @@ import tinygrad.engine.realize as realize
 from tinygrad.codegen.opt import KernelOptError, Opt, OptOps
 from tinygrad.codegen.opt.postrange import Scheduler
 from tinygrad.helpers import NUM_CPU_THREADS, prod
-from tinygrad.uop.ops import AxisType, Ops
+from tinygrad.uop.ops import AxisType, Ops, resolve
 
 RULES = "zp-cpu-4"          # bump when a rule changes: it is in every cached kernel's key
 TILES = ((8, 8, 4), (8, 4, 4), (4, 8, 4), (8, 8, 0), (4, 4, 4), (8, 1, 4), (4, 1, 4))   # (last axis, second last, unroll)
@@ -64,11 +64,16 @@ def _tile_axes(k: Scheduler) -> tuple[int, int | None] | None:
     return max(only0[-1], only1[-1]), min(only0[-1], only1[-1])
 
 
+def _divides(size, n: int) -> bool:
+    """`n` divides an axis size; a symbolic size (a KV cache's length) counts as not divisible."""
+    return isinstance(size, int) and size % n == 0
+
+
 def _unrolled(k: Scheduler, amount: int) -> bool:
     """Unroll the first reduce axis `amount` divides, in place (the outermost measured best; attention's
     grouped-query backward sums over a small group axis first, then over the sequence); False when none does."""
     for i in range(len(k.unrollable_dims)):
-        if k.full_shape[k.unrollable_dims[i]] % amount == 0:
+        if _divides(k.full_shape[k.unrollable_dims[i]], amount):
             try:
                 k.apply_opt(Opt(OptOps.UNROLL, i, amount))
                 return True
@@ -80,10 +85,10 @@ def _unrolled(k: Scheduler, amount: int) -> bool:
 def _threaded(k: Scheduler, min_work: int) -> Scheduler:
     n = NUM_CPU_THREADS.value
     if n < 2 or not k.ren.has_threads or any(o.op is OptOps.THREAD for o in k.applied_opts) \
-            or prod(k.full_shape) < min_work:
+            or not resolve(prod(k.full_shape) >= min_work, False):   # symbolic sizes: tinygrad's own choice
         return k
     for axis in k.axes_of(AxisType.WEAK, AxisType.GLOBAL):
-        if k.full_shape[axis] % n == 0:
+        if _divides(k.full_shape[axis], n):
             k2 = k.copy()
             try:
                 k2.apply_opt(Opt(OptOps.THREAD, axis, n))
