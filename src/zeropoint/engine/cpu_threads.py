@@ -24,6 +24,8 @@ from tinygrad.engine.jit import GraphRunner
 from tinygrad.helpers import NUM_CPU_THREADS
 from tinygrad.runtime.ops_cpu import CPUProgram
 
+from . import cpu_kernels
+
 _pool: "_Pool | None" = None
 _lock = threading.Lock()
 _original = None
@@ -135,8 +137,10 @@ def threads() -> int:
 
 
 def enable() -> int:
-    """Run split CPU kernels on all their parts at once (idempotent). Returns the number of threads used."""
+    """Run split CPU kernels on all their parts at once, and build CPU kernels with engine/cpu_kernels.py's rules
+    (both idempotent). Returns the number of threads used."""
     global _pool, _original
+    cpu_kernels.enable()
     n = threads()
     dev = Device[Device.DEFAULT]
     if Device.DEFAULT.split(":")[0] == "CPU" and type(dev.renderer).__name__ != "LVPRenderer":

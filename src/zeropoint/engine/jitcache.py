@@ -57,6 +57,7 @@ from tinygrad.helpers import BEAM, JIT, JIT_BATCH_SIZE, getenv
 from tinygrad.uop.ops import Ops, UOp, buffers
 
 from ..workspace import atomic_write_bytes
+from . import cpu_kernels
 
 FORMAT = 1                                # bump when the layout of an entry changes
 _OFF = {"off", "0", "none", "false", "no"}
@@ -98,7 +99,8 @@ _ENV: dict | None = None
 
 
 def environment() -> dict:
-    """What every entry depends on besides its own key (computed once per process, ~0.1 s)."""
+    """What every entry depends on besides its own key (the machine part computed once per process, ~0.1 s), and
+    the rules CPU kernels are built with now (engine/cpu_kernels.py)."""
     global _ENV
     if _ENV is None:
         flags = model = ""
@@ -114,7 +116,7 @@ def environment() -> dict:
                 "tinygrad_code": _tree_sha(Path(tinygrad.__file__).parent)[:32],
                 "python": f"{sys.version_info.major}.{sys.version_info.minor}", "machine": platform.machine(),
                 "cpu": model or platform.processor(), "cpu_flags": hashlib.sha256(flags.encode()).hexdigest()[:16]}
-    return _ENV
+    return {**_ENV, "cpu_kernels": cpu_kernels.active()}
 
 
 _CODE: str | None = None
@@ -270,6 +272,12 @@ class ProgramStore(dict):
 
     def get(self, key, default=None):
         return self[key] if key in self else default
+
+    def clear(self) -> None:
+        """Forget what this process holds in memory (the files stay)."""
+        dict.clear(self)
+        self._missing.clear()
+        self.tuned.clear()
 
     def __setitem__(self, key, prg) -> None:
         dict.__setitem__(self, key, prg)

@@ -23,15 +23,17 @@ import pickle
 import sys
 import time
 
+import tinygrad.codegen.opt.heuristic as heuristic
 from tinygrad import Device
 from tinygrad.codegen import to_program
 from tinygrad.codegen.opt import KernelOptError, Opt, OptOps
-from tinygrad.codegen.opt.heuristic import hand_coded_optimizations
 from tinygrad.codegen.opt.postrange import Scheduler, args_from_ast
 from tinygrad.codegen.opt.search import get_kernel_actions
 from tinygrad.engine.realize import get_runtime
 from tinygrad.helpers import NUM_CPU_THREADS
 from tinygrad.uop.ops import AxisType
+
+from ..engine import cpu_kernels
 
 
 def cpu_seconds(prg, rawbufs, var_vals, min_total: float = 0.05, max_runs: int = 20) -> float:
@@ -65,7 +67,7 @@ def search(ast, beam: int, deadline_s: float, out: str | None = None) -> tuple[t
 
     start = Scheduler(ast, ren)
     start.convert_loop_to_global()
-    default = hand_coded_optimizations(start.copy())
+    default = heuristic.hand_coded_optimizations(start.copy())   # what this process's rules build (engine/cpu_kernels.py)
     best_k, best_t = default, timed(default)
     default_t, n = best_t, 1
 
@@ -146,6 +148,7 @@ def search(ast, beam: int, deadline_s: float, out: str | None = None) -> tuple[t
 
 def main(argv: list[str]) -> int:
     src, dst = argv
+    cpu_kernels.enable()
     with open(src, "rb") as f:
         ast, beam, deadline_s = pickle.load(f)
     search(ast, beam, deadline_s, dst)

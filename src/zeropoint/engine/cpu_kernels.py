@@ -1,0 +1,152 @@
+"""How CPU kernels are built: tinygrad's heuristic, with two changes that measured faster on CPUs.
+
+1. Contractions (matmuls and their backward: a sum over a product of two inputs) get an 8x8 register tile (UPCAST
+   on an output axis of each input: a matmul's M and N) and a 4-way unrolled reduce. tinygrad's heuristic
+   builds 4x3 or 4x4 tiles, sized for GPUs' registers; with 16 to 32 vector registers a CPU core keeps an 8x8 tile
+   of accumulators and loads each input element once per tile row or column instead of once per 4.
+2. Kernels of at least `MIN_THREAD_WORK` elements are split over the CPU threads (the THREAD opt; engine/cpu_threads
+   runs the parts at once). tinygrad splits only from 128K elements per thread, so the elementwise kernels of a
+   small model's MLP (a few hundred K elements, with transcendentals) ran on one core.
+
+Neither changes what a kernel computes, only how its loops are laid out; the unrolled reduce adds in another order,
+so results differ from tinygrad's kernels in the last bits. A kernel the rules cannot lay out (an axis that does not
+divide) keeps tinygrad's own choice. Measurements: docs/warm-start.md. `ZP_CPU_KERNELS=tinygrad` turns the rules off;
+the rule set's name is part of every cached kernel's key (engine/jitcache.py), so kernels built under one set are
+never loaded under another.
+"""
+from __future__ import annotations
+
+import os
+
+import tinygrad.codegen as codegen
+import tinygrad.codegen.opt.heuristic as heuristic
+import tinygrad.engine.realize as realize
+from tinygrad.codegen.opt import KernelOptError, Opt, OptOps
+from tinygrad.codegen.opt.postrange import Scheduler
+from tinygrad.helpers import NUM_CPU_THREADS, prod
+from tinygrad.uop.ops import AxisType, Ops, resolve
+
+RULES = "zp-cpu-4"          # bump when a rule changes: it is in every cached kernel's key
+TILES = ((8, 8, 4), (8, 4, 4), (4, 8, 4), (8, 8, 0), (4, 4, 4), (8, 1, 4), (4, 1, 4))   # (last axis, second last, unroll)
+MIN_THREAD_WORK = 1 << 17
+
+_tinygrad_heuristic = heuristic.hand_coded_optimizations
+_tinygrad_compile_kernel = realize._compile_kernel
+
+
+def active() -> str:
+    """The rule set kernels are built with now: RULES, or "tinygrad" when off."""
+    return "tinygrad" if heuristic.hand_coded_optimizations is _tinygrad_heuristic else RULES
+
+
+def _tile_axes(k: Scheduler) -> tuple[int, int | None] | None:
+    """(last, second last) output axes of a contraction's register tile, or None when `k` is no contraction.
+
+    A contraction sums a product of two inputs, and each tile axis must index one input only (a matmul's M and N): an
+    axis both inputs depend on (the chunk axis of a reduce tinygrad split into partial sums) would put one chunk per
+    tile row and stream both inputs from memory once per element."""
+    r = k.reduceop
+    if r is None or r.arg[0] is not Ops.ADD:
+        return None
+    m = r.src[0]
+    while m.op is Ops.CAST:
+        m = m.src[0]
+    if m.op is not Ops.MUL:
+        return None
+    in0, in1 = set(m.src[0].ranges), set(m.src[1].ranges)
+    outs = k.axes_of(AxisType.WEAK, AxisType.GLOBAL)
+    only0 = [a for a in outs if k.rngs[a] in in0 and k.rngs[a] not in in1]
+    only1 = [a for a in outs if k.rngs[a] in in1 and k.rngs[a] not in in0]
+    if not only0 and not only1:
+        return None
+    if not only0 or not only1:                # a matrix-vector product: one tile axis
+        return (only0 or only1)[-1], None
+    return max(only0[-1], only1[-1]), min(only0[-1], only1[-1])
+
+
+def _divides(size, n: int) -> bool:
+    """`n` divides an axis size; a symbolic size (a KV cache's length) counts as not divisible."""
+    return isinstance(size, int) and size % n == 0
+
+
+def _unrolled(k: Scheduler, amount: int) -> bool:
+    """Unroll the first reduce axis `amount` divides, in place (the outermost measured best; attention's
+    grouped-query backward sums over a small group axis first, then over the sequence); False when none does."""
+    for i in range(len(k.unrollable_dims)):
+        if _divides(k.full_shape[k.unrollable_dims[i]], amount):
+            try:
+                k.apply_opt(Opt(OptOps.UNROLL, i, amount))
+                return True
+            except KernelOptError:
+                continue
+    return False
+
+
+def _threaded(k: Scheduler, min_work: int) -> Scheduler:
+    n = NUM_CPU_THREADS.value
+    if n < 2 or not k.ren.has_threads or any(o.op is OptOps.THREAD for o in k.applied_opts) \
+            or not resolve(prod(k.full_shape) >= min_work, False):   # symbolic sizes: tinygrad's own choice
+        return k
+    for axis in k.axes_of(AxisType.WEAK, AxisType.GLOBAL):
+        if _divides(k.full_shape[axis], n):
+            k2 = k.copy()
+            try:
+                k2.apply_opt(Opt(OptOps.THREAD, axis, n))
+                return k2
+            except KernelOptError:
+                continue
+    return k
+
+
+def cpu_heuristic(k: Scheduler) -> Scheduler:
+    """tinygrad's `hand_coded_optimizations`, with the two rules above on CPU devices."""
+    if k.ren.target.device != "CPU":
+        return _tinygrad_heuristic(k)
+    if (axes := _tile_axes(k)) is not None:
+        a1, a0 = axes
+        for u1, u0, unroll in TILES:
+            if u0 > 1 and a0 is None:
+                continue
+            t = k.copy()
+            try:
+                if u1 > 1:
+                    t.apply_opt(Opt(OptOps.UPCAST, a1, u1))
+                if u0 > 1:
+                    t.apply_opt(Opt(OptOps.UPCAST, a0, u0))
+            except KernelOptError:
+                continue
+            if unroll and not _unrolled(t, unroll):
+                continue
+            return _threaded(t, 0)
+    return _threaded(_tinygrad_heuristic(k), MIN_THREAD_WORK)
+
+
+def _use(on: bool) -> None:
+    want = cpu_heuristic if on else _tinygrad_heuristic
+    if heuristic.hand_coded_optimizations is not want:
+        heuristic.hand_coded_optimizations = want
+        # tinygrad's in-memory kernel cache is keyed by the kernel alone: what it holds was built under the other rules
+        codegen.to_program_cache.clear()
+
+
+# tinygrad lowers a step's kernels in spawned worker processes (realize.lower_and_compile), which start without this
+# process's rules: its task function is swapped for one that sets them first (pickled by name, so the worker imports
+# this module). Two functions, so a worker that ran the rules once is switched back when they are turned off.
+def _compile_with_rules(task):
+    _use(True)
+    return _tinygrad_compile_kernel(task)
+
+
+def _compile_without_rules(task):
+    _use(False)
+    return _tinygrad_compile_kernel(task)
+
+
+def enable() -> str:
+    """Build CPU kernels with these rules from now on, in this process and in tinygrad's compile workers
+    (idempotent); `ZP_CPU_KERNELS=tinygrad` keeps tinygrad's."""
+    on = os.environ.get("ZP_CPU_KERNELS", "").strip().lower() not in ("tinygrad", "0", "off")
+    _use(on)
+    if realize._compile_kernel in (_tinygrad_compile_kernel, _compile_with_rules, _compile_without_rules):
+        realize._compile_kernel = _compile_with_rules if on else _compile_without_rules
+    return active()
