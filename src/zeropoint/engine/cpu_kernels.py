@@ -82,7 +82,8 @@ def _unrolled(k: Scheduler, amount: int) -> bool:
     return False
 
 
-def _threaded(k: Scheduler, min_work: int) -> Scheduler:
+def threaded(k: Scheduler, min_work: int = 0) -> Scheduler:
+    """`k` split over the CPU threads on its first output axis they divide (at least `min_work` elements)."""
     n = NUM_CPU_THREADS.value
     if n < 2 or not k.ren.has_threads or any(o.op is OptOps.THREAD for o in k.applied_opts) \
             or not resolve(prod(k.full_shape) >= min_work, False):   # symbolic sizes: tinygrad's own choice
@@ -98,6 +99,20 @@ def _threaded(k: Scheduler, min_work: int) -> Scheduler:
     return k
 
 
+def tiled(k: Scheduler, a1: int, a0: int | None, u1: int, u0: int, unroll: int) -> Scheduler | None:
+    """A copy of `k` with a `u1` x `u0` register tile on output axes `a1`, `a0` and the reduce unrolled `unroll`
+    ways (0: not); None when a size does not divide."""
+    t = k.copy()
+    try:
+        if u1 > 1:
+            t.apply_opt(Opt(OptOps.UPCAST, a1, u1))
+        if u0 > 1 and a0 is not None:
+            t.apply_opt(Opt(OptOps.UPCAST, a0, u0))
+    except KernelOptError:
+        return None
+    return None if unroll and not _unrolled(t, unroll) else t
+
+
 def cpu_heuristic(k: Scheduler) -> Scheduler:
     """tinygrad's `hand_coded_optimizations`, with the two rules above on CPU devices."""
     if k.ren.target.device != "CPU":
@@ -105,20 +120,10 @@ def cpu_heuristic(k: Scheduler) -> Scheduler:
     if (axes := _tile_axes(k)) is not None:
         a1, a0 = axes
         for u1, u0, unroll in TILES:
-            if u0 > 1 and a0 is None:
+            if (u0 > 1 and a0 is None) or (t := tiled(k, a1, a0, u1, u0, unroll)) is None:
                 continue
-            t = k.copy()
-            try:
-                if u1 > 1:
-                    t.apply_opt(Opt(OptOps.UPCAST, a1, u1))
-                if u0 > 1:
-                    t.apply_opt(Opt(OptOps.UPCAST, a0, u0))
-            except KernelOptError:
-                continue
-            if unroll and not _unrolled(t, unroll):
-                continue
-            return _threaded(t, 0)
-    return _threaded(_tinygrad_heuristic(k), MIN_THREAD_WORK)
+            return threaded(t, 0)
+    return threaded(_tinygrad_heuristic(k), MIN_THREAD_WORK)
 
 
 def _use(on: bool) -> None:

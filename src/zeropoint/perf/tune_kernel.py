@@ -26,11 +26,9 @@ import time
 import tinygrad.codegen.opt.heuristic as heuristic
 from tinygrad import Device
 from tinygrad.codegen import to_program
-from tinygrad.codegen.opt import KernelOptError, Opt, OptOps
 from tinygrad.codegen.opt.postrange import Scheduler, args_from_ast
 from tinygrad.codegen.opt.search import get_kernel_actions
 from tinygrad.engine.realize import get_runtime
-from tinygrad.helpers import NUM_CPU_THREADS
 from tinygrad.uop.ops import AxisType
 
 from ..engine import cpu_kernels
@@ -77,20 +75,6 @@ def search(ast, beam: int, deadline_s: float, out: str | None = None) -> tuple[t
                 pickle.dump((tuple(best_k.applied_opts), best_t, default_t, n), f)
     save()
 
-    def threaded(k):
-        """tinygrad's own last step: split an output axis over the CPU threads."""
-        if not k.ren.has_threads or NUM_CPU_THREADS.value < 2:
-            return k
-        for axis in k.axes_of(AxisType.WEAK, AxisType.GLOBAL):
-            if k.full_shape[axis] % NUM_CPU_THREADS.value == 0:
-                k2 = k.copy()
-                try:
-                    k2.apply_opt(Opt(OptOps.THREAD, axis, NUM_CPU_THREADS.value))
-                    return k2
-                except KernelOptError:
-                    continue
-        return k
-
     # 1. register tiles of reducing kernels
     outs = start.axes_of(AxisType.WEAK, AxisType.GLOBAL)
     if start.axes_of(AxisType.REDUCE) and outs:
@@ -103,17 +87,9 @@ def search(ast, beam: int, deadline_s: float, out: str | None = None) -> tuple[t
         for u1, u0, unroll in grid:
             if time.perf_counter() >= t_end:
                 break
-            k = start.copy()
-            try:
-                if u1 > 1:
-                    k.apply_opt(Opt(OptOps.UPCAST, a1, u1))
-                if u0 > 1:
-                    k.apply_opt(Opt(OptOps.UPCAST, a0, u0))
-                if unroll:
-                    k.apply_opt(Opt(OptOps.UNROLL, 0, unroll))
-            except KernelOptError:
+            if (k := cpu_kernels.tiled(start, a1, a0, u1, u0, unroll)) is None:
                 continue
-            k = threaded(k)
+            k = cpu_kernels.threaded(k)   # tinygrad's own last step: split an output axis over the CPU threads
             if tuple(k.applied_opts) in seen:
                 continue
             t = timed(k)
