@@ -1,5 +1,6 @@
-"""CPU kernels are built with engine/cpu_kernels.py's rules: 8x8 register tiles for contractions, threads from
-128K elements; same results as tinygrad's own kernels (to rounding), and never mixed with them in the cache."""
+"""CPU kernels are built with engine/cpu_kernels.py's rules: register tiles for contractions (16x8 when the inner
+axis is contiguous, 8x16 with an unrolled reduce when not), 16-wide vector loads, threads from 32K elements; same
+results as tinygrad's own kernels (to rounding), and never mixed with them in the cache."""
 import numpy as np
 import pytest
 import tinygrad.engine.realize as realize
@@ -41,18 +42,54 @@ def _opts(ast, ren):
     return cpu_kernels.cpu_heuristic(k).applied_opts
 
 
-def test_contractions_get_an_8x8_tile_and_the_same_result(rules, monkeypatch):
+def _source(key) -> str:
+    import tinygrad.codegen as codegen
+    from tinygrad.uop.ops import Ops
+    return next(s.arg for s in codegen.to_program_cache[key].src if s.op is Ops.SOURCE)
+
+
+@pytest.mark.parametrize("form", ["x @ W", "x @ W.T"])
+def test_contractions_get_a_register_tile_and_the_same_result(rules, monkeypatch, form):
+    """x @ W (W stored K-major: 16 adjacent outputs are one vector): 16x8, no unroll; x @ W.T (both inputs
+    contiguous along the reduce, tinygrad's nn.Linear): 8x16 with a 4-way unrolled reduce."""
     rng = np.random.default_rng(0)
-    a_np, b_np = rng.standard_normal((96, 200), dtype=np.float32), rng.standard_normal((200, 136), dtype=np.float32)
-    a, b = device_array(a_np), device_array(b_np)
+    a_np, w_np = rng.standard_normal((96, 200), dtype=np.float32), rng.standard_normal((200, 144), dtype=np.float32)
+    a = device_array(a_np)
+    w = device_array(w_np) if form == "x @ W" else device_array(np.ascontiguousarray(w_np.T)).T
     assert rules("tinygrad") == "tinygrad"
-    theirs = (a @ b).numpy()
+    theirs = (a @ w).numpy()
     assert rules("") == cpu_kernels.RULES
-    seen, ours = _kernels(monkeypatch, lambda: (a @ b).numpy())
+    seen, ours = _kernels(monkeypatch, lambda: (a @ w).numpy())
     opts = _opts(*seen[-1])
-    assert [o.arg for o in opts if o.op is OptOps.UPCAST] == [8, 8] and any(o.op is OptOps.UNROLL and o.arg == 4 for o in opts)
+    ups, unroll = [o.arg for o in opts if o.op is OptOps.UPCAST], [o.arg for o in opts if o.op is OptOps.UNROLL]
+    assert (ups, unroll) == (([16, 8], []) if form == "x @ W" else ([8, 16], [4]))
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(ours, a_np @ b_np, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(ours, a_np @ w_np, rtol=1e-4, atol=1e-3)
+
+
+def test_float_accesses_are_16_wide_vectors_at_any_offset(rules, monkeypatch):
+    """Adjacent float32 loads and stores fuse into 16-wide vectors declared element-aligned: operands that start
+    5 floats into their buffer (no vector boundary anywhere) compute the same; kernels that touch a bool buffer
+    keep tinygrad's widths (clang 14 has no bool vectors)."""
+    import tinygrad.engine.realize as realize
+    rng = np.random.default_rng(5)
+    flat = rng.standard_normal(5 + 96 * 200 + 200 * 144, dtype=np.float32)
+    a_np, w_np = flat[5:5 + 96 * 200].reshape(96, 200), flat[5 + 96 * 200:].reshape(200, 144)
+    buf = device_array(flat)
+    a, w = buf[5:5 + 96 * 200].reshape(96, 200), buf[5 + 96 * 200:].reshape(200, 144)
+    rules("")
+    keys, real = [], realize.to_program_key
+    monkeypatch.setattr(realize, "to_program_key", lambda ast, ren: keys.append(real(ast, ren)) or keys[-1])
+    out = (a @ w).numpy()
+    src = _source(keys[-1])
+    assert "ext_vector_type(16)" in src and "aligned(4)" in src and "aligned(64)" not in src
+    np.testing.assert_allclose(out, a_np @ w_np, rtol=1e-4, atol=1e-3)
+    mask = rng.standard_normal((64, 48)) > 0
+    x = rng.standard_normal((64, 48), dtype=np.float32)
+    keys.clear()
+    out = device_array(mask).where(device_array(x), 0.0).numpy()
+    assert "ext_vector_type(16)" not in _source(keys[-1])
+    np.testing.assert_array_equal(out, np.where(mask, x, 0.0))
 
 
 def test_a_plain_reduce_keeps_tinygrads_layout(rules, monkeypatch):
@@ -100,7 +137,7 @@ def test_the_chunk_axis_of_a_split_reduce_is_not_tiled(rules, monkeypatch):
     partial.convert_loop_to_global()
     outs = partial.axes_of(AxisType.WEAK, AxisType.GLOBAL)
     assert len(seen) == 2 and len(outs) == 3, "tinygrad no longer splits this reduce: pick a longer one"
-    assert sorted(cpu_kernels._tile_axes(partial)) == [0, 1]     # rows of a, columns of b; not the chunk axis
+    assert sorted(cpu_kernels._tile_axes(partial)[:2]) == [0, 1]   # rows of a, columns of b; not the chunk axis
     np.testing.assert_allclose(out, a @ b, rtol=1e-4, atol=2e-3)
 
 
@@ -114,7 +151,7 @@ def test_kernels_lowered_in_tinygrads_compile_workers_follow_the_rules(rules, mo
     rng = np.random.default_rng(3)
     a = device_array(rng.standard_normal((64, 96), dtype=np.float32))
     b = device_array(rng.standard_normal((96, 72), dtype=np.float32))
-    for name, tile in (("", [8, 8]), ("tinygrad", None), ("", [8, 8])):
+    for name, tile in (("", [8, 8]), ("tinygrad", None), ("", [8, 8])):    # 72 columns: 8 divides, 16 does not
         rules(name)
         keys, real = [], realize.to_program_key
         monkeypatch.setattr(realize, "to_program_key", lambda ast, ren: keys.append(real(ast, ren)) or keys[-1])
