@@ -51,15 +51,38 @@ def test_a_forked_child_starts_its_own_pool(threads):
     assert os.waitstatus_to_exitcode(status) == 0
 
 
-def test_cpu_graph_replays_a_captured_step_bit_for_bit(threads, monkeypatch):
-    """With the CPU graph (captured kernels called back to back, arguments prepared once) a jitted step gives the
-    same bits as tinygrad's own per-kernel path, inputs and a symbolic variable change between calls."""
+def test_the_native_runner_is_built():
+    """engine/cpu_graph.c compiles with the C compiler tinygrad's CPU backend uses; without it steps run from Python."""
+    cpu_threads.enable()
+    assert cpu_threads.native_reason() is None, cpu_threads.native_reason()
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
+def test_cpu_graph_replays_a_captured_step_bit_for_bit(threads, monkeypatch, native):
+    """With the CPU graph (captured kernels called back to back, arguments prepared once; natively one call for the
+    whole step, or from Python) a jitted step gives the same bits as tinygrad's own per-kernel path, inputs and a
+    symbolic variable change between calls. One kernel sums 12 inputs: arguments past the registers, on the stack."""
     from tinygrad import Device, TinyJit, UOp
     from tinygrad.uop.ops import Ops
 
     from zeropoint.engine.cpu_threads import CPUGraph
+    runs = []
+    cpu_threads.enable()           # built before it is swapped out
+    if native:
+        class Counting:            # the native library, counting whole-step calls
+            def __getattr__(self, name):
+                return getattr(lib, name)
+
+            def zp_run(self, jobs, n):
+                runs.append(n)
+                return lib.zp_run(jobs, n)
+        lib = cpu_threads._native
+        monkeypatch.setattr(cpu_threads, "_native", Counting())
+    else:
+        monkeypatch.setattr(cpu_threads, "_native", None)
     rng = np.random.default_rng(1)
     w = device_array(rng.standard_normal((256, 256), dtype=np.float32))
+    many = [device_array(rng.standard_normal((256,), dtype=np.float32)) for _ in range(12)]
     acc = device_array(np.zeros((256,), dtype=np.float32))
     v = UOp.variable("n", 1, 8)
 
@@ -71,7 +94,7 @@ def test_cpu_graph_replays_a_captured_step_bit_for_bit(threads, monkeypatch):
 
         @TinyJit
         def step(x, n):
-            y = ((x @ w).relu() @ w.T).sum(0) * n.cast(w.dtype)
+            y = ((x @ w).relu() @ w.T).sum(0) * n.cast(w.dtype) + sum(many[1:], many[0]) * x[0]
             acc.assign(acc + y)
             Tensor.realize(y, acc)
             return y
@@ -81,6 +104,8 @@ def test_cpu_graph_replays_a_captured_step_bit_for_bit(threads, monkeypatch):
         assert bool(graphs) == graph
         return outs, acc.numpy().copy()
     plain, plain_acc = run(False)
+    runs.clear()
     graphed, graphed_acc = run(True)
+    assert (max(runs, default=0) >= 3) == native       # natively, a replay is one call for its 3 kernels
     assert all(np.array_equal(a, b) for a, b in zip(plain, graphed)) and np.array_equal(plain_acc, graphed_acc)
     assert not np.array_equal(plain[3], plain[4])

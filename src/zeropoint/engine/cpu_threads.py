@@ -10,14 +10,24 @@ one part too). A kernel is machine code called through ctypes, which releases th
 really run in parallel. Kernels that were not split (small ones) run as before. The split itself, and so every
 kernel's code and result, is unchanged: each part writes its own slice of the output, exactly as the sequential
 loop did. `ZP_CPU_THREADS=1` (or NUM_CPU_THREADS=1, which stops the split at compile time) turns it off.
+
+The threads are native (engine/cpu_graph.c, built with the C compiler tinygrad's CPU backend uses, once per
+process): a captured step runs as one call, all its kernels in order, the GIL released, split kernels handed to
+helper threads that spin briefly between jobs. Without a C compiler (or with `ZP_CPU_NATIVE=0`) the same runs
+from Python, one ctypes call a kernel part and a Python queue a hand-off; engine/cpu_threads.py says which in
+`native_reason()`.
 """
 from __future__ import annotations
 
 import ctypes
 import os
 import queue
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 from tinygrad import Device
 from tinygrad.engine.jit import GraphRunner
@@ -30,6 +40,47 @@ _pool: "_Pool | None" = None
 _lock = threading.Lock()
 _original = None
 STATS = {"parallel_calls": 0, "sequential_calls": 0}
+MAX_ARGS = 64                    # argument words per job in cpu_graph.c (tinygrad's CPU programs take at most 63)
+_native: "ctypes.CDLL | None" = None
+_native_tried = False
+_native_threads = 1
+_native_reason: str | None = None
+
+
+class _Job(ctypes.Structure):
+    _fields_ = [("fxn", ctypes.c_void_p), ("core_slot", ctypes.c_int64), ("parts", ctypes.c_int64),
+                ("args", ctypes.POINTER(ctypes.c_uint64))]
+
+
+def _build_native() -> "ctypes.CDLL | None":
+    """cpu_graph.c compiled and loaded (about 0.1 s), or None with the reason in `_native_reason`."""
+    global _native_reason
+    if os.environ.get("ZP_CPU_NATIVE", "1").strip().lower() in ("0", "off", "false", "no"):
+        _native_reason = "ZP_CPU_NATIVE=0"
+        return None
+    src = Path(__file__).with_name("cpu_graph.c")
+    out = Path(tempfile.mkdtemp(prefix="zp-cpu-graph-")) / "cpu_graph.so"
+    cc = os.environ.get("CC", "clang")      # tinygrad's CPU backend compiles its kernels with the same
+    try:
+        subprocess.run([cc, "-O2", "-shared", "-fPIC", "-pthread", str(src), "-o", str(out)], check=True,
+                       capture_output=True, timeout=120)
+        lib = ctypes.CDLL(str(out))          # the GIL is released for every call into it
+    except (OSError, subprocess.SubprocessError) as e:
+        err = getattr(e, "stderr", b"") or b""
+        _native_reason = f"could not build engine/cpu_graph.c with {cc}: {e} {err.decode(errors='replace')[:200]}"
+        return None
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)   # the loaded library stays mapped
+    lib.zp_pool_start.argtypes, lib.zp_pool_start.restype = [ctypes.c_int], ctypes.c_int
+    lib.zp_run.argtypes, lib.zp_run.restype = [ctypes.POINTER(_Job), ctypes.c_int64], None
+    lib.zp_after_fork.argtypes, lib.zp_after_fork.restype = [], None
+    _native_reason = None
+    return lib
+
+
+def native_reason() -> str | None:
+    """None when split kernels and captured steps run natively (engine/cpu_graph.c), else why they run from Python."""
+    return _native_reason
 
 
 def _after_fork_in_child() -> None:
@@ -37,6 +88,9 @@ def _after_fork_in_child() -> None:
     global _pool, _lock
     _lock = threading.Lock()
     _pool = None
+    if _native is not None:
+        _native.zp_after_fork()
+        _native.zp_pool_start(_native_threads)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -83,28 +137,60 @@ class _Pool:
 
 class CPUGraph(GraphRunner):
     """A batch of a captured step's CPU kernels, called back to back (tinygrad's GraphRunner interface; its CPU device
-    has none). Each kernel's argument list is built once, at capture: per call only the step's input buffers and
-    symbolic variables are written into it, where tinygrad's own path resolves every argument of every kernel again
-    (about 85 us of Python per kernel call, 19% of the tiny GPT step's CPU time). Split kernels go to the pool."""
+    has none). Each kernel's arguments are laid out once, at capture: per call only the step's input buffers and
+    symbolic variables are written into them, where tinygrad's own path resolves every argument of every kernel again
+    (about 85 us of Python per kernel call, 19% of the tiny GPT step's CPU time). Natively the whole batch is then
+    one call (engine/cpu_graph.c); from Python one ctypes call a kernel, split kernels to the Python pool."""
 
     def __init__(self, linear, input_uops=()):
         super().__init__(linear, input_uops)
+        lib = _native
+        n = len(self.calls)
+        self.words = (ctypes.c_uint64 * (MAX_ARGS * max(n, 1)))() if lib is not None else None
+        self.native_jobs = (_Job * max(n, 1))() if lib is not None else None
         self.jobs = []
+        self.patches: list[tuple[int, int]] = []      # (word, input slot): an input buffer's address goes there
+        self.var_patches: list[tuple[int, str]] = []  # (word, variable name)
         for j, (_, prg, bufs, dv) in enumerate(self.calls):
             rt, info = self.runtimes[j], prg.arg
             glob = list(info.globals)
-            cargs = [ctypes.c_uint64(bufs[i].get_buf(bufs[i].device).va_addr) for i in glob]
+            words = [bufs[i].get_buf(bufs[i].device).va_addr for i in glob]
             vals = info.vals({**dv, **{v: 0 for v in self.vars}})
-            cargs += [ctypes.c_uint64(0 if v is None else int(v)) for v in vals]
+            words += [0 if v is None else int(v) for v in vals]
             ins = [(glob.index(pos), slot) for pos, slot in self.uop_replace[j] if pos in glob]
             vs = [(len(glob) + i, self.vars[vi]) for i, vi in self.var_vals_replace.get(j, [])]
             core = rt.runtimevars.get("core_id")
             parts = int(info.global_size[0]) if core is not None else 1
-            self.jobs.append((rt.fxn, cargs, ins, vs, core, [ctypes.c_uint64(t) for t in range(parts)]))
+            if lib is not None:
+                base = j * MAX_ARGS
+                for w, v in enumerate(words):
+                    self.words[base + w] = v
+                job = self.native_jobs[j]
+                job.fxn = ctypes.cast(rt.fxn, ctypes.c_void_p).value
+                job.core_slot, job.parts = (-1, 1) if core is None else (core, parts)
+                job.args = ctypes.cast(ctypes.byref(self.words, base * 8), ctypes.POINTER(ctypes.c_uint64))
+                self.patches += [(base + pos, slot) for pos, slot in ins]
+                self.var_patches += [(base + pos, name) for pos, name in vs]
+            else:
+                cargs = [ctypes.c_uint64(w) for w in words]
+                self.jobs.append((rt.fxn, cargs, ins, vs, core, [ctypes.c_uint64(t) for t in range(parts)]))
+        self.n_native = n if lib is not None else 0
 
     def __call__(self, input_uops, var_vals, wait=False):
         st = time.perf_counter()
-        addrs: dict[int, int] = {}
+        if self.n_native:
+            addrs: dict[int, int] = {}
+            words = self.words
+            for w, slot in self.patches:
+                if slot not in addrs:
+                    b = input_uops[slot].buffer.ensure_allocated()
+                    addrs[slot] = b.get_buf(b.device).va_addr
+                words[w] = addrs[slot]
+            for w, name in self.var_patches:
+                words[w] = var_vals[name]
+            _native.zp_run(self.native_jobs, self.n_native)
+            return time.perf_counter() - st if wait else None
+        addrs = {}
         for fxn, cargs, ins, vs, core, parts in self.jobs:
             for pos, slot in ins:
                 if slot not in addrs:
@@ -139,9 +225,14 @@ def threads() -> int:
 def enable() -> int:
     """Run split CPU kernels on all their parts at once, and build CPU kernels with engine/cpu_kernels.py's rules
     (both idempotent). Returns the number of threads used."""
-    global _pool, _original
+    global _pool, _original, _native, _native_tried, _native_threads
     cpu_kernels.enable()
     n = threads()
+    with _lock:
+        if not _native_tried:
+            _native, _native_tried = _build_native(), True
+        if _native is not None:
+            n = _native_threads = _native.zp_pool_start(n)
     dev = Device[Device.DEFAULT]
     if Device.DEFAULT.split(":")[0] == "CPU" and type(dev.renderer).__name__ != "LVPRenderer":
         dev.graph = CPUGraph if graph_enabled() else None   # captured steps call their kernels back to back
@@ -152,7 +243,7 @@ def enable() -> int:
             CPUProgram.__call__ = _original
             _pool = None
             return 1
-        if _pool is None or _pool.n != n:
+        if _native is None and (_pool is None or _pool.n != n):
             _pool = _Pool(n)
         CPUProgram.__call__ = _parallel_call
     return n
@@ -173,20 +264,24 @@ def _ensure_pool() -> "_Pool | None":
 
 def _parallel_call(self, *bufs, global_size=(1, 1, 1), local_size=(1, 1, 1), vals=(), wait=False, timeout=None):
     parts = global_size[0]
-    pool = _pool
-    if pool is None and parts > 1 and _original is not None and CPUProgram_call_is_ours():
-        pool = _ensure_pool()
-    if pool is None or parts <= 1 or self.lvp or "core_id" not in self.runtimevars:
-        STATS["sequential_calls"] += 1
-        return _original(self, *bufs, global_size=global_size, local_size=local_size, vals=vals, wait=wait,
-                         timeout=timeout)
-    st = time.perf_counter()
-    args = [int(b.va_addr) for b in bufs] + [0 if v is None else int(v) for v in vals]
-    slot = self.runtimevars["core_id"]
-    argsets = []
-    for tid in range(parts):
-        args[slot] = tid
-        argsets.append([ctypes.c_uint64(x) for x in args])
-    pool.run(self.fxn, argsets)
-    STATS["parallel_calls"] += 1
-    return time.perf_counter() - st if wait else None
+    if parts > 1 and not self.lvp and "core_id" in self.runtimevars:
+        pool = _pool if _native is not None or _pool is not None else _ensure_pool()
+        if _native is not None or pool is not None:
+            st = time.perf_counter()
+            args = [int(b.va_addr) for b in bufs] + [0 if v is None else int(v) for v in vals]
+            slot = self.runtimevars["core_id"]
+            if _native is not None:
+                words = (ctypes.c_uint64 * MAX_ARGS)(*args)
+                _native.zp_run(ctypes.byref(_Job(ctypes.cast(self.fxn, ctypes.c_void_p).value, slot, parts,
+                                                 ctypes.cast(words, ctypes.POINTER(ctypes.c_uint64)))), 1)
+            else:
+                argsets = []
+                for tid in range(parts):
+                    args[slot] = tid
+                    argsets.append([ctypes.c_uint64(x) for x in args])
+                pool.run(self.fxn, argsets)
+            STATS["parallel_calls"] += 1
+            return time.perf_counter() - st if wait else None
+    STATS["sequential_calls"] += 1
+    return _original(self, *bufs, global_size=global_size, local_size=local_size, vals=vals, wait=wait,
+                     timeout=timeout)
