@@ -53,7 +53,7 @@ def test_contractions_get_a_register_tile_and_the_same_result(rules, monkeypatch
     """x @ W (W stored K-major: 16 adjacent outputs are one vector): 16x8, no unroll; x @ W.T (both inputs
     contiguous along the reduce, tinygrad's nn.Linear): 8x16 with a 4-way unrolled reduce."""
     rng = np.random.default_rng(0)
-    a_np, w_np = rng.standard_normal((96, 200), dtype=np.float32), rng.standard_normal((200, 144), dtype=np.float32)
+    a_np, w_np = rng.standard_normal((128, 256), dtype=np.float32), rng.standard_normal((256, 144), dtype=np.float32)
     a = device_array(a_np)
     w = device_array(w_np) if form == "x @ W" else device_array(np.ascontiguousarray(w_np.T)).T
     assert rules("tinygrad") == "tinygrad"
@@ -73,10 +73,10 @@ def test_float_accesses_are_16_wide_vectors_at_any_offset(rules, monkeypatch):
     keep tinygrad's widths (clang 14 has no bool vectors)."""
     import tinygrad.engine.realize as realize
     rng = np.random.default_rng(5)
-    flat = rng.standard_normal(5 + 96 * 200 + 200 * 144, dtype=np.float32)
-    a_np, w_np = flat[5:5 + 96 * 200].reshape(96, 200), flat[5 + 96 * 200:].reshape(200, 144)
+    flat = rng.standard_normal(5 + 128 * 256 + 256 * 144, dtype=np.float32)
+    a_np, w_np = flat[5:5 + 128 * 256].reshape(128, 256), flat[5 + 128 * 256:].reshape(256, 144)
     buf = device_array(flat)
-    a, w = buf[5:5 + 96 * 200].reshape(96, 200), buf[5 + 96 * 200:].reshape(200, 144)
+    a, w = buf[5:5 + 128 * 256].reshape(128, 256), buf[5 + 128 * 256:].reshape(256, 144)
     rules("")
     keys, real = [], realize.to_program_key
     monkeypatch.setattr(realize, "to_program_key", lambda ast, ren: keys.append(real(ast, ren)) or keys[-1])
@@ -90,6 +90,24 @@ def test_float_accesses_are_16_wide_vectors_at_any_offset(rules, monkeypatch):
     out = device_array(mask).where(device_array(x), 0.0).numpy()
     assert "ext_vector_type(16)" not in _source(keys[-1])
     np.testing.assert_array_equal(out, np.where(mask, x, 0.0))
+
+
+def test_a_small_contraction_keeps_tinygrads_tile(rules, monkeypatch):
+    """Below MIN_TILE_WORK multiply-adds a big tile does not earn back what it costs to lower; a matrix-vector
+    product (one decoded token against a weight) keeps its one-axis tile at any size."""
+    rng = np.random.default_rng(6)
+    a = device_array(rng.standard_normal((64, 96), dtype=np.float32))
+    w = device_array(rng.standard_normal((96, 72), dtype=np.float32))
+    rules("")
+    seen, _ = _kernels(monkeypatch, lambda: (a @ w).numpy())
+    k = Scheduler(*seen[-1])
+    k.convert_loop_to_global()
+    assert [o for o in _opts(*seen[-1]) if o.op is not OptOps.THREAD] == \
+        [o for o in cpu_kernels._tinygrad_heuristic(k).applied_opts if o.op is not OptOps.THREAD]
+    v = device_array(rng.standard_normal((1, 96), dtype=np.float32))
+    seen, out = _kernels(monkeypatch, lambda: (v @ w).numpy())
+    assert [o.arg for o in _opts(*seen[-1]) if o.op is OptOps.UPCAST] == [8]
+    np.testing.assert_allclose(out, v.numpy() @ w.numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_a_plain_reduce_keeps_tinygrads_layout(rules, monkeypatch):
@@ -149,9 +167,9 @@ def test_kernels_lowered_in_tinygrads_compile_workers_follow_the_rules(rules, mo
     from tinygrad import Tensor
     from tinygrad.helpers import Context
     rng = np.random.default_rng(3)
-    a = device_array(rng.standard_normal((64, 96), dtype=np.float32))
-    b = device_array(rng.standard_normal((96, 72), dtype=np.float32))
-    for name, tile in (("", [8, 8]), ("tinygrad", None), ("", [8, 8])):    # 72 columns: 8 divides, 16 does not
+    a = device_array(rng.standard_normal((128, 256), dtype=np.float32))
+    b = device_array(rng.standard_normal((256, 136), dtype=np.float32))
+    for name, tile in (("", [8, 8]), ("tinygrad", None), ("", [8, 8])):    # 136 columns: 8 divides, 16 does not
         rules(name)
         keys, real = [], realize.to_program_key
         monkeypatch.setattr(realize, "to_program_key", lambda ast, ren: keys.append(real(ast, ren)) or keys[-1])

@@ -1,8 +1,9 @@
 """How CPU kernels are built: tinygrad's heuristic, with three changes that measured faster on CPUs.
 
 1. Contractions (matmuls and their backward: a sum over a product of two inputs) get a register tile sized for a
-   CPU core's vector registers (UPCAST on an output axis of each input: a matmul's M and N). When the inner tile
-   axis is contiguous in its input (x @ W with W stored K-major, and both backward matmuls of x @ W.T) the tile is
+   CPU core's vector registers (UPCAST on an output axis of each input: a matmul's M and N; a matrix-vector
+   product's one), two-dimensional tiles from `MIN_TILE_WORK` (4M) multiply-adds. When the inner tile axis is
+   contiguous in its input (x @ W with W stored K-major, and both backward matmuls of x @ W.T) the tile is
    16 x 8: 16 adjacent outputs are one 512-bit vector, filled by one load and one broadcast FMA per reduce step.
    When it is not (x @ W.T: both inputs are contiguous along the reduce axis) it is 8 (N) x 16 (M) with a 4-way
    unrolled reduce. tinygrad's heuristic builds 4x3 or 4x4 tiles, sized for GPUs' registers.
@@ -42,6 +43,9 @@ TILES_CONTIGUOUS = ((16, 8, 0), (16, 4, 0), (8, 8, 0), (8, 4, 0), (16, 1, 0), (8
 TILES = ((8, 16, 4), (8, 8, 4), (8, 4, 4), (4, 8, 4), (8, 8, 0), (4, 4, 4), (8, 1, 4), (4, 1, 4), (1, 16, 4), (1, 8, 4))
 WIDE_DTYPES = (dtypes.float32, dtypes.int32, dtypes.uint32)
 MIN_THREAD_WORK = 1 << 15
+# multiply-adds from which a contraction gets a register tile: lowering a 128-accumulator tile costs tinygrad ~0.5-1 s
+# of Python once per kernel (its own 16-accumulator tile ~0.2 s), which a smaller kernel does not earn back
+MIN_TILE_WORK = 1 << 22
 
 _tinygrad_heuristic = heuristic.hand_coded_optimizations
 _tinygrad_compile_kernel = realize._compile_kernel
@@ -145,7 +149,8 @@ def cpu_heuristic(k: Scheduler) -> Scheduler:
     """tinygrad's `hand_coded_optimizations`, with the two rules above on CPU devices."""
     if k.ren.target.device != "CPU":
         return _tinygrad_heuristic(k)
-    if (axes := _tile_axes(k)) is not None:
+    axes = _tile_axes(k)
+    if axes is not None and (axes[1] is None or resolve(prod(k.full_shape) >= MIN_TILE_WORK, False)):
         a1, a0, contiguous = axes
         for u1, u0, unroll in TILES_CONTIGUOUS if contiguous else TILES:
             if (u0 > 1 and a0 is None) or (t := tiled(k, a1, a0, u1, u0, unroll)) is None:
