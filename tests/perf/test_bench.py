@@ -47,6 +47,7 @@ def test_bench_compare_torch_same_model(tmp_path, monkeypatch, zp_home, method):
     assert rec["flops"]["per_step"] > 0 and rec["tinygrad"]["mfu"] > 0
     # CPU to CPU here (CUDA to cuda on a GPU): the twin's device, versions and how each side is synchronised
     assert rec["tinygrad"]["device"] == "CPU" and rec["torch"]["device"] == "cpu"
+    assert rec["tinygrad"]["cpu_kernels"] == {"rules": "zp-cpu-5", "runner": "native"}
     assert rec["torch"]["version"] and rec["torch"]["mode"] == "eager" and rec["torch"]["sync"]
     assert "synchronize" in rec["tinygrad"]["sync"] and rec["torch"]["first_step_s"] > 0
     assert rec["tinygrad"]["memory"]["allocator"]["peak_bytes"] > 0

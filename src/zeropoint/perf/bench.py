@@ -18,7 +18,7 @@ import time
 import numpy as np
 from tinygrad import Device
 
-from ..engine import EngineConfig, Trainer, cpu_threads, jitcache, lr_at
+from ..engine import EngineConfig, Trainer, cpu_kernels, cpu_threads, jitcache, lr_at
 from ..errors import ConfigError
 from ..models.basequant import weight_numpy_f32
 from ..models.llama import param_count, state_dict
@@ -265,7 +265,11 @@ def run_bench(cfg, *, steps: int = 5, repeats: int = 3, compare_torch: bool = Fa
                      "env": {k: os.environ[k] for k in ("BEAM", "JIT", "DEV", "CACHELEVEL", "PARALLEL") if k in os.environ},
                      # this process's start: "warm" when every step was replayed from $ZP_CACHE (engine/jitcache.py)
                      "warm_start": {"first_step_s": tg_warm[0] if tg_warm else None, **jitcache.report(trainer.jit_steps())},
-                     "cpu_threads": threads},
+                     "cpu_threads": threads,
+                     # how CPU kernels were built and run (engine/cpu_kernels.py, engine/cpu_threads.py)
+                     "cpu_kernels": {"rules": cpu_kernels.active(),
+                                     "runner": "native" if cpu_threads.native_reason() is None
+                                     else f"python ({cpu_threads.native_reason()})"}},
         "memory_plan": {"plan_bytes": plan, "measured_peak_bytes": measured,
                         "measured_over_plan": measured / plan["total_bytes"] if plan.get("total_bytes") else None,
                         "note": "plan: zpctl model info (shapes alone); measured: tinygrad's allocator high-water mark "
