@@ -147,7 +147,8 @@ static void dispatch(const zp_job *job) {
   }
 }
 
-// Run jobs[0..njobs) in order, each one finished before the next starts.
+// Run jobs[0..njobs) in order, each one finished before the next starts. One caller at a time (the pool has one
+// current job), as with tinygrad's runtime itself: jobs come from the process's one compute thread.
 void zp_run(const zp_job *jobs, int64_t njobs) {
   for (int64_t i = 0; i < njobs; i++) {
     const zp_job *job = &jobs[i];

@@ -14,8 +14,7 @@ loop did. `ZP_CPU_THREADS=1` (or NUM_CPU_THREADS=1, which stops the split at com
 The threads are native (engine/cpu_graph.c, built with the C compiler tinygrad's CPU backend uses, once per
 process): a captured step runs as one call, all its kernels in order, the GIL released, split kernels handed to
 helper threads that spin briefly between jobs. Without a C compiler (or with `ZP_CPU_NATIVE=0`) the same runs
-from Python, one ctypes call a kernel part and a Python queue a hand-off; engine/cpu_threads.py says which in
-`native_reason()`.
+from Python, one ctypes call a kernel part and a Python queue a hand-off; `native_reason()` says which.
 """
 from __future__ import annotations
 
@@ -178,25 +177,24 @@ class CPUGraph(GraphRunner):
 
     def __call__(self, input_uops, var_vals, wait=False):
         st = time.perf_counter()
+        addrs: dict[int, int] = {}
+
+        def addr(slot: int) -> int:      # an input buffer's address, resolved once per call
+            if slot not in addrs:
+                b = input_uops[slot].buffer.ensure_allocated()
+                addrs[slot] = b.get_buf(b.device).va_addr
+            return addrs[slot]
         if self.n_native:
-            addrs: dict[int, int] = {}
             words = self.words
             for w, slot in self.patches:
-                if slot not in addrs:
-                    b = input_uops[slot].buffer.ensure_allocated()
-                    addrs[slot] = b.get_buf(b.device).va_addr
-                words[w] = addrs[slot]
+                words[w] = addr(slot)
             for w, name in self.var_patches:
                 words[w] = var_vals[name]
             _native.zp_run(self.native_jobs, self.n_native)
             return time.perf_counter() - st if wait else None
-        addrs = {}
         for fxn, cargs, ins, vs, core, parts in self.jobs:
             for pos, slot in ins:
-                if slot not in addrs:
-                    b = input_uops[slot].buffer.ensure_allocated()
-                    addrs[slot] = b.get_buf(b.device).va_addr
-                cargs[pos].value = addrs[slot]
+                cargs[pos].value = addr(slot)
             for pos, name in vs:
                 cargs[pos].value = var_vals[name]
             if core is None:
