@@ -26,39 +26,19 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=20)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    import tinygrad.engine.realize as realize
     from tinygrad.codegen import do_to_program
 
-    from zeropoint.engine import EngineConfig, Trainer, cpu_kernels, cpu_threads, jitcache
-    from zeropoint.models.llm import build_llm, lm_loss, trainable_params
-    from zeropoint.models.lora import LoRASpec
+    from zeropoint.engine import Trainer, cpu_kernels, cpu_threads, jitcache
     from zeropoint.perf import tune
-    from zeropoint.perf.bench import make_batches
     from zeropoint.recipes import load_config
     jitcache.enable()
     cpu_threads.enable()
     cfg, _ = load_config(a.config, [])
-    t = cfg.train
-    lm = build_llm(cfg.model, precision=t.precision, seed=t.seed)
-    params = trainable_params(lm.model, cfg.method, LoRASpec.from_section(cfg.lora.model_dump()), t.seed,
-                              precision=t.precision)
-    ecfg = EngineConfig(lr=t.lr, total_steps=10_000, warmup_steps=0, grad_clip=t.grad_clip, grad_accum=t.grad_accum,
-                        weight_decay=t.weight_decay, precision=t.precision)
-    batches = make_batches(2, t.grad_accum, t.micro_batch_size, cfg.data.seq_len, lm.config.vocab_size, seed=t.seed)
-    asts: dict = {}
-    real_key = realize.to_program_key
-
-    def recording_key(ast, ren):
-        k = real_key(ast, ren)
-        asts.setdefault(k, (ast, ren))
-        return k
-    realize.to_program_key = recording_key
-    try:
-        trainer = Trainer(params, lm_loss(lm.model, t.activation_checkpointing, t.activation_checkpointing_k), ecfg)
+    params, loss_fn, ecfg, batches = tune.recipe_step(cfg, 2)
+    with tune.recording_kernels() as asts:
+        trainer = Trainer(params, loss_fn, ecfg)
         for b in batches:
             trainer.step(b)
-    finally:
-        realize.to_program_key = real_key
     rows = []
     for e in tune._step_kernels(trainer, asts).values():
         ast, ren = e["ast"], e["ren"]

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,38 @@ def _steady(trainer, batches, n: int) -> float:
     return float(np.median(ts))
 
 
+def recipe_step(cfg, n_batches: int):
+    """The recipe's training step from shapes alone: trainable parameters (random weights, the config's seed), loss,
+    engine settings and `n_batches` random batches; what zpctl tune searches and bench/cpu_kernel_rules.py compares."""
+    t = cfg.train
+    lm = build_llm(cfg.model, precision=t.precision, seed=t.seed)
+    params = trainable_params(lm.model, cfg.method, LoRASpec.from_section(cfg.lora.model_dump()), t.seed,
+                              precision=t.precision)
+    loss_fn = lm_loss(lm.model, t.activation_checkpointing, t.activation_checkpointing_k)
+    ecfg = EngineConfig(lr=t.lr, total_steps=10_000, warmup_steps=0, grad_clip=t.grad_clip, grad_accum=t.grad_accum,
+                        weight_decay=t.weight_decay, precision=t.precision, loss_scale=t.loss_scale)
+    batches = make_batches(n_batches, t.grad_accum, t.micro_batch_size, cfg.data.seq_len, lm.config.vocab_size,
+                           seed=t.seed)
+    return params, loss_fn, ecfg, batches
+
+
+@contextmanager
+def recording_kernels():
+    """Inside the block, every kernel tinygrad lowers is recorded: {its compile key: (ast, renderer)}."""
+    asts: dict = {}
+    real_key = realize.to_program_key
+
+    def recording_key(ast, ren):
+        k = real_key(ast, ren)
+        asts.setdefault(k, (ast, ren))
+        return k
+    realize.to_program_key = recording_key
+    try:
+        yield asts
+    finally:
+        realize.to_program_key = real_key
+
+
 def run_tune(cfg, *, beam: int = 2, steps: int = 5, budget_s: float = 900.0, kernel_timeout_s: float = 120.0,
              coverage: float = 0.9, min_speedup: float = 1.05, force: bool = False, progress=None) -> dict:
     say = progress or (lambda m: None)
@@ -150,33 +183,19 @@ def run_tune(cfg, *, beam: int = 2, steps: int = 5, budget_s: float = 900.0, ker
     load_before = os.getloadavg()
 
     # 1. the step, captured on the untuned kernels (plain TinyJits: tune must see the kernels being lowered)
-    asts: dict = {}
-    real_key = realize.to_program_key
-
-    def recording_key(ast, ren):
-        k = real_key(ast, ren)
-        asts.setdefault(k, (ast, ren))
-        return k
     t = cfg.train
-    lm = build_llm(cfg.model, precision=t.precision, seed=t.seed)
-    model, mc = lm.model, lm.config
-    params = trainable_params(model, cfg.method, LoRASpec.from_section(cfg.lora.model_dump()), t.seed, precision=t.precision)
-    loss_fn = lm_loss(model, t.activation_checkpointing, t.activation_checkpointing_k)   # the recipe's step
-    ecfg = EngineConfig(lr=t.lr, total_steps=10_000, warmup_steps=0, grad_clip=t.grad_clip, grad_accum=t.grad_accum,
-                        weight_decay=t.weight_decay, precision=t.precision, loss_scale=t.loss_scale)
-    batches = make_batches(3 + 2 * steps, t.grad_accum, t.micro_batch_size, cfg.data.seq_len, mc.vocab_size, seed=t.seed)
+    params, loss_fn, ecfg, batches = recipe_step(cfg, 3 + 2 * steps)
     store = jitcache.store()
     saved_tuned = dict(store.tuned)
     store.tuned = {k: None for k in store.tuned}     # baseline: tinygrad's own kernels, tuned or not before
     os.environ["ZP_TUNED"], tuned_env = "0", os.environ.get("ZP_TUNED")
-    realize.to_program_key = recording_key
     try:
         say("capturing the step on tinygrad's default kernels")
-        base = Trainer(params, loss_fn, ecfg)
-        for b in batches[:3]:
-            base.step(b)
+        with recording_kernels() as asts:
+            base = Trainer(params, loss_fn, ecfg)
+            for b in batches[:3]:
+                base.step(b)
     finally:
-        realize.to_program_key = real_key
         if tuned_env is None:
             os.environ.pop("ZP_TUNED", None)
         else:
