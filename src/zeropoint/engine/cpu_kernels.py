@@ -17,9 +17,9 @@
 
 None changes what a kernel computes, only how its loops and memory accesses are laid out; the unrolled reduce adds
 in another order, so results differ from tinygrad's kernels in the last bits. A kernel the rules cannot lay out (an
-axis that does not divide) keeps tinygrad's own choice. Measurements: docs/warm-start.md. `ZP_CPU_KERNELS=tinygrad` turns the rules off;
-the rule set's name is part of every cached kernel's key (engine/jitcache.py), so kernels built under one set are
-never loaded under another.
+axis that does not divide) keeps tinygrad's own choice. Measurements: docs/warm-start.md. `ZP_CPU_KERNELS=tinygrad`
+turns the rules off; the rule set's name is part of every cached kernel's key (engine/jitcache.py), so kernels built
+under one set are never loaded under another.
 """
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ def tiled(k: Scheduler, a1: int, a0: int | None, u1: int, u0: int, unroll: int) 
 
 
 def cpu_heuristic(k: Scheduler) -> Scheduler:
-    """tinygrad's `hand_coded_optimizations`, with the two rules above on CPU devices."""
+    """tinygrad's `hand_coded_optimizations`, with the tile and thread rules above on CPU devices."""
     if k.ren.target.device != "CPU":
         return _tinygrad_heuristic(k)
     axes = _tile_axes(k)
@@ -172,7 +172,6 @@ def wide_coalescing(sink: UOp, ren):
 
 def _accessed_buffers(sink: UOp) -> list[UOp]:
     return [u.src[0].src[0] for u in sink.toposort() if u.op in (Ops.LOAD, Ops.STORE) and u.src[0].op is Ops.INDEX]
-
 
 
 def unaligned_vector_prefix(self, dt, count: int) -> str:

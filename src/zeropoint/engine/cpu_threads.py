@@ -262,24 +262,23 @@ def _ensure_pool() -> "_Pool | None":
 
 def _parallel_call(self, *bufs, global_size=(1, 1, 1), local_size=(1, 1, 1), vals=(), wait=False, timeout=None):
     parts = global_size[0]
-    if parts > 1 and not self.lvp and "core_id" in self.runtimevars:
-        pool = _pool if _native is not None or _pool is not None else _ensure_pool()
-        if _native is not None or pool is not None:
-            st = time.perf_counter()
-            args = [int(b.va_addr) for b in bufs] + [0 if v is None else int(v) for v in vals]
-            slot = self.runtimevars["core_id"]
-            if _native is not None:
-                words = (ctypes.c_uint64 * MAX_ARGS)(*args)
-                _native.zp_run(ctypes.byref(_Job(ctypes.cast(self.fxn, ctypes.c_void_p).value, slot, parts,
-                                                 ctypes.cast(words, ctypes.POINTER(ctypes.c_uint64)))), 1)
-            else:
-                argsets = []
-                for tid in range(parts):
-                    args[slot] = tid
-                    argsets.append([ctypes.c_uint64(x) for x in args])
-                pool.run(self.fxn, argsets)
-            STATS["parallel_calls"] += 1
-            return time.perf_counter() - st if wait else None
-    STATS["sequential_calls"] += 1
-    return _original(self, *bufs, global_size=global_size, local_size=local_size, vals=vals, wait=wait,
-                     timeout=timeout)
+    if parts <= 1 or self.lvp or "core_id" not in self.runtimevars or \
+            (_native is None and (_pool or _ensure_pool()) is None):
+        STATS["sequential_calls"] += 1
+        return _original(self, *bufs, global_size=global_size, local_size=local_size, vals=vals, wait=wait,
+                         timeout=timeout)
+    st = time.perf_counter()
+    args = [int(b.va_addr) for b in bufs] + [0 if v is None else int(v) for v in vals]
+    slot = self.runtimevars["core_id"]
+    if _native is not None:
+        words = (ctypes.c_uint64 * MAX_ARGS)(*args)
+        _native.zp_run(ctypes.byref(_Job(ctypes.cast(self.fxn, ctypes.c_void_p).value, slot, parts,
+                                         ctypes.cast(words, ctypes.POINTER(ctypes.c_uint64)))), 1)
+    else:
+        argsets = []
+        for tid in range(parts):
+            args[slot] = tid
+            argsets.append([ctypes.c_uint64(x) for x in args])
+        _pool.run(self.fxn, argsets)
+    STATS["parallel_calls"] += 1
+    return time.perf_counter() - st if wait else None
